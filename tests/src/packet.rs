@@ -1,0 +1,70 @@
+//! Crafted frames for BPF_PROG_TEST_RUN.
+
+/// The Internet checksum of `data` (RFC 1071).
+#[must_use]
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "folded to 16 bits above")]
+    let folded = sum as u16;
+    !folded
+}
+
+pub const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+/// An Ethernet + IPv4 frame with `proto` and `payload`, valid header checksum.
+#[must_use]
+pub fn ipv4(src: [u8; 4], dst: [u8; 4], ttl: u8, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(34 + payload.len());
+    f.extend_from_slice(&DST_MAC);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let total = u16::try_from(20 + payload.len()).expect("small packet");
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = ttl;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An ICMP echo request (id 1, sequence `seq`, 56 bytes of data) from `src` to `dst`.
+#[must_use]
+pub fn icmp_echo(src: [u8; 4], dst: [u8; 4], ttl: u8, seq: u16) -> Vec<u8> {
+    let mut icmp = vec![8u8, 0, 0, 0, 0, 1];
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.extend((0..56u8).map(|i| i.wrapping_mul(7)));
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4(src, dst, ttl, 1, &icmp)
+}
+
+/// An ARP request for `target` from `sender`.
+#[must_use]
+pub fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&sender);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f
+}
