@@ -1,0 +1,212 @@
+//! The topology: a validated network description, in file order.
+//!
+//! A file is read in two steps (raw → validated): [`parse`] turns JSON text into the raw
+//! document, keeping every key in file order with its JSON path, and [`validate`] turns that
+//! into a [`Topology`] or the complete list of what is wrong with it. Nothing here touches
+//! the host.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+mod error;
+mod parse;
+mod validate;
+
+pub use error::{Diagnostic, TopologyError};
+pub use validate::sanitize;
+
+/// A network described by a topology file, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Topology {
+    /// The name as written (may hold spaces).
+    pub name: String,
+    /// A short id derived from the name (see [`sanitize`]): used in every kernel object the
+    /// network owns.
+    pub id: String,
+    pub automatic_routing: bool,
+    pub update_hosts: bool,
+    pub outbound: Option<Outbound>,
+    /// In file order.
+    pub subnets: Vec<Subnet>,
+    /// In file order.
+    pub routers: Vec<Router>,
+    /// In file order: subnets in file order, each subnet's hosts in file order.
+    pub hosts: Vec<Host>,
+}
+
+/// `outbound_access` when enabled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Outbound {
+    /// The uplink segment joining the host to the border routers.
+    pub cidr: Ipv4Net,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Subnet {
+    pub name: String,
+    /// Normalized to its network address (`10.0.0.7/24` reads as `10.0.0.0/24`, as the
+    /// original dvnet did).
+    pub cidr: Ipv4Net,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Host {
+    pub name: String,
+    /// Index into [`Topology::subnets`].
+    pub subnet: usize,
+    /// An explicit address (the `ip` extension); validated to lie inside the subnet and not
+    /// be its network or broadcast address.
+    pub ip: Option<Ipv4Addr>,
+    pub image: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Router {
+    pub name: String,
+    /// Indices into [`Topology::subnets`], in the order the file lists them; no repeats.
+    pub subnets: Vec<usize>,
+    /// Explicit addresses, parallel to `subnets` (the `ip` extension: an object mapping
+    /// subnet names to addresses).
+    pub ips: Vec<Option<Ipv4Addr>>,
+    pub image: Option<String>,
+    pub firewall: Firewall,
+}
+
+/// `fw_rules` of a router. A matching `drop` rule wins over a matching `accept` rule, which
+/// wins over the policy. Stateful: replies to an accepted flow pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Firewall {
+    pub policy: Policy,
+    pub accept: Vec<FwRule>,
+    pub drop: Vec<FwRule>,
+}
+
+impl Firewall {
+    /// True when the firewall lets everything through (no rules, ACCEPT policy).
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.policy == Policy::Accept && self.accept.is_empty() && self.drop.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Policy {
+    #[default]
+    Accept,
+    Drop,
+}
+
+/// One firewall entry: traffic from `src` to `dst`, optionally of one protocol and to one
+/// destination port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FwRule {
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub proto: Option<Proto>,
+    /// Only with `proto` TCP or UDP.
+    pub dport: Option<u16>,
+    /// Where the rule stands in the file (`routers."R-1".fw_rules.drop[0]`), to name it in
+    /// `dvnet stats` and errors.
+    pub origin: String,
+}
+
+/// What a firewall entry matches on one side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum Endpoint {
+    /// Anything (`"*"`, `"any"`, or a side left out).
+    Any,
+    /// A subnet's CIDR (index into [`Topology::subnets`]).
+    Subnet(usize),
+    /// A host's address (index into [`Topology::hosts`]).
+    Host(usize),
+    /// Every address of a router (index into [`Topology::routers`]).
+    Router(usize),
+    /// A literal prefix.
+    Cidr(Ipv4Net),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Icmp,
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    #[must_use]
+    pub const fn number(self) -> u8 {
+        match self {
+            Proto::Icmp => 1,
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+}
+
+/// A reference to a node, routers and hosts alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "kind", content = "index", rename_all = "lowercase")]
+pub enum NodeRef {
+    Router(usize),
+    Host(usize),
+}
+
+impl Topology {
+    /// Reads and validates a topology file's text. `origin` names the file in messages.
+    ///
+    /// # Errors
+    /// Malformed JSON (with line and column), or every validation error found, each with its
+    /// JSON path.
+    pub fn from_json(text: &str, origin: &str) -> Result<Topology, TopologyError> {
+        let doc = parse::parse(text, origin)?;
+        validate::validate(&doc, origin)
+    }
+
+    /// Reads and validates a topology file.
+    ///
+    /// # Errors
+    /// The file cannot be read, or [`Topology::from_json`] fails.
+    pub fn from_file(path: &std::path::Path) -> Result<Topology, TopologyError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TopologyError::Read { path: origin.clone(), source })?;
+        Self::from_json(&text, &origin)
+    }
+
+    /// The name of a node.
+    #[must_use]
+    pub fn node_name(&self, node: NodeRef) -> &str {
+        match node {
+            NodeRef::Router(i) => &self.routers[i].name,
+            NodeRef::Host(i) => &self.hosts[i].name,
+        }
+    }
+
+    /// The image of a node, if it runs as a container.
+    #[must_use]
+    pub fn node_image(&self, node: NodeRef) -> Option<&str> {
+        match node {
+            NodeRef::Router(i) => self.routers[i].image.as_deref(),
+            NodeRef::Host(i) => self.hosts[i].image.as_deref(),
+        }
+    }
+
+    /// Every node: routers first, then hosts, each in file order.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeRef> + '_ {
+        (0..self.routers.len())
+            .map(NodeRef::Router)
+            .chain((0..self.hosts.len()).map(NodeRef::Host))
+    }
+
+    /// Finds a node by name.
+    #[must_use]
+    pub fn find_node(&self, name: &str) -> Option<NodeRef> {
+        self.nodes().find(|&n| self.node_name(n) == name)
+    }
+}
