@@ -62,7 +62,7 @@ impl PacketClass {
         }
     }
 
-    /// The class of an Ethernet frame, from its EtherType (host byte order) and, for IPv4,
+    /// The class of an Ethernet frame, from its `EtherType` (host byte order) and, for IPv4,
     /// its protocol.
     #[must_use]
     pub const fn of_frame(ethertype: u16, ipv4_proto: u8) -> Self {
@@ -136,7 +136,10 @@ pub struct LinkStats {
 impl Default for LinkStats {
     fn default() -> Self {
         LinkStats {
-            traffic: [[Counter { packets: 0, bytes: 0 }; PacketClass::COUNT]; dir::COUNT],
+            traffic: [[Counter {
+                packets: 0,
+                bytes: 0,
+            }; PacketClass::COUNT]; dir::COUNT],
             drops: [0; DropReason::COUNT],
         }
     }
@@ -168,7 +171,7 @@ pub struct IfaceInfo {
     pub router: u32,
     /// `ROLE_*`.
     pub role: u32,
-    pub _pad: u32,
+    pub pad: u32,
 }
 
 /// `IfaceInfo::router` of an interface that does not belong to a router.

@@ -1,3 +1,37 @@
-fn main() {
-    println!("{}", dvnet::bpf::OBJECT.len());
+//! `dvnet`: parses the command line, runs it, prints the error chain.
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use dvnet::cli::{Cli, EXIT_INVALID_INPUT, run};
+use dvnet::topology::TopologyError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn,dvnet=info",
+        1 => "info,dvnet=debug",
+        _ => "debug,dvnet=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprint!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprint!("\n  caused by: {cause}");
+            }
+            eprintln!();
+            if err.downcast_ref::<TopologyError>().is_some() {
+                ExitCode::from(EXIT_INVALID_INPUT)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }

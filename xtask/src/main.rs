@@ -1,1 +1,72 @@
-fn main() {}
+//! Developer tasks: `cargo xtask test` runs every check CI runs.
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().map(String::as_str) == Some("test") {
+        test(&args[1..])
+    } else {
+        eprintln!("usage: cargo xtask test [-- <cargo test args>]");
+        return std::process::ExitCode::from(2);
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: {what}");
+    let status = cmd.status().with_context(|| format!("running {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Format, lints, then every test. As root, tests that need root must run: skipping one is a
+/// failure (`DVNET_REQUIRE_ROOT_TESTS=1`).
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    run(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    run(
+        "cargo clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "dvnet-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    let mut t = cargo();
+    t.args(["test", "--workspace", "--exclude", "dvnet-ebpf"]);
+    t.args(extra);
+    if nix_is_root() {
+        t.env("DVNET_REQUIRE_ROOT_TESTS", "1");
+    } else {
+        eprintln!("xtask: not root: tests that need root will print `skipping` and pass");
+    }
+    run("cargo test", &mut t)
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}

@@ -91,7 +91,7 @@ impl Firewall {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Policy {
     #[default]
@@ -174,8 +174,10 @@ impl Topology {
     /// The file cannot be read, or [`Topology::from_json`] fails.
     pub fn from_file(path: &std::path::Path) -> Result<Topology, TopologyError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TopologyError::Read { path: origin.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+            path: origin.clone(),
+            source,
+        })?;
         Self::from_json(&text, &origin)
     }
 

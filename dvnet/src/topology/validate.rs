@@ -5,10 +5,19 @@ use super::{Topology, TopologyError, parse::Document};
 #[must_use]
 pub fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
 pub fn validate(_doc: &Document, origin: &str) -> Result<Topology, TopologyError> {
-    Err(TopologyError::Invalid { origin: origin.to_owned(), diagnostics: vec![] })
+    Err(TopologyError::Invalid {
+        origin: origin.to_owned(),
+        diagnostics: vec![],
+    })
 }

@@ -1,0 +1,456 @@
+//! The plan: everything `up` will build, computed from a [`Topology`] without any I/O —
+//! addresses, interface names and indexes, MACs, routes, firewall entries, the objects each
+//! node needs. It is `Serialize`, so `dvnet plan --json` and golden tests come for free, and
+//! `up`, `inspect` and `down` all work from it.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::topology::{Endpoint, NodeRef, Policy, Topology};
+
+mod addressing;
+pub mod naming;
+mod routing;
+
+/// How routers forward and filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Datapath {
+    /// TC eBPF programs driven by BPF maps; kernel forwarding stays off.
+    #[default]
+    Ebpf,
+    /// Kernel forwarding and iptables rules inside the router namespaces.
+    Kernel,
+}
+
+/// Choices made at `up` time that shape the plan.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlanOptions {
+    pub datapath: Datapath,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("subnet \"{subnet}\" ({cidr}) has no address left")]
+    SubnetExhausted { subnet: String, cidr: Ipv4Net },
+}
+
+/// What `up` builds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub name: String,
+    pub id: String,
+    pub datapath: Datapath,
+    pub automatic_routing: bool,
+    pub update_hosts: bool,
+    /// The namespace holding the segments.
+    pub fabric_netns: String,
+    pub subnets: Vec<SubnetPlan>,
+    pub nodes: Vec<NodePlan>,
+    /// One per node interface; `links[i].id == i`.
+    pub links: Vec<LinkPlan>,
+    /// Things the user should know (islands, missing routing).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetPlan {
+    pub name: String,
+    pub cidr: Ipv4Net,
+    /// The bridge in the fabric namespace.
+    pub bridge: String,
+    pub bridge_ifindex: u32,
+    /// Links on this subnet.
+    pub links: Vec<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    Router,
+    Host,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlan {
+    pub name: String,
+    pub kind: NodeKind,
+    /// Namespace name (or container name for image nodes).
+    pub netns: String,
+    pub image: Option<String>,
+    /// This node's links, in interface order.
+    pub links: Vec<u32>,
+    /// Routes beyond the connected ones.
+    pub routes: Vec<RoutePlan>,
+    /// Whether the kernel forwards in this node (kernel-datapath routers only).
+    pub ip_forward: bool,
+    /// Routers only: the firewall, resolved to prefixes.
+    pub firewall: Option<FirewallPlan>,
+}
+
+/// A node's interface and the fabric port it is wired to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkPlan {
+    pub id: u32,
+    /// Index into [`Plan::nodes`].
+    pub node: usize,
+    /// Index into [`Plan::subnets`].
+    pub subnet: usize,
+    pub ifname: String,
+    pub ifindex: u32,
+    #[serde(with = "mac")]
+    pub mac: [u8; 6],
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub fabric_ifname: String,
+    pub fabric_ifindex: u32,
+    #[serde(with = "mac")]
+    pub fabric_mac: [u8; 6],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutePlan {
+    pub dest: Ipv4Net,
+    pub via: Ipv4Addr,
+    /// Outgoing interface (name inside the node).
+    pub dev: String,
+    /// Outgoing link.
+    pub link: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallPlan {
+    pub policy: Policy,
+    /// `drop` rules first, then `accept` rules, each in file order.
+    pub rules: Vec<RulePlan>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Accept,
+    Drop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulePlan {
+    pub action: Action,
+    /// Source prefixes (`0.0.0.0/0` for any).
+    pub src: Vec<Ipv4Net>,
+    /// Destination prefixes (`0.0.0.0/0` for any).
+    pub dst: Vec<Ipv4Net>,
+    /// IP protocol number, if the rule names one.
+    pub proto: Option<u8>,
+    pub dport: Option<u16>,
+    /// Where the rule stands in the file.
+    pub origin: String,
+}
+
+/// Interface indexes start here: every interface a network creates gets its own index, the
+/// same in whichever namespace it lives, so one eBPF program shared by all of them can tell
+/// where it runs (`skb->ifindex`). New namespaces hold only `lo` (1).
+pub const FIRST_IFINDEX: u32 = 16;
+
+impl Plan {
+    /// Plans `topo`.
+    ///
+    /// # Errors
+    /// A subnet runs out of addresses (validation rejects such files before this).
+    pub fn build(topo: &Topology, options: PlanOptions) -> Result<Plan, PlanError> {
+        let addrs = addressing::assign(topo)?;
+        let id = topo.id.clone();
+        let mut next_ifindex = FIRST_IFINDEX;
+        let mut alloc_ifindex = || {
+            let i = next_ifindex;
+            next_ifindex += 1;
+            i
+        };
+
+        let mut subnets: Vec<SubnetPlan> = topo
+            .subnets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SubnetPlan {
+                name: s.name.clone(),
+                cidr: s.cidr,
+                bridge: naming::bridge_ifname(&s.name, i),
+                bridge_ifindex: alloc_ifindex(),
+                links: Vec::new(),
+            })
+            .collect();
+
+        let mut nodes = Vec::with_capacity(topo.routers.len() + topo.hosts.len());
+        let mut links: Vec<LinkPlan> = Vec::new();
+        for node in topo.nodes() {
+            let (name, kind, node_subnets, node_addrs): (
+                &str,
+                NodeKind,
+                Vec<usize>,
+                Vec<Ipv4Addr>,
+            ) = match node {
+                NodeRef::Router(r) => {
+                    let router = &topo.routers[r];
+                    (
+                        &router.name,
+                        NodeKind::Router,
+                        router.subnets.clone(),
+                        addrs.routers[r].clone(),
+                    )
+                }
+                NodeRef::Host(h) => {
+                    let host = &topo.hosts[h];
+                    (
+                        &host.name,
+                        NodeKind::Host,
+                        vec![host.subnet],
+                        vec![addrs.hosts[h]],
+                    )
+                }
+            };
+            let node_index = nodes.len();
+            let mut node_links = Vec::with_capacity(node_subnets.len());
+            for (position, (&s, &address)) in node_subnets.iter().zip(&node_addrs).enumerate() {
+                let link = u32::try_from(links.len()).expect("fewer than 2^32 links");
+                let subnet = &topo.subnets[s];
+                links.push(LinkPlan {
+                    id: link,
+                    node: node_index,
+                    subnet: s,
+                    ifname: naming::node_ifname(name, &subnet.name, position),
+                    ifindex: alloc_ifindex(),
+                    mac: naming::mac_for(address, false),
+                    address,
+                    prefix_len: subnet.cidr.prefix_len(),
+                    fabric_ifname: naming::fabric_port_ifname(name, &subnet.name, link),
+                    fabric_ifindex: alloc_ifindex(),
+                    fabric_mac: naming::mac_for(address, true),
+                });
+                subnets[s].links.push(link);
+                node_links.push(link);
+            }
+            let firewall = match node {
+                NodeRef::Router(r) => Some(firewall_plan(topo, &addrs, r)),
+                NodeRef::Host(_) => None,
+            };
+            nodes.push(NodePlan {
+                name: name.to_owned(),
+                kind,
+                netns: naming::node_netns(&id, name),
+                image: topo.node_image(node).map(str::to_owned),
+                links: node_links,
+                routes: Vec::new(),
+                ip_forward: kind == NodeKind::Router && options.datapath == Datapath::Kernel,
+                firewall,
+            });
+        }
+
+        let routing = if topo.automatic_routing {
+            routing::compute(topo)
+        } else {
+            routing::gateways_only(topo)
+        };
+        let mut warnings = Vec::new();
+        if !topo.automatic_routing && topo.subnets.len() > 1 && !topo.routers.is_empty() {
+            warnings.push(
+                "automatic_routing is off: routers get only connected routes and hosts a default \
+                 gateway; run a routing daemon (FRR) in the routers, or set \"automatic_routing\": true"
+                    .to_owned(),
+            );
+        }
+        for (i, island) in routing.islands.iter().enumerate().skip(1) {
+            let names = |members: &[usize]| {
+                members
+                    .iter()
+                    .map(|&s| format!("\"{}\"", topo.subnets[s].name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut w = String::new();
+            let _ = write!(
+                w,
+                "subnets {} cannot reach subnets {}: no chain of routers joins them",
+                names(island),
+                names(&routing.islands[0])
+            );
+            if i > 1 {
+                w.push_str(" (nor the other islands)");
+            }
+            warnings.push(w);
+        }
+
+        let router_count = topo.routers.len();
+        // routers
+        for (r, table) in routing.routers.iter().enumerate() {
+            let node = &nodes[r];
+            let routes = table
+                .iter()
+                .map(|&(dest, hop)| {
+                    let link = node.links[hop.via_position];
+                    let subnet = links[link as usize].subnet;
+                    let via = routing::address_on(
+                        &topo.routers[hop.router].subnets,
+                        &addrs.routers[hop.router],
+                        subnet,
+                    )
+                    .expect("a next hop shares the subnet");
+                    RoutePlan {
+                        dest,
+                        via,
+                        dev: links[link as usize].ifname.clone(),
+                        link,
+                    }
+                })
+                .collect();
+            nodes[r].routes = routes;
+        }
+        // hosts
+        for (h, host) in topo.hosts.iter().enumerate() {
+            let node = &nodes[router_count + h];
+            let link = node.links[0];
+            let dev = links[link as usize].ifname.clone();
+            let gw_addr = |gw: usize| {
+                routing::address_on(&topo.routers[gw].subnets, &addrs.routers[gw], host.subnet)
+                    .expect("a gateway is on the host's subnet")
+            };
+            let mut routes: Vec<RoutePlan> = routing.host_routes[host.subnet]
+                .iter()
+                .map(|&(dest, gw)| RoutePlan {
+                    dest,
+                    via: gw_addr(gw),
+                    dev: dev.clone(),
+                    link,
+                })
+                .collect();
+            if let Some(gw) = routing.default_gateway[host.subnet] {
+                routes.push(RoutePlan {
+                    dest: Ipv4Net::default(),
+                    via: gw_addr(gw),
+                    dev: dev.clone(),
+                    link,
+                });
+            }
+            nodes[router_count + h].routes = routes;
+        }
+
+        Ok(Plan {
+            name: topo.name.clone(),
+            id: id.clone(),
+            datapath: options.datapath,
+            automatic_routing: topo.automatic_routing,
+            update_hosts: topo.update_hosts,
+            fabric_netns: naming::fabric_netns(&id),
+            subnets,
+            nodes,
+            links,
+            warnings,
+        })
+    }
+
+    /// Finds a node by name.
+    #[must_use]
+    pub fn node(&self, name: &str) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The links of a node.
+    pub fn links_of<'a>(&'a self, node: &'a NodePlan) -> impl Iterator<Item = &'a LinkPlan> + 'a {
+        node.links.iter().map(|&l| &self.links[l as usize])
+    }
+
+    /// Every name and address, for `/etc/hosts` (`update_hosts`): routers get one line per
+    /// address, the first one also under the plain name.
+    #[must_use]
+    pub fn hosts_file(&self) -> String {
+        let mut out = String::from("127.0.0.1\tlocalhost\n");
+        for node in &self.nodes {
+            for (i, link) in self.links_of(node).enumerate() {
+                let subnet = &self.subnets[link.subnet].name;
+                if i == 0 {
+                    let _ = writeln!(
+                        out,
+                        "{}\t{} {}-{}",
+                        link.address, node.name, node.name, subnet
+                    );
+                } else {
+                    let _ = writeln!(out, "{}\t{}-{}", link.address, node.name, subnet);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn firewall_plan(topo: &Topology, addrs: &addressing::Addresses, router: usize) -> FirewallPlan {
+    let fw = &topo.routers[router].firewall;
+    let resolve = |e: &Endpoint| -> Vec<Ipv4Net> {
+        match e {
+            Endpoint::Any => vec![Ipv4Net::default()],
+            Endpoint::Subnet(s) => vec![topo.subnets[*s].cidr],
+            Endpoint::Host(h) => vec![Ipv4Net::from(addrs.hosts[*h])],
+            Endpoint::Router(r) => addrs.routers[*r]
+                .iter()
+                .map(|&a| Ipv4Net::from(a))
+                .collect(),
+            Endpoint::Cidr(c) => vec![*c],
+        }
+    };
+    let rules = fw
+        .drop
+        .iter()
+        .map(|r| (Action::Drop, r))
+        .chain(fw.accept.iter().map(|r| (Action::Accept, r)))
+        .map(|(action, r)| RulePlan {
+            action,
+            src: resolve(&r.src),
+            dst: resolve(&r.dst),
+            proto: r.proto.map(crate::topology::Proto::number),
+            dport: r.dport,
+            origin: r.origin.clone(),
+        })
+        .collect();
+    FirewallPlan {
+        policy: fw.policy,
+        rules,
+    }
+}
+
+/// MACs as `02:d7:0a:00:00:01` in JSON.
+mod mac {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    #[expect(
+        clippy::trivially_copy_pass_by_ref,
+        reason = "serde's `with` passes a reference"
+    )]
+    pub fn serialize<S: Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_mac(mac))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut mac = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut mac {
+            let part = parts
+                .next()
+                .ok_or_else(|| D::Error::custom("MAC too short"))?;
+            *byte = u8::from_str_radix(part, 16).map_err(D::Error::custom)?;
+        }
+        if parts.next().is_some() {
+            return Err(D::Error::custom("MAC too long"));
+        }
+        Ok(mac)
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+#[must_use]
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -1,0 +1,127 @@
+//! Names of the kernel objects a network owns. Everything a network creates carries its id,
+//! so `down` can find it after a crash and never touches anything else.
+//!
+//! | object | name | example |
+//! |---|---|---|
+//! | fabric namespace (the segments) | `dv-<id>` | `dv-test-net-0` |
+//! | node namespace | `dv-<id>.<node>` | `dv-test-net-0.r-1` |
+//! | container | `dv-<id>.<node>` | `dv-test-net-0.a-1` |
+//! | interface in a node | `eth<node>-<subnet>` (original dvnet) or `eth<k>` | `ethr-1-a`, `eth1` |
+//! | segment bridge (fabric) | `br-<subnet>` or `br<k>` | `br-a` |
+//! | fabric port (fabric) | `<node>.<subnet>` or `p<link>` | `r-1.a` |
+//!
+//! `<id>`, `<node>` and `<subnet>` are the sanitized forms (lowercase letters, digits and
+//! `-`), so `.` separates them unambiguously. Linux limits interface names to 15 bytes; where
+//! the readable form is longer, the short form is used: `eth<k>` is the node's k-th interface
+//! (0-based, in the order of the router's `subnets`), `br<k>` the k-th subnet of the file,
+//! `p<link>` the link's number. `dvnet inspect` shows every name.
+
+use crate::topology::sanitize;
+
+/// The longest interface name Linux accepts (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+/// Prefix of every namespace and container dvnet creates.
+pub const PREFIX: &str = "dv-";
+
+/// The namespace holding a network's segments.
+#[must_use]
+pub fn fabric_netns(id: &str) -> String {
+    format!("{PREFIX}{id}")
+}
+
+/// The namespace (or container name) of a node.
+#[must_use]
+pub fn node_netns(id: &str, node: &str) -> String {
+    format!("{PREFIX}{id}.{}", sanitize(node))
+}
+
+/// Whether `name` is a namespace of the network `id` (its fabric or one of its nodes).
+#[must_use]
+pub fn belongs_to(name: &str, id: &str) -> bool {
+    name.strip_prefix(PREFIX)
+        .and_then(|rest| rest.strip_prefix(id))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// The network id of a dvnet namespace name, if it is one.
+#[must_use]
+pub fn network_of(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let id = rest.split('.').next()?;
+    (!id.is_empty()).then_some(id)
+}
+
+/// The interface of `node` on `subnet`, its `position`-th interface.
+#[must_use]
+pub fn node_ifname(node: &str, subnet: &str, position: usize) -> String {
+    let name = format!("eth{}-{}", sanitize(node), sanitize(subnet));
+    if name.len() <= IFNAME_MAX {
+        name
+    } else {
+        format!("eth{position}")
+    }
+}
+
+/// The bridge of the `index`-th subnet.
+#[must_use]
+pub fn bridge_ifname(subnet: &str, index: usize) -> String {
+    let name = format!("br-{}", sanitize(subnet));
+    if name.len() <= IFNAME_MAX {
+        name
+    } else {
+        format!("br{index}")
+    }
+}
+
+/// The fabric-side end of `node`'s link `link` on `subnet`.
+#[must_use]
+pub fn fabric_port_ifname(node: &str, subnet: &str, link: u32) -> String {
+    let name = format!("{}.{}", sanitize(node), sanitize(subnet));
+    if name.len() <= IFNAME_MAX {
+        name
+    } else {
+        format!("p{link}")
+    }
+}
+
+/// A deterministic, locally administered MAC for an interface holding `addr`: unique within
+/// a network because addresses are. `fabric` picks the fabric-side end of a link.
+#[must_use]
+pub fn mac_for(addr: std::net::Ipv4Addr, fabric: bool) -> [u8; 6] {
+    let [a, b, c, d] = addr.octets();
+    [if fabric { 0x06 } else { 0x02 }, 0xd7, a, b, c, d]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_interface_scheme_is_kept_when_it_fits() {
+        assert_eq!(node_ifname("R-1", "A", 0), "ethr-1-a");
+        assert_eq!(node_ifname("A-1", "A", 0), "etha-1-a");
+        assert_eq!(node_ifname("router-number-7", "backbone", 2), "eth2");
+        assert_eq!(node_ifname("r-12345", "abcde", 1), "ethr-12345-abcde");
+        assert_eq!(node_ifname("r-12345", "abcdef", 1), "eth1");
+    }
+
+    #[test]
+    fn namespaces_of_one_network_never_match_another() {
+        assert!(belongs_to("dv-lab", "lab"));
+        assert!(belongs_to("dv-lab.r-1", "lab"));
+        assert!(!belongs_to("dv-lab-2", "lab"));
+        assert!(!belongs_to("dv-lab-2.r-1", "lab"));
+        assert!(!belongs_to("other", "lab"));
+        assert_eq!(network_of("dv-lab-2.r-1"), Some("lab-2"));
+        assert_eq!(network_of("dv-lab"), Some("lab"));
+        assert_eq!(network_of("lab"), None);
+    }
+
+    #[test]
+    fn short_forms_fit_linux_limits() {
+        assert_eq!(bridge_ifname("A", 0), "br-a");
+        assert_eq!(bridge_ifname("a-very-long-subnet", 12), "br12");
+        assert_eq!(fabric_port_ifname("R-1", "A", 3), "r-1.a");
+        assert_eq!(fabric_port_ifname("router-one", "backbone", 3), "p3");
+    }
+}

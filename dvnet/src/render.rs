@@ -1,0 +1,188 @@
+//! Tables for people (`dvnet plan`, `inspect`, `stats`); scripts use `--json`.
+
+use std::fmt::Write as _;
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use crate::plan::{Action, NodeKind, Plan};
+
+/// A table with dvnet's look and the given header.
+#[must_use]
+pub fn table<I: IntoIterator<Item = &'static str>>(header: I) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED);
+    t.set_header(header);
+    t
+}
+
+/// One line naming the network and its size.
+#[must_use]
+pub fn summary(plan: &Plan) -> String {
+    let routers = plan
+        .nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::Router)
+        .count();
+    let hosts = plan.nodes.len() - routers;
+    format!(
+        "network \"{}\" (id {}): {} subnets, {routers} routers, {hosts} hosts, {} links; datapath {}",
+        plan.name,
+        plan.id,
+        plan.subnets.len(),
+        plan.links.len(),
+        match plan.datapath {
+            crate::plan::Datapath::Ebpf => "ebpf",
+            crate::plan::Datapath::Kernel => "kernel",
+        }
+    )
+}
+
+/// The whole plan, as tables.
+#[must_use]
+pub fn plan(plan: &Plan) -> String {
+    let mut out = summary(plan);
+    out.push_str("\n\n");
+
+    let mut t = table([
+        "node",
+        "kind",
+        "interface",
+        "address",
+        "subnet",
+        "fabric port",
+        "namespace",
+    ]);
+    for node in &plan.nodes {
+        for (i, link) in plan.links_of(node).enumerate() {
+            let first = i == 0;
+            t.add_row([
+                if first {
+                    node.name.clone()
+                } else {
+                    String::new()
+                },
+                if first {
+                    kind(node.kind).to_owned()
+                } else {
+                    String::new()
+                },
+                link.ifname.clone(),
+                format!("{}/{}", link.address, link.prefix_len),
+                plan.subnets[link.subnet].name.clone(),
+                link.fabric_ifname.clone(),
+                if first {
+                    node.netns.clone()
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+    }
+    let _ = write!(out, "{t}\n\n");
+
+    let mut t = table(["node", "destination", "via", "dev"]);
+    for node in &plan.nodes {
+        for (i, r) in node.routes.iter().enumerate() {
+            t.add_row([
+                if i == 0 {
+                    node.name.clone()
+                } else {
+                    String::new()
+                },
+                if r.dest.prefix_len() == 0 {
+                    "default".to_owned()
+                } else {
+                    r.dest.to_string()
+                },
+                r.via.to_string(),
+                r.dev.clone(),
+            ]);
+        }
+    }
+    if t.row_count() > 0 {
+        let _ = write!(out, "routes (beyond connected subnets)\n{t}\n\n");
+    }
+
+    let mut t = table([
+        "router", "policy", "action", "from", "to", "proto", "dport", "rule",
+    ]);
+    for node in &plan.nodes {
+        let Some(fw) = &node.firewall else { continue };
+        if fw.rules.is_empty() && fw.policy == crate::topology::Policy::Accept {
+            continue;
+        }
+        let policy = format!("{:?}", fw.policy).to_uppercase();
+        if fw.rules.is_empty() {
+            t.add_row([
+                node.name.clone(),
+                policy.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        for (i, r) in fw.rules.iter().enumerate() {
+            let nets = |v: &[ipnet::Ipv4Net]| {
+                v.iter()
+                    .map(|n| {
+                        if n.prefix_len() == 0 {
+                            "any".to_owned()
+                        } else {
+                            n.to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            t.add_row([
+                if i == 0 {
+                    node.name.clone()
+                } else {
+                    String::new()
+                },
+                if i == 0 {
+                    policy.clone()
+                } else {
+                    String::new()
+                },
+                match r.action {
+                    Action::Accept => "accept".to_owned(),
+                    Action::Drop => "drop".to_owned(),
+                },
+                nets(&r.src),
+                nets(&r.dst),
+                r.proto.map_or_else(|| "any".to_owned(), proto_name),
+                r.dport.map_or_else(String::new, |p| p.to_string()),
+                r.origin.clone(),
+            ]);
+        }
+    }
+    if t.row_count() > 0 {
+        let _ = write!(out, "firewall\n{t}\n\n");
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
+}
+
+fn kind(k: NodeKind) -> &'static str {
+    match k {
+        NodeKind::Router => "router",
+        NodeKind::Host => "host",
+    }
+}
+
+/// `tcp`, `udp`, `icmp`, or the number.
+#[must_use]
+pub fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".to_owned(),
+        6 => "tcp".to_owned(),
+        17 => "udp".to_owned(),
+        n => n.to_string(),
+    }
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs what dvnet needs on a fresh Debian 12 machine (run as root); quick when everything
+# is already there. Idempotent. See README.md and ../shared/TOOLCHAIN.md for why each piece.
+#
+#   ./setup.sh            toolchain, bpf-linker, networking tools
+#   ./setup.sh --docker   the same, plus Docker (started without touching the host firewall)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+with_docker=0
+for arg in "$@"; do
+  case "$arg" in
+    --docker) with_docker=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf 'setup: %s\n' "$*"; }
+[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (it installs packages)" >&2; exit 1; }
+
+# --- Debian packages --------------------------------------------------------------------
+# llvm-22-dev: bpf-linker links against LLVM 22 (same major as the pinned rustc).
+# The rest: what nodes, tests and benchmarks run (ip, ping, traceroute, iperf3, tcpdump,
+# iptables for the kernel datapath, nsenter from util-linux).
+packages=(llvm-22-dev libzstd-dev build-essential pkg-config iproute2 iputils-ping traceroute iperf3
+          tcpdump iptables procps util-linux psmisc ethtool bpftool)
+[ "$with_docker" = 1 ] && packages+=(docker.io)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Rust toolchain (pinned in rust-toolchain.toml) -------------------------------------
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+command -v rustup >/dev/null || { echo "setup.sh: rustup is missing; install it from https://rustup.rs" >&2; exit 1; }
+toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+if ! rustup toolchain list | grep -q "^$toolchain"; then
+  say "installing Rust $toolchain"
+  rustup toolchain install "$toolchain" --profile minimal --component rust-src,clippy,rustfmt
+fi
+
+# --- bpf-linker, built against LLVM 22 ---------------------------------------------------
+bpf_linker_version=0.13.0
+if ! bpf-linker --version 2>/dev/null | grep -q "$bpf_linker_version"; then
+  say "building bpf-linker $bpf_linker_version against LLVM 22 (about a minute)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo "+$toolchain" install --locked "bpf-linker@$bpf_linker_version" \
+    --no-default-features --features llvm-22,llvm-link-static
+fi
+
+# --- Docker (only with --docker) ---------------------------------------------------------
+if [ "$with_docker" = 1 ]; then
+  if ! docker version >/dev/null 2>&1; then
+    say "starting dockerd (no iptables, no ip-forward, no bridge: the host stays untouched)"
+    mkdir -p /var/log
+    nohup dockerd --iptables=false --ip6tables=false --ip-forward=false --bridge=none \
+      >/var/log/dvnet-dockerd.log 2>&1 &
+    for _ in $(seq 1 100); do docker version >/dev/null 2>&1 && break; sleep 0.1; done
+    docker version >/dev/null 2>&1 || { echo "setup.sh: dockerd did not start; see /var/log/dvnet-dockerd.log" >&2; exit 1; }
+  fi
+fi
+say "ready"
