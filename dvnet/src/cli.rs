@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::deploy::{self, UpOptions};
 use crate::generate::{self, GenSpec, Shape};
+use crate::inspect;
+use crate::state::{self, State};
 use crate::plan::{Datapath, Plan, PlanOptions};
 use crate::render;
 use crate::topology::Topology;
@@ -24,6 +27,37 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build the network a topology file describes (needs root).
+    Up {
+        file: PathBuf,
+        /// How routers forward and filter.
+        #[arg(long, value_enum, default_value_t)]
+        datapath: Datapath,
+    },
+    /// Remove everything a network owns (idempotent; works after a crash too).
+    Down {
+        /// The network's name or id, or its topology file.
+        network: String,
+    },
+    /// List the networks that are up.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a running network: nodes, interfaces, addresses, routes.
+    Inspect {
+        network: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a node (an interactive shell without one).
+    Exec {
+        network: String,
+        node: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Check a topology file and report every problem at once.
     Validate {
         /// The topology file.
@@ -62,12 +96,95 @@ pub enum Command {
 /// What `main` should exit with when a command fails.
 pub const EXIT_INVALID_INPUT: u8 = 2;
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The id of a network named on the command line: its name or id as given to `up`, or the
+/// topology file it came from.
+fn network_id(arg: &str) -> anyhow::Result<String> {
+    let path = std::path::Path::new(arg);
+    if path.is_file() {
+        // Only the name is needed: a file that has become invalid since `up` still works.
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {arg}"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{arg} is not JSON; give the network's name instead"))?;
+        let name = value
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("name")))
+            .and_then(|(_, v)| v.as_str())
+            .with_context(|| format!("{arg} has no \"name\"; give the network's name instead"))?;
+        return crate::topology::network_id(name).with_context(|| format!("{arg}: the name {name:?} has no usable id"));
+    }
+    if state::dir(arg).exists() {
+        return Ok(arg.to_owned());
+    }
+    crate::topology::network_id(arg).with_context(|| format!("{arg:?} is neither a network nor a topology file"))
+}
+
 /// Runs a parsed command line.
 ///
 /// # Errors
 /// Whatever the command fails with; a [`crate::topology::TopologyError`] means bad input.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Up { file, datapath } => {
+            let topo = Topology::from_file(&file)?;
+            let plan = Plan::build(&topo, PlanOptions { datapath })?;
+            for w in &plan.warnings {
+                eprintln!("warning: {w}");
+            }
+            let options = UpOptions { source: Some(file.clone()), progress: deploy::stderr_is_terminal() };
+            let started = std::time::Instant::now();
+            let report = runtime()?.block_on(deploy::up(&plan, &options))?;
+            println!(
+                "network \"{}\" is up: {} nodes, {} links in {:.2} s",
+                plan.name,
+                plan.nodes.len(),
+                report.links,
+                started.elapsed().as_secs_f64()
+            );
+            if let Some(node) = plan.nodes.iter().find(|n| n.kind == crate::plan::NodeKind::Host) {
+                println!("try: dvnet exec {} {} -- ping -c 3 <address>   (dvnet inspect {} lists them)", plan.id, node.name, plan.id);
+            }
+        }
+        Command::Down { network } => {
+            let id = network_id(&network)?;
+            let report = runtime()?.block_on(deploy::down_checked(&id))?;
+            if report.found_anything() {
+                println!("network {id} is down: removed {} namespaces", report.namespaces);
+            } else {
+                println!("network {id} is not up: nothing to remove");
+            }
+            if !report.errors.is_empty() {
+                anyhow::bail!("some objects could not be removed:\n  {}", report.errors.join("\n  "));
+            }
+        }
+        Command::Ls { json } => ls(json)?,
+        Command::Inspect { network, json } => {
+            let id = network_id(&network)?;
+            let record = State::load(&id)?;
+            let live = runtime()?.block_on(inspect::live(&record.plan))?;
+            if json {
+                let out = serde_json::json!({"state": record, "nodes": live});
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print!("{}", render::inspect(&record, &live));
+            }
+        }
+        Command::Exec { network, node, command } => {
+            let id = network_id(&network)?;
+            let record = State::load(&id)?;
+            let Some(node) = record.plan.node(&node) else {
+                let names: Vec<&str> = record.plan.nodes.iter().map(|n| n.name.as_str()).collect();
+                anyhow::bail!("network {id} has no node {node:?}; its nodes are {}", names.join(", "));
+            };
+            match crate::exec::exec_in(&node.netns, &command)? {}
+        }
         Command::Validate { file } => {
             let topo = Topology::from_file(&file)?;
             let plan = Plan::build(&topo, PlanOptions::default())?;
@@ -115,5 +232,53 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `dvnet ls`: recorded networks, plus namespaces left by a crashed `up` with no record.
+fn ls(json: bool) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for id in State::ids()? {
+        match State::load(&id) {
+            Ok(s) => rows.push(serde_json::json!({
+                "id": id,
+                "name": s.plan.name,
+                "status": s.status,
+                "nodes": s.plan.nodes.len(),
+                "links": s.plan.links.len(),
+                "datapath": s.plan.datapath,
+                "source": s.source,
+                "created": s.created,
+            })),
+            Err(e) => rows.push(serde_json::json!({"id": id, "status": "unreadable", "error": e.to_string()})),
+        }
+    }
+    let recorded: std::collections::BTreeSet<String> =
+        rows.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect();
+    let mut orphans = std::collections::BTreeSet::new();
+    for ns in crate::netns::list()? {
+        if let Some(id) = crate::plan::naming::network_of(&ns) {
+            if !recorded.contains(id) {
+                orphans.insert(id.to_owned());
+            }
+        }
+    }
+    for id in orphans {
+        rows.push(serde_json::json!({"id": id, "status": "orphaned", "hint": format!("dvnet down {id}")}));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no network is up");
+        return Ok(());
+    }
+    let mut t = render::table(["network", "name", "status", "nodes", "links", "datapath", "file"]);
+    for r in &rows {
+        let s = |k: &str| r[k].as_str().map(str::to_owned).unwrap_or_else(|| if r[k].is_null() { String::new() } else { r[k].to_string() });
+        t.add_row([s("id"), s("name"), s("status"), s("nodes"), s("links"), s("datapath"), s("source")]);
+    }
+    println!("{t}");
     Ok(())
 }

@@ -186,3 +186,42 @@ pub fn proto_name(p: u8) -> String {
         n => n.to_string(),
     }
 }
+
+/// `dvnet inspect`: the record and what the kernel reports.
+#[must_use]
+pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) -> String {
+    let plan = &record.plan;
+    let mut out = summary(plan);
+    let _ = writeln!(out, "\nstatus {:?}, from {}", record.status, record.source.as_ref().map_or("?".into(), |p| p.display().to_string()));
+    out.push('\n');
+    let mut t = table(["node", "kind", "interface", "state", "address", "subnet", "fabric port", "namespace"]);
+    for (node, l) in plan.nodes.iter().zip(live) {
+        for (i, link) in plan.links_of(node).enumerate() {
+            let iface = l.interfaces.iter().find(|x| x.name == link.ifname);
+            t.add_row([
+                if i == 0 { node.name.clone() } else { String::new() },
+                if i == 0 { kind(node.kind).to_owned() } else { String::new() },
+                link.ifname.clone(),
+                iface.map_or("missing", |x| if x.up { "up" } else { "down" }).to_owned(),
+                iface.map_or_else(String::new, |x| x.addresses.join(" ")),
+                plan.subnets[link.subnet].name.clone(),
+                link.fabric_ifname.clone(),
+                if i == 0 { node.netns.clone() } else { String::new() },
+            ]);
+        }
+    }
+    let _ = write!(out, "{t}\n\n");
+    let mut t = table(["node", "destination", "via", "dev"]);
+    for l in live {
+        for (i, r) in l.routes.iter().enumerate() {
+            t.add_row([
+                if i == 0 { l.name.clone() } else { String::new() },
+                if r.dest.ends_with("/0") { "default".to_owned() } else { r.dest.clone() },
+                r.via.map_or_else(String::new, |v| v.to_string()),
+                r.dev.clone().unwrap_or_default(),
+            ]);
+        }
+    }
+    let _ = write!(out, "routes (kernel, main table)\n{t}\n");
+    out
+}

@@ -3,6 +3,17 @@
 //!
 //! A test that cannot run here (no root, a missing kernel feature) prints `skipping: <why>`
 //! and passes — unless `DVNET_REQUIRE_ROOT_TESTS=1` (CI sets it), where it fails instead.
+//!
+//! Tier 3 runs the real `dvnet` binary, as a user would, inside a *fake host*: a network
+//! namespace of the test's own, so nothing dvnet does to "the host's" network ever reaches
+//! the real one. Every network a test builds has a unique name, and a guard tears it down
+//! and deletes the fake host when the test ends, pass or fail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub mod packet;
 
 /// Returns `true` when the test can run as root; otherwise prints why it is skipped, or
 /// panics when skipping is not allowed.
@@ -20,4 +31,179 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
-pub mod packet;
+/// A name no other test (or test run) uses: `dvt<pid>-<n>-<tag>`.
+#[must_use]
+pub fn unique(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("dvt{}-{}-{tag}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The `dvnet` binary under test: `$DVNET_BIN`, or the one cargo built next to the tests.
+#[must_use]
+pub fn dvnet_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("DVNET_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/dvnet
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("dvnet");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p dvnet` first (cargo xtask test does)", bin.display());
+    bin
+}
+
+/// Runs a command, returning its output (never panics on failure: callers assert).
+#[must_use]
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Text of stdout and stderr, for messages.
+#[must_use]
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A network namespace standing in for the host. Deleted on drop.
+pub struct FakeHost {
+    pub name: String,
+}
+
+impl FakeHost {
+    /// Creates it, with `lo` up.
+    #[must_use]
+    pub fn new(tag: &str) -> FakeHost {
+        let name = unique(&format!("{tag}-host"));
+        let out = run(Command::new("ip").args(["netns", "add", &name]));
+        assert!(out.status.success(), "creating the fake host: {}", text(&out));
+        let host = FakeHost { name };
+        host.ip(&["link", "set", "lo", "up"]);
+        host
+    }
+
+    /// A command run inside the fake host.
+    #[must_use]
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
+        c
+    }
+
+    /// `dvnet ARGS` inside the fake host.
+    #[must_use]
+    pub fn dvnet(&self, args: &[&str]) -> Output {
+        run(self.command(dvnet_bin()).args(args))
+    }
+
+    /// `ip ARGS` inside the fake host; panics on failure.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let out = run(self.command("ip").args(args));
+        assert!(out.status.success(), "ip {args:?} in the fake host: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for FakeHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// A network a test brings up from a topology, torn down on drop.
+pub struct TestNet {
+    pub host: FakeHost,
+    /// The network's id (its name is unique, so is the id).
+    pub id: String,
+    pub dir: tempfile::TempDir,
+    pub file: PathBuf,
+}
+
+impl TestNet {
+    /// Writes `topology` (its `name` replaced by a unique one) to a file in a fresh fake host.
+    /// Nothing is brought up yet.
+    #[must_use]
+    pub fn new(tag: &str, mut topology: serde_json::Value) -> TestNet {
+        let id = unique(tag);
+        topology["name"] = serde_json::Value::String(id.clone());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("net.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&topology).expect("json")).expect("write topology");
+        TestNet { host: FakeHost::new(tag), id, dir, file }
+    }
+
+    /// `dvnet up FILE EXTRA...`; panics unless it succeeds.
+    pub fn up(&self, extra: &[&str]) -> Output {
+        let file = self.file.to_str().expect("utf-8 path");
+        let mut args = vec!["up", file];
+        args.extend_from_slice(extra);
+        let out = self.host.dvnet(&args);
+        assert!(out.status.success(), "dvnet up failed: {}", text(&out));
+        out
+    }
+
+    /// `dvnet down ID`.
+    #[must_use]
+    pub fn down(&self) -> Output {
+        self.host.dvnet(&["down", &self.id])
+    }
+
+    /// `dvnet exec ID NODE -- CMD...`.
+    #[must_use]
+    pub fn exec(&self, node: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", &self.id, node, "--"];
+        args.extend_from_slice(cmd);
+        self.host.dvnet(&args)
+    }
+
+    /// Whether one ping from `node` to `target` gets an answer.
+    #[must_use]
+    pub fn ping(&self, node: &str, target: &str) -> bool {
+        self.exec(node, &["ping", "-c", "1", "-W", "2", target]).status.success()
+    }
+
+    /// `dvnet inspect ID --json`, parsed.
+    #[must_use]
+    pub fn inspect(&self) -> serde_json::Value {
+        let out = self.host.dvnet(&["inspect", &self.id, "--json"]);
+        assert!(out.status.success(), "dvnet inspect failed: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("inspect --json is JSON")
+    }
+
+    /// What this network left on the machine: namespaces, records, per-namespace files.
+    #[must_use]
+    pub fn leftovers(&self) -> Vec<String> {
+        leftovers_of(&self.id)
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
+}
+
+/// Everything a network `id` could have left behind.
+#[must_use]
+pub fn leftovers_of(id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let prefix = format!("dv-{id}");
+    for dir in ["/run/netns", "/etc/netns"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name == prefix || name.starts_with(&format!("{prefix}.")) {
+                    found.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+    }
+    let record = Path::new("/run/dvnet").join(id);
+    if record.exists() {
+        found.push(record.display().to_string());
+    }
+    found
+}

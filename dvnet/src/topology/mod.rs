@@ -15,7 +15,7 @@ mod parse;
 mod validate;
 
 pub use error::{Diagnostic, TopologyError};
-pub use validate::sanitize;
+pub use validate::{network_id, sanitize};
 
 /// A network described by a topology file, validated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -1,0 +1,440 @@
+//! `up` and `down`: applying a [`Plan`] to the kernel, and removing everything a network
+//! owns.
+//!
+//! `up` validates everything it can before it creates anything (root, no network of that id
+//! already up, no leftover namespace in the way), records the network as `creating`, then
+//! builds: namespaces (on a few dedicated threads, each node's sysctls set from inside it and
+//! a netlink socket opened there), bridges, one veth pair per link created directly in its two
+//! namespaces, then addresses and routes in every node, concurrently and bounded. If any step
+//! fails, everything the network owns is removed again. `down` discovers what belongs to the
+//! network by name (so it works after a crash) and removes it, carrying on past errors.
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal as _;
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::{StreamExt as _, TryStreamExt as _, stream};
+use indicatif::{ProgressBar, ProgressStyle};
+use tracing::{debug, info, instrument};
+
+use crate::netlink::{Netlink, NetlinkError, VethEnd};
+use crate::netns::{self, NetnsError};
+use crate::plan::{NodeKind, Plan, naming};
+use crate::state::{self, State, StateError, Status};
+
+/// Netlink requests in flight at once.
+const CONCURRENCY: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("dvnet {0} needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN); try `sudo dvnet {0} ...`")]
+    NotRoot(&'static str),
+    #[error("network {id} is already up; `dvnet down {id}` removes it first")]
+    AlreadyUp { id: String },
+    #[error(
+        "network {id} was not torn down completely ({leftovers} leftover namespace(s), e.g. {example}); \
+         `dvnet down {id}` removes them"
+    )]
+    Leftovers { id: String, leftovers: usize, example: String },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{error}\n(everything `up` had created was removed again{})", cleanup_note(.cleanup))]
+    RolledBack {
+        #[source]
+        error: Box<DeployError>,
+        cleanup: Vec<String>,
+    },
+}
+
+fn cleanup_note(problems: &[String]) -> String {
+    if problems.is_empty() {
+        String::new()
+    } else {
+        format!("; but: {}", problems.join("; "))
+    }
+}
+
+/// Options of `up`.
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    /// The topology file, recorded for `dvnet ls`.
+    pub source: Option<PathBuf>,
+    /// Show progress bars (on a terminal).
+    pub progress: bool,
+}
+
+/// What `up` did and how long each phase took.
+#[derive(Clone, Debug, Default)]
+pub struct UpReport {
+    pub namespaces: usize,
+    pub links: usize,
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+/// What `down` removed.
+#[derive(Clone, Debug, Default)]
+pub struct DownReport {
+    pub namespaces: usize,
+    pub record: bool,
+    /// Problems met on the way (teardown carries on past them).
+    pub errors: Vec<String>,
+}
+
+impl DownReport {
+    /// Whether there was anything to remove.
+    #[must_use]
+    pub fn found_anything(&self) -> bool {
+        self.namespaces > 0 || self.record
+    }
+}
+
+fn require_root(command: &'static str) -> Result<(), DeployError> {
+    if nix::unistd::geteuid().is_root() { Ok(()) } else { Err(DeployError::NotRoot(command)) }
+}
+
+/// Raises the open-file limit to its hard maximum: `up` holds two descriptors per node.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// The sysctls of a node, set from inside its namespace before any interface exists (new
+/// interfaces take the `default` values). New namespaces copy `net.ipv4.conf.{all,default}`
+/// from the host's, so everything that matters is set explicitly.
+fn node_sysctls(ip_forward: bool) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("net/ipv4/ip_forward", if ip_forward { "1" } else { "0" }),
+        // IPv6 is not supported yet: without this, router solicitations, MLD and DAD chatter
+        // would land on every link and in every counter.
+        ("net/ipv6/conf/all/disable_ipv6", "1"),
+        ("net/ipv6/conf/default/disable_ipv6", "1"),
+        // Labs route asymmetrically on purpose at times; reverse-path filtering would drop it.
+        ("net/ipv4/conf/all/rp_filter", "0"),
+        ("net/ipv4/conf/default/rp_filter", "0"),
+        // Every traceroute probe deserves its answer.
+        ("net/ipv4/icmp_ratelimit", "0"),
+    ]
+}
+
+fn fabric_sysctls() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("net/ipv4/ip_forward", "0"),
+        ("net/ipv6/conf/all/disable_ipv6", "1"),
+        ("net/ipv6/conf/default/disable_ipv6", "1"),
+    ]
+}
+
+/// A namespace to create and how to set it up.
+struct NsJob {
+    name: String,
+    sysctls: Vec<(&'static str, &'static str)>,
+}
+
+/// A created namespace: its descriptor and a netlink socket inside it.
+struct NsCreated {
+    fd: OwnedFd,
+    socket: OwnedFd,
+}
+
+/// Creates namespaces on `workers` dedicated threads; results in job order.
+fn create_namespaces(jobs: &[NsJob], workers: usize, bar: &ProgressBar) -> Result<Vec<NsCreated>, NetnsError> {
+    let chunk = jobs.len().div_ceil(workers.max(1)).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|jobs| {
+                s.spawn(move || -> Result<Vec<NsCreated>, NetnsError> {
+                    let home = netns::current().map_err(|source| NetnsError::Io {
+                        op: "opening",
+                        name: "the current namespace".into(),
+                        source,
+                    })?;
+                    let mut out = Vec::with_capacity(jobs.len());
+                    for job in jobs {
+                        let (fd, socket) = netns::create_on_this_thread(&job.name, home.as_fd(), || {
+                            for (key, value) in &job.sysctls {
+                                // Some keys are absent on some kernels (no IPv6); the ones that
+                                // matter exist everywhere dvnet runs.
+                                if let Err(e) = netns::write_sysctl(key, value) {
+                                    if e.kind() != std::io::ErrorKind::NotFound {
+                                        return Err(e);
+                                    }
+                                }
+                            }
+                            crate::netlink::socket_here()
+                        })?;
+                        out.push(NsCreated { fd, socket });
+                        bar.inc(1);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(jobs.len());
+        let mut first_err = None;
+        for h in handles {
+            match h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
+                Ok(v) => all.extend(v),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(all),
+        }
+    })
+}
+
+fn progress(enabled: bool, len: usize, what: &'static str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what);
+    bar
+}
+
+/// Builds the network described by `plan`.
+///
+/// # Errors
+/// Not root, the network is already up, or a kernel operation fails (then everything created
+/// so far is removed again, and the error says so).
+#[instrument(skip_all, fields(net = %plan.id))]
+pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployError> {
+    require_root("up")?;
+    let id = plan.id.clone();
+    if State::load(&id).is_ok() || netns::exists(&plan.fabric_netns) {
+        return Err(DeployError::AlreadyUp { id });
+    }
+    let leftovers: Vec<String> = netns::list()
+        .map_err(|source| DeployError::Io { op: "listing namespaces".into(), source })?
+        .into_iter()
+        .filter(|n| naming::belongs_to(n, &id))
+        .collect();
+    if let Some(example) = leftovers.first() {
+        return Err(DeployError::Leftovers { id, leftovers: leftovers.len(), example: example.clone() });
+    }
+    raise_fd_limit();
+
+    let created = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut record = State {
+        version: state::VERSION,
+        status: Status::Creating,
+        source: options.source.clone(),
+        created,
+        pid: std::process::id(),
+        plan: plan.clone(),
+    };
+    record.save()?;
+
+    match build(plan, options).await {
+        Ok(report) => {
+            record.status = Status::Up;
+            if let Err(e) = record.save() {
+                let cleanup = down(&id).await.errors;
+                return Err(DeployError::RolledBack { error: Box::new(e.into()), cleanup });
+            }
+            Ok(report)
+        }
+        Err(error) => {
+            info!("up failed, rolling back: {error}");
+            let cleanup = down(&id).await.errors;
+            Err(DeployError::RolledBack { error: Box::new(error), cleanup })
+        }
+    }
+}
+
+async fn build(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployError> {
+    let mut report = UpReport::default();
+    let mut phase_start = Instant::now();
+    let mut phase = |report: &mut UpReport, name: &'static str| {
+        let now = Instant::now();
+        report.phases.push((name, now - phase_start));
+        info!(phase = name, elapsed_ms = (now - phase_start).as_millis(), "phase done");
+        phase_start = now;
+    };
+
+    netns::prepare_dir()?;
+    // namespaces: the fabric first, then one per node (in plan order)
+    let mut jobs = vec![NsJob { name: plan.fabric_netns.clone(), sysctls: fabric_sysctls() }];
+    jobs.extend(plan.nodes.iter().map(|n| NsJob { name: n.netns.clone(), sysctls: node_sysctls(n.ip_forward) }));
+    let bar = progress(options.progress, jobs.len(), "namespaces");
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4);
+    let created = tokio::task::block_in_place(|| create_namespaces(&jobs, workers, &bar))?;
+    bar.finish_and_clear();
+    report.namespaces = created.len();
+    phase(&mut report, "namespaces");
+
+    let mut created = created.into_iter();
+    let fabric = created.next().expect("the fabric namespace was created first");
+    let fabric_nl = Netlink::from_socket(fabric.socket, &plan.fabric_netns)
+        .map_err(|source| DeployError::Io { op: "opening netlink in the fabric".into(), source })?;
+    let nodes: Vec<(OwnedFd, Netlink)> = created
+        .zip(&plan.nodes)
+        .map(|(c, n)| {
+            Netlink::from_socket(c.socket, &n.netns)
+                .map(|nl| (c.fd, nl))
+                .map_err(|source| DeployError::Io { op: format!("opening netlink in {}", n.netns), source })
+        })
+        .collect::<Result<_, _>>()?;
+
+    // segments
+    stream::iter(&plan.subnets)
+        .map(|s| fabric_nl.add_bridge(&s.bridge, s.bridge_ifindex))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
+    phase(&mut report, "bridges");
+
+    // links: one message each, both ends created in place
+    let bar = progress(options.progress, plan.links.len(), "links");
+    stream::iter(&plan.links)
+        .map(|link| {
+            let fabric_nl = &fabric_nl;
+            let node_ns = nodes[link.node].0.as_fd();
+            let bar = &bar;
+            async move {
+                let fabric_end = VethEnd {
+                    name: &link.fabric_ifname,
+                    ifindex: link.fabric_ifindex,
+                    mac: link.fabric_mac,
+                    netns: None,
+                    master: Some(plan.subnets[link.subnet].bridge_ifindex),
+                };
+                let node_end = VethEnd {
+                    name: &link.ifname,
+                    ifindex: link.ifindex,
+                    mac: link.mac,
+                    netns: Some(node_ns),
+                    master: None,
+                };
+                fabric_nl.add_veth(&fabric_end, &node_end).await?;
+                bar.inc(1);
+                Ok::<_, DeployError>(())
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
+    bar.finish_and_clear();
+    report.links = plan.links.len();
+    phase(&mut report, "links");
+
+    // inside every node: loopback up, addresses, then routes
+    let bar = progress(options.progress, plan.nodes.len(), "addresses");
+    stream::iter(plan.nodes.iter().zip(&nodes))
+        .map(|(node, (_, nl))| {
+            let bar = &bar;
+            async move {
+                nl.set_up(1).await?;
+                for link in plan.links_of(node) {
+                    nl.add_address(link.ifindex, link.address, link.prefix_len).await?;
+                }
+                for r in &node.routes {
+                    nl.add_route(r.dest, r.via, plan.links[r.link as usize].ifindex).await?;
+                }
+                bar.inc(1);
+                Ok::<_, DeployError>(())
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
+    bar.finish_and_clear();
+    phase(&mut report, "addresses+routes");
+
+    if plan.update_hosts {
+        write_hosts_files(plan)?;
+        phase(&mut report, "hosts files");
+    }
+    debug!(routers = plan.nodes.iter().filter(|n| n.kind == NodeKind::Router).count(), "network built");
+    Ok(report)
+}
+
+/// `/etc/netns/<ns>/hosts` for every node, the `ip netns exec` convention (`dvnet exec`
+/// bind-mounts it over `/etc/hosts`).
+fn write_hosts_files(plan: &Plan) -> Result<(), DeployError> {
+    let text = plan.hosts_file();
+    for node in &plan.nodes {
+        let dir = etc_netns_dir(&node.netns);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("hosts"), &text))
+            .map_err(|source| DeployError::Io { op: format!("writing {}/hosts", dir.display()), source })?;
+    }
+    Ok(())
+}
+
+/// Per-namespace configuration files (`ip netns exec` convention).
+#[must_use]
+pub fn etc_netns_dir(ns: &str) -> PathBuf {
+    PathBuf::from("/etc/netns").join(ns)
+}
+
+/// Removes everything network `id` owns: its namespaces (nodes first, then the fabric), its
+/// per-namespace files and its record. Idempotent; carries on past errors and reports them.
+pub async fn down(id: &str) -> DownReport {
+    let mut report = DownReport::default();
+    let names: BTreeSet<String> = match netns::list() {
+        Ok(all) => all.into_iter().filter(|n| naming::belongs_to(n, id)).collect(),
+        Err(e) => {
+            report.errors.push(format!("listing namespaces: {e}"));
+            BTreeSet::new()
+        }
+    };
+    let fabric = naming::fabric_netns(id);
+    // nodes first, then the fabric: links die with the node namespaces
+    let ordered: Vec<&String> = names.iter().filter(|n| **n != fabric).chain(names.get(&fabric)).collect();
+    for name in ordered {
+        match netns::delete(name) {
+            Ok(()) => report.namespaces += 1,
+            Err(e) => report.errors.push(e.to_string()),
+        }
+        let dir = etc_netns_dir(name);
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                report.errors.push(format!("removing {}: {e}", dir.display()));
+            }
+        }
+    }
+    report.record = state::dir(id).exists();
+    if let Err(e) = State::remove(id) {
+        report.errors.push(e.to_string());
+    }
+    report
+}
+
+/// `down`, for the command line: also checks root.
+///
+/// # Errors
+/// Not root.
+pub async fn down_checked(id: &str) -> Result<DownReport, DeployError> {
+    require_root("down")?;
+    Ok(down(id).await)
+}
+
+/// Whether stderr is a terminal (progress bars are drawn there).
+#[must_use]
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}

@@ -1,0 +1,76 @@
+//! `dvnet exec NET NODE -- CMD`: runs a command inside a node, the way `ip netns exec` does —
+//! in the node's network namespace, in a private mount namespace where the node's
+//! `/etc/netns/<ns>/*` files are bind-mounted over `/etc` and `/sys` shows the node's
+//! interfaces. The command replaces dvnet, so its exit code is the caller's.
+//!
+//! Must be called before any other thread exists (unsharing the mount namespace needs a
+//! single-threaded process).
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::fd::AsFd as _;
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+
+use crate::deploy::etc_netns_dir;
+use crate::netns;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("{op}: {source}")]
+    Sys {
+        op: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+    #[error("the command is empty")]
+    Empty,
+    #[error("a NUL byte in {0:?}")]
+    Nul(String),
+}
+
+fn sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> ExecError {
+    let op = op.into();
+    move |source| ExecError::Sys { op, source }
+}
+
+/// Enters namespace `ns` and replaces the process with `command` (a login shell when empty).
+///
+/// # Errors
+/// Entering the namespace or starting the command fails.
+pub fn exec_in(ns: &str, command: &[String]) -> Result<Infallible, ExecError> {
+    let fd = netns::open(ns)?;
+    setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(sys(format!("entering namespace {ns}")))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(sys("creating a mount namespace"))?;
+    // Keep our mounts from propagating back to the host.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .map_err(sys("making / a slave mount"))?;
+    // /sys of this namespace (as `ip netns exec`): tools that read /sys/class/net see the node.
+    if umount2("/sys", MntFlags::MNT_DETACH).is_ok() {
+        let _ = mount(Some(ns), "/sys", Some("sysfs"), MsFlags::empty(), None::<&str>);
+    }
+    let etc = etc_netns_dir(ns);
+    if let Ok(entries) = std::fs::read_dir(&etc) {
+        for entry in entries.flatten() {
+            let target = Path::new("/etc").join(entry.file_name());
+            if target.exists() {
+                mount(Some(&entry.path()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                    .map_err(sys(format!("bind-mounting {}", entry.path().display())))?;
+            }
+        }
+    }
+    let argv: Vec<String> = if command.is_empty() {
+        let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/bash".into());
+        vec![shell, "-i".into()]
+    } else {
+        command.to_vec()
+    };
+    let argv: Vec<CString> =
+        argv.iter().map(|a| CString::new(a.as_str()).map_err(|_| ExecError::Nul(a.clone()))).collect::<Result<_, _>>()?;
+    let program = argv.first().ok_or(ExecError::Empty)?;
+    nix::unistd::execvp(program, &argv).map_err(sys(format!("running {}", program.to_string_lossy())))
+}

@@ -1,0 +1,133 @@
+//! What a running network looks like, read back from the kernel (`dvnet inspect`).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd as _;
+
+use futures::{StreamExt as _, stream};
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+use serde::Serialize;
+
+use crate::netlink::{Netlink, NetlinkError};
+use crate::netns;
+use crate::plan::Plan;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("opening netlink in {ns}: {source}")]
+    Socket {
+        ns: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A node as the kernel sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveNode {
+    pub name: String,
+    pub netns: String,
+    pub interfaces: Vec<LiveInterface>,
+    pub routes: Vec<LiveRoute>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveInterface {
+    pub name: String,
+    pub ifindex: u32,
+    pub up: bool,
+    pub addresses: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveRoute {
+    pub dest: String,
+    pub via: Option<Ipv4Addr>,
+    pub dev: Option<String>,
+}
+
+/// A netlink handle inside a named namespace, opened from this process.
+///
+/// # Errors
+/// The namespace does not exist or the socket cannot be opened.
+pub fn netlink_in(ns: &str) -> Result<Netlink, InspectError> {
+    let fd = netns::open(ns)?;
+    let socket = netns::on_thread(fd.as_fd(), crate::netlink::socket_here)
+        .and_then(|r| r)
+        .map_err(|source| InspectError::Socket { ns: ns.to_owned(), source })?;
+    Netlink::from_socket(socket, ns).map_err(|source| InspectError::Socket { ns: ns.to_owned(), source })
+}
+
+/// Reads every node's interfaces, addresses and routes.
+///
+/// # Errors
+/// A node's namespace is gone or cannot be read.
+pub async fn live(plan: &Plan) -> Result<Vec<LiveNode>, InspectError> {
+    stream::iter(&plan.nodes)
+        .map(|node| async move {
+            let nl = netlink_in(&node.netns)?;
+            read_node(&nl, &node.name).await
+        })
+        .buffered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+async fn read_node(nl: &Netlink, name: &str) -> Result<LiveNode, InspectError> {
+    let links = nl.links().await?;
+    let addrs = nl.addresses().await?;
+    let routes = nl.routes().await?;
+    let mut interfaces: Vec<LiveInterface> = links
+        .iter()
+        .map(|l| LiveInterface {
+            name: l
+                .attributes
+                .iter()
+                .find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.clone()) } else { None })
+                .unwrap_or_default(),
+            ifindex: l.header.index,
+            up: l.header.flags.contains(LinkFlags::Up),
+            addresses: Vec::new(),
+        })
+        .collect();
+    for a in &addrs {
+        let addr = a.attributes.iter().find_map(|attr| match attr {
+            AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        if let (Some(ip), Some(iface)) = (addr, interfaces.iter_mut().find(|i| i.ifindex == a.header.index)) {
+            iface.addresses.push(format!("{ip}/{}", a.header.prefix_len));
+        }
+    }
+    let name_of = |index: u32| interfaces.iter().find(|i| i.ifindex == index).map(|i| i.name.clone());
+    let routes = routes
+        .iter()
+        .filter(|r| r.header.table == netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN)
+        .map(|r| {
+            let mut dest = None;
+            let mut via = None;
+            let mut dev = None;
+            for attr in &r.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dest = Some(*d),
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => via = Some(*g),
+                    RouteAttribute::Oif(i) => dev = name_of(*i),
+                    _ => {}
+                }
+            }
+            let dest = match dest {
+                Some(d) => format!("{d}/{}", r.header.destination_prefix_length),
+                None => "default".to_owned(),
+            };
+            LiveRoute { dest, via, dev }
+        })
+        .collect();
+    Ok(LiveNode { name: name.to_owned(), netns: nl.namespace().to_owned(), interfaces, routes })
+}

@@ -1,0 +1,185 @@
+//! Named network namespaces, the `ip netns` way: a namespace is kept alive by a bind mount at
+//! `/run/netns/<name>`, so `ip netns exec`, `nsenter --net=/run/netns/<name>` and later dvnet
+//! processes all find it.
+//!
+//! Entering a namespace (`setns`) changes only the calling thread. dvnet does it only on
+//! threads it owns for that purpose ([`on_thread`] and the creation workers), never on an async
+//! runtime's workers, and always returns to the original namespace before the thread does
+//! anything else.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+
+/// Where named namespaces live (as in iproute2).
+pub const NETNS_DIR: &str = "/run/netns";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("{op} namespace {name}: {source}")]
+    Io {
+        op: &'static str,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("namespace {name} already exists: run `dvnet down` for the network that owns it, or `ip netns del {name}`")]
+    Exists { name: String },
+}
+
+fn io_err<'a>(op: &'static str, name: &'a str) -> impl FnOnce(io::Error) -> NetnsError + 'a {
+    move |source| NetnsError::Io { op, name: name.to_owned(), source }
+}
+
+fn nix_err<'a>(op: &'static str, name: &'a str) -> impl FnOnce(nix::Error) -> NetnsError + 'a {
+    move |e| NetnsError::Io { op, name: name.to_owned(), source: io::Error::from(e) }
+}
+
+/// The path of a named namespace.
+#[must_use]
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+/// Makes `/run/netns` a shared mount point, as `ip netns add` does, so the namespaces mounted
+/// in it are visible from every mount namespace (containers' `nsenter`, `ip netns exec`).
+///
+/// # Errors
+/// When the directory cannot be created or mounted.
+pub fn prepare_dir() -> Result<(), NetnsError> {
+    fs::create_dir_all(NETNS_DIR).map_err(io_err("creating", NETNS_DIR))?;
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    if mount(None::<&str>, NETNS_DIR, Some("none"), shared, None::<&str>).is_ok() {
+        return Ok(());
+    }
+    // Not a mount point yet: bind it onto itself, then make it shared.
+    mount(Some(NETNS_DIR), NETNS_DIR, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(nix_err("bind-mounting", NETNS_DIR))?;
+    mount(None::<&str>, NETNS_DIR, Some("none"), shared, None::<&str>).map_err(nix_err("sharing", NETNS_DIR))
+}
+
+/// The calling thread's current network namespace.
+///
+/// # Errors
+/// When `/proc/thread-self/ns/net` cannot be opened.
+pub fn current() -> io::Result<OwnedFd> {
+    File::open("/proc/thread-self/ns/net").map(OwnedFd::from)
+}
+
+/// Opens a named namespace.
+///
+/// # Errors
+/// When it does not exist.
+pub fn open(name: &str) -> Result<OwnedFd, NetnsError> {
+    File::open(path(name)).map(OwnedFd::from).map_err(io_err("opening", name))
+}
+
+/// Whether a named namespace exists.
+#[must_use]
+pub fn exists(name: &str) -> bool {
+    path(name).exists()
+}
+
+/// Names of every namespace in `/run/netns`, sorted.
+///
+/// # Errors
+/// When the directory exists but cannot be read.
+pub fn list() -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    match fs::read_dir(NETNS_DIR) {
+        Ok(dir) => {
+            for entry in dir {
+                if let Some(name) = entry?.file_name().to_str() {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Creates the namespace `name` on the calling thread, runs `init` inside it, and returns the
+/// thread to `home`. The namespace stays alive (mounted) after this returns.
+///
+/// Must run on a thread that does nothing else in between (see the module docs).
+///
+/// # Errors
+/// The namespace exists already, or a system call fails (then nothing is left behind).
+pub fn create_on_this_thread<T>(
+    name: &str,
+    home: BorrowedFd<'_>,
+    init: impl FnOnce() -> io::Result<T>,
+) -> Result<(OwnedFd, T), NetnsError> {
+    let target = path(name);
+    match OpenOptions::new().read(true).write(true).create_new(true).open(&target) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(NetnsError::Exists { name: name.to_owned() }),
+        Err(e) => return Err(io_err("creating", name)(e)),
+    }
+    let result = (|| {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(nix_err("creating", name))?;
+        let inside = (|| {
+            mount(Some("/proc/thread-self/ns/net"), &target, Some("none"), MsFlags::MS_BIND, None::<&str>)
+                .map_err(nix_err("mounting", name))?;
+            let fd = current().map_err(io_err("opening", name))?;
+            let value = init().map_err(io_err("setting up", name))?;
+            Ok((fd, value))
+        })();
+        setns(home, CloneFlags::CLONE_NEWNET).map_err(nix_err("leaving", name))?;
+        inside
+    })();
+    if result.is_err() {
+        let _ = umount2(&target, MntFlags::MNT_DETACH);
+        let _ = fs::remove_file(&target);
+    }
+    result
+}
+
+/// Runs `f` inside the namespace `ns` on a new thread and returns its result.
+///
+/// # Errors
+/// When entering the namespace fails.
+pub fn on_thread<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setns(ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Deletes a named namespace (unmount, remove the file). The kernel frees it once nothing else
+/// holds it. A missing namespace is not an error.
+///
+/// # Errors
+/// When the mount cannot be removed.
+pub fn delete(name: &str) -> Result<(), NetnsError> {
+    let target = path(name);
+    match umount2(&target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
+        Err(e) => return Err(nix_err("unmounting", name)(e)),
+    }
+    match fs::remove_file(&target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("removing", name)(e)),
+    }
+}
+
+/// Writes a sysctl of the calling thread's namespace (`net/ipv4/conf/all/forwarding`).
+///
+/// # Errors
+/// When the file does not exist or refuses the value.
+pub fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
+    fs::write(Path::new("/proc/sys").join(key), value)
+        .map_err(|e| io::Error::new(e.kind(), format!("sysctl {key}={value}: {e}")))
+}

@@ -1,0 +1,190 @@
+//! Tier 3: `dvnet up` builds real networks of namespaces; `dvnet down` leaves nothing behind.
+//! Every test runs dvnet inside a fake host namespace of its own.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dvnet_tests::{FakeHost, TestNet, leftovers_of, require_root, text, unique};
+use serde_json::{Value, json};
+
+/// The classic two-router lab: subnet C is a transit subnet with no hosts.
+fn classic() -> Value {
+    json!({
+        "name": "classic",
+        "automatic_routing": true,
+        "update_hosts": true,
+        "subnets": {
+            "A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {}, "A-2": {}}},
+            "B": {"cidr": "10.0.1.0/24", "hosts": {"B-1": {}, "B-2": {}}},
+            "C": {"cidr": "10.0.2.0/24", "hosts": {}}
+        },
+        "routers": {
+            "R-1": {"subnets": ["A", "C"]},
+            "R-2": {"subnets": ["C", "B"]}
+        }
+    })
+}
+
+/// Every node's addresses, from `dvnet inspect --json`.
+fn addresses(inspect: &Value) -> BTreeMap<String, Vec<String>> {
+    inspect["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            let addrs = n["interfaces"]
+                .as_array()
+                .expect("interfaces")
+                .iter()
+                .filter(|i| i["name"] != "lo")
+                .flat_map(|i| i["addresses"].as_array().expect("addresses").iter())
+                .map(|a| a.as_str().expect("address").split('/').next().expect("ip").to_owned())
+                .collect();
+            (n["name"].as_str().expect("name").to_owned(), addrs)
+        })
+        .collect()
+}
+
+#[test]
+fn classic_lab_every_host_reaches_every_host_and_down_leaves_nothing() {
+    if !require_root("classic_lab_every_host_reaches_every_host_and_down_leaves_nothing") {
+        return;
+    }
+    let net = TestNet::new("classic", classic());
+    net.up(&["--datapath", "kernel"]);
+    let inspect = net.inspect();
+    let addrs = addresses(&inspect);
+    let hosts = ["A-1", "A-2", "B-1", "B-2"];
+    for from in hosts {
+        for to in hosts {
+            if from != to {
+                let target = &addrs[to][0];
+                assert!(net.ping(from, target), "{from} cannot ping {to} ({target})");
+            }
+        }
+    }
+    // every router address answers too, the far side of the transit subnet included
+    for addr in addrs["R-2"].iter().chain(&addrs["R-1"]) {
+        assert!(net.ping("A-1", addr), "A-1 cannot ping router address {addr}");
+    }
+    // names resolve through the per-node hosts file (update_hosts)
+    assert!(net.ping("A-1", "B-2"), "A-1 cannot ping B-2 by name");
+
+    // kernel routes are the plan's routes
+    let plan = &inspect["state"]["plan"];
+    for (node, live) in plan["nodes"].as_array().unwrap().iter().zip(inspect["nodes"].as_array().unwrap()) {
+        for route in node["routes"].as_array().unwrap() {
+            let dest = route["dest"].as_str().unwrap();
+            let dest = if dest == "0.0.0.0/0" { "default" } else { dest };
+            let found = live["routes"].as_array().unwrap().iter().any(|r| {
+                (r["dest"] == dest || (dest == "default" && r["dest"] == "0.0.0.0/0"))
+                    && r["via"] == route["via"]
+                    && r["dev"] == route["dev"]
+            });
+            assert!(found, "{}: planned route {route} missing from {}", node["name"], live["routes"]);
+        }
+    }
+
+    let out = net.down();
+    assert!(out.status.success(), "down: {}", text(&out));
+    assert_eq!(net.leftovers(), Vec::<String>::new(), "down left things behind");
+    let again = net.down();
+    assert!(again.status.success(), "a second down must succeed: {}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to remove"), "{}", text(&again));
+    // the fake host itself was never touched: only its loopback
+    let links = net.host.ip(&["-o", "link"]);
+    assert_eq!(links.lines().count(), 1, "the fake host gained links: {links}");
+}
+
+#[test]
+fn up_twice_says_so_and_changes_nothing() {
+    if !require_root("up_twice_says_so_and_changes_nothing") {
+        return;
+    }
+    let net = TestNet::new("twice", classic());
+    net.up(&[]);
+    let before = net.inspect();
+    let out = net.host.dvnet(&["up", net.file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already up") && err.contains(&format!("dvnet down {}", net.id)), "{err}");
+    let after = net.inspect();
+    assert_eq!(before["nodes"], after["nodes"], "a refused up changed the network");
+}
+
+#[test]
+fn two_networks_run_side_by_side() {
+    if !require_root("two_networks_run_side_by_side") {
+        return;
+    }
+    // Same addresses, same node names: nothing may collide.
+    let a = TestNet::new("side-a", classic());
+    let b = TestNet::new("side-b", classic());
+    a.up(&[]);
+    b.up(&[]);
+    let addrs = addresses(&a.inspect());
+    assert!(a.ping("A-1", &addrs["B-1"][0]));
+    assert!(b.ping("A-1", &addrs["B-1"][0]));
+    assert!(a.down().status.success());
+    assert_eq!(a.leftovers(), Vec::<String>::new());
+    // b is untouched by a's teardown
+    assert!(b.ping("B-2", &addrs["A-2"][0]), "tearing down one network broke the other");
+}
+
+#[test]
+fn invalid_input_leaves_the_host_exactly_as_it_was() {
+    if !require_root("invalid_input_leaves_the_host_exactly_as_it_was") {
+        return;
+    }
+    let mut topo = classic();
+    topo["routers"]["R-2"]["subnets"] = json!(["C", "D"]);
+    let net = TestNet::new("invalid", topo);
+    let netns_before = std::fs::read_dir("/run/netns").map(|d| d.count()).unwrap_or(0);
+    let out = net.host.dvnet(&["up", net.file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "invalid input must exit with 2: {}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(r#"routers."R-2".subnets[1]"#) && err.contains("\"D\""), "{err}");
+    assert_eq!(std::fs::read_dir("/run/netns").map(|d| d.count()).unwrap_or(0), netns_before);
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+    assert_eq!(net.host.ip(&["-o", "link"]).lines().count(), 1);
+}
+
+#[test]
+fn down_recovers_after_up_is_killed_midway() {
+    if !require_root("down_recovers_after_up_is_killed_midway") {
+        return;
+    }
+    let host = FakeHost::new("kill9");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.json");
+    let name = unique("kill9");
+    // big enough that `up` is still running when killed
+    let out = host.dvnet(&["gen", "chain", "600", "--name", &name, "-o", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = name.clone();
+
+    let mut child = host
+        .command(dvnet_tests::dvnet_bin())
+        .args(["up", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn dvnet up");
+    // wait until it has created some namespaces, then kill -9 it
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leftovers_of(&id).len() < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill -9 dvnet up");
+    let _ = child.wait();
+    let left = leftovers_of(&id);
+    assert!(left.len() >= 20, "up was killed too late or too early to test recovery: {left:?}");
+
+    let ls = host.dvnet(&["ls", "--json"]);
+    assert!(String::from_utf8_lossy(&ls.stdout).contains(&id), "ls must show the half-built network: {}", text(&ls));
+
+    let out = host.dvnet(&["down", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(leftovers_of(&id), Vec::<String>::new(), "down after kill -9 left things behind");
+}
