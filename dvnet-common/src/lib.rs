@@ -136,7 +136,10 @@ pub struct LinkStats {
 impl Default for LinkStats {
     fn default() -> Self {
         LinkStats {
-            traffic: [[Counter { packets: 0, bytes: 0 }; PacketClass::COUNT]; dir::COUNT],
+            traffic: [[Counter {
+                packets: 0,
+                bytes: 0,
+            }; PacketClass::COUNT]; dir::COUNT],
             drops: [0; DropReason::COUNT],
         }
     }

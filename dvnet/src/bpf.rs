@@ -53,7 +53,9 @@ pub fn open(sizes: MapSizes) -> Result<Ebpf, BpfError> {
         .map_max_entries(maps::LINK_STATS, sizes.links.max(1))
         .map_max_entries(maps::IFACES, sizes.ifaces.max(1))
         .load(OBJECT)
-        .map_err(|e| BpfError::Load { source: Box::new(e) })
+        .map_err(|e| BpfError::Load {
+            source: Box::new(e),
+        })
 }
 
 /// Verifies and loads the classifier `name` into the kernel.
@@ -66,11 +68,17 @@ pub fn load_program<'a>(
 ) -> Result<&'a mut aya::programs::SchedClassifier, BpfError> {
     let program: &mut aya::programs::SchedClassifier = ebpf
         .program_mut(name)
-        .ok_or_else(|| BpfError::MissingProgram { name: name.to_owned() })?
+        .ok_or_else(|| BpfError::MissingProgram {
+            name: name.to_owned(),
+        })?
         .try_into()
-        .map_err(|e| BpfError::Program { name: name.to_owned(), source: Box::new(e) })?;
-    program
-        .load()
-        .map_err(|e| BpfError::Program { name: name.to_owned(), source: Box::new(e) })?;
+        .map_err(|e| BpfError::Program {
+            name: name.to_owned(),
+            source: Box::new(e),
+        })?;
+    program.load().map_err(|e| BpfError::Program {
+        name: name.to_owned(),
+        source: Box::new(e),
+    })?;
     Ok(program)
 }

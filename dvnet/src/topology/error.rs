@@ -27,8 +27,16 @@ pub enum TopologyError {
         source: std::io::Error,
     },
     #[error("{origin}:{line}:{column}: malformed JSON: {message}")]
-    Syntax { origin: String, line: usize, column: usize, message: String },
+    Syntax {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{origin}: {} error{}:\n{}", diagnostics.len(), if diagnostics.len() == 1 { "" } else { "s" },
         diagnostics.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
-    Invalid { origin: String, diagnostics: Vec<Diagnostic> },
+    Invalid {
+        origin: String,
+        diagnostics: Vec<Diagnostic>,
+    },
 }

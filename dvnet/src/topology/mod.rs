@@ -14,15 +14,18 @@ mod error;
 mod parse;
 mod validate;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::{Diagnostic, TopologyError};
-pub use validate::sanitize;
+pub use validate::{network_id, sanitize};
 
 /// A network described by a topology file, validated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Topology {
     /// The name as written (may hold spaces).
     pub name: String,
-    /// A short id derived from the name (see [`sanitize`]): used in every kernel object the
+    /// A short id derived from the name (see [`network_id`]): used in every kernel object the
     /// network owns.
     pub id: String,
     pub automatic_routing: bool,
@@ -174,8 +177,10 @@ impl Topology {
     /// The file cannot be read, or [`Topology::from_json`] fails.
     pub fn from_file(path: &std::path::Path) -> Result<Topology, TopologyError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TopologyError::Read { path: origin.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+            path: origin.clone(),
+            source,
+        })?;
         Self::from_json(&text, &origin)
     }
 
