@@ -14,6 +14,9 @@ mod error;
 mod parse;
 mod validate;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::{Diagnostic, TopologyError};
 pub use validate::{network_id, sanitize};
 
@@ -22,7 +25,7 @@ pub use validate::{network_id, sanitize};
 pub struct Topology {
     /// The name as written (may hold spaces).
     pub name: String,
-    /// A short id derived from the name (see [`sanitize`]): used in every kernel object the
+    /// A short id derived from the name (see [`network_id`]): used in every kernel object the
     /// network owns.
     pub id: String,
     pub automatic_routing: bool,

@@ -1,5 +1,37 @@
-//! Raw document → [`Topology`] (stub: replaced by the real validator).
-use super::{Topology, TopologyError, parse::Document};
+//! Raw document → [`Topology`]: every rule of the topology file, with every error collected
+//! under its JSON path (`routers."R-1".subnets[1]`).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::parse::{Document, Json};
+use super::{
+    Diagnostic, Endpoint, Firewall, FwRule, Host, NodeRef, Outbound, Policy, Proto, Router, Subnet,
+    Topology, TopologyError,
+};
+
+/// The longest network id.
+const ID_MAX: usize = 24;
+/// The longest subnet prefix: a /30 holds two nodes; /31 and /32 are not supported.
+const PREFIX_MAX: u8 = 30;
+
+const TOP_FIELDS: &[&str] = &[
+    "name",
+    "automatic_routing",
+    "update_hosts",
+    "outbound_access",
+    "subnets",
+    "routers",
+];
+const OUTBOUND_FIELDS: &[&str] = &["enabled", "cidr"];
+const SUBNET_FIELDS: &[&str] = &["cidr", "hosts"];
+const HOST_FIELDS: &[&str] = &["image", "ip"];
+const ROUTER_FIELDS: &[&str] = &["subnets", "image", "fw_rules", "ip"];
+const FIREWALL_FIELDS: &[&str] = &["policy", "accept", "drop"];
+const RULE_FIELDS: &[&str] = &["src", "dst", "proto", "dport"];
 
 /// The kernel-object form of a name: lowercase ASCII letters, digits and `-`.
 #[must_use]
@@ -15,25 +47,1099 @@ pub fn sanitize(name: &str) -> String {
         .collect()
 }
 
-pub fn validate(_doc: &Document, origin: &str) -> Result<Topology, TopologyError> {
-    Err(TopologyError::Invalid {
-        origin: origin.to_owned(),
-        diagnostics: vec![],
+/// The short id of a network, used in every kernel object it owns: the [`sanitize`]d name
+/// with runs of `-` collapsed, no `-` at either end, at most 24 characters. `None` when the
+/// name holds no ASCII letter or digit.
+#[must_use]
+pub fn network_id(name: &str) -> Option<String> {
+    let mut id = String::new();
+    for c in sanitize(name).chars() {
+        if c != '-' || !(id.is_empty() || id.ends_with('-')) {
+            id.push(c);
+        }
+    }
+    // `sanitize` yields ASCII only, so any byte index is a character boundary.
+    id.truncate(ID_MAX);
+    let id = id.trim_end_matches('-');
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// Validates a raw document. `origin` names the file in messages.
+pub fn validate(doc: &Document, origin: &str) -> Result<Topology, TopologyError> {
+    let mut validator = Validator::default();
+    let topology = validator.document(&doc.entries);
+    match topology {
+        Some(topology) if validator.diagnostics.is_empty() => Ok(topology),
+        _ => Err(TopologyError::Invalid {
+            origin: origin.to_owned(),
+            diagnostics: validator.diagnostics,
+        }),
+    }
+}
+
+/// A JSON path: top-level keys bare (`outbound_access.cidr`), names quoted
+/// (`subnets."A"`), indices in brackets (`drop[0]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Path(String);
+
+impl Path {
+    /// A field of the format, or a key the user mistook for one (quoted unless it is a
+    /// plain identifier).
+    fn field(&self, field: &str) -> Path {
+        if !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            self.join(field)
+        } else {
+            self.name(field)
+        }
+    }
+
+    /// A name the user chose (a subnet, host or router).
+    fn name(&self, name: &str) -> Path {
+        self.join(&format!("{name:?}"))
+    }
+
+    fn index(&self, index: usize) -> Path {
+        Path(format!("{}[{index}]", self.0))
+    }
+
+    fn join(&self, key: &str) -> Path {
+        if self.0.is_empty() {
+            Path(key.to_owned())
+        } else {
+            Path(format!("{}.{key}", self.0))
+        }
+    }
+
+    fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The fields of one object of the format, by their canonical (lowercase) names.
+struct Fields<'a> {
+    path: Path,
+    found: Vec<(&'static str, &'a Json)>,
+}
+
+impl<'a> Fields<'a> {
+    /// A field's value and path.
+    fn get(&self, field: &str) -> Option<(&'a Json, Path)> {
+        self.found
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map(|&(name, value)| (value, self.path.join(name)))
+    }
+}
+
+/// Names of one kind (subnets, or nodes), unique as written and once sanitized.
+struct Registry<'a, T> {
+    /// What each name stands for, and where it is given.
+    by_name: HashMap<&'a str, (T, Path)>,
+    /// Each sanitized name, and the name and path it comes from.
+    by_kernel_name: HashMap<String, (&'a str, Path)>,
+}
+
+impl<T> Default for Registry<'_, T> {
+    fn default() -> Self {
+        Registry {
+            by_name: HashMap::new(),
+            by_kernel_name: HashMap::new(),
+        }
+    }
+}
+
+impl<'a, T: Copy> Registry<'a, T> {
+    /// Adds a name; the error says which earlier name it clashes with.
+    fn insert(&mut self, name: &'a str, path: &Path, value: T, what: &str) -> Result<(), String> {
+        if let Some((_, first)) = self.by_name.get(name) {
+            return Err(format!(
+                "{what} name {name:?} is already used at {first}; {what} names must be unique \
+                 across the file, rename one of them"
+            ));
+        }
+        let kernel = sanitize(name);
+        if let Some((other, first)) = self.by_kernel_name.get(&kernel) {
+            return Err(format!(
+                "{what} names {name:?} and {other:?} (at {first}) both become {kernel:?} in \
+                 kernel object names; rename one of them"
+            ));
+        }
+        self.by_name.insert(name, (value, path.clone()));
+        self.by_kernel_name.insert(kernel, (name, path.clone()));
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Option<T> {
+        self.by_name.get(name).map(|&(value, _)| value)
+    }
+
+    fn names(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.by_name.keys().copied()
+    }
+}
+
+/// A subnet while the file is being read: its prefix may be missing (invalid).
+struct SubnetDraft<'a> {
+    name: &'a str,
+    path: Path,
+    cidr: Option<Ipv4Net>,
+    /// Hosts and routers that need an address on it.
+    nodes: usize,
+}
+
+/// Reads a document, collecting every error.
+#[derive(Default)]
+struct Validator<'a> {
+    diagnostics: Vec<Diagnostic>,
+    subnets: Vec<SubnetDraft<'a>>,
+    subnet_names: Registry<'a, usize>,
+    hosts: Vec<Host>,
+    node_names: Registry<'a, NodeRef>,
+    /// Explicit addresses, and where each is given.
+    addresses: HashMap<Ipv4Addr, Path>,
+}
+
+impl<'a> Validator<'a> {
+    fn error(&mut self, path: &Path, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic {
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// `None` only when an error has been recorded.
+    fn document(&mut self, entries: &'a [(String, Json)]) -> Option<Topology> {
+        let f = self.fields(entries, &Path::default(), TOP_FIELDS);
+        let name = self
+            .require(&f, "name", "the network's name, such as \"lab 1\"")
+            .and_then(|(value, path)| Some((self.string(value, &path)?, path)));
+        let id = name
+            .as_ref()
+            .and_then(|(name, path)| self.network_id(name, path));
+        let automatic_routing = self.flag(&f, "automatic_routing");
+        let update_hosts = self.flag(&f, "update_hosts");
+        let outbound = f.get("outbound_access").and_then(|(value, path)| {
+            let cidr = self.outbound(value, &path)?;
+            Some((cidr, path.join("cidr")))
+        });
+        if let Some((value, path)) = self.require(
+            &f,
+            "subnets",
+            "an object of subnets, such as {\"A\": {\"cidr\": \"10.0.0.0/24\"}}",
+        ) {
+            self.subnets(value, &path);
+        }
+        self.check_overlaps();
+        let routers = f
+            .get("routers")
+            .map(|(value, path)| self.routers(value, &path));
+        self.check_capacity();
+        if let Some((cidr, path)) = &outbound {
+            self.check_outbound(*cidr, path);
+        }
+
+        let subnets = self
+            .subnets
+            .iter()
+            .map(|s| {
+                Some(Subnet {
+                    name: s.name.to_owned(),
+                    cidr: s.cidr?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Topology {
+            name: name?.0.to_owned(),
+            id: id?,
+            automatic_routing,
+            update_hosts,
+            outbound: outbound.map(|(cidr, _)| Outbound { cidr }),
+            subnets,
+            routers: routers.unwrap_or_default(),
+            hosts: std::mem::take(&mut self.hosts),
+        })
+    }
+
+    fn network_id(&mut self, name: &str, path: &Path) -> Option<String> {
+        let id = network_id(name);
+        if id.is_none() {
+            self.error(
+                path,
+                format!(
+                    "{name:?} holds no ASCII letter or digit, so no id can be derived from it \
+                     for kernel objects; use a name such as \"lab 1\""
+                ),
+            );
+        }
+        id
+    }
+
+    /// `outbound_access`: the uplink prefix when enabled.
+    fn outbound(&mut self, value: &'a Json, path: &Path) -> Option<Ipv4Net> {
+        let entries = self.object(
+            value,
+            path,
+            "{\"enabled\": true, \"cidr\": \"192.168.240.0/24\"}",
+        )?;
+        let f = self.fields(entries, path, OUTBOUND_FIELDS);
+        let enabled = self
+            .require(
+                &f,
+                "enabled",
+                "true to give nodes access to what the host reaches, else false",
+            )
+            .and_then(|(value, path)| self.boolean(value, &path));
+        let cidr = f
+            .get("cidr")
+            .and_then(|(value, path)| self.prefix(value, &path));
+        if enabled == Some(true) && f.get("cidr").is_none() {
+            self.error(
+                path,
+                "missing field \"cidr\": outbound access needs a prefix for the uplink between \
+                 the host and the routers, such as \"192.168.240.0/24\"",
+            );
+        }
+        if enabled == Some(true) { cidr } else { None }
+    }
+
+    fn subnets(&mut self, value: &'a Json, path: &Path) {
+        let Some(entries) = self.object(value, path, "{\"A\": {\"cidr\": \"10.0.0.0/24\"}}") else {
+            return;
+        };
+        if entries.is_empty() {
+            self.error(
+                path,
+                "no subnets; add at least one, such as \"A\": {\"cidr\": \"10.0.0.0/24\"}",
+            );
+        }
+        for (name, value, path) in self.named(entries, path) {
+            let index = self.subnets.len();
+            if let Err(message) = self.subnet_names.insert(name, &path, index, "subnet") {
+                self.error(&path, message);
+            }
+            self.subnets.push(SubnetDraft {
+                name,
+                path: path.clone(),
+                cidr: None,
+                nodes: 0,
+            });
+            let Some(entries) = self.object(
+                value,
+                &path,
+                "{\"cidr\": \"10.0.0.0/24\", \"hosts\": {\"A-1\": {}}}",
+            ) else {
+                continue;
+            };
+            let f = self.fields(entries, &path, SUBNET_FIELDS);
+            self.subnets[index].cidr = self
+                .require(&f, "cidr", "the subnet's prefix, such as \"10.0.0.0/24\"")
+                .and_then(|(value, path)| self.prefix(value, &path));
+            let Some((value, path)) = f.get("hosts") else {
+                continue;
+            };
+            let Some(hosts) = self.object(
+                value,
+                &path,
+                "{\"A-1\": {}, \"A-2\": {\"image\": \"dvnet/host\"}}",
+            ) else {
+                continue;
+            };
+            for (name, value, path) in self.named(hosts, &path) {
+                self.host(name, value, &path, index);
+            }
+        }
+    }
+
+    fn host(&mut self, name: &'a str, value: &'a Json, path: &Path, subnet: usize) {
+        let index = self.hosts.len();
+        if let Err(message) = self
+            .node_names
+            .insert(name, path, NodeRef::Host(index), "node")
+        {
+            self.error(path, message);
+        }
+        self.subnets[subnet].nodes += 1;
+        let mut host = Host {
+            name: name.to_owned(),
+            subnet,
+            ip: None,
+            image: None,
+        };
+        if let Some(entries) = self.object(value, path, "{} or {\"image\": \"dvnet/host\"}") {
+            let f = self.fields(entries, path, HOST_FIELDS);
+            host.image = self.image(&f);
+            host.ip = f
+                .get("ip")
+                .and_then(|(value, path)| self.address(value, &path, subnet));
+        }
+        self.hosts.push(host);
+    }
+
+    fn routers(&mut self, value: &'a Json, path: &Path) -> Vec<Router> {
+        let Some(entries) = self.object(value, path, "{\"R-1\": {\"subnets\": [\"A\", \"B\"]}}")
+        else {
+            return Vec::new();
+        };
+        let named = self.named(entries, path);
+        // Every node name first: firewall entries may name routers listed later.
+        for (index, (name, _, path)) in named.iter().enumerate() {
+            if let Err(message) = self
+                .node_names
+                .insert(name, path, NodeRef::Router(index), "node")
+            {
+                self.error(path, message);
+            }
+        }
+        named
+            .into_iter()
+            .map(|(name, value, path)| self.router(name, value, &path))
+            .collect()
+    }
+
+    fn router(&mut self, name: &str, value: &'a Json, path: &Path) -> Router {
+        let mut router = Router {
+            name: name.to_owned(),
+            subnets: Vec::new(),
+            ips: Vec::new(),
+            image: None,
+            firewall: Firewall::default(),
+        };
+        let Some(entries) = self.object(value, path, "{\"subnets\": [\"A\", \"B\"]}") else {
+            return router;
+        };
+        let f = self.fields(entries, path, ROUTER_FIELDS);
+        // The names listed, known or not, and where.
+        let mut listed: HashMap<&str, usize> = HashMap::new();
+        let items = self
+            .require(
+                &f,
+                "subnets",
+                "the subnets it joins, such as [\"A\", \"B\"]",
+            )
+            .and_then(|(value, path)| Some((self.array(value, &path, "[\"A\", \"B\"]")?, path)));
+        if let Some((items, path)) = items {
+            if items.is_empty() {
+                self.error(
+                    &path,
+                    "a router needs at least one subnet; list the subnets it joins, such as \
+                     [\"A\", \"B\"]",
+                );
+            }
+            for (i, item) in items.iter().enumerate() {
+                let path = path.index(i);
+                let Some(subnet_name) = self.string(item, &path) else {
+                    continue;
+                };
+                if let Some(&first) = listed.get(subnet_name) {
+                    self.error(
+                        &path,
+                        format!(
+                            "subnet {subnet_name:?} is already listed at index {first}; a router \
+                             joins a subnet once, remove one"
+                        ),
+                    );
+                    continue;
+                }
+                listed.insert(subnet_name, i);
+                match self.subnet_names.get(subnet_name) {
+                    Some(subnet) => {
+                        router.subnets.push(subnet);
+                        self.subnets[subnet].nodes += 1;
+                    }
+                    None => self.unknown_subnet(subnet_name, &path),
+                }
+            }
+        }
+        router.ips = vec![None; router.subnets.len()];
+        if let Some((value, path)) = f.get("ip") {
+            self.router_addresses(&mut router, &listed, value, &path);
+        }
+        router.image = self.image(&f);
+        router.firewall = f
+            .get("fw_rules")
+            .map(|(value, path)| self.firewall(value, &path))
+            .unwrap_or_default();
+        router
+    }
+
+    /// A router's `ip`: an object from subnet names to addresses.
+    fn router_addresses(
+        &mut self,
+        router: &mut Router,
+        listed: &HashMap<&str, usize>,
+        value: &'a Json,
+        path: &Path,
+    ) {
+        let Some(entries) = self.object(value, path, "{\"A\": \"10.0.0.1\"}") else {
+            return;
+        };
+        for (subnet_name, value, path) in self.named(entries, path) {
+            match self.subnet_names.get(subnet_name) {
+                Some(subnet) => {
+                    if let Some(slot) = router.subnets.iter().position(|&s| s == subnet) {
+                        router.ips[slot] = self.address(value, &path, subnet);
+                    } else {
+                        self.error(
+                            &path,
+                            format!(
+                                "router {:?} is not on subnet {subnet_name:?}; add {subnet_name:?} \
+                                 to its \"subnets\" or remove this address",
+                                router.name
+                            ),
+                        );
+                    }
+                }
+                // Already reported in `subnets`.
+                None if listed.contains_key(subnet_name) => {}
+                None => self.unknown_subnet(subnet_name, &path),
+            }
+        }
+    }
+
+    fn unknown_subnet(&mut self, name: &str, path: &Path) {
+        let mut hint = suggest(name, self.subnet_names.names());
+        if hint.is_empty() && (1..=8).contains(&self.subnets.len()) {
+            let names: Vec<String> = self
+                .subnets
+                .iter()
+                .map(|s| format!("{:?}", s.name))
+                .collect();
+            hint = format!(" (the subnets are {})", names.join(", "));
+        }
+        self.error(path, format!("unknown subnet {name:?}{hint}"));
+    }
+
+    fn firewall(&mut self, value: &'a Json, path: &Path) -> Firewall {
+        let Some(entries) = self.object(
+            value,
+            path,
+            "{\"policy\": \"DROP\", \"accept\": [[\"A\", \"B\"]]}",
+        ) else {
+            return Firewall::default();
+        };
+        let f = self.fields(entries, path, FIREWALL_FIELDS);
+        let policy = f.get("policy").and_then(|(value, path)| {
+            let text = self.string(value, &path)?;
+            if text.eq_ignore_ascii_case("accept") {
+                Some(Policy::Accept)
+            } else if text.eq_ignore_ascii_case("drop") {
+                Some(Policy::Drop)
+            } else {
+                self.error(
+                    &path,
+                    format!("unknown policy {text:?}: expected \"ACCEPT\" or \"DROP\""),
+                );
+                None
+            }
+        });
+        Firewall {
+            policy: policy.unwrap_or_default(),
+            accept: self.rules(f.get("accept")),
+            drop: self.rules(f.get("drop")),
+        }
+    }
+
+    /// An `accept` or `drop` list.
+    fn rules(&mut self, field: Option<(&'a Json, Path)>) -> Vec<FwRule> {
+        let Some((value, path)) = field else {
+            return Vec::new();
+        };
+        let Some(items) = self.array(value, &path, "[[\"A\", \"B\"], \"C\"]") else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.rule(item, &path.index(i)))
+            .collect()
+    }
+
+    /// One firewall entry: a name, `[src]`, `[src, dst]`, or `{src, dst, proto, dport}`.
+    fn rule(&mut self, value: &'a Json, path: &Path) -> Option<FwRule> {
+        let rule = |src, dst, proto, dport| FwRule {
+            src,
+            dst,
+            proto,
+            dport,
+            origin: path.to_string(),
+        };
+        match value {
+            Json::String(text) => Some(rule(self.endpoint(text, path)?, Endpoint::Any, None, None)),
+            Json::Array(items) if (1..=2).contains(&items.len()) => {
+                let src = self.side(&items[0], &path.index(0));
+                let dst = match items.get(1) {
+                    Some(item) => self.side(item, &path.index(1)),
+                    None => Some(Endpoint::Any),
+                };
+                Some(rule(src?, dst?, None, None))
+            }
+            Json::Array(items) => {
+                self.error(
+                    path,
+                    format!(
+                        "expected [src] or [src, dst], found {} elements",
+                        items.len()
+                    ),
+                );
+                None
+            }
+            Json::Object(entries) => {
+                let f = self.fields(entries, path, RULE_FIELDS);
+                let mut side = |field| match f.get(field) {
+                    Some((value, path)) => self.side(value, &path),
+                    None => Some(Endpoint::Any),
+                };
+                let (src, dst) = (side("src"), side("dst"));
+                let proto_field = f.get("proto");
+                let proto = proto_field
+                    .clone()
+                    .and_then(|(value, path)| self.proto(value, &path));
+                let dport = f.get("dport").and_then(|(value, path)| {
+                    let port = self.port(value, &path)?;
+                    let hint = match (&proto_field, proto) {
+                        (_, Some(Proto::Tcp | Proto::Udp)) | (Some(_), None) => return Some(port),
+                        (None, _) => "add \"proto\": \"tcp\" or \"udp\"",
+                        (Some(_), Some(Proto::Icmp)) => "ICMP has no ports; use \"tcp\" or \"udp\"",
+                    };
+                    self.error(
+                        &path,
+                        format!("\"dport\" applies only to TCP and UDP: {hint}"),
+                    );
+                    None
+                });
+                Some(rule(src?, dst?, proto, dport))
+            }
+            other => {
+                self.expected(
+                    path,
+                    "a name, a [src, dst] pair or an object \
+                     {\"src\", \"dst\", \"proto\", \"dport\"}",
+                    other,
+                );
+                None
+            }
+        }
+    }
+
+    /// One side of a firewall entry.
+    fn side(&mut self, value: &Json, path: &Path) -> Option<Endpoint> {
+        match value {
+            Json::String(text) => self.endpoint(text, path),
+            other => {
+                self.expected(
+                    path,
+                    "a subnet or node name, a CIDR, an address or \"*\"",
+                    other,
+                );
+                None
+            }
+        }
+    }
+
+    fn endpoint(&mut self, text: &str, path: &Path) -> Option<Endpoint> {
+        if text == "*" || text.eq_ignore_ascii_case("any") {
+            return Some(Endpoint::Any);
+        }
+        match (self.subnet_names.get(text), self.node_names.get(text)) {
+            (Some(subnet), None) => return Some(Endpoint::Subnet(subnet)),
+            (None, Some(NodeRef::Host(host))) => return Some(Endpoint::Host(host)),
+            (None, Some(NodeRef::Router(router))) => return Some(Endpoint::Router(router)),
+            (Some(_), Some(_)) => {
+                self.error(
+                    path,
+                    format!(
+                        "{text:?} names both a subnet and a node; write the subnet's CIDR or the \
+                         node's address instead"
+                    ),
+                );
+                return None;
+            }
+            (None, None) => {}
+        }
+        let parsed = if text.contains('/') {
+            parse_prefix(text)
+        } else if let Ok(ip) = text.parse::<Ipv4Addr>() {
+            Ok(Ipv4Net::from(ip))
+        } else if text.parse::<Ipv6Addr>().is_ok() {
+            Err(ipv6(text))
+        } else {
+            let hint = suggest(
+                text,
+                self.subnet_names.names().chain(self.node_names.names()),
+            );
+            Err(format!(
+                "unknown subnet or node {text:?}{hint}; an entry may also be a CIDR such as \
+                 \"10.0.0.0/24\", an address, or \"*\""
+            ))
+        };
+        parsed
+            .map(Endpoint::Cidr)
+            .map_err(|message| self.error(path, message))
+            .ok()
+    }
+
+    fn proto(&mut self, value: &Json, path: &Path) -> Option<Proto> {
+        let text = self.string(value, path)?;
+        match text.to_ascii_lowercase().as_str() {
+            "icmp" => Some(Proto::Icmp),
+            "tcp" => Some(Proto::Tcp),
+            "udp" => Some(Proto::Udp),
+            _ => {
+                self.error(
+                    path,
+                    format!("unknown protocol {text:?}: expected \"icmp\", \"tcp\" or \"udp\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn port(&mut self, value: &Json, path: &Path) -> Option<u16> {
+        const EXPECTED: &str = "a port number from 1 to 65535";
+        match value {
+            Json::Number(n) => {
+                let port = n
+                    .as_u64()
+                    .and_then(|n| u16::try_from(n).ok())
+                    .filter(|&p| p != 0);
+                if port.is_none() {
+                    self.error(path, format!("expected {EXPECTED}, found {n}"));
+                }
+                port
+            }
+            Json::String(text) if text.parse::<u16>().is_ok() => {
+                self.error(
+                    path,
+                    format!(
+                        "expected {EXPECTED}, found the string {text:?}; write it without quotes"
+                    ),
+                );
+                None
+            }
+            other => {
+                self.expected(path, EXPECTED, other);
+                None
+            }
+        }
+    }
+
+    /// A subnet's (or the uplink's) prefix, normalized; at most [`PREFIX_MAX`] long.
+    fn prefix(&mut self, value: &Json, path: &Path) -> Option<Ipv4Net> {
+        let text = self.string(value, path)?;
+        let message = match parse_prefix(text) {
+            Ok(net) if net.prefix_len() <= PREFIX_MAX => return Some(net),
+            Ok(net) => format!(
+                "prefix /{} is too long: a subnet needs /{PREFIX_MAX} or shorter to hold nodes \
+                 besides its network and broadcast addresses (/31 and /32 are not supported)",
+                net.prefix_len()
+            ),
+            Err(message) => message,
+        };
+        self.error(path, message);
+        None
+    }
+
+    /// An explicit address (`ip`) of a node on a subnet.
+    fn address(&mut self, value: &Json, path: &Path, subnet: usize) -> Option<Ipv4Addr> {
+        let text = self.string(value, path)?;
+        let ip = match parse_address(text) {
+            Ok(ip) => ip,
+            Err(message) => {
+                self.error(path, message);
+                return None;
+            }
+        };
+        let SubnetDraft { name, cidr, .. } = self.subnets[subnet];
+        if let Some(net) = cidr {
+            let what = if !net.contains(&ip) {
+                "outside"
+            } else if ip == net.network() {
+                "the network address of"
+            } else if ip == net.broadcast() {
+                "the broadcast address of"
+            } else {
+                ""
+            };
+            if !what.is_empty() {
+                let first = Ipv4Addr::from(u32::from(net.network()) + 1);
+                let last = Ipv4Addr::from(u32::from(net.broadcast()) - 1);
+                self.error(
+                    path,
+                    format!(
+                        "{ip} is {what} subnet {name:?} ({net}); use an address from {first} to \
+                         {last}"
+                    ),
+                );
+                return None;
+            }
+        }
+        if let Some(first) = self.addresses.get(&ip) {
+            let message = format!(
+                "{ip} is already the address at {first}; explicit addresses must be unique"
+            );
+            self.error(path, message);
+            return None;
+        }
+        self.addresses.insert(ip, path.clone());
+        Some(ip)
+    }
+
+    /// Subnets must not share addresses: sorted by address, a prefix overlaps another only
+    /// if the widest one before it contains it.
+    fn check_overlaps(&mut self) {
+        let mut sorted: Vec<(usize, Ipv4Net)> = self
+            .subnets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.cidr?)))
+            .collect();
+        sorted.sort_by_key(|&(_, net)| (net.network(), net.prefix_len()));
+        let mut widest: Option<(usize, Ipv4Net)> = None;
+        for (index, net) in sorted {
+            match widest {
+                Some((other, other_net)) if other_net.contains(&net.network()) => {
+                    // Reported at the one written later.
+                    let (first, first_net, later, later_net) = if other < index {
+                        (other, other_net, index, net)
+                    } else {
+                        (index, net, other, other_net)
+                    };
+                    let message = format!(
+                        "{later_net} overlaps subnet {:?} ({first_net}); subnets need disjoint \
+                         prefixes",
+                        self.subnets[first].name
+                    );
+                    let path = self.subnets[later].path.join("cidr");
+                    self.error(&path, message);
+                }
+                _ => widest = Some((index, net)),
+            }
+        }
+    }
+
+    /// Every subnet has an address for each of its nodes.
+    fn check_capacity(&mut self) {
+        for index in 0..self.subnets.len() {
+            let SubnetDraft {
+                ref path,
+                cidr,
+                nodes,
+                ..
+            } = self.subnets[index];
+            let Some(net) = cidr else { continue };
+            let usable = (1_u64 << (32 - net.prefix_len())) - 2;
+            let needed = u64::try_from(nodes).unwrap_or(u64::MAX);
+            if needed > usable {
+                let bits = needed
+                    .saturating_add(2)
+                    .next_power_of_two()
+                    .trailing_zeros();
+                let message = format!(
+                    "subnet too small: {nodes} nodes need addresses but /{} has {usable}; use /{} \
+                     or shorter",
+                    net.prefix_len(),
+                    32_u32.saturating_sub(bits)
+                );
+                let path = path.join("cidr");
+                self.error(&path, message);
+            }
+        }
+    }
+
+    /// The uplink shares no address with a subnet.
+    fn check_outbound(&mut self, uplink: Ipv4Net, path: &Path) {
+        let clashes: Vec<String> = self
+            .subnets
+            .iter()
+            .filter_map(|s| {
+                let net = s.cidr?;
+                (net.contains(&uplink.network()) || uplink.contains(&net.network())).then(|| {
+                    format!(
+                        "{uplink} overlaps subnet {:?} ({net}); pick an uplink prefix outside \
+                             every subnet",
+                        s.name
+                    )
+                })
+            })
+            .collect();
+        for message in clashes {
+            self.error(path, message);
+        }
+    }
+
+    /// The fields of an object of the format, matched case-insensitively against `known`.
+    fn fields(
+        &mut self,
+        entries: &'a [(String, Json)],
+        path: &Path,
+        known: &[&'static str],
+    ) -> Fields<'a> {
+        let mut found: Vec<(&'static str, &'a Json)> = Vec::new();
+        for (key, value) in entries {
+            match known.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+                Some(&field) if found.iter().any(|(f, _)| *f == field) => self.error(
+                    &path.field(key),
+                    format!("field {field:?} is given twice (case does not matter); remove one"),
+                ),
+                Some(&field) => found.push((field, value)),
+                None => {
+                    let mut hint = suggest(key, known.iter().copied());
+                    if hint.is_empty() {
+                        hint = format!(" (expected one of: {})", known.join(", "));
+                    }
+                    self.error(&path.field(key), format!("unknown field {key:?}{hint}"));
+                }
+            }
+        }
+        Fields {
+            path: path.clone(),
+            found,
+        }
+    }
+
+    /// The entries of an object whose keys are names, without (and reporting) empty and
+    /// repeated names.
+    fn named(
+        &mut self,
+        entries: &'a [(String, Json)],
+        path: &Path,
+    ) -> Vec<(&'a str, &'a Json, Path)> {
+        let mut named: Vec<(&'a str, &'a Json, Path)> = Vec::with_capacity(entries.len());
+        let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
+        for (name, value) in entries {
+            let path = path.name(name);
+            if name.is_empty() {
+                self.error(&path, "a name cannot be empty");
+            } else if !seen.insert(name) {
+                self.error(
+                    &path,
+                    format!(
+                        "duplicate key {name:?}: it appears more than once here; remove or \
+                         rename one"
+                    ),
+                );
+            } else {
+                named.push((name, value, path));
+            }
+        }
+        named
+    }
+
+    fn require(&mut self, f: &Fields<'a>, field: &str, what: &str) -> Option<(&'a Json, Path)> {
+        let found = f.get(field);
+        if found.is_none() {
+            let place = if f.path.is_root() { "top-level " } else { "" };
+            self.error(&f.path, format!("missing {place}field {field:?}: {what}"));
+        }
+        found
+    }
+
+    /// An optional `true`/`false` field, false when absent.
+    fn flag(&mut self, f: &Fields<'a>, field: &str) -> bool {
+        f.get(field)
+            .and_then(|(value, path)| self.boolean(value, &path))
+            .unwrap_or(false)
+    }
+
+    /// An optional `image` field.
+    fn image(&mut self, f: &Fields<'a>) -> Option<String> {
+        let (value, path) = f.get("image")?;
+        let image = self.string(value, &path)?;
+        if image.is_empty() {
+            self.error(
+                &path,
+                "an image cannot be empty; name one, or remove the field to run the node in a \
+                 namespace",
+            );
+            return None;
+        }
+        Some(image.to_owned())
+    }
+
+    /// An object; `example` shows one in the error.
+    fn object<'v>(
+        &mut self,
+        value: &'v Json,
+        path: &Path,
+        example: &str,
+    ) -> Option<&'v [(String, Json)]> {
+        if let Json::Object(entries) = value {
+            Some(entries)
+        } else {
+            self.expected(path, &format!("an object such as {example}"), value);
+            None
+        }
+    }
+
+    /// An array; `example` shows one in the error.
+    fn array<'v>(&mut self, value: &'v Json, path: &Path, example: &str) -> Option<&'v [Json]> {
+        if let Json::Array(items) = value {
+            Some(items)
+        } else {
+            self.expected(path, &format!("an array such as {example}"), value);
+            None
+        }
+    }
+
+    fn string<'v>(&mut self, value: &'v Json, path: &Path) -> Option<&'v str> {
+        if let Json::String(text) = value {
+            Some(text)
+        } else {
+            self.expected(path, "a string", value);
+            None
+        }
+    }
+
+    fn boolean(&mut self, value: &Json, path: &Path) -> Option<bool> {
+        match value {
+            Json::Bool(b) => Some(*b),
+            Json::String(text) if text == "true" || text == "false" => {
+                self.error(
+                    path,
+                    format!(
+                        "expected true or false, found the string {text:?}; write it without quotes"
+                    ),
+                );
+                None
+            }
+            other => {
+                self.expected(path, "true or false", other);
+                None
+            }
+        }
+    }
+
+    fn expected(&mut self, path: &Path, what: &str, found: &Json) {
+        self.error(path, format!("expected {what}, found {}", found.kind()));
+    }
+}
+
+/// An IPv4 prefix, normalized to its network address.
+fn parse_prefix(text: &str) -> Result<Ipv4Net, String> {
+    if let Ok(net) = text.parse::<Ipv4Net>() {
+        Ok(net.trunc())
+    } else if text.parse::<Ipv6Net>().is_ok() || text.parse::<Ipv6Addr>().is_ok() {
+        Err(ipv6(text))
+    } else if text.parse::<Ipv4Addr>().is_ok() {
+        Err(format!(
+            "{text:?} has no prefix length; write a CIDR such as \"{text}/24\""
+        ))
+    } else {
+        Err(format!(
+            "invalid CIDR {text:?}: expected an IPv4 prefix such as \"10.0.0.0/24\""
+        ))
+    }
+}
+
+/// An IPv4 address, alone.
+fn parse_address(text: &str) -> Result<Ipv4Addr, String> {
+    text.parse::<Ipv4Addr>().map_err(|_| {
+        if text.parse::<Ipv6Addr>().is_ok() {
+            ipv6(text)
+        } else if let Some((addr, _)) = text.split_once('/')
+            && addr.parse::<Ipv4Addr>().is_ok()
+        {
+            format!(
+                "{text:?} has a prefix length; write the address alone, \"{addr}\" (the subnet \
+                 gives the prefix)"
+            )
+        } else {
+            format!("invalid IPv4 address {text:?}: expected an address such as \"10.0.0.10\"")
+        }
     })
 }
 
-/// The id of a network named `name` (stub; the validator branch brings the real one).
-#[must_use]
-pub fn network_id(name: &str) -> Option<String> {
-    let s = sanitize(name);
-    let mut out = String::new();
-    for part in s.split('-').filter(|p| !p.is_empty()) {
-        if !out.is_empty() {
-            out.push('-');
+fn ipv6(text: &str) -> String {
+    format!("{text:?} is IPv6, and IPv6 is not yet supported; use IPv4")
+}
+
+/// ` (did you mean "X"?)` when some candidates are close to `word`, else nothing. Close: a
+/// third of the characters differ at most, and never all of them.
+fn suggest<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> String {
+    let word_lower = word.to_lowercase();
+    let length = word.chars().count();
+    let limit = (length / 3).max(1);
+    let mut best: Vec<(usize, &str)> = candidates
+        .map(|c| (levenshtein(&word_lower, &c.to_lowercase()), c))
+        .filter(|&(distance, _)| distance <= limit && distance < length)
+        .collect();
+    best.sort_unstable();
+    best.dedup();
+    let Some(&(closest, _)) = best.first() else {
+        return String::new();
+    };
+    let names: Vec<String> = best
+        .iter()
+        .take_while(|(d, _)| *d == closest)
+        .map(|(_, c)| format!("{c:?}"))
+        .collect();
+    match names.as_slice() {
+        [one] => format!(" (did you mean {one}?)"),
+        [first @ .., last] if names.len() <= 3 => {
+            format!(" (did you mean {} or {last}?)", first.join(", "))
         }
-        out.push_str(part);
+        _ => String::new(),
     }
-    out.truncate(24);
-    let out = out.trim_end_matches('-').to_owned();
-    (!out.is_empty()).then_some(out)
+}
+
+/// The edit distance between two strings, in characters.
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{levenshtein, suggest};
+
+    #[test]
+    fn levenshtein_counts_edits() {
+        assert_eq!(levenshtein("cidrr", "cidr"), 1);
+        assert_eq!(levenshtein("routres", "routers"), 2);
+        assert_eq!(levenshtein("", "abc"), 3);
+        assert_eq!(levenshtein("école", "ecole"), 1);
+    }
+
+    #[test]
+    fn suggestions_name_the_closest_candidates() {
+        let subnets = ["A", "B", "servers"];
+        assert_eq!(
+            suggest("server", subnets.into_iter()),
+            r#" (did you mean "servers"?)"#
+        );
+        assert_eq!(
+            suggest("R-3", ["R-1", "R-2"].into_iter()),
+            r#" (did you mean "R-1" or "R-2"?)"#
+        );
+        assert_eq!(suggest("a", subnets.into_iter()), r#" (did you mean "A"?)"#);
+        assert_eq!(
+            suggest("D", subnets.into_iter()),
+            "",
+            "a different name altogether"
+        );
+        assert_eq!(suggest("firewall", subnets.into_iter()), "");
+        assert_eq!(
+            suggest("ab-9", ["ab-1", "ab-2", "ab-3", "ab-4"].into_iter()),
+            "",
+            "too many"
+        );
+    }
 }

@@ -1,0 +1,485 @@
+//! Tests of reading topology files: the fixtures under `dvnet/tests/fixtures/`, the corpus of
+//! invalid files (one per rule), and the forms the format accepts.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+
+use super::{
+    Endpoint, Firewall, FwRule, Host, NodeRef, Outbound, Policy, Proto, Router, Subnet, Topology,
+    TopologyError, network_id, sanitize,
+};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn net(text: &str) -> Ipv4Net {
+    text.parse().unwrap()
+}
+
+fn read(text: &str) -> Topology {
+    Topology::from_json(text, "test.json").unwrap_or_else(|e| panic!("expected a valid file: {e}"))
+}
+
+/// Every diagnostic of an invalid file, as `path: message`.
+fn errors(text: &str) -> Vec<String> {
+    match Topology::from_json(text, "test.json") {
+        Err(TopologyError::Invalid { diagnostics, .. }) => {
+            diagnostics.iter().map(ToString::to_string).collect()
+        }
+        other => panic!("expected validation errors, got {other:?}"),
+    }
+}
+
+fn host(name: &str, subnet: usize) -> Host {
+    Host {
+        name: name.to_owned(),
+        subnet,
+        ip: None,
+        image: None,
+    }
+}
+
+#[test]
+fn classic_lab_reads_in_file_order() {
+    let topology = Topology::from_file(&fixtures().join("classic.json")).unwrap();
+    let a2 = NodeRef::Host(1);
+    assert_eq!(topology.node_name(a2), "A-2");
+    let expected = Topology {
+        name: "Test Net 0".to_owned(),
+        id: "test-net-0".to_owned(),
+        automatic_routing: true,
+        update_hosts: false,
+        outbound: Some(Outbound {
+            cidr: net("192.168.240.0/24"),
+        }),
+        subnets: vec![
+            Subnet {
+                name: "A".to_owned(),
+                cidr: net("10.0.0.0/24"),
+            },
+            Subnet {
+                name: "B".to_owned(),
+                cidr: net("10.0.1.0/24"),
+            },
+            Subnet {
+                name: "C".to_owned(),
+                cidr: net("10.0.2.0/24"),
+            },
+        ],
+        routers: vec![
+            Router {
+                name: "R-1".to_owned(),
+                subnets: vec![0, 2],
+                ips: vec![None, None],
+                image: None,
+                firewall: Firewall {
+                    policy: Policy::Accept,
+                    accept: vec![],
+                    drop: vec![FwRule {
+                        src: Endpoint::Host(1),
+                        dst: Endpoint::Subnet(1),
+                        proto: None,
+                        dport: None,
+                        origin: r#"routers."R-1".fw_rules.drop[0]"#.to_owned(),
+                    }],
+                },
+            },
+            Router {
+                name: "R-2".to_owned(),
+                subnets: vec![2, 1],
+                ips: vec![None, None],
+                image: Some("dvnet/router".to_owned()),
+                firewall: Firewall::default(),
+            },
+        ],
+        hosts: vec![
+            Host {
+                image: Some("dvnet/host".to_owned()),
+                ..host("A-1", 0)
+            },
+            host("A-2", 0),
+            host("B-1", 1),
+            host("B-2", 1),
+        ],
+    };
+    assert_eq!(topology, expected);
+}
+
+#[test]
+fn original_demo_reads_unchanged() {
+    let topology = Topology::from_file(&fixtures().join("original-demo.json")).unwrap();
+    assert_eq!(topology.name, "Test Net 0");
+    assert!(
+        !topology.automatic_routing,
+        "automatic_routing defaults to false, as in the original"
+    );
+    assert!(topology.update_hosts);
+    assert_eq!(
+        topology.outbound,
+        Some(Outbound {
+            cidr: net("192.168.240.0/24")
+        })
+    );
+    let names: Vec<&str> = topology.subnets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["A", "B", "C"]);
+    let hosts: Vec<&str> = topology.hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(hosts, ["A-1", "A-2", "B-1", "B-2"]);
+    assert!(
+        topology
+            .hosts
+            .iter()
+            .all(|h| h.image.as_deref() == Some("pcollado/dhost"))
+    );
+    for (router, subnets) in topology.routers.iter().zip([[0, 2], [2, 1]]) {
+        assert_eq!(router.subnets, subnets, "{}", router.name);
+        assert_eq!(router.image.as_deref(), Some("pcollado/drouter"));
+        assert!(
+            router.firewall.is_open(),
+            "{} has an open firewall",
+            router.name
+        );
+    }
+}
+
+/// Each `invalid/<rule>.json` fails with one diagnostic per line of `<rule>.expected`, and the
+/// error text holds every line.
+#[test]
+fn invalid_corpus_reports_the_expected_errors() {
+    let dir = fixtures().join("invalid");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let expected_path = path.with_extension("expected");
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => {}
+            Some("expected") => {
+                assert!(
+                    path.with_extension("json").exists(),
+                    "{path:?} has no .json beside it"
+                );
+                continue;
+            }
+            _ => panic!("unexpected file {path:?} in the corpus"),
+        }
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|e| panic!("{path:?} needs {expected_path:?}: {e}"));
+        let lines: Vec<&str> = expected.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty(), "{expected_path:?} is empty");
+        let Err(error) = Topology::from_file(&path) else {
+            failures.push(format!("{}: accepted", path.display()));
+            continue;
+        };
+        let count = match &error {
+            TopologyError::Invalid { diagnostics, .. } => diagnostics.len(),
+            _ => 1,
+        };
+        let text = error.to_string();
+        if count != lines.len() {
+            failures.push(format!(
+                "{}: {count} errors, expected {}:\n{text}",
+                path.display(),
+                lines.len()
+            ));
+        }
+        for line in lines {
+            if !text.contains(line) {
+                failures.push(format!("{}: missing {line:?} in:\n{text}", path.display()));
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} files in {dir:?}");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let errors = errors(
+        r#"{
+            "name": "lab",
+            "update_hosts": "no",
+            "subnets": {
+                "A": {"cidrr": "10.0.0.0/24"},
+                "B": {"cidr": "fd00::/64", "hosts": {"B-1": {"ip": "10.0.0.1"}}},
+                "C": {"cidr": "10.0.2.0/24"}
+            },
+            "routers": {"R-1": {"subnets": ["C", "D"], "fw_rules": {"drop": [["X", "Y"]]}}}
+        }"#,
+    );
+    let also = r#"an entry may also be a CIDR such as "10.0.0.0/24", an address, or "*""#;
+    assert_eq!(
+        errors,
+        [
+            "update_hosts: expected true or false, found a string".to_owned(),
+            r#"subnets."A".cidrr: unknown field "cidrr" (did you mean "cidr"?)"#.to_owned(),
+            r#"subnets."A": missing field "cidr": the subnet's prefix, such as "10.0.0.0/24""#
+                .to_owned(),
+            r#"subnets."B".cidr: "fd00::/64" is IPv6, and IPv6 is not yet supported; use IPv4"#
+                .to_owned(),
+            r#"routers."R-1".subnets[1]: unknown subnet "D" (the subnets are "A", "B", "C")"#
+                .to_owned(),
+            format!(r#"routers."R-1".fw_rules.drop[0][0]: unknown subnet or node "X"; {also}"#),
+            format!(r#"routers."R-1".fw_rules.drop[0][1]: unknown subnet or node "Y"; {also}"#),
+        ]
+    );
+}
+
+#[test]
+fn invalid_error_names_the_file_and_counts() {
+    let error = Topology::from_json(r#"{"name": "lab"}"#, "net.json").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "net.json: 1 error:\n  missing top-level field \"subnets\": an object of subnets, such as \
+         {\"A\": {\"cidr\": \"10.0.0.0/24\"}}"
+    );
+}
+
+#[test]
+fn syntax_errors_give_line_and_column() {
+    let error = Topology::from_json("{\n  \"name\": \"lab\"\n  \"subnets\": {}\n}", "net.json")
+        .unwrap_err();
+    match error {
+        TopologyError::Syntax {
+            line,
+            column,
+            ref message,
+            ..
+        } => {
+            assert_eq!((line, column), (3, 3));
+            assert_eq!(message, "expected `,` or `}`");
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[test]
+fn keys_match_regardless_of_case() {
+    let topology = read(
+        r#"{
+            "Name": "lab", "AUTOMATIC_ROUTING": true, "Update_Hosts": true,
+            "Outbound_Access": {"ENABLED": true, "Cidr": "192.168.240.0/24"},
+            "SUBNETS": {"a": {"CIDR": "10.0.0.0/24",
+                              "Hosts": {"h": {"IMAGE": "img", "IP": "10.0.0.9"}}}},
+            "Routers": {"r": {"Subnets": ["a"], "Fw_Rules": {
+                "Policy": "drop", "Accept": [{"SRC": "h", "Proto": "TCP", "DPort": 22}]}}}
+        }"#,
+    );
+    assert_eq!(topology.name, "lab");
+    assert!(topology.automatic_routing && topology.update_hosts);
+    assert!(topology.outbound.is_some());
+    assert_eq!(topology.subnets[0].name, "a", "names keep their case");
+    assert_eq!(topology.hosts[0].image.as_deref(), Some("img"));
+    assert_eq!(topology.hosts[0].ip, Some(Ipv4Addr::new(10, 0, 0, 9)));
+    let firewall = &topology.routers[0].firewall;
+    assert_eq!(firewall.policy, Policy::Drop);
+    assert_eq!(firewall.accept[0].proto, Some(Proto::Tcp));
+    assert_eq!(firewall.accept[0].dport, Some(22));
+}
+
+#[test]
+fn names_are_case_sensitive() {
+    let errors = errors(
+        r#"{"name": "lab", "subnets": {"A": {"cidr": "10.0.0.0/24"}},
+            "routers": {"R": {"subnets": ["a"]}}}"#,
+    );
+    assert_eq!(
+        errors,
+        [r#"routers."R".subnets[0]: unknown subnet "a" (did you mean "A"?)"#]
+    );
+}
+
+#[test]
+fn firewall_entries_take_every_form() {
+    let topology = read(
+        r#"{
+            "name": "lab",
+            "subnets": {
+                "A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {}}},
+                "B": {"cidr": "10.0.1.0/24", "hosts": {"B-1": {}}}
+            },
+            "routers": {
+                "R-1": {"subnets": ["A", "B"], "fw_rules": {
+                    "policy": "DROP",
+                    "accept": [
+                        "A",
+                        ["B-1"],
+                        ["A-1", "R-1"],
+                        ["*", "10.0.1.7/24"],
+                        ["any", "10.0.1.9"],
+                        {"dst": "B", "proto": "udp", "dport": 53},
+                        {"src": "A-1", "proto": "Icmp"},
+                        {}
+                    ],
+                    "drop": [["R-1", "ANY"]]
+                }}
+            }
+        }"#,
+    );
+    let firewall = &topology.routers[0].firewall;
+    let sides: Vec<(&Endpoint, &Endpoint, Option<Proto>, Option<u16>)> = firewall
+        .accept
+        .iter()
+        .map(|r| (&r.src, &r.dst, r.proto, r.dport))
+        .collect();
+    assert_eq!(
+        sides,
+        [
+            (&Endpoint::Subnet(0), &Endpoint::Any, None, None),
+            (&Endpoint::Host(1), &Endpoint::Any, None, None),
+            (&Endpoint::Host(0), &Endpoint::Router(0), None, None),
+            (
+                &Endpoint::Any,
+                &Endpoint::Cidr(net("10.0.1.0/24")),
+                None,
+                None
+            ),
+            (
+                &Endpoint::Any,
+                &Endpoint::Cidr(net("10.0.1.9/32")),
+                None,
+                None
+            ),
+            (
+                &Endpoint::Any,
+                &Endpoint::Subnet(1),
+                Some(Proto::Udp),
+                Some(53)
+            ),
+            (&Endpoint::Host(0), &Endpoint::Any, Some(Proto::Icmp), None),
+            (&Endpoint::Any, &Endpoint::Any, None, None),
+        ]
+    );
+    let origins: Vec<&str> = firewall.accept.iter().map(|r| r.origin.as_str()).collect();
+    assert_eq!(origins[5], r#"routers."R-1".fw_rules.accept[5]"#);
+    assert_eq!(firewall.drop[0].src, Endpoint::Router(0));
+    assert_eq!(firewall.drop[0].dst, Endpoint::Any);
+    assert_eq!(firewall.drop[0].origin, r#"routers."R-1".fw_rules.drop[0]"#);
+}
+
+#[test]
+fn firewall_entries_may_name_routers_listed_later() {
+    let topology = read(
+        r#"{"name": "lab", "subnets": {"A": {"cidr": "10.0.0.0/24"}},
+            "routers": {"R-1": {"subnets": ["A"], "fw_rules": {"drop": ["R-2"]}},
+                        "R-2": {"subnets": ["A"]}}}"#,
+    );
+    assert_eq!(
+        topology.routers[0].firewall.drop[0].src,
+        Endpoint::Router(1)
+    );
+}
+
+#[test]
+fn cidrs_are_normalized_to_their_network() {
+    let topology = read(
+        r#"{"name": "lab", "subnets": {"A": {"cidr": "10.0.0.7/24"}, "B": {"cidr": "10.0.1.1/30"}},
+            "outbound_access": {"enabled": true, "cidr": "192.168.240.9/24"}}"#,
+    );
+    assert_eq!(topology.subnets[0].cidr, net("10.0.0.0/24"));
+    assert_eq!(topology.subnets[1].cidr, net("10.0.1.0/30"));
+    assert_eq!(
+        topology.outbound,
+        Some(Outbound {
+            cidr: net("192.168.240.0/24")
+        })
+    );
+}
+
+#[test]
+fn minimal_file_takes_defaults() {
+    let topology =
+        read(r#"{"name": "x", "subnets": {"A": {"cidr": "10.0.0.0/30", "hosts": {"h": {}}}}}"#);
+    assert!(!topology.automatic_routing && !topology.update_hosts);
+    assert_eq!(topology.outbound, None);
+    assert!(topology.routers.is_empty());
+    assert_eq!(topology.hosts, [host("h", 0)]);
+}
+
+#[test]
+fn disabled_outbound_access_is_none() {
+    let topology = read(
+        r#"{"name": "x", "outbound_access": {"enabled": false, "cidr": "10.0.0.0/16"},
+            "subnets": {"A": {"cidr": "10.0.0.0/24"}}}"#,
+    );
+    assert_eq!(
+        topology.outbound, None,
+        "a disabled uplink may overlap: it is never built"
+    );
+}
+
+#[test]
+fn explicit_addresses_are_kept() {
+    let topology = read(
+        r#"{"name": "lab",
+            "subnets": {"A": {"cidr": "10.0.0.0/24", "hosts": {"h": {"ip": "10.0.0.254"}}},
+                        "B": {"cidr": "10.0.1.0/24"}},
+            "routers": {"r": {"subnets": ["A", "B"], "ip": {"B": "10.0.1.1"}}}}"#,
+    );
+    assert_eq!(topology.hosts[0].ip, Some(Ipv4Addr::new(10, 0, 0, 254)));
+    assert_eq!(
+        topology.routers[0].ips,
+        [None, Some(Ipv4Addr::new(10, 0, 1, 1))]
+    );
+}
+
+#[test]
+fn a_full_subnet_fits_exactly() {
+    // A /29 holds six nodes.
+    let topology = read(
+        r#"{"name": "lab", "subnets": {"A": {"cidr": "10.0.0.0/29",
+            "hosts": {"h1": {}, "h2": {}, "h3": {}, "h4": {}, "h5": {"ip": "10.0.0.6"}}}},
+            "routers": {"r": {"subnets": ["A"]}}}"#,
+    );
+    assert_eq!(topology.hosts.len(), 5);
+}
+
+#[test]
+fn unknown_router_subnet_is_reported_once() {
+    // The `ip` entry for the unknown subnet adds no second error.
+    let errors = errors(
+        r#"{"name": "lab", "subnets": {"A": {"cidr": "10.0.0.0/24"}},
+            "routers": {"r": {"subnets": ["A", "Z"], "ip": {"Z": "10.9.0.1"}}}}"#,
+    );
+    assert_eq!(
+        errors,
+        [r#"routers."r".subnets[1]: unknown subnet "Z" (the subnets are "A")"#]
+    );
+}
+
+#[test]
+fn the_file_may_start_with_a_byte_order_mark() {
+    read("\u{feff}{\"name\": \"lab\", \"subnets\": {\"A\": {\"cidr\": \"10.0.0.0/24\"}}}");
+}
+
+#[test]
+fn network_ids_are_short_and_clean() {
+    assert_eq!(network_id("Test Net 0").as_deref(), Some("test-net-0"));
+    assert_eq!(network_id("  --Lab__1--  ").as_deref(), Some("lab-1"));
+    assert_eq!(network_id("école").as_deref(), Some("cole"));
+    assert_eq!(
+        network_id("a very long network name indeed").as_deref(),
+        Some("a-very-long-network-name"),
+    );
+    // Truncation at 24 characters leaves no trailing `-`.
+    assert_eq!(
+        network_id("abcdefghijklmnopqrstuvw xyz").as_deref(),
+        Some("abcdefghijklmnopqrstuvw")
+    );
+    assert_eq!(network_id("!!!"), None);
+    assert_eq!(network_id(""), None);
+}
+
+#[test]
+fn sanitize_keeps_one_character_per_character() {
+    assert_eq!(sanitize("R-1"), "r-1");
+    assert_eq!(sanitize("r 1"), "r-1");
+    assert_eq!(sanitize("Ab_é"), "ab--");
+}
