@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand};
 use crate::deploy::{self, UpOptions};
 use crate::generate::{self, GenSpec, Shape};
 use crate::inspect;
-use crate::state::{self, State};
 use crate::plan::{Datapath, Plan, PlanOptions};
 use crate::render;
+use crate::state::{self, State};
 use crate::topology::Topology;
 
 /// Emulated IP networks on one Linux machine: real namespaces, real veths, eBPF routers.
@@ -111,19 +111,21 @@ fn network_id(arg: &str) -> anyhow::Result<String> {
     if path.is_file() {
         // Only the name is needed: a file that has become invalid since `up` still works.
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {arg}"))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{arg} is not JSON; give the network's name instead"))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{arg} is not JSON; give the network's name instead"))?;
         let name = value
             .as_object()
             .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("name")))
             .and_then(|(_, v)| v.as_str())
             .with_context(|| format!("{arg} has no \"name\"; give the network's name instead"))?;
-        return crate::topology::network_id(name).with_context(|| format!("{arg}: the name {name:?} has no usable id"));
+        return crate::topology::network_id(name)
+            .with_context(|| format!("{arg}: the name {name:?} has no usable id"));
     }
     if state::dir(arg).exists() {
         return Ok(arg.to_owned());
     }
-    crate::topology::network_id(arg).with_context(|| format!("{arg:?} is neither a network nor a topology file"))
+    crate::topology::network_id(arg)
+        .with_context(|| format!("{arg:?} is neither a network nor a topology file"))
 }
 
 /// Runs a parsed command line.
@@ -138,7 +140,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             for w in &plan.warnings {
                 eprintln!("warning: {w}");
             }
-            let options = UpOptions { source: Some(file.clone()), progress: deploy::stderr_is_terminal() };
+            let options = UpOptions {
+                source: Some(file.clone()),
+                progress: deploy::stderr_is_terminal(),
+            };
             let started = std::time::Instant::now();
             let report = runtime()?.block_on(deploy::up(&plan, &options))?;
             println!(
@@ -148,20 +153,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 report.links,
                 started.elapsed().as_secs_f64()
             );
-            if let Some(node) = plan.nodes.iter().find(|n| n.kind == crate::plan::NodeKind::Host) {
-                println!("try: dvnet exec {} {} -- ping -c 3 <address>   (dvnet inspect {} lists them)", plan.id, node.name, plan.id);
+            if let Some(node) = plan
+                .nodes
+                .iter()
+                .find(|n| n.kind == crate::plan::NodeKind::Host)
+            {
+                println!(
+                    "try: dvnet exec {} {} -- ping -c 3 <address>   (dvnet inspect {} lists them)",
+                    plan.id, node.name, plan.id
+                );
             }
         }
         Command::Down { network } => {
             let id = network_id(&network)?;
             let report = runtime()?.block_on(deploy::down_checked(&id))?;
             if report.found_anything() {
-                println!("network {id} is down: removed {} namespaces", report.namespaces);
+                println!(
+                    "network {id} is down: removed {} namespaces",
+                    report.namespaces
+                );
             } else {
                 println!("network {id} is not up: nothing to remove");
             }
             if !report.errors.is_empty() {
-                anyhow::bail!("some objects could not be removed:\n  {}", report.errors.join("\n  "));
+                anyhow::bail!(
+                    "some objects could not be removed:\n  {}",
+                    report.errors.join("\n  ")
+                );
             }
         }
         Command::Ls { json } => ls(json)?,
@@ -176,12 +194,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", render::inspect(&record, &live));
             }
         }
-        Command::Exec { network, node, command } => {
+        Command::Exec {
+            network,
+            node,
+            command,
+        } => {
             let id = network_id(&network)?;
             let record = State::load(&id)?;
             let Some(node) = record.plan.node(&node) else {
                 let names: Vec<&str> = record.plan.nodes.iter().map(|n| n.name.as_str()).collect();
-                anyhow::bail!("network {id} has no node {node:?}; its nodes are {}", names.join(", "));
+                anyhow::bail!(
+                    "network {id} has no node {node:?}; its nodes are {}",
+                    names.join(", ")
+                );
             };
             match crate::exec::exec_in(&node.netns, &command)? {}
         }
@@ -250,21 +275,27 @@ fn ls(json: bool) -> anyhow::Result<()> {
                 "source": s.source,
                 "created": s.created,
             })),
-            Err(e) => rows.push(serde_json::json!({"id": id, "status": "unreadable", "error": e.to_string()})),
+            Err(e) => rows.push(
+                serde_json::json!({"id": id, "status": "unreadable", "error": e.to_string()}),
+            ),
         }
     }
-    let recorded: std::collections::BTreeSet<String> =
-        rows.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect();
+    let recorded: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
     let mut orphans = std::collections::BTreeSet::new();
     for ns in crate::netns::list()? {
-        if let Some(id) = crate::plan::naming::network_of(&ns) {
-            if !recorded.contains(id) {
-                orphans.insert(id.to_owned());
-            }
+        if let Some(id) = crate::plan::naming::network_of(&ns)
+            && !recorded.contains(id)
+        {
+            orphans.insert(id.to_owned());
         }
     }
     for id in orphans {
-        rows.push(serde_json::json!({"id": id, "status": "orphaned", "hint": format!("dvnet down {id}")}));
+        rows.push(
+            serde_json::json!({"id": id, "status": "orphaned", "hint": format!("dvnet down {id}")}),
+        );
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -274,10 +305,24 @@ fn ls(json: bool) -> anyhow::Result<()> {
         println!("no network is up");
         return Ok(());
     }
-    let mut t = render::table(["network", "name", "status", "nodes", "links", "datapath", "file"]);
+    let mut t = render::table([
+        "network", "name", "status", "nodes", "links", "datapath", "file",
+    ]);
     for r in &rows {
-        let s = |k: &str| r[k].as_str().map(str::to_owned).unwrap_or_else(|| if r[k].is_null() { String::new() } else { r[k].to_string() });
-        t.add_row([s("id"), s("name"), s("status"), s("nodes"), s("links"), s("datapath"), s("source")]);
+        let s = |k: &str| match &r[k] {
+            serde_json::Value::String(v) => v.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        t.add_row([
+            s("id"),
+            s("name"),
+            s("status"),
+            s("nodes"),
+            s("links"),
+            s("datapath"),
+            s("source"),
+        ]);
     }
     println!("{t}");
     Ok(())

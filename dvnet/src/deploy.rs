@@ -21,7 +21,7 @@ use tracing::{debug, info, instrument};
 
 use crate::netlink::{Netlink, NetlinkError, VethEnd};
 use crate::netns::{self, NetnsError};
-use crate::plan::{NodeKind, Plan, naming};
+use crate::plan::{FabricPort, LinkPlan, NodeKind, Plan, Segment, naming};
 use crate::state::{self, State, StateError, Status};
 
 /// Netlink requests in flight at once.
@@ -37,7 +37,11 @@ pub enum DeployError {
         "network {id} was not torn down completely ({leftovers} leftover namespace(s), e.g. {example}); \
          `dvnet down {id}` removes them"
     )]
-    Leftovers { id: String, leftovers: usize, example: String },
+    Leftovers {
+        id: String,
+        leftovers: usize,
+        example: String,
+    },
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error(transparent)]
@@ -101,7 +105,11 @@ impl DownReport {
 }
 
 fn require_root(command: &'static str) -> Result<(), DeployError> {
-    if nix::unistd::geteuid().is_root() { Ok(()) } else { Err(DeployError::NotRoot(command)) }
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(DeployError::NotRoot(command))
+    }
 }
 
 /// Raises the open-file limit to its hard maximum: `up` holds two descriptors per node.
@@ -112,29 +120,29 @@ fn raise_fd_limit() {
     }
 }
 
-/// The sysctls of a node, set from inside its namespace before any interface exists (new
+/// The sysctls (below `/proc/sys/net`) of a node, set from inside its namespace before any interface exists (new
 /// interfaces take the `default` values). New namespaces copy `net.ipv4.conf.{all,default}`
 /// from the host's, so everything that matters is set explicitly.
 fn node_sysctls(ip_forward: bool) -> Vec<(&'static str, &'static str)> {
     vec![
-        ("net/ipv4/ip_forward", if ip_forward { "1" } else { "0" }),
+        ("ipv4/ip_forward", if ip_forward { "1" } else { "0" }),
         // IPv6 is not supported yet: without this, router solicitations, MLD and DAD chatter
         // would land on every link and in every counter.
-        ("net/ipv6/conf/all/disable_ipv6", "1"),
-        ("net/ipv6/conf/default/disable_ipv6", "1"),
+        ("ipv6/conf/all/disable_ipv6", "1"),
+        ("ipv6/conf/default/disable_ipv6", "1"),
         // Labs route asymmetrically on purpose at times; reverse-path filtering would drop it.
-        ("net/ipv4/conf/all/rp_filter", "0"),
-        ("net/ipv4/conf/default/rp_filter", "0"),
+        ("ipv4/conf/all/rp_filter", "0"),
+        ("ipv4/conf/default/rp_filter", "0"),
         // Every traceroute probe deserves its answer.
-        ("net/ipv4/icmp_ratelimit", "0"),
+        ("ipv4/icmp_ratelimit", "0"),
     ]
 }
 
 fn fabric_sysctls() -> Vec<(&'static str, &'static str)> {
     vec![
-        ("net/ipv4/ip_forward", "0"),
-        ("net/ipv6/conf/all/disable_ipv6", "1"),
-        ("net/ipv6/conf/default/disable_ipv6", "1"),
+        ("ipv4/ip_forward", "0"),
+        ("ipv6/conf/all/disable_ipv6", "1"),
+        ("ipv6/conf/default/disable_ipv6", "1"),
     ]
 }
 
@@ -151,7 +159,11 @@ struct NsCreated {
 }
 
 /// Creates namespaces on `workers` dedicated threads; results in job order.
-fn create_namespaces(jobs: &[NsJob], workers: usize, bar: &ProgressBar) -> Result<Vec<NsCreated>, NetnsError> {
+fn create_namespaces(
+    jobs: &[NsJob],
+    workers: usize,
+    bar: &ProgressBar,
+) -> Result<Vec<NsCreated>, NetnsError> {
     let chunk = jobs.len().div_ceil(workers.max(1)).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs
@@ -165,18 +177,20 @@ fn create_namespaces(jobs: &[NsJob], workers: usize, bar: &ProgressBar) -> Resul
                     })?;
                     let mut out = Vec::with_capacity(jobs.len());
                     for job in jobs {
-                        let (fd, socket) = netns::create_on_this_thread(&job.name, home.as_fd(), || {
-                            for (key, value) in &job.sysctls {
-                                // Some keys are absent on some kernels (no IPv6); the ones that
-                                // matter exist everywhere dvnet runs.
-                                if let Err(e) = netns::write_sysctl(key, value) {
-                                    if e.kind() != std::io::ErrorKind::NotFound {
+                        let (fd, socket) =
+                            netns::create_on_this_thread(&job.name, home.as_fd(), || {
+                                let sysctls = netns::NetSysctls::open()?;
+                                for (key, value) in &job.sysctls {
+                                    // Some keys are absent on some kernels (no IPv6); the ones that
+                                    // matter exist everywhere dvnet runs.
+                                    if let Err(e) = sysctls.write(key, value)
+                                        && e.kind() != std::io::ErrorKind::NotFound
+                                    {
                                         return Err(e);
                                     }
                                 }
-                            }
-                            crate::netlink::socket_here()
-                        })?;
+                                crate::netlink::socket_here()
+                            })?;
                         out.push(NsCreated { fd, socket });
                         bar.inc(1);
                     }
@@ -228,16 +242,25 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
         return Err(DeployError::AlreadyUp { id });
     }
     let leftovers: Vec<String> = netns::list()
-        .map_err(|source| DeployError::Io { op: "listing namespaces".into(), source })?
+        .map_err(|source| DeployError::Io {
+            op: "listing namespaces".into(),
+            source,
+        })?
         .into_iter()
         .filter(|n| naming::belongs_to(n, &id))
         .collect();
     if let Some(example) = leftovers.first() {
-        return Err(DeployError::Leftovers { id, leftovers: leftovers.len(), example: example.clone() });
+        return Err(DeployError::Leftovers {
+            id,
+            leftovers: leftovers.len(),
+            example: example.clone(),
+        });
     }
     raise_fd_limit();
 
-    let created = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let created = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut record = State {
         version: state::VERSION,
         status: Status::Creating,
@@ -253,83 +276,127 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
             record.status = Status::Up;
             if let Err(e) = record.save() {
                 let cleanup = down(&id).await.errors;
-                return Err(DeployError::RolledBack { error: Box::new(e.into()), cleanup });
+                return Err(DeployError::RolledBack {
+                    error: Box::new(e.into()),
+                    cleanup,
+                });
             }
             Ok(report)
+        }
+        Err(error) if std::env::var_os("DVNET_NO_ROLLBACK").is_some_and(|v| v == "1") => {
+            tracing::warn!(
+                "up failed; DVNET_NO_ROLLBACK=1 keeps what was built for inspection (`dvnet down {id}` removes it)"
+            );
+            Err(error)
         }
         Err(error) => {
             info!("up failed, rolling back: {error}");
             let cleanup = down(&id).await.errors;
-            Err(DeployError::RolledBack { error: Box::new(error), cleanup })
+            Err(DeployError::RolledBack {
+                error: Box::new(error),
+                cleanup,
+            })
         }
     }
 }
 
-async fn build(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployError> {
+async fn build<'a>(plan: &'a Plan, options: &UpOptions) -> Result<UpReport, DeployError> {
     let mut report = UpReport::default();
     let mut phase_start = Instant::now();
     let mut phase = |report: &mut UpReport, name: &'static str| {
         let now = Instant::now();
         report.phases.push((name, now - phase_start));
-        info!(phase = name, elapsed_ms = (now - phase_start).as_millis(), "phase done");
+        info!(
+            phase = name,
+            elapsed_ms = (now - phase_start).as_millis(),
+            "phase done"
+        );
         phase_start = now;
     };
 
     netns::prepare_dir()?;
     // namespaces: the fabric first, then one per node (in plan order)
-    let mut jobs = vec![NsJob { name: plan.fabric_netns.clone(), sysctls: fabric_sysctls() }];
-    jobs.extend(plan.nodes.iter().map(|n| NsJob { name: n.netns.clone(), sysctls: node_sysctls(n.ip_forward) }));
+    let mut jobs = vec![NsJob {
+        name: plan.fabric_netns.clone(),
+        sysctls: fabric_sysctls(),
+    }];
+    jobs.extend(plan.nodes.iter().map(|n| NsJob {
+        name: n.netns.clone(),
+        sysctls: node_sysctls(n.ip_forward),
+    }));
     let bar = progress(options.progress, jobs.len(), "namespaces");
-    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 4);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, std::num::NonZero::get)
+        .clamp(1, 4);
     let created = tokio::task::block_in_place(|| create_namespaces(&jobs, workers, &bar))?;
     bar.finish_and_clear();
     report.namespaces = created.len();
     phase(&mut report, "namespaces");
 
     let mut created = created.into_iter();
-    let fabric = created.next().expect("the fabric namespace was created first");
-    let fabric_nl = Netlink::from_socket(fabric.socket, &plan.fabric_netns)
-        .map_err(|source| DeployError::Io { op: "opening netlink in the fabric".into(), source })?;
+    let fabric = created
+        .next()
+        .expect("the fabric namespace was created first");
+    let fabric_nl = Netlink::from_socket(fabric.socket, &plan.fabric_netns).map_err(|source| {
+        DeployError::Io {
+            op: "opening netlink in the fabric".into(),
+            source,
+        }
+    })?;
     let nodes: Vec<(OwnedFd, Netlink)> = created
         .zip(&plan.nodes)
         .map(|(c, n)| {
             Netlink::from_socket(c.socket, &n.netns)
                 .map(|nl| (c.fd, nl))
-                .map_err(|source| DeployError::Io { op: format!("opening netlink in {}", n.netns), source })
+                .map_err(|source| DeployError::Io {
+                    op: format!("opening netlink in {}", n.netns),
+                    source,
+                })
         })
         .collect::<Result<_, _>>()?;
 
     // segments
-    stream::iter(&plan.subnets)
-        .map(|s| fabric_nl.add_bridge(&s.bridge, s.bridge_ifindex))
+    let bridges = plan.subnets.iter().filter_map(|s| match &s.segment {
+        Segment::Bridge { name, ifindex } => Some((name, *ifindex)),
+        Segment::PointToPoint | Segment::Empty => None,
+    });
+    stream::iter(bridges)
+        .map(|(name, ifindex)| fabric_nl.add_bridge(name, ifindex))
         .buffer_unordered(CONCURRENCY)
         .try_collect::<()>()
         .await?;
     phase(&mut report, "bridges");
 
-    // links: one message each, both ends created in place
-    let bar = progress(options.progress, plan.links.len(), "links");
-    stream::iter(&plan.links)
-        .map(|link| {
+    // wires: one veth each, both ends created in place by one message
+    let wires = wires(plan);
+    let bar = progress(options.progress, wires.len(), "links");
+    stream::iter(&wires)
+        .map(|wire| {
             let fabric_nl = &fabric_nl;
-            let node_ns = nodes[link.node].0.as_fd();
             let bar = &bar;
+            let node_end = |link: &'a LinkPlan| VethEnd {
+                name: &link.ifname,
+                ifindex: link.ifindex,
+                mac: link.mac,
+                netns: Some(nodes[link.node].0.as_fd()),
+                master: None,
+            };
             async move {
-                let fabric_end = VethEnd {
-                    name: &link.fabric_ifname,
-                    ifindex: link.fabric_ifindex,
-                    mac: link.fabric_mac,
-                    netns: None,
-                    master: Some(plan.subnets[link.subnet].bridge_ifindex),
-                };
-                let node_end = VethEnd {
-                    name: &link.ifname,
-                    ifindex: link.ifindex,
-                    mac: link.mac,
-                    netns: Some(node_ns),
-                    master: None,
-                };
-                fabric_nl.add_veth(&fabric_end, &node_end).await?;
+                match *wire {
+                    Wire::ToBridge { link, port, bridge } => {
+                        let fabric_end = VethEnd {
+                            name: &port.ifname,
+                            ifindex: port.ifindex,
+                            mac: port.mac,
+                            netns: None,
+                            master: Some(bridge),
+                        };
+                        fabric_nl.add_veth(&fabric_end, &node_end(link)).await?;
+                    }
+                    Wire::PointToPoint(a, b) => {
+                        fabric_nl.add_veth(&node_end(a), &node_end(b)).await?;
+                    }
+                }
                 bar.inc(1);
                 Ok::<_, DeployError>(())
             }
@@ -341,7 +408,7 @@ async fn build(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployError
     report.links = plan.links.len();
     phase(&mut report, "links");
 
-    // inside every node: loopback up, addresses, then routes
+    // inside every node: loopback and interfaces up, addresses, then routes
     let bar = progress(options.progress, plan.nodes.len(), "addresses");
     stream::iter(plan.nodes.iter().zip(&nodes))
         .map(|(node, (_, nl))| {
@@ -349,10 +416,13 @@ async fn build(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployError
             async move {
                 nl.set_up(1).await?;
                 for link in plan.links_of(node) {
-                    nl.add_address(link.ifindex, link.address, link.prefix_len).await?;
+                    nl.set_up(link.ifindex).await?;
+                    nl.add_address(link.ifindex, link.address, link.prefix_len)
+                        .await?;
                 }
                 for r in &node.routes {
-                    nl.add_route(r.dest, r.via, plan.links[r.link as usize].ifindex).await?;
+                    nl.add_route(r.dest, r.via, plan.links[r.link as usize].ifindex)
+                        .await?;
                 }
                 bar.inc(1);
                 Ok::<_, DeployError>(())
@@ -368,8 +438,54 @@ async fn build(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployError
         write_hosts_files(plan)?;
         phase(&mut report, "hosts files");
     }
-    debug!(routers = plan.nodes.iter().filter(|n| n.kind == NodeKind::Router).count(), "network built");
+    debug!(
+        routers = plan
+            .nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Router)
+            .count(),
+        "network built"
+    );
     Ok(report)
+}
+
+/// A veth pair to create.
+enum Wire<'a> {
+    /// A link on a bridged segment and its fabric port.
+    ToBridge {
+        link: &'a LinkPlan,
+        port: &'a FabricPort,
+        bridge: u32,
+    },
+    /// The two links of a point-to-point segment.
+    PointToPoint(&'a LinkPlan, &'a LinkPlan),
+}
+
+fn wires(plan: &Plan) -> Vec<Wire<'_>> {
+    let mut wires = Vec::with_capacity(plan.links.len());
+    for subnet in &plan.subnets {
+        let links = subnet.links.iter().map(|&l| &plan.links[l as usize]);
+        match &subnet.segment {
+            Segment::Empty => {}
+            Segment::PointToPoint => {
+                let pair: Vec<&LinkPlan> = links.collect();
+                wires.push(Wire::PointToPoint(pair[0], pair[1]));
+            }
+            Segment::Bridge { ifindex, .. } => {
+                wires.extend(links.map(|link| {
+                    Wire::ToBridge {
+                        link,
+                        port: link
+                            .fabric_port
+                            .as_ref()
+                            .expect("a bridged link has a fabric port"),
+                        bridge: *ifindex,
+                    }
+                }));
+            }
+        }
+    }
+    wires
 }
 
 /// `/etc/netns/<ns>/hosts` for every node, the `ip netns exec` convention (`dvnet exec`
@@ -380,7 +496,10 @@ fn write_hosts_files(plan: &Plan) -> Result<(), DeployError> {
         let dir = etc_netns_dir(&node.netns);
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(dir.join("hosts"), &text))
-            .map_err(|source| DeployError::Io { op: format!("writing {}/hosts", dir.display()), source })?;
+            .map_err(|source| DeployError::Io {
+                op: format!("writing {}/hosts", dir.display()),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -393,10 +512,17 @@ pub fn etc_netns_dir(ns: &str) -> PathBuf {
 
 /// Removes everything network `id` owns: its namespaces (nodes first, then the fabric), its
 /// per-namespace files and its record. Idempotent; carries on past errors and reports them.
+#[expect(
+    clippy::unused_async,
+    reason = "containers (Docker) are removed here too, asynchronously"
+)]
 pub async fn down(id: &str) -> DownReport {
     let mut report = DownReport::default();
     let names: BTreeSet<String> = match netns::list() {
-        Ok(all) => all.into_iter().filter(|n| naming::belongs_to(n, id)).collect(),
+        Ok(all) => all
+            .into_iter()
+            .filter(|n| naming::belongs_to(n, id))
+            .collect(),
         Err(e) => {
             report.errors.push(format!("listing namespaces: {e}"));
             BTreeSet::new()
@@ -404,17 +530,23 @@ pub async fn down(id: &str) -> DownReport {
     };
     let fabric = naming::fabric_netns(id);
     // nodes first, then the fabric: links die with the node namespaces
-    let ordered: Vec<&String> = names.iter().filter(|n| **n != fabric).chain(names.get(&fabric)).collect();
+    let ordered: Vec<&String> = names
+        .iter()
+        .filter(|n| **n != fabric)
+        .chain(names.get(&fabric))
+        .collect();
     for name in ordered {
         match netns::delete(name) {
             Ok(()) => report.namespaces += 1,
             Err(e) => report.errors.push(e.to_string()),
         }
         let dir = etc_netns_dir(name);
-        if dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                report.errors.push(format!("removing {}: {e}", dir.display()));
-            }
+        if dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            report
+                .errors
+                .push(format!("removing {}: {e}", dir.display()));
         }
     }
     report.record = state::dir(id).exists();

@@ -47,19 +47,37 @@ pub fn exec_in(ns: &str, command: &[String]) -> Result<Infallible, ExecError> {
     setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(sys(format!("entering namespace {ns}")))?;
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("creating a mount namespace"))?;
     // Keep our mounts from propagating back to the host.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .map_err(sys("making / a slave mount"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(sys("making / a slave mount"))?;
     // /sys of this namespace (as `ip netns exec`): tools that read /sys/class/net see the node.
     if umount2("/sys", MntFlags::MNT_DETACH).is_ok() {
-        let _ = mount(Some(ns), "/sys", Some("sysfs"), MsFlags::empty(), None::<&str>);
+        let _ = mount(
+            Some(ns),
+            "/sys",
+            Some("sysfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        );
     }
     let etc = etc_netns_dir(ns);
     if let Ok(entries) = std::fs::read_dir(&etc) {
         for entry in entries.flatten() {
             let target = Path::new("/etc").join(entry.file_name());
             if target.exists() {
-                mount(Some(&entry.path()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                    .map_err(sys(format!("bind-mounting {}", entry.path().display())))?;
+                mount(
+                    Some(&entry.path()),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(sys(format!("bind-mounting {}", entry.path().display())))?;
             }
         }
     }
@@ -69,8 +87,11 @@ pub fn exec_in(ns: &str, command: &[String]) -> Result<Infallible, ExecError> {
     } else {
         command.to_vec()
     };
-    let argv: Vec<CString> =
-        argv.iter().map(|a| CString::new(a.as_str()).map_err(|_| ExecError::Nul(a.clone()))).collect::<Result<_, _>>()?;
+    let argv: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_str()).map_err(|_| ExecError::Nul(a.clone())))
+        .collect::<Result<_, _>>()?;
     let program = argv.first().ok_or(ExecError::Empty)?;
-    nix::unistd::execvp(program, &argv).map_err(sys(format!("running {}", program.to_string_lossy())))
+    nix::unistd::execvp(program, &argv)
+        .map_err(sys(format!("running {}", program.to_string_lossy())))
 }

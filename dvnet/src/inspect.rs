@@ -59,8 +59,14 @@ pub fn netlink_in(ns: &str) -> Result<Netlink, InspectError> {
     let fd = netns::open(ns)?;
     let socket = netns::on_thread(fd.as_fd(), crate::netlink::socket_here)
         .and_then(|r| r)
-        .map_err(|source| InspectError::Socket { ns: ns.to_owned(), source })?;
-    Netlink::from_socket(socket, ns).map_err(|source| InspectError::Socket { ns: ns.to_owned(), source })
+        .map_err(|source| InspectError::Socket {
+            ns: ns.to_owned(),
+            source,
+        })?;
+    Netlink::from_socket(socket, ns).map_err(|source| InspectError::Socket {
+        ns: ns.to_owned(),
+        source,
+    })
 }
 
 /// Reads every node's interfaces, addresses and routes.
@@ -90,7 +96,13 @@ async fn read_node(nl: &Netlink, name: &str) -> Result<LiveNode, InspectError> {
             name: l
                 .attributes
                 .iter()
-                .find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.clone()) } else { None })
+                .find_map(|a| {
+                    if let LinkAttribute::IfName(n) = a {
+                        Some(n.clone())
+                    } else {
+                        None
+                    }
+                })
                 .unwrap_or_default(),
             ifindex: l.header.index,
             up: l.header.flags.contains(LinkFlags::Up),
@@ -99,14 +111,26 @@ async fn read_node(nl: &Netlink, name: &str) -> Result<LiveNode, InspectError> {
         .collect();
     for a in &addrs {
         let addr = a.attributes.iter().find_map(|attr| match attr {
-            AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => {
+                Some(*ip)
+            }
             _ => None,
         });
-        if let (Some(ip), Some(iface)) = (addr, interfaces.iter_mut().find(|i| i.ifindex == a.header.index)) {
-            iface.addresses.push(format!("{ip}/{}", a.header.prefix_len));
+        if let (Some(ip), Some(iface)) = (
+            addr,
+            interfaces.iter_mut().find(|i| i.ifindex == a.header.index),
+        ) {
+            iface
+                .addresses
+                .push(format!("{ip}/{}", a.header.prefix_len));
         }
     }
-    let name_of = |index: u32| interfaces.iter().find(|i| i.ifindex == index).map(|i| i.name.clone());
+    let name_of = |index: u32| {
+        interfaces
+            .iter()
+            .find(|i| i.ifindex == index)
+            .map(|i| i.name.clone())
+    };
     let routes = routes
         .iter()
         .filter(|r| r.header.table == netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN)
@@ -129,5 +153,10 @@ async fn read_node(nl: &Netlink, name: &str) -> Result<LiveNode, InspectError> {
             LiveRoute { dest, via, dev }
         })
         .collect();
-    Ok(LiveNode { name: name.to_owned(), netns: nl.namespace().to_owned(), interfaces, routes })
+    Ok(LiveNode {
+        name: name.to_owned(),
+        netns: nl.namespace().to_owned(),
+        interfaces,
+        routes,
+    })
 }

@@ -9,13 +9,13 @@
 //! is the command line.
 pub mod bpf;
 pub mod cli;
-pub mod generate;
-pub mod plan;
-pub mod render;
-pub mod topology;
-pub mod netlink;
-pub mod netns;
-pub mod state;
 pub mod deploy;
 pub mod exec;
+pub mod generate;
 pub mod inspect;
+pub mod netlink;
+pub mod netns;
+pub mod plan;
+pub mod render;
+pub mod state;
+pub mod topology;

@@ -8,7 +8,7 @@ use dvnet::topology::TopologyError;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default = match cli.verbose {
-        0 => "warn,dvnet=info",
+        0 => "warn",
         1 => "info,dvnet=debug",
         _ => "debug,dvnet=trace",
     };

@@ -11,9 +11,9 @@ use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, IntoRawFd as _, Owne
 
 use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
+use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use netlink_packet_route::route::RouteMessage;
-use netlink_packet_route::address::AddressMessage;
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,10 @@ impl Netlink {
         let socket = unsafe { netlink_sys::TokioSocket::from_raw_fd(socket.into_raw_fd()) };
         let (connection, handle, _) = rtnetlink::from_socket(socket);
         tokio::spawn(connection);
-        Ok(Netlink { handle, ns: ns.to_owned() })
+        Ok(Netlink {
+            handle,
+            ns: ns.to_owned(),
+        })
     }
 
     /// The namespace this handle talks to.
@@ -75,7 +78,10 @@ impl Netlink {
     }
 
     fn err(&self, op: std::fmt::Arguments<'_>, source: rtnetlink::Error) -> NetlinkError {
-        NetlinkError { op: format!("{op} in {}", self.ns), source }
+        NetlinkError {
+            op: format!("{op} in {}", self.ns),
+            source,
+        }
     }
 
     /// Creates a bridge, up, with STP and multicast snooping off.
@@ -83,30 +89,45 @@ impl Netlink {
     /// # Errors
     /// When the kernel refuses (a name or index taken, no bridge support).
     pub async fn add_bridge(&self, name: &str, ifindex: u32) -> Result<(), NetlinkError> {
-        let msg = LinkBridge::new(name).mcast_snooping(false).index(ifindex).up().build();
-        self.handle.link().add(msg).execute().await.map_err(|e| self.err(format_args!("creating bridge {name}"), e))
-    }
-
-    /// Creates a veth pair in one message: `local` in this handle's namespace (or its own
-    /// `netns`), `peer` wherever it says; both up, with their names, indexes and MACs.
-    ///
-    /// # Errors
-    /// When the kernel refuses (a name or index taken in one of the namespaces).
-    pub async fn add_veth(&self, local: &VethEnd<'_>, peer: &VethEnd<'_>) -> Result<(), NetlinkError> {
-        let mut peer_msg = end_builder(peer).build();
-        // The peer's ifinfomsg carries its index (IFLA attributes cannot).
-        peer_msg.header.index = peer.ifindex;
-        let mut msg = end_builder(local)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        let msg = LinkBridge::new(name)
+            .mcast_snooping(false)
+            .index(ifindex)
+            .up()
             .build();
-        msg.header.index = local.ifindex;
-        push_kind(&mut msg, InfoKind::Veth);
         self.handle
             .link()
             .add(msg)
             .execute()
             .await
-            .map_err(|e| self.err(format_args!("creating veth {} / {}", local.name, peer.name), e))
+            .map_err(|e| self.err(format_args!("creating bridge {name}"), e))
+    }
+
+    /// Creates a veth pair in one message: `local` in this handle's namespace (or its own
+    /// `netns`), `peer` wherever it says, with their names, indexes and MACs. `local` comes
+    /// up; the peer cannot (the kernel opens it before the pair is joined: ENOTCONN), so its
+    /// owner sets it up afterwards.
+    ///
+    /// # Errors
+    /// When the kernel refuses (a name or index taken in one of the namespaces).
+    pub async fn add_veth(
+        &self,
+        local: &VethEnd<'_>,
+        peer: &VethEnd<'_>,
+    ) -> Result<(), NetlinkError> {
+        let mut peer_msg = end_builder(peer, false).build();
+        // The peer's ifinfomsg carries its index (IFLA attributes cannot).
+        peer_msg.header.index = peer.ifindex;
+        let mut msg = end_builder(local, true)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        msg.header.index = local.ifindex;
+        push_kind(&mut msg, InfoKind::Veth);
+        self.handle.link().add(msg).execute().await.map_err(|e| {
+            self.err(
+                format_args!("creating veth {} / {}", local.name, peer.name),
+                e,
+            )
+        })
     }
 
     /// Sets a link up.
@@ -115,14 +136,24 @@ impl Netlink {
     /// When the link does not exist.
     pub async fn set_up(&self, ifindex: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(ifindex).up().build();
-        self.handle.link().set(msg).execute().await.map_err(|e| self.err(format_args!("setting link {ifindex} up"), e))
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| self.err(format_args!("setting link {ifindex} up"), e))
     }
 
     /// Adds an address to a link.
     ///
     /// # Errors
     /// When the link does not exist or the address is taken.
-    pub async fn add_address(&self, ifindex: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<(), NetlinkError> {
+    pub async fn add_address(
+        &self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), NetlinkError> {
         self.handle
             .address()
             .add(ifindex, addr.into(), prefix_len)
@@ -135,13 +166,23 @@ impl Netlink {
     ///
     /// # Errors
     /// When the gateway is not reachable on the link, or the route exists.
-    pub async fn add_route(&self, dest: Ipv4Net, via: Ipv4Addr, ifindex: u32) -> Result<(), NetlinkError> {
+    pub async fn add_route(
+        &self,
+        dest: Ipv4Net,
+        via: Ipv4Addr,
+        ifindex: u32,
+    ) -> Result<(), NetlinkError> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dest.network(), dest.prefix_len())
             .gateway(via)
             .output_interface(ifindex)
             .build();
-        self.handle.route().add(msg).execute().await.map_err(|e| self.err(format_args!("adding route {dest} via {via}"), e))
+        self.handle
+            .route()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| self.err(format_args!("adding route {dest} via {via}"), e))
     }
 
     /// Every link of the namespace.
@@ -149,7 +190,13 @@ impl Netlink {
     /// # Errors
     /// When the dump fails.
     pub async fn links(&self) -> Result<Vec<LinkMessage>, NetlinkError> {
-        self.handle.link().get().execute().try_collect().await.map_err(|e| self.err(format_args!("listing links"), e))
+        self.handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.err(format_args!("listing links"), e))
     }
 
     /// Every IPv4 address of the namespace.
@@ -157,7 +204,13 @@ impl Netlink {
     /// # Errors
     /// When the dump fails.
     pub async fn addresses(&self) -> Result<Vec<AddressMessage>, NetlinkError> {
-        self.handle.address().get().execute().try_collect().await.map_err(|e| self.err(format_args!("listing addresses"), e))
+        self.handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.err(format_args!("listing addresses"), e))
     }
 
     /// Every IPv4 route of the main table.
@@ -166,12 +219,23 @@ impl Netlink {
     /// When the dump fails.
     pub async fn routes(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
         let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        self.handle.route().get(filter).execute().try_collect().await.map_err(|e| self.err(format_args!("listing routes"), e))
+        self.handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.err(format_args!("listing routes"), e))
     }
 }
 
-fn end_builder(end: &VethEnd<'_>) -> LinkMessageBuilder<LinkUnspec> {
-    let mut b = LinkMessageBuilder::<LinkUnspec>::new().name(end.name).address(end.mac.to_vec()).up();
+fn end_builder(end: &VethEnd<'_>, up: bool) -> LinkMessageBuilder<LinkUnspec> {
+    let mut b = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(end.name)
+        .address(end.mac.to_vec());
+    if up {
+        b = b.up();
+    }
     if let Some(ns) = end.netns {
         b = b.setns_by_fd(ns.as_raw_fd());
     }

@@ -27,16 +27,26 @@ pub enum NetnsError {
         #[source]
         source: io::Error,
     },
-    #[error("namespace {name} already exists: run `dvnet down` for the network that owns it, or `ip netns del {name}`")]
+    #[error(
+        "namespace {name} already exists: run `dvnet down` for the network that owns it, or `ip netns del {name}`"
+    )]
     Exists { name: String },
 }
 
 fn io_err<'a>(op: &'static str, name: &'a str) -> impl FnOnce(io::Error) -> NetnsError + 'a {
-    move |source| NetnsError::Io { op, name: name.to_owned(), source }
+    move |source| NetnsError::Io {
+        op,
+        name: name.to_owned(),
+        source,
+    }
 }
 
 fn nix_err<'a>(op: &'static str, name: &'a str) -> impl FnOnce(nix::Error) -> NetnsError + 'a {
-    move |e| NetnsError::Io { op, name: name.to_owned(), source: io::Error::from(e) }
+    move |e| NetnsError::Io {
+        op,
+        name: name.to_owned(),
+        source: io::Error::from(e),
+    }
 }
 
 /// The path of a named namespace.
@@ -57,9 +67,16 @@ pub fn prepare_dir() -> Result<(), NetnsError> {
         return Ok(());
     }
     // Not a mount point yet: bind it onto itself, then make it shared.
-    mount(Some(NETNS_DIR), NETNS_DIR, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(nix_err("bind-mounting", NETNS_DIR))?;
-    mount(None::<&str>, NETNS_DIR, Some("none"), shared, None::<&str>).map_err(nix_err("sharing", NETNS_DIR))
+    mount(
+        Some(NETNS_DIR),
+        NETNS_DIR,
+        Some("none"),
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(nix_err("bind-mounting", NETNS_DIR))?;
+    mount(None::<&str>, NETNS_DIR, Some("none"), shared, None::<&str>)
+        .map_err(nix_err("sharing", NETNS_DIR))
 }
 
 /// The calling thread's current network namespace.
@@ -75,7 +92,9 @@ pub fn current() -> io::Result<OwnedFd> {
 /// # Errors
 /// When it does not exist.
 pub fn open(name: &str) -> Result<OwnedFd, NetnsError> {
-    File::open(path(name)).map(OwnedFd::from).map_err(io_err("opening", name))
+    File::open(path(name))
+        .map(OwnedFd::from)
+        .map_err(io_err("opening", name))
 }
 
 /// Whether a named namespace exists.
@@ -118,16 +137,31 @@ pub fn create_on_this_thread<T>(
     init: impl FnOnce() -> io::Result<T>,
 ) -> Result<(OwnedFd, T), NetnsError> {
     let target = path(name);
-    match OpenOptions::new().read(true).write(true).create_new(true).open(&target) {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&target)
+    {
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(NetnsError::Exists { name: name.to_owned() }),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(NetnsError::Exists {
+                name: name.to_owned(),
+            });
+        }
         Err(e) => return Err(io_err("creating", name)(e)),
     }
     let result = (|| {
         unshare(CloneFlags::CLONE_NEWNET).map_err(nix_err("creating", name))?;
         let inside = (|| {
-            mount(Some("/proc/thread-self/ns/net"), &target, Some("none"), MsFlags::MS_BIND, None::<&str>)
-                .map_err(nix_err("mounting", name))?;
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                Some("none"),
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(nix_err("mounting", name))?;
             let fd = current().map_err(io_err("opening", name))?;
             let value = init().map_err(io_err("setting up", name))?;
             Ok((fd, value))
@@ -175,11 +209,38 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
     }
 }
 
-/// Writes a sysctl of the calling thread's namespace (`net/ipv4/conf/all/forwarding`).
+/// The network sysctls (`/proc/sys/net`) of the calling thread's namespace.
 ///
-/// # Errors
-/// When the file does not exist or refuses the value.
-pub fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
-    fs::write(Path::new("/proc/sys").join(key), value)
-        .map_err(|e| io::Error::new(e.kind(), format!("sysctl {key}={value}: {e}")))
+/// Open it once per namespace and write through it: every namespace adds its own `net`
+/// entry under `/proc/sys`, all in one dentry hash chain, so each lookup from `/proc/sys`
+/// costs as much as there are namespaces; lookups below `net` do not.
+pub struct NetSysctls(OwnedFd);
+
+impl NetSysctls {
+    /// Opens `/proc/sys/net` of the calling thread's namespace.
+    ///
+    /// # Errors
+    /// When procfs is not mounted.
+    pub fn open() -> io::Result<NetSysctls> {
+        File::open("/proc/sys/net").map(|f| NetSysctls(f.into()))
+    }
+
+    /// Writes `value` to `key`, a path below `/proc/sys/net` (`ipv4/ip_forward`).
+    ///
+    /// # Errors
+    /// When the key does not exist (`NotFound`) or refuses the value.
+    pub fn write(&self, key: &str, value: &str) -> io::Result<()> {
+        use nix::fcntl::{OFlag, openat};
+        use nix::sys::stat::Mode;
+        let fd = openat(
+            &self.0,
+            key,
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("sysctl net/{key}: {e}")))?;
+        let mut f = File::from(fd);
+        io::Write::write_all(&mut f, value.as_bytes())
+            .map_err(|e| io::Error::new(e.kind(), format!("sysctl net/{key}={value}: {e}")))
+    }
 }

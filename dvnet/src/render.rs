@@ -69,7 +69,7 @@ pub fn plan(plan: &Plan) -> String {
                 link.ifname.clone(),
                 format!("{}/{}", link.address, link.prefix_len),
                 plan.subnets[link.subnet].name.clone(),
-                link.fabric_ifname.clone(),
+                wired_to(plan, link),
                 if first {
                     node.netns.clone()
                 } else {
@@ -169,6 +169,16 @@ pub fn plan(plan: &Plan) -> String {
     out
 }
 
+/// Where a link goes: its fabric port on the subnet's bridge, or the other node.
+fn wired_to(plan: &Plan, link: &crate::plan::LinkPlan) -> String {
+    if let Some(port) = &link.fabric_port {
+        return format!("bridge, port {}", port.ifname);
+    }
+    plan.peer_of(link).map_or_else(String::new, |peer| {
+        format!("{} {}", plan.nodes[peer.node].name, peer.ifname)
+    })
+}
+
 fn kind(k: NodeKind) -> &'static str {
     match k {
         NodeKind::Router => "router",
@@ -192,21 +202,52 @@ pub fn proto_name(p: u8) -> String {
 pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) -> String {
     let plan = &record.plan;
     let mut out = summary(plan);
-    let _ = writeln!(out, "\nstatus {:?}, from {}", record.status, record.source.as_ref().map_or("?".into(), |p| p.display().to_string()));
+    let _ = writeln!(
+        out,
+        "\nstatus {:?}, from {}",
+        record.status,
+        record
+            .source
+            .as_ref()
+            .map_or("?".into(), |p| p.display().to_string())
+    );
     out.push('\n');
-    let mut t = table(["node", "kind", "interface", "state", "address", "subnet", "fabric port", "namespace"]);
+    let mut t = table([
+        "node",
+        "kind",
+        "interface",
+        "state",
+        "address",
+        "subnet",
+        "fabric port",
+        "namespace",
+    ]);
     for (node, l) in plan.nodes.iter().zip(live) {
         for (i, link) in plan.links_of(node).enumerate() {
             let iface = l.interfaces.iter().find(|x| x.name == link.ifname);
             t.add_row([
-                if i == 0 { node.name.clone() } else { String::new() },
-                if i == 0 { kind(node.kind).to_owned() } else { String::new() },
+                if i == 0 {
+                    node.name.clone()
+                } else {
+                    String::new()
+                },
+                if i == 0 {
+                    kind(node.kind).to_owned()
+                } else {
+                    String::new()
+                },
                 link.ifname.clone(),
-                iface.map_or("missing", |x| if x.up { "up" } else { "down" }).to_owned(),
+                iface
+                    .map_or("missing", |x| if x.up { "up" } else { "down" })
+                    .to_owned(),
                 iface.map_or_else(String::new, |x| x.addresses.join(" ")),
                 plan.subnets[link.subnet].name.clone(),
-                link.fabric_ifname.clone(),
-                if i == 0 { node.netns.clone() } else { String::new() },
+                wired_to(plan, link),
+                if i == 0 {
+                    node.netns.clone()
+                } else {
+                    String::new()
+                },
             ]);
         }
     }
@@ -215,8 +256,16 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
     for l in live {
         for (i, r) in l.routes.iter().enumerate() {
             t.add_row([
-                if i == 0 { l.name.clone() } else { String::new() },
-                if r.dest.ends_with("/0") { "default".to_owned() } else { r.dest.clone() },
+                if i == 0 {
+                    l.name.clone()
+                } else {
+                    String::new()
+                },
+                if r.dest.ends_with("/0") {
+                    "default".to_owned()
+                } else {
+                    r.dest.clone()
+                },
                 r.via.map_or_else(String::new, |v| v.to_string()),
                 r.dev.clone().unwrap_or_default(),
             ]);

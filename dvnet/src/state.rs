@@ -21,7 +21,9 @@ pub const VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("network {id} is not up (no record in {STATE_DIR}); `dvnet ls` lists the networks that are")]
+    #[error(
+        "network {id} is not up (no record in {STATE_DIR}); `dvnet ls` lists the networks that are"
+    )]
     NotFound { id: String },
     #[error("{op} {path}: {source}")]
     Io {
@@ -89,10 +91,15 @@ impl State {
         let path = dir(id).join(STATE_FILE);
         let text = match fs::read(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::NotFound { id: id.to_owned() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StateError::NotFound { id: id.to_owned() });
+            }
             Err(source) => return Err(io_err("reading", &path, source)),
         };
-        serde_json::from_slice(&text).map_err(|source| StateError::Corrupt { path: path.display().to_string(), source })
+        serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Every network that has a record, by id.
@@ -132,5 +139,9 @@ impl State {
 }
 
 fn io_err(op: &'static str, path: &Path, source: io::Error) -> StateError {
-    StateError::Io { op, path: path.display().to_string(), source }
+    StateError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
 }

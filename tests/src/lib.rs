@@ -9,6 +9,11 @@
 //! the real one. Every network a test builds has a unique name, and a guard tears it down
 //! and deletes the fake host when the test ends, pass or fail.
 
+#![allow(
+    clippy::must_use_candidate,
+    reason = "helpers whose results tests may ignore: `ip link set`, `up`"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -35,7 +40,11 @@ pub fn require_root(test: &str) -> bool {
 #[must_use]
 pub fn unique(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("dvt{}-{}-{tag}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "dvt{}-{}-{tag}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The `dvnet` binary under test: `$DVNET_BIN`, or the one cargo built next to the tests.
@@ -46,15 +55,24 @@ pub fn dvnet_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/dvnet
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("dvnet");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p dvnet` first (cargo xtask test does)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("dvnet");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p dvnet` first (cargo xtask test does)",
+        bin.display()
+    );
     bin
 }
 
 /// Runs a command, returning its output (never panics on failure: callers assert).
 #[must_use]
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Text of stdout and stderr, for messages.
@@ -79,7 +97,11 @@ impl FakeHost {
     pub fn new(tag: &str) -> FakeHost {
         let name = unique(&format!("{tag}-host"));
         let out = run(Command::new("ip").args(["netns", "add", &name]));
-        assert!(out.status.success(), "creating the fake host: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "creating the fake host: {}",
+            text(&out)
+        );
         let host = FakeHost { name };
         host.ip(&["link", "set", "lo", "up"]);
         host
@@ -89,7 +111,9 @@ impl FakeHost {
     #[must_use]
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
         c
     }
 
@@ -102,14 +126,20 @@ impl FakeHost {
     /// `ip ARGS` inside the fake host; panics on failure.
     pub fn ip(&self, args: &[&str]) -> String {
         let out = run(self.command("ip").args(args));
-        assert!(out.status.success(), "ip {args:?} in the fake host: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "ip {args:?} in the fake host: {}",
+            text(&out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
 impl Drop for FakeHost {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -131,8 +161,17 @@ impl TestNet {
         topology["name"] = serde_json::Value::String(id.clone());
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("net.json");
-        std::fs::write(&file, serde_json::to_string_pretty(&topology).expect("json")).expect("write topology");
-        TestNet { host: FakeHost::new(tag), id, dir, file }
+        std::fs::write(
+            &file,
+            serde_json::to_string_pretty(&topology).expect("json"),
+        )
+        .expect("write topology");
+        TestNet {
+            host: FakeHost::new(tag),
+            id,
+            dir,
+            file,
+        }
     }
 
     /// `dvnet up FILE EXTRA...`; panics unless it succeeds.
@@ -162,7 +201,9 @@ impl TestNet {
     /// Whether one ping from `node` to `target` gets an answer.
     #[must_use]
     pub fn ping(&self, node: &str, target: &str) -> bool {
-        self.exec(node, &["ping", "-c", "1", "-W", "2", target]).status.success()
+        self.exec(node, &["ping", "-c", "1", "-W", "2", target])
+            .status
+            .success()
     }
 
     /// `dvnet inspect ID --json`, parsed.

@@ -39,7 +39,14 @@ fn addresses(inspect: &Value) -> BTreeMap<String, Vec<String>> {
                 .iter()
                 .filter(|i| i["name"] != "lo")
                 .flat_map(|i| i["addresses"].as_array().expect("addresses").iter())
-                .map(|a| a.as_str().expect("address").split('/').next().expect("ip").to_owned())
+                .map(|a| {
+                    a.as_str()
+                        .expect("address")
+                        .split('/')
+                        .next()
+                        .expect("ip")
+                        .to_owned()
+                })
                 .collect();
             (n["name"].as_str().expect("name").to_owned(), addrs)
         })
@@ -66,14 +73,22 @@ fn classic_lab_every_host_reaches_every_host_and_down_leaves_nothing() {
     }
     // every router address answers too, the far side of the transit subnet included
     for addr in addrs["R-2"].iter().chain(&addrs["R-1"]) {
-        assert!(net.ping("A-1", addr), "A-1 cannot ping router address {addr}");
+        assert!(
+            net.ping("A-1", addr),
+            "A-1 cannot ping router address {addr}"
+        );
     }
     // names resolve through the per-node hosts file (update_hosts)
     assert!(net.ping("A-1", "B-2"), "A-1 cannot ping B-2 by name");
 
     // kernel routes are the plan's routes
     let plan = &inspect["state"]["plan"];
-    for (node, live) in plan["nodes"].as_array().unwrap().iter().zip(inspect["nodes"].as_array().unwrap()) {
+    for (node, live) in plan["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(inspect["nodes"].as_array().unwrap())
+    {
         for route in node["routes"].as_array().unwrap() {
             let dest = route["dest"].as_str().unwrap();
             let dest = if dest == "0.0.0.0/0" { "default" } else { dest };
@@ -82,19 +97,39 @@ fn classic_lab_every_host_reaches_every_host_and_down_leaves_nothing() {
                     && r["via"] == route["via"]
                     && r["dev"] == route["dev"]
             });
-            assert!(found, "{}: planned route {route} missing from {}", node["name"], live["routes"]);
+            assert!(
+                found,
+                "{}: planned route {route} missing from {}",
+                node["name"], live["routes"]
+            );
         }
     }
 
     let out = net.down();
     assert!(out.status.success(), "down: {}", text(&out));
-    assert_eq!(net.leftovers(), Vec::<String>::new(), "down left things behind");
+    assert_eq!(
+        net.leftovers(),
+        Vec::<String>::new(),
+        "down left things behind"
+    );
     let again = net.down();
-    assert!(again.status.success(), "a second down must succeed: {}", text(&again));
-    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to remove"), "{}", text(&again));
+    assert!(
+        again.status.success(),
+        "a second down must succeed: {}",
+        text(&again)
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("nothing to remove"),
+        "{}",
+        text(&again)
+    );
     // the fake host itself was never touched: only its loopback
     let links = net.host.ip(&["-o", "link"]);
-    assert_eq!(links.lines().count(), 1, "the fake host gained links: {links}");
+    assert_eq!(
+        links.lines().count(),
+        1,
+        "the fake host gained links: {links}"
+    );
 }
 
 #[test]
@@ -108,9 +143,15 @@ fn up_twice_says_so_and_changes_nothing() {
     let out = net.host.dvnet(&["up", net.file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already up") && err.contains(&format!("dvnet down {}", net.id)), "{err}");
+    assert!(
+        err.contains("already up") && err.contains(&format!("dvnet down {}", net.id)),
+        "{err}"
+    );
     let after = net.inspect();
-    assert_eq!(before["nodes"], after["nodes"], "a refused up changed the network");
+    assert_eq!(
+        before["nodes"], after["nodes"],
+        "a refused up changed the network"
+    );
 }
 
 #[test]
@@ -129,7 +170,10 @@ fn two_networks_run_side_by_side() {
     assert!(a.down().status.success());
     assert_eq!(a.leftovers(), Vec::<String>::new());
     // b is untouched by a's teardown
-    assert!(b.ping("B-2", &addrs["A-2"][0]), "tearing down one network broke the other");
+    assert!(
+        b.ping("B-2", &addrs["A-2"][0]),
+        "tearing down one network broke the other"
+    );
 }
 
 #[test]
@@ -140,12 +184,23 @@ fn invalid_input_leaves_the_host_exactly_as_it_was() {
     let mut topo = classic();
     topo["routers"]["R-2"]["subnets"] = json!(["C", "D"]);
     let net = TestNet::new("invalid", topo);
-    let netns_before = std::fs::read_dir("/run/netns").map(|d| d.count()).unwrap_or(0);
+    let netns_before = std::fs::read_dir("/run/netns").map_or(0, std::iter::Iterator::count);
     let out = net.host.dvnet(&["up", net.file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2), "invalid input must exit with 2: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "invalid input must exit with 2: {}",
+        text(&out)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(r#"routers."R-2".subnets[1]"#) && err.contains("\"D\""), "{err}");
-    assert_eq!(std::fs::read_dir("/run/netns").map(|d| d.count()).unwrap_or(0), netns_before);
+    assert!(
+        err.contains(r#"routers."R-2".subnets[1]"#) && err.contains("\"D\""),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir("/run/netns").map_or(0, std::iter::Iterator::count),
+        netns_before
+    );
     assert_eq!(net.leftovers(), Vec::<String>::new());
     assert_eq!(net.host.ip(&["-o", "link"]).lines().count(), 1);
 }
@@ -160,7 +215,15 @@ fn down_recovers_after_up_is_killed_midway() {
     let file = dir.path().join("big.json");
     let name = unique("kill9");
     // big enough that `up` is still running when killed
-    let out = host.dvnet(&["gen", "chain", "600", "--name", &name, "-o", file.to_str().unwrap()]);
+    let out = host.dvnet(&[
+        "gen",
+        "chain",
+        "600",
+        "--name",
+        &name,
+        "-o",
+        file.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let id = name.clone();
 
@@ -179,12 +242,23 @@ fn down_recovers_after_up_is_killed_midway() {
     child.kill().expect("kill -9 dvnet up");
     let _ = child.wait();
     let left = leftovers_of(&id);
-    assert!(left.len() >= 20, "up was killed too late or too early to test recovery: {left:?}");
+    assert!(
+        left.len() >= 20,
+        "up was killed too late or too early to test recovery: {left:?}"
+    );
 
     let ls = host.dvnet(&["ls", "--json"]);
-    assert!(String::from_utf8_lossy(&ls.stdout).contains(&id), "ls must show the half-built network: {}", text(&ls));
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).contains(&id),
+        "ls must show the half-built network: {}",
+        text(&ls)
+    );
 
     let out = host.dvnet(&["down", &id]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(leftovers_of(&id), Vec::<String>::new(), "down after kill -9 left things behind");
+    assert_eq!(
+        leftovers_of(&id),
+        Vec::<String>::new(),
+        "down after kill -9 left things behind"
+    );
 }

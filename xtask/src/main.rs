@@ -53,6 +53,8 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             "warnings",
         ]),
     )?;
+    // Tier-3 tests run the `dvnet` binary itself, as a user would: build it first.
+    run("cargo build -p dvnet", cargo().args(["build", "-p", "dvnet", "--bins"]))?;
     let mut t = cargo();
     t.args(["test", "--workspace", "--exclude", "dvnet-ebpf"]);
     t.args(extra);

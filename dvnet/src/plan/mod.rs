@@ -20,9 +20,10 @@ mod routing;
 #[serde(rename_all = "lowercase")]
 pub enum Datapath {
     /// TC eBPF programs driven by BPF maps; kernel forwarding stays off.
-    #[default]
     Ebpf,
-    /// Kernel forwarding and iptables rules inside the router namespaces.
+    /// Kernel forwarding and iptables rules inside the router namespaces. The default until
+    /// the eBPF datapath lands.
+    #[default]
     Kernel,
 }
 
@@ -60,11 +61,27 @@ pub struct Plan {
 pub struct SubnetPlan {
     pub name: String,
     pub cidr: Ipv4Net,
-    /// The bridge in the fabric namespace.
-    pub bridge: String,
-    pub bridge_ifindex: u32,
+    /// How the subnet's links are joined.
+    pub segment: Segment,
     /// Links on this subnet.
     pub links: Vec<u32>,
+}
+
+/// What carries a subnet.
+///
+/// Two members (every transit link between two routers, every LAN of one host) are joined by
+/// one veth pair, node to node: half the kernel objects of a bridge with two ports, and as
+/// real as a cable. Any other number of members share a bridge in the fabric namespace, each
+/// member wired to it by a veth whose fabric-side end is the member's *fabric port*.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Segment {
+    /// No member: nothing is built.
+    Empty,
+    /// Exactly two members, joined directly.
+    PointToPoint,
+    /// A bridge in the fabric namespace.
+    Bridge { name: String, ifindex: u32 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +108,8 @@ pub struct NodePlan {
     pub firewall: Option<FirewallPlan>,
 }
 
-/// A node's interface and the fabric port it is wired to.
+/// A node's interface: on a point-to-point segment, one end of the veth pair joining it to the
+/// other member; on a bridged segment, wired to its fabric port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkPlan {
     pub id: u32,
@@ -105,10 +123,17 @@ pub struct LinkPlan {
     pub mac: [u8; 6],
     pub address: Ipv4Addr,
     pub prefix_len: u8,
-    pub fabric_ifname: String,
-    pub fabric_ifindex: u32,
+    /// On bridged segments only.
+    pub fabric_port: Option<FabricPort>,
+}
+
+/// The fabric-side end of a link on a bridged segment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FabricPort {
+    pub ifname: String,
+    pub ifindex: u32,
     #[serde(with = "mac")]
-    pub fabric_mac: [u8; 6],
+    pub mac: [u8; 6],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +194,16 @@ impl Plan {
             i
         };
 
+        // members per subnet decide how it is carried
+        let mut members = vec![0usize; topo.subnets.len()];
+        for r in &topo.routers {
+            for &sub in &r.subnets {
+                members[sub] += 1;
+            }
+        }
+        for h in &topo.hosts {
+            members[h.subnet] += 1;
+        }
         let mut subnets: Vec<SubnetPlan> = topo
             .subnets
             .iter()
@@ -176,8 +211,14 @@ impl Plan {
             .map(|(i, s)| SubnetPlan {
                 name: s.name.clone(),
                 cidr: s.cidr,
-                bridge: naming::bridge_ifname(&s.name, i),
-                bridge_ifindex: alloc_ifindex(),
+                segment: match members[i] {
+                    0 => Segment::Empty,
+                    2 => Segment::PointToPoint,
+                    _ => Segment::Bridge {
+                        name: naming::bridge_ifname(&s.name, i),
+                        ifindex: alloc_ifindex(),
+                    },
+                },
                 links: Vec::new(),
             })
             .collect();
@@ -224,9 +265,13 @@ impl Plan {
                     mac: naming::mac_for(address, false),
                     address,
                     prefix_len: subnet.cidr.prefix_len(),
-                    fabric_ifname: naming::fabric_port_ifname(name, &subnet.name, link),
-                    fabric_ifindex: alloc_ifindex(),
-                    fabric_mac: naming::mac_for(address, true),
+                    fabric_port: matches!(subnets[s].segment, Segment::Bridge { .. }).then(|| {
+                        FabricPort {
+                            ifname: naming::fabric_port_ifname(name, &subnet.name, link),
+                            ifindex: alloc_ifindex(),
+                            mac: naming::mac_for(address, true),
+                        }
+                    }),
                 });
                 subnets[s].links.push(link);
                 node_links.push(link);
@@ -353,6 +398,20 @@ impl Plan {
     #[must_use]
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The other end of a point-to-point link.
+    #[must_use]
+    pub fn peer_of(&self, link: &LinkPlan) -> Option<&LinkPlan> {
+        let subnet = &self.subnets[link.subnet];
+        if subnet.segment != Segment::PointToPoint {
+            return None;
+        }
+        subnet
+            .links
+            .iter()
+            .map(|&l| &self.links[l as usize])
+            .find(|l| l.id != link.id)
     }
 
     /// The links of a node.

@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(node_ifname("R-1", "A", 0), "ethr-1-a");
         assert_eq!(node_ifname("A-1", "A", 0), "etha-1-a");
         assert_eq!(node_ifname("router-number-7", "backbone", 2), "eth2");
-        assert_eq!(node_ifname("r-12345", "abcde", 1), "ethr-12345-abcde");
+        assert_eq!(node_ifname("r-1234", "abcde", 1), "ethr-1234-abcde");
         assert_eq!(node_ifname("r-12345", "abcdef", 1), "eth1");
     }
 
