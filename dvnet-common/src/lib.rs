@@ -161,38 +161,158 @@ impl LinkStats {
 }
 
 /// What the datapath knows about an interface dvnet created, keyed by its ifindex
-/// (dvnet gives every interface of a network a distinct ifindex). Value of `IFACES`.
+/// (dvnet gives every interface of a network a distinct ifindex). Value of `DV_IFACES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceInfo {
-    /// Index into `LINK_STATS`.
+    /// Index into `DV_LINK_STATS`.
     pub link: u32,
-    /// The router owning the interface (router-side interfaces only), else `NO_ROUTER`.
+    /// The router owning the interface (`IFACE_FORWARD` set), else `NO_ROUTER`.
     pub router: u32,
-    /// `ROLE_*`.
-    pub role: u32,
-    pub pad: u32,
+    /// `IFACE_*` flags.
+    pub flags: u32,
+    /// The interface's IPv4 address, network byte order (source of the ICMP errors the
+    /// router sends).
+    pub addr: u32,
 }
 
 /// `IfaceInfo::router` of an interface that does not belong to a router.
 pub const NO_ROUTER: u32 = u32::MAX;
-/// The fabric-side end of a node's link (in the fabric namespace).
-pub const ROLE_FABRIC_PORT: u32 = 0;
-/// A router's own interface (inside the router's namespace).
-pub const ROLE_ROUTER_IFACE: u32 = 1;
+/// The interface belongs to an eBPF router: forward and filter what arrives on it.
+pub const IFACE_FORWARD: u32 = 1;
+/// The router has firewall rules or a DROP policy: filter forwarded packets.
+pub const IFACE_FIREWALL: u32 = 1 << 1;
+/// The router's firewall policy is DROP.
+pub const IFACE_POLICY_DROP: u32 = 1 << 2;
+/// A route miss consults the kernel's FIB (routes from a routing daemon).
+pub const IFACE_FIB_FALLBACK: u32 = 1 << 3;
+/// A fabric port: count what the node sends (the node's own interface counts what it gets).
+pub const IFACE_FABRIC_PORT: u32 = 1 << 4;
+
+/// Key of `DV_ROUTES`, an LPM trie: the router id then the destination, both in network
+/// byte order, so one trie holds every router's table; the prefix length counts the router's
+/// 32 bits (`32 + plen`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouterAddr {
+    /// Router id, big-endian.
+    pub router: u32,
+    /// IPv4 address, network byte order.
+    pub addr: u32,
+}
+
+impl RouterAddr {
+    #[must_use]
+    pub const fn new(router: u32, addr_be: u32) -> Self {
+        RouterAddr {
+            router: router.to_be(),
+            addr: addr_be,
+        }
+    }
+}
+
+/// Value of `DV_ROUTES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// Where to send: the egress interface.
+    pub ifindex: u32,
+    /// Next hop, network byte order; 0 on a connected subnet (the destination itself).
+    pub nexthop: u32,
+    /// `ROUTE_*` flags.
+    pub flags: u32,
+    /// The egress link.
+    pub link: u32,
+}
+
+/// The destination is the router itself (or a broadcast address of its subnets): the kernel
+/// takes it.
+pub const ROUTE_LOCAL: u32 = 1;
+/// A connected subnet: deliver to the destination directly.
+pub const ROUTE_CONNECTED: u32 = 1 << 1;
+
+/// Firewall class of "no rule prefix contains this address".
+pub const CLASS_NONE: u32 = 0;
+/// In a rule key: any class, any protocol, any port.
+pub const WILDCARD: u32 = u32::MAX;
+/// `RuleKey::proto` and `dport` for "any".
+pub const PROTO_ANY: u16 = u16::MAX;
+pub const PORT_ANY: u16 = 0;
+
+/// Key of `DV_FW_RULES`: a rule expanded to the classes its prefixes cover.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleKey {
+    pub router: u32,
+    pub src_class: u32,
+    pub dst_class: u32,
+    /// IP protocol, or `PROTO_ANY`.
+    pub proto: u16,
+    /// Destination port (host order), or `PORT_ANY`.
+    pub dport: u16,
+}
+
+/// Value of `DV_FW_RULES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleVerdict {
+    /// `VERDICT_ACCEPT` or `VERDICT_DROP`.
+    pub verdict: u32,
+    /// Index into `DV_RULE_HITS` of the rule that decided.
+    pub rule: u32,
+}
+
+pub const VERDICT_ACCEPT: u32 = 0;
+pub const VERDICT_DROP: u32 = 1;
+
+/// Key of `DV_CONNTRACK`: a flow seen by a router, in the direction it was accepted.
+/// ICMP echo uses the identifier as both ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub router: u32,
+    /// Network byte order.
+    pub saddr: u32,
+    /// Network byte order.
+    pub daddr: u32,
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u32,
+}
+
+/// Indexes of `DV_GLOBAL`, per-CPU counters of the whole network.
+pub mod global {
+    /// Flows added to the connection map; minus its live entries, the evictions.
+    pub const CT_INSERTS: u32 = 0;
+    /// Route misses answered through the kernel FIB.
+    pub const FIB_LOOKUPS: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
 
 /// Map names (≤ 15 characters, one prefix).
 pub mod maps {
     pub const LINK_STATS: &str = "DV_LINK_STATS";
     pub const IFACES: &str = "DV_IFACES";
+    pub const ROUTES: &str = "DV_ROUTES";
+    pub const FW_CLASSES: &str = "DV_FW_CLASSES";
+    pub const FW_RULES: &str = "DV_FW_RULES";
+    pub const CONNTRACK: &str = "DV_CONNTRACK";
+    pub const RULE_HITS: &str = "DV_RULE_HITS";
+    pub const GLOBAL: &str = "DV_GLOBAL";
+    pub const ALL: [&str; 8] = [
+        LINK_STATS, IFACES, ROUTES, FW_CLASSES, FW_RULES, CONNTRACK, RULE_HITS, GLOBAL,
+    ];
 }
 
 /// Program names, as the kernel and aya see them.
 pub mod programs {
-    /// TC ingress of a fabric port: packets the node sent.
-    pub const FABRIC_FROM_NODE: &str = "fabric_from_node";
-    /// TC egress of a fabric port: packets delivered to the node.
-    pub const FABRIC_TO_NODE: &str = "fabric_to_node";
+    /// TC ingress of every node interface: counts what the node receives; on an eBPF
+    /// router's interface, also filters and forwards.
+    pub const NODE_INGRESS: &str = "node_ingress";
+    /// TC ingress of a fabric port (bridged segments): counts what the node sends.
+    pub const FABRIC_INGRESS: &str = "fabric_ingress";
 }
 
 pub const ETH_P_IP: u16 = 0x0800;
@@ -202,6 +322,7 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const ETH_HLEN: usize = 14;
+pub const IPPROTO_OSPF: u8 = 89;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -210,4 +331,9 @@ mod pod {
     unsafe impl aya::Pod for super::LinkStats {}
     unsafe impl aya::Pod for super::IfaceInfo {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::RouterAddr {}
+    unsafe impl aya::Pod for super::Route {}
+    unsafe impl aya::Pod for super::RuleKey {}
+    unsafe impl aya::Pod for super::RuleVerdict {}
+    unsafe impl aya::Pod for super::FlowKey {}
 }

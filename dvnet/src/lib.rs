@@ -3,12 +3,12 @@
 //! Data flows one way:
 //! - [`topology`]: file → validated [`topology::Topology`] (every error at once, with its path).
 //! - [`plan`]: topology → [`plan::Plan`], pure: addresses, names, routes, firewall entries.
-//! - [`bpf`]: the embedded eBPF object and how a network loads it.
+//! - [`datapath`]: map entries from a plan, the embedded eBPF object, loading and pinning.
 //!
 //! Around them: [`generate`] writes generated topologies, [`render`] draws tables, [`cli`]
 //! is the command line.
-pub mod bpf;
 pub mod cli;
+pub mod datapath;
 pub mod deploy;
 pub mod exec;
 pub mod generate;

@@ -9,11 +9,18 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, IntoRawFd as _, OwnedFd};
 
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use ipnet::Ipv4Net;
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::tc::{
+    TcAttribute, TcBpfFlags, TcFilterBpf, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
+};
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +192,78 @@ impl Netlink {
             .map_err(|e| self.err(format_args!("adding route {dest} via {via}"), e))
     }
 
+    /// Sends one request and waits for its acknowledgement.
+    async fn request(
+        &self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        what: std::fmt::Arguments<'_>,
+    ) -> Result<(), NetlinkError> {
+        let mut req = NetlinkMessage::from(message);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut handle = self.handle.clone();
+        let mut response = handle.request(req).map_err(|e| self.err(what, e))?;
+        while let Some(msg) = response.next().await {
+            if let NetlinkPayload::Error(e) = msg.payload {
+                if e.code.is_some() {
+                    return Err(self.err(what, rtnetlink::Error::NetlinkError(e)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a `clsact` qdisc to a link, the anchor of TC BPF programs (cls_bpf).
+    ///
+    /// # Errors
+    /// When the link does not exist or already has one.
+    pub async fn add_clsact(&self, ifindex: u32) -> Result<(), NetlinkError> {
+        let mut msg = TcMessage::with_index(index_i32(ifindex));
+        msg.header.parent = TcHandle::from(TC_H_CLSACT);
+        msg.header.handle = TcHandle::from(0xffff_0000);
+        msg.attributes.push(TcAttribute::Kind("clsact".into()));
+        self.request(
+            RouteNetlinkMessage::NewQueueDiscipline(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            format_args!("adding clsact to link {ifindex}"),
+        )
+        .await
+    }
+
+    /// Attaches the loaded program `prog_fd` as a direct-action cls_bpf filter on the ingress
+    /// of a link that has a `clsact` qdisc. The filter holds the program: it outlives this
+    /// process and goes away with the link.
+    ///
+    /// # Errors
+    /// When the link or qdisc is missing, or the program is not a classifier.
+    pub async fn attach_ingress(
+        &self,
+        ifindex: u32,
+        prog_fd: BorrowedFd<'_>,
+        name: &str,
+    ) -> Result<(), NetlinkError> {
+        const PRIORITY: u32 = 1;
+        const ETH_P_ALL: u16 = 0x0003;
+        let mut msg = TcMessage::with_index(index_i32(ifindex));
+        msg.header.parent = TcHandle::from(TC_H_CLSACT_INGRESS);
+        msg.header.handle = TcHandle::from(1);
+        msg.header.info = (PRIORITY << 16) | u32::from(ETH_P_ALL.to_be());
+        msg.attributes
+            .push(TcAttribute::Kind(TcFilterBpf::KIND.into()));
+        let fd = u32::try_from(prog_fd.as_raw_fd()).expect("descriptors are non-negative");
+        msg.attributes.push(TcAttribute::Options(vec![
+            TcOption::Bpf(TcFilterBpfOption::ProgFd(fd)),
+            TcOption::Bpf(TcFilterBpfOption::ProgName(name.to_owned())),
+            TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+        ]));
+        self.request(
+            RouteNetlinkMessage::NewTrafficFilter(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            format_args!("attaching {name} to link {ifindex}"),
+        )
+        .await
+    }
+
     /// Every link of the namespace.
     ///
     /// # Errors
@@ -228,6 +307,14 @@ impl Netlink {
             .map_err(|e| self.err(format_args!("listing routes"), e))
     }
 }
+
+fn index_i32(ifindex: u32) -> i32 {
+    i32::try_from(ifindex).expect("interface indexes fit in i32")
+}
+
+/// `TC_H_CLSACT`, the clsact qdisc's parent, and its ingress hook.
+const TC_H_CLSACT: u32 = 0xffff_fff1;
+const TC_H_CLSACT_INGRESS: u32 = 0xffff_fff2;
 
 fn end_builder(end: &VethEnd<'_>, up: bool) -> LinkMessageBuilder<LinkUnspec> {
     let mut b = LinkMessageBuilder::<LinkUnspec>::new()

@@ -1,6 +1,6 @@
-//! Crafted frames for BPF_PROG_TEST_RUN.
+//! Crafted frames for BPF_PROG_TEST_RUN, and checks of what comes out.
 
-/// The Internet checksum of `data` (RFC 1071).
+/// The Internet checksum of `data` (RFC 1071): 0 over a valid header.
 #[must_use]
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -17,13 +17,15 @@ pub fn checksum(data: &[u8]) -> u16 {
 }
 
 pub const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// BPF_PROG_TEST_RUN runs on the loopback device, whose MAC is all zeros: a frame sent to
+/// it counts as addressed to the interface (`PACKET_HOST`).
+pub const TO_TEST_DEVICE: [u8; 6] = [0; 6];
 
 /// An Ethernet + IPv4 frame with `proto` and `payload`, valid header checksum.
 #[must_use]
 pub fn ipv4(src: [u8; 4], dst: [u8; 4], ttl: u8, proto: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(34 + payload.len());
-    f.extend_from_slice(&DST_MAC);
+    f.extend_from_slice(&TO_TEST_DEVICE);
     f.extend_from_slice(&SRC_MAC);
     f.extend_from_slice(&0x0800u16.to_be_bytes());
     let total = u16::try_from(20 + payload.len()).expect("small packet");
@@ -43,15 +45,34 @@ pub fn ipv4(src: [u8; 4], dst: [u8; 4], ttl: u8, proto: u8, payload: &[u8]) -> V
     f
 }
 
-/// An ICMP echo request (id 1, sequence `seq`, 56 bytes of data) from `src` to `dst`.
+/// An ICMP message of `kind` with identifier `id` and sequence `seq` (echo), 56 data bytes.
 #[must_use]
-pub fn icmp_echo(src: [u8; 4], dst: [u8; 4], ttl: u8, seq: u16) -> Vec<u8> {
-    let mut icmp = vec![8u8, 0, 0, 0, 0, 1];
+pub fn icmp(src: [u8; 4], dst: [u8; 4], ttl: u8, kind: u8, id: u16, seq: u16) -> Vec<u8> {
+    let mut icmp = vec![kind, 0, 0, 0];
+    icmp.extend_from_slice(&id.to_be_bytes());
     icmp.extend_from_slice(&seq.to_be_bytes());
     icmp.extend((0..56u8).map(|i| i.wrapping_mul(7)));
     let c = checksum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     ipv4(src, dst, ttl, 1, &icmp)
+}
+
+/// An ICMP echo request (id 1, sequence `seq`).
+#[must_use]
+pub fn icmp_echo(src: [u8; 4], dst: [u8; 4], ttl: u8, seq: u16) -> Vec<u8> {
+    icmp(src, dst, ttl, 8, 1, seq)
+}
+
+/// A UDP datagram with 16 bytes of data (checksum 0: not computed, allowed for IPv4).
+#[must_use]
+pub fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut u = Vec::with_capacity(24);
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&24u16.to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(&[0x55; 16]);
+    ipv4(src, dst, 64, 17, &u)
 }
 
 /// An ARP request for `target` from `sender`.

@@ -54,7 +54,10 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         ]),
     )?;
     // Tier-3 tests run the `dvnet` binary itself, as a user would: build it first.
-    run("cargo build -p dvnet", cargo().args(["build", "-p", "dvnet", "--bins"]))?;
+    run(
+        "cargo build -p dvnet",
+        cargo().args(["build", "-p", "dvnet", "--bins"]),
+    )?;
     let mut t = cargo();
     t.args(["test", "--workspace", "--exclude", "dvnet-ebpf"]);
     t.args(extra);

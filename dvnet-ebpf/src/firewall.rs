@@ -1,0 +1,178 @@
+//! A router's firewall, for forwarded packets. Semantics (DESIGN.md): a matching `drop` rule
+//! wins over a matching `accept` rule, which wins over the policy; stateful: packets of an
+//! accepted flow, and its replies, pass.
+//!
+//! Cost per packet does not grow with the number of rules. Addresses are classified by an
+//! LPM trie into the most specific rule prefix that contains them (userspace expands each
+//! rule to every class its prefixes cover); then at most 12 hash lookups cover every
+//! combination of {source class, any} × {destination class, any} × {(protocol, port),
+//! (protocol, any port), any}. Accepted flows enter an LRU connection map, so only the first
+//! packet of a flow pays for the rule lookups.
+
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+use dvnet_common::{
+    CLASS_NONE, DropReason, FlowKey, IFACE_POLICY_DROP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    IfaceInfo, PORT_ANY, PROTO_ANY, RouterAddr, RuleKey, VERDICT_DROP, WILDCARD, global,
+};
+
+use crate::{
+    maps::{DV_CONNTRACK, DV_FW_CLASSES, DV_FW_RULES, DV_GLOBAL, DV_RULE_HITS, bump},
+    packet::{IP_OFF, Ipv4},
+};
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO: u8 = 8;
+const BPF_NOEXIST: u64 = 1;
+
+/// The ports of a packet (network byte order); ICMP echo uses its identifier for both.
+#[inline(always)]
+fn ports(ctx: &TcContext, l4: usize, proto: u8) -> (u16, u16) {
+    match proto {
+        IPPROTO_TCP | IPPROTO_UDP => match ctx.load::<[u16; 2]>(l4) {
+            Ok([s, d]) => (s, d),
+            Err(_) => (0, 0),
+        },
+        IPPROTO_ICMP => match ctx.load::<[u8; 2]>(l4) {
+            Ok([ICMP_ECHO | ICMP_ECHO_REPLY, _]) => {
+                let id = ctx.load::<u16>(l4 + 4).unwrap_or(0);
+                (id, id)
+            }
+            _ => (0, 0),
+        },
+        _ => (0, 0),
+    }
+}
+
+#[inline(always)]
+fn flow(router: u32, saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> FlowKey {
+    FlowKey {
+        router,
+        saddr,
+        daddr,
+        sport,
+        dport,
+        proto: u32::from(proto),
+    }
+}
+
+/// Whether the flow, or the flow it replies to, was accepted before.
+#[inline(always)]
+fn tracked(key: &FlowKey) -> bool {
+    // SAFETY: read-only lookups; the values are not used.
+    if unsafe { DV_CONNTRACK.get(key) }.is_some() {
+        return true;
+    }
+    let reply = FlowKey {
+        saddr: key.daddr,
+        daddr: key.saddr,
+        sport: key.dport,
+        dport: key.sport,
+        ..*key
+    };
+    unsafe { DV_CONNTRACK.get(&reply) }.is_some()
+}
+
+/// For an ICMP error, the flow of the packet it quotes (which its receiver sent).
+#[inline(always)]
+fn quoted_flow(ctx: &TcContext, router: u32, l4: usize) -> Option<FlowKey> {
+    let kind = ctx.load::<u8>(l4).ok()?;
+    if !matches!(kind, 3 | 11 | 12) {
+        return None;
+    }
+    let inner = l4 + 8;
+    let ver_ihl = ctx.load::<u8>(inner).ok()?;
+    let inner_l4 = inner + usize::from(ver_ihl & 0x0f) * 4;
+    let proto = ctx.load::<u8>(inner + 9).ok()?;
+    let saddr = ctx.load::<u32>(inner + 12).ok()?;
+    let daddr = ctx.load::<u32>(inner + 16).ok()?;
+    let (sport, dport) = ports(ctx, inner_l4, proto);
+    Some(flow(router, saddr, daddr, sport, dport, proto))
+}
+
+/// The firewall class of an address at a router.
+#[inline(always)]
+fn class_of(router: u32, addr: u32) -> u32 {
+    let key = Key::new(
+        64,
+        RouterAddr {
+            router: router.to_be(),
+            addr,
+        },
+    );
+    DV_FW_CLASSES.get(&key).copied().unwrap_or(CLASS_NONE)
+}
+
+/// Lets the packet through, or says why it dies.
+#[inline(always)]
+pub fn check(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv4) -> Result<(), DropReason> {
+    let router = iface.router;
+    let l4 = IP_OFF + ip.header_len;
+    let (sport, dport) = if ip.is_later_fragment() {
+        (0, 0)
+    } else {
+        ports(ctx, l4, ip.proto)
+    };
+    let key = flow(router, ip.saddr, ip.daddr, sport, dport, ip.proto);
+    if tracked(&key) {
+        return Ok(());
+    }
+    if ip.proto == IPPROTO_ICMP
+        && let Some(quoted) = quoted_flow(ctx, router, l4)
+        && tracked(&quoted)
+    {
+        return Ok(());
+    }
+
+    let src = class_of(router, ip.saddr);
+    let dst = class_of(router, ip.daddr);
+    let proto = u16::from(ip.proto);
+    let port = if matches!(ip.proto, IPPROTO_TCP | IPPROTO_UDP) {
+        u16::from_be(dport)
+    } else {
+        PORT_ANY
+    };
+    let srcs = [src, WILDCARD];
+    let dsts = [dst, WILDCARD];
+    let l4s = [(proto, port), (proto, PORT_ANY), (PROTO_ANY, PORT_ANY)];
+    let mut accept = u32::MAX;
+    let mut drop = u32::MAX;
+    for s in srcs {
+        if s == CLASS_NONE {
+            continue;
+        }
+        for d in dsts {
+            if d == CLASS_NONE {
+                continue;
+            }
+            for (p, dp) in l4s {
+                let k = RuleKey {
+                    router,
+                    src_class: s,
+                    dst_class: d,
+                    proto: p,
+                    dport: dp,
+                };
+                if let Some(v) = unsafe { DV_FW_RULES.get(&k) } {
+                    if v.verdict == VERDICT_DROP {
+                        drop = drop.min(v.rule);
+                    } else {
+                        accept = accept.min(v.rule);
+                    }
+                }
+            }
+        }
+    }
+    if drop != u32::MAX {
+        bump(&DV_RULE_HITS, drop);
+        return Err(DropReason::FirewallRule);
+    }
+    if accept != u32::MAX {
+        bump(&DV_RULE_HITS, accept);
+    } else if iface.flags & IFACE_POLICY_DROP != 0 {
+        return Err(DropReason::FirewallPolicy);
+    }
+    if DV_CONNTRACK.insert(&key, &1, BPF_NOEXIST).is_ok() {
+        bump(&DV_GLOBAL, global::CT_INSERTS);
+    }
+    Ok(())
+}

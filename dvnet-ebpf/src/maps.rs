@@ -1,0 +1,110 @@
+//! The maps, shared by every program of a network, and the counting helpers.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::__sk_buff,
+    macros::map,
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    programs::TcContext,
+};
+use dvnet_common::{
+    DropReason, ETH_HLEN, ETH_P_IP, FlowKey, IfaceInfo, LinkStats, PacketClass, Route, RouterAddr,
+    RuleKey, RuleVerdict,
+};
+
+// Sizes are set by userspace before loading, from the network's plan.
+
+/// Per-link traffic by direction and class, drops by reason; indexed by link id.
+#[map(name = "DV_LINK_STATS")]
+pub static DV_LINK_STATS: PerCpuArray<LinkStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// ifindex → where a program runs.
+#[map(name = "DV_IFACES")]
+pub static DV_IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(1, 0);
+
+/// (router, destination) → route; every router's table in one trie.
+#[map(name = "DV_ROUTES")]
+pub static DV_ROUTES: LpmTrie<RouterAddr, Route> = LpmTrie::with_max_entries(1, 0);
+
+/// (router, address) → firewall class: the most specific rule prefix containing it.
+#[map(name = "DV_FW_CLASSES")]
+pub static DV_FW_CLASSES: LpmTrie<RouterAddr, u32> = LpmTrie::with_max_entries(1, 0);
+
+/// Rules, expanded to classes, with wildcards.
+#[map(name = "DV_FW_RULES")]
+pub static DV_FW_RULES: HashMap<RuleKey, RuleVerdict> = HashMap::with_max_entries(1, 0);
+
+/// Accepted flows, so their later packets and replies pass. LRU: a full map evicts.
+#[map(name = "DV_CONNTRACK")]
+pub static DV_CONNTRACK: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(1, 0);
+
+/// Hits per rule.
+#[map(name = "DV_RULE_HITS")]
+pub static DV_RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Network-wide counters (`dvnet_common::global`).
+#[map(name = "DV_GLOBAL")]
+pub static DV_GLOBAL: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(dvnet_common::global::COUNT, 0);
+
+/// The interface the packet is on, if dvnet created it.
+#[inline(always)]
+pub fn iface_of(ctx: &TcContext) -> Option<IfaceInfo> {
+    // SAFETY: the context is the kernel's `__sk_buff`, valid for the whole call.
+    let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
+    // SAFETY: the value is copied out before anything else touches the map.
+    unsafe { DV_IFACES.get(&ifindex) }.copied()
+}
+
+/// The class of the frame in `ctx`.
+#[inline(always)]
+pub fn classify(ctx: &TcContext) -> PacketClass {
+    let Ok(ethertype) = ctx.load::<u16>(12) else {
+        return PacketClass::Other;
+    };
+    let ethertype = u16::from_be(ethertype);
+    let proto = if ethertype == ETH_P_IP {
+        ctx.load::<u8>(ETH_HLEN + 9).unwrap_or(0)
+    } else {
+        0
+    };
+    PacketClass::of_frame(ethertype, proto)
+}
+
+/// Counts the packet on `link` in `direction`.
+#[inline(always)]
+pub fn count(ctx: &TcContext, link: u32, direction: usize) {
+    let class = classify(ctx) as usize;
+    let Some(stats) = DV_LINK_STATS.get_ptr_mut(link) else {
+        return;
+    };
+    // SAFETY: a per-CPU slot; nothing else runs on this CPU while the program does.
+    let stats = unsafe { &mut *stats };
+    if let Some(d) = stats.traffic.get_mut(direction)
+        && let Some(c) = d.get_mut(class)
+    {
+        c.packets += 1;
+        c.bytes += u64::from(ctx.len());
+    }
+}
+
+/// Counts a packet dropped (or answered instead of forwarded) on `link`.
+#[inline(always)]
+pub fn count_drop(link: u32, reason: DropReason) {
+    if let Some(stats) = DV_LINK_STATS.get_ptr_mut(link) {
+        // SAFETY: as in `count`.
+        let stats = unsafe { &mut *stats };
+        if let Some(d) = stats.drops.get_mut(reason as usize) {
+            *d += 1;
+        }
+    }
+}
+
+/// Adds one to a per-CPU counter array slot.
+#[inline(always)]
+pub fn bump(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(v) = map.get_ptr_mut(index) {
+        // SAFETY: as in `count`.
+        unsafe { *v += 1 };
+    }
+}

@@ -1,0 +1,446 @@
+//! The BPF map entries of a plan: pure, so what the datapath loads can be tested without a
+//! kernel.
+//!
+//! - Interfaces: every node interface (counting; on eBPF routers also forwarding, with the
+//!   router's firewall flags) and every fabric port (counting what the node sends).
+//! - Routes, per eBPF router: connected subnets, the router's own addresses and its subnets'
+//!   broadcast addresses (delivered to the kernel), then the plan's routes.
+//! - Firewall, per router with rules or a DROP policy: every prefix its rules name becomes a
+//!   class; each rule is expanded to the classes inside its prefixes (an address belongs to
+//!   the most specific class containing it, so a rule on `10.0.0.0/8` must also be found from
+//!   the class of `10.0.0.3/32` when both are named). Where two rules land on the same key,
+//!   drop beats accept, then the earlier rule wins.
+
+use std::collections::HashMap;
+
+use dvnet_common::{
+    IFACE_FABRIC_PORT, IFACE_FIREWALL, IFACE_FORWARD, IFACE_POLICY_DROP, IfaceInfo, NO_ROUTER,
+    PORT_ANY, PROTO_ANY, ROUTE_CONNECTED, ROUTE_LOCAL, Route, RuleKey, RuleVerdict, VERDICT_ACCEPT,
+    VERDICT_DROP, WILDCARD,
+};
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::plan::{Action, Datapath, NodeKind, Plan};
+use crate::topology::Policy;
+
+/// Rule expansions beyond this are refused (nested prefixes multiply).
+pub const MAX_RULE_ENTRIES: usize = 4_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EntriesError {
+    #[error(
+        "router \"{router}\": its firewall rules expand to {entries} map entries (more than {MAX_RULE_ENTRIES}): \
+         many rules name prefixes nested inside other rules' prefixes; merge them, or use `--datapath kernel`"
+    )]
+    TooManyRules { router: String, entries: usize },
+}
+
+/// A rule's slot in `DV_RULE_HITS`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleSlot {
+    /// Index into `Plan::nodes` of the router.
+    pub router: usize,
+    pub origin: String,
+}
+
+/// Everything the maps of a network hold at `up`.
+#[derive(Clone, Debug, Default)]
+pub struct MapEntries {
+    pub ifaces: Vec<(u32, IfaceInfo)>,
+    /// (router id, destination) → route.
+    pub routes: Vec<((u32, Ipv4Net), Route)>,
+    /// (router id, prefix) → class.
+    pub classes: Vec<((u32, Ipv4Net), u32)>,
+    pub rules: Vec<(RuleKey, RuleVerdict)>,
+    /// `DV_RULE_HITS` slots, in order.
+    pub rule_slots: Vec<RuleSlot>,
+    /// Whether any router filters (the connection map is needed).
+    pub firewalled: bool,
+}
+
+fn be(addr: std::net::Ipv4Addr) -> u32 {
+    u32::from(addr).to_be()
+}
+
+/// The map entries of `plan`.
+///
+/// # Errors
+/// A router's rules expand to too many entries.
+pub fn entries(plan: &Plan) -> Result<MapEntries, EntriesError> {
+    let mut out = MapEntries::default();
+    let ebpf = plan.datapath == Datapath::Ebpf;
+    for (n, node) in plan.nodes.iter().enumerate() {
+        let router = node.kind == NodeKind::Router;
+        let mut flags = 0;
+        if router && ebpf {
+            flags |= IFACE_FORWARD;
+            if let Some(fw) = &node.firewall
+                && (!fw.rules.is_empty() || fw.policy == Policy::Drop)
+            {
+                flags |= IFACE_FIREWALL;
+                if fw.policy == Policy::Drop {
+                    flags |= IFACE_POLICY_DROP;
+                }
+            }
+        }
+        let id = u32::try_from(n).expect("fewer than 2^32 nodes");
+        for link in plan.links_of(node) {
+            out.ifaces.push((
+                link.ifindex,
+                IfaceInfo {
+                    link: link.id,
+                    router: if router { id } else { NO_ROUTER },
+                    flags,
+                    addr: be(link.address),
+                },
+            ));
+            if let Some(port) = &link.fabric_port {
+                out.ifaces.push((
+                    port.ifindex,
+                    IfaceInfo {
+                        link: link.id,
+                        router: NO_ROUTER,
+                        flags: IFACE_FABRIC_PORT,
+                        addr: 0,
+                    },
+                ));
+            }
+        }
+        if router && ebpf {
+            routes(plan, n, &mut out.routes);
+        }
+        if flags & IFACE_FIREWALL != 0 {
+            out.firewalled = true;
+            firewall(plan, n, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn routes(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv4Net), Route)>) {
+    let node = &plan.nodes[n];
+    let id = u32::try_from(n).expect("fewer than 2^32 nodes");
+    for link in plan.links_of(node) {
+        let cidr = plan.subnets[link.subnet].cidr;
+        out.push((
+            (id, cidr),
+            Route {
+                ifindex: link.ifindex,
+                nexthop: 0,
+                flags: ROUTE_CONNECTED,
+                link: link.id,
+            },
+        ));
+        for local in [link.address, cidr.broadcast()] {
+            out.push((
+                (id, Ipv4Net::from(local)),
+                Route {
+                    ifindex: link.ifindex,
+                    nexthop: 0,
+                    flags: ROUTE_LOCAL,
+                    link: link.id,
+                },
+            ));
+        }
+    }
+    for r in &node.routes {
+        let link = &plan.links[r.link as usize];
+        out.push((
+            (id, r.dest),
+            Route {
+                ifindex: link.ifindex,
+                nexthop: be(r.via),
+                flags: 0,
+                link: r.link,
+            },
+        ));
+    }
+}
+
+fn firewall(plan: &Plan, n: usize, out: &mut MapEntries) -> Result<(), EntriesError> {
+    let node = &plan.nodes[n];
+    let Some(fw) = &node.firewall else {
+        return Ok(());
+    };
+    let id = u32::try_from(n).expect("fewer than 2^32 nodes");
+
+    // Classes: every prefix named, sorted so that each prefix is followed by the prefixes
+    // inside it (network ascending, shorter first).
+    let mut prefixes: Vec<Ipv4Net> = fw
+        .rules
+        .iter()
+        .flat_map(|r| r.src.iter().chain(&r.dst))
+        .filter(|p| p.prefix_len() > 0)
+        .copied()
+        .collect();
+    prefixes.sort_by_key(|p| (u32::from(p.network()), p.prefix_len()));
+    prefixes.dedup();
+    let first_class = u32::try_from(out.classes.len()).expect("fewer than 2^32 classes") + 1;
+    let class_of: HashMap<Ipv4Net, usize> =
+        prefixes.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    for (i, p) in prefixes.iter().enumerate() {
+        out.classes.push((
+            (id, *p),
+            first_class + u32::try_from(i).expect("fewer than 2^32 classes"),
+        ));
+    }
+    // The classes inside a prefix: itself and the run of prefixes after it that it contains.
+    let inside = |p: &Ipv4Net| -> Vec<u32> {
+        if p.prefix_len() == 0 {
+            return vec![WILDCARD];
+        }
+        let start = class_of[p];
+        let end = prefixes[start..]
+            .iter()
+            .take_while(|q| p.contains(*q))
+            .count()
+            + start;
+        (start..end)
+            .map(|i| first_class + u32::try_from(i).expect("fewer than 2^32 classes"))
+            .collect()
+    };
+    let expand = |side: &[Ipv4Net]| -> Vec<u32> {
+        if side.iter().any(|p| p.prefix_len() == 0) {
+            return vec![WILDCARD];
+        }
+        let mut v: Vec<u32> = side.iter().flat_map(inside).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+
+    let mut keys: HashMap<RuleKey, RuleVerdict> = HashMap::new();
+    for rule in &fw.rules {
+        let slot = u32::try_from(out.rule_slots.len()).expect("fewer than 2^32 rules");
+        out.rule_slots.push(RuleSlot {
+            router: n,
+            origin: rule.origin.clone(),
+        });
+        let verdict = match rule.action {
+            Action::Accept => VERDICT_ACCEPT,
+            Action::Drop => VERDICT_DROP,
+        };
+        let srcs = expand(&rule.src);
+        let dsts = expand(&rule.dst);
+        if keys.len() + srcs.len() * dsts.len() > MAX_RULE_ENTRIES {
+            return Err(EntriesError::TooManyRules {
+                router: node.name.clone(),
+                entries: keys.len() + srcs.len() * dsts.len(),
+            });
+        }
+        let proto = rule.proto.map_or(PROTO_ANY, u16::from);
+        let dport = rule.dport.unwrap_or(PORT_ANY);
+        for &s in &srcs {
+            for &d in &dsts {
+                let key = RuleKey {
+                    router: id,
+                    src_class: s,
+                    dst_class: d,
+                    proto,
+                    dport,
+                };
+                let new = RuleVerdict {
+                    verdict,
+                    rule: slot,
+                };
+                keys.entry(key)
+                    .and_modify(|old| {
+                        // drop beats accept; then the earlier rule
+                        if (new.verdict, std::cmp::Reverse(new.rule))
+                            > (old.verdict, std::cmp::Reverse(old.rule))
+                        {
+                            *old = new;
+                        }
+                    })
+                    .or_insert(new);
+            }
+        }
+    }
+    let mut keys: Vec<_> = keys.into_iter().collect();
+    keys.sort_by_key(|(k, _)| (k.router, k.src_class, k.dst_class, k.proto, k.dport));
+    out.rules.extend(keys);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::PlanOptions;
+    use crate::topology::Topology;
+
+    fn plan(json: &str) -> Plan {
+        let topo = Topology::from_json(json, "test").expect("valid");
+        Plan::build(
+            &topo,
+            PlanOptions {
+                datapath: Datapath::Ebpf,
+            },
+        )
+        .expect("plan")
+    }
+
+    const CLASSIC: &str = r#"{
+        "name": "classic", "automatic_routing": true,
+        "subnets": {
+            "A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {}, "A-2": {}}},
+            "B": {"cidr": "10.0.1.0/24", "hosts": {"B-1": {}, "B-2": {}}},
+            "C": {"cidr": "10.0.2.0/24", "hosts": {}}
+        },
+        "routers": {
+            "R-1": {"subnets": ["A", "C"], "fw_rules": {"policy": "ACCEPT", "drop": [["A-2", "B"]]}},
+            "R-2": {"subnets": ["C", "B"]}
+        }
+    }"#;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn routers_route_connected_local_and_planned_destinations() {
+        let p = plan(CLASSIC);
+        let e = entries(&p).unwrap();
+        let r1: Vec<_> = e
+            .routes
+            .iter()
+            .filter(|((r, _), _)| *r == 0)
+            .map(|((_, d), r)| (d.to_string(), r.flags))
+            .collect();
+        assert!(r1.contains(&("10.0.0.0/24".into(), ROUTE_CONNECTED)));
+        assert!(r1.contains(&("10.0.0.1/32".into(), ROUTE_LOCAL)));
+        assert!(r1.contains(&("10.0.0.255/32".into(), ROUTE_LOCAL)));
+        assert!(r1.contains(&("10.0.1.0/24".into(), 0)), "{r1:?}");
+        let via = e
+            .routes
+            .iter()
+            .find(|((r, d), _)| *r == 0 && *d == net("10.0.1.0/24"))
+            .unwrap()
+            .1;
+        assert_eq!(
+            u32::from_be(via.nexthop),
+            u32::from(std::net::Ipv4Addr::new(10, 0, 2, 2))
+        );
+        // hosts route nothing; every interface is known
+        assert!(e.routes.iter().all(|((r, _), _)| *r < 2));
+        assert_eq!(
+            e.ifaces.len(),
+            p.links.len() + p.links.iter().filter(|l| l.fabric_port.is_some()).count()
+        );
+    }
+
+    #[test]
+    fn only_routers_with_rules_or_drop_policy_filter() {
+        let e = entries(&plan(CLASSIC)).unwrap();
+        assert!(e.firewalled);
+        let flags = |router: u32| {
+            e.ifaces
+                .iter()
+                .find(|(_, i)| i.router == router)
+                .unwrap()
+                .1
+                .flags
+        };
+        assert_eq!(flags(0), IFACE_FORWARD | IFACE_FIREWALL);
+        assert_eq!(flags(1), IFACE_FORWARD);
+        assert_eq!(
+            e.rule_slots,
+            vec![RuleSlot {
+                router: 0,
+                origin: r#"routers."R-1".fw_rules.drop[0]"#.into()
+            }]
+        );
+        // A-2 (10.0.0.3) → B (10.0.1.0/24): one class each, one key
+        assert_eq!(e.classes.len(), 2);
+        assert_eq!(e.rules.len(), 1);
+        assert_eq!(
+            e.rules[0].1,
+            RuleVerdict {
+                verdict: VERDICT_DROP,
+                rule: 0
+            }
+        );
+    }
+
+    #[test]
+    fn kernel_datapath_only_counts() {
+        let topo = Topology::from_json(CLASSIC, "test").unwrap();
+        let p = Plan::build(
+            &topo,
+            PlanOptions {
+                datapath: Datapath::Kernel,
+            },
+        )
+        .unwrap();
+        let e = entries(&p).unwrap();
+        assert!(e.routes.is_empty() && e.rules.is_empty() && !e.firewalled);
+        assert!(e.ifaces.iter().all(|(_, i)| i.flags & IFACE_FORWARD == 0));
+    }
+
+    #[test]
+    fn rules_on_nested_prefixes_reach_every_class_inside() {
+        let p = plan(
+            r#"{
+            "name": "nested", "automatic_routing": true,
+            "subnets": {
+                "A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {}, "A-2": {}}},
+                "B": {"cidr": "10.0.1.0/24", "hosts": {"B-1": {}}}
+            },
+            "routers": {"R": {"subnets": ["A", "B"], "fw_rules": {
+                "policy": "DROP",
+                "accept": [["10.0.0.0/16", "*"]],
+                "drop": [["A-2", "B"], {"src": "10.0.0.0/16", "dst": "10.0.1.0/24", "proto": "tcp", "dport": 22}]
+            }}}
+        }"#,
+        );
+        let e = entries(&p).unwrap();
+        let class = |s: &str| e.classes.iter().find(|((_, p), _)| *p == net(s)).unwrap().1;
+        let (wide, a2, b) = (
+            class("10.0.0.0/16"),
+            class("10.0.0.3/32"),
+            class("10.0.1.0/24"),
+        );
+        let verdict = |src, dst, proto, dport| {
+            e.rules
+                .iter()
+                .find(|(k, _)| {
+                    *k == RuleKey {
+                        router: 0,
+                        src_class: src,
+                        dst_class: dst,
+                        proto,
+                        dport,
+                    }
+                })
+                .map(|(_, v)| *v)
+        };
+        // the /16 accept covers the classes inside it: itself, A-2's /32, B's /24
+        for c in [wide, a2, b] {
+            assert_eq!(
+                verdict(c, WILDCARD, PROTO_ANY, PORT_ANY).unwrap().verdict,
+                VERDICT_ACCEPT,
+                "class {c}"
+            );
+        }
+        // drop A-2 → B is specific
+        assert_eq!(
+            verdict(a2, b, PROTO_ANY, PORT_ANY).unwrap(),
+            RuleVerdict {
+                verdict: VERDICT_DROP,
+                rule: 1
+            }
+        );
+        // tcp/22 drop from the whole /16, A-2 included
+        assert_eq!(verdict(a2, b, 6, 22).unwrap().verdict, VERDICT_DROP);
+        assert_eq!(verdict(wide, b, 6, 22).unwrap().rule, 2);
+        assert_eq!(
+            e.ifaces
+                .iter()
+                .find(|(_, i)| i.router == 0)
+                .unwrap()
+                .1
+                .flags,
+            IFACE_FORWARD | IFACE_FIREWALL | IFACE_POLICY_DROP
+        );
+    }
+}
