@@ -50,6 +50,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per-link counters (packets, bytes, drops by reason), rule hits, flows, from the BPF maps.
+    Stats {
+        network: String,
+        #[arg(long)]
+        json: bool,
+        /// Refresh every interval, with rates per second.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between refreshes with --watch.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Run a command inside a node (an interactive shell without one).
     Exec {
         network: String,
@@ -168,10 +180,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let id = network_id(&network)?;
             let report = runtime()?.block_on(deploy::down_checked(&id))?;
             if report.found_anything() {
-                println!(
+                print!(
                     "network {id} is down: removed {} namespaces",
                     report.namespaces
                 );
+                if report.processes > 0 {
+                    print!(
+                        ", stopped {} processes still running in them",
+                        report.processes
+                    );
+                }
+                println!();
             } else {
                 println!("network {id} is not up: nothing to remove");
             }
@@ -194,6 +213,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", render::inspect(&record, &live));
             }
         }
+        Command::Stats {
+            network,
+            json,
+            watch,
+            interval,
+        } => stats(&network, json, watch, interval)?,
         Command::Exec {
             network,
             node,
@@ -258,6 +283,41 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `dvnet stats`: once, or refreshed with rates (`--watch`).
+fn stats(network: &str, json: bool, watch: bool, interval: f64) -> anyhow::Result<()> {
+    let id = network_id(network)?;
+    let record = State::load(&id)?;
+    let plan = &record.plan;
+    if !watch {
+        let snap = crate::stats::read(plan)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&snap)?);
+        } else {
+            print!("{}", render::stats(plan, &snap, None));
+        }
+        return Ok(());
+    }
+    let interval = std::time::Duration::from_secs_f64(interval.max(0.1));
+    let mut previous = (crate::stats::read(plan)?, std::time::Instant::now());
+    loop {
+        std::thread::sleep(interval);
+        let now = (crate::stats::read(plan)?, std::time::Instant::now());
+        let secs = (now.1 - previous.1).as_secs_f64();
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(&serde_json::json!({"seconds": secs, "stats": now.0}))?
+            );
+        } else {
+            print!(
+                "\x1b[H\x1b[2J{}",
+                render::stats(plan, &now.0, Some((&previous.0, secs)))
+            );
+        }
+        previous = now;
+    }
 }
 
 /// `dvnet ls`: recorded networks, plus namespaces left by a crashed `up` with no record.

@@ -19,10 +19,13 @@ use futures::{StreamExt as _, TryStreamExt as _, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{debug, info, instrument};
 
+use crate::datapath::ebpf::{self, Loaded};
+use crate::datapath::{entries, kernel};
 use crate::netlink::{Netlink, NetlinkError, VethEnd};
 use crate::netns::{self, NetnsError};
-use crate::plan::{FabricPort, LinkPlan, NodeKind, Plan, Segment, naming};
+use crate::plan::{Datapath, FabricPort, LinkPlan, NodeKind, Plan, Segment, naming};
 use crate::state::{self, State, StateError, Status};
+use dvnet_common::programs;
 
 /// Netlink requests in flight at once.
 const CONCURRENCY: usize = 64;
@@ -44,6 +47,12 @@ pub enum DeployError {
     },
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Entries(#[from] crate::datapath::entries::EntriesError),
+    #[error(transparent)]
+    Bpf(#[from] crate::datapath::ebpf::BpfError),
+    #[error(transparent)]
+    KernelFirewall(#[from] crate::datapath::kernel::KernelFirewallError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error(transparent)]
@@ -91,6 +100,8 @@ pub struct UpReport {
 #[derive(Clone, Debug, Default)]
 pub struct DownReport {
     pub namespaces: usize,
+    /// Processes that were still running inside the nodes.
+    pub processes: usize,
     pub record: bool,
     /// Problems met on the way (teardown carries on past them).
     pub errors: Vec<String>,
@@ -249,6 +260,10 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
         .into_iter()
         .filter(|n| naming::belongs_to(n, &id))
         .collect();
+    let mut leftovers = leftovers;
+    if ebpf::pin_dir(&id).exists() {
+        leftovers.push(ebpf::pin_dir(&id).display().to_string());
+    }
     if let Some(example) = leftovers.first() {
         return Err(DeployError::Leftovers {
             id,
@@ -257,6 +272,10 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
         });
     }
     raise_fd_limit();
+    // The datapath is checked before anything exists: its map entries, then the kernel's
+    // verdict on the programs. Loading changes nothing on the host.
+    let entries = entries::entries(plan)?;
+    let loaded = tokio::task::block_in_place(|| Loaded::new(&entries, plan.links.len()))?;
 
     let created = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -271,7 +290,7 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
     };
     record.save()?;
 
-    match build(plan, options).await {
+    match build(plan, options, &loaded).await {
         Ok(report) => {
             record.status = Status::Up;
             if let Err(e) = record.save() {
@@ -300,7 +319,11 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
     }
 }
 
-async fn build<'a>(plan: &'a Plan, options: &UpOptions) -> Result<UpReport, DeployError> {
+async fn build<'a>(
+    plan: &'a Plan,
+    options: &UpOptions,
+    loaded: &Loaded,
+) -> Result<UpReport, DeployError> {
     let mut report = UpReport::default();
     let mut phase_start = Instant::now();
     let mut phase = |report: &mut UpReport, name: &'static str| {
@@ -367,7 +390,11 @@ async fn build<'a>(plan: &'a Plan, options: &UpOptions) -> Result<UpReport, Depl
         .await?;
     phase(&mut report, "bridges");
 
-    // wires: one veth each, both ends created in place by one message
+    let node_prog = loaded.program_fd(programs::NODE_INGRESS);
+    let fabric_prog = loaded.program_fd(programs::FABRIC_INGRESS);
+
+    // wires: one veth each, both ends created in place by one message (fabric ports get
+    // their counting program right away)
     let wires = wires(plan);
     let bar = progress(options.progress, wires.len(), "links");
     stream::iter(&wires)
@@ -392,6 +419,10 @@ async fn build<'a>(plan: &'a Plan, options: &UpOptions) -> Result<UpReport, Depl
                             master: Some(bridge),
                         };
                         fabric_nl.add_veth(&fabric_end, &node_end(link)).await?;
+                        fabric_nl.add_clsact(port.ifindex).await?;
+                        fabric_nl
+                            .attach_ingress(port.ifindex, fabric_prog, programs::FABRIC_INGRESS)
+                            .await?;
                     }
                     Wire::PointToPoint(a, b) => {
                         fabric_nl.add_veth(&node_end(a), &node_end(b)).await?;
@@ -424,6 +455,11 @@ async fn build<'a>(plan: &'a Plan, options: &UpOptions) -> Result<UpReport, Depl
                     nl.add_route(r.dest, r.via, plan.links[r.link as usize].ifindex)
                         .await?;
                 }
+                for link in plan.links_of(node) {
+                    nl.add_clsact(link.ifindex).await?;
+                    nl.attach_ingress(link.ifindex, node_prog, programs::NODE_INGRESS)
+                        .await?;
+                }
                 bar.inc(1);
                 Ok::<_, DeployError>(())
             }
@@ -432,7 +468,13 @@ async fn build<'a>(plan: &'a Plan, options: &UpOptions) -> Result<UpReport, Depl
         .try_collect::<()>()
         .await?;
     bar.finish_and_clear();
-    phase(&mut report, "addresses+routes");
+    phase(&mut report, "addresses+routes+programs");
+
+    loaded.pin(&ebpf::pin_dir(&plan.id))?;
+    if plan.datapath == Datapath::Kernel {
+        kernel_firewalls(plan).await?;
+    }
+    phase(&mut report, "datapath");
 
     if plan.update_hosts {
         write_hosts_files(plan)?;
@@ -447,6 +489,29 @@ async fn build<'a>(plan: &'a Plan, options: &UpOptions) -> Result<UpReport, Depl
         "network built"
     );
     Ok(report)
+}
+
+/// The iptables rules of every router with a firewall (kernel datapath), a few at a time.
+async fn kernel_firewalls(plan: &Plan) -> Result<(), DeployError> {
+    let jobs: Vec<(String, crate::plan::FirewallPlan)> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let fw = n.firewall.as_ref()?;
+            (!fw.rules.is_empty() || fw.policy == crate::topology::Policy::Drop)
+                .then(|| (n.netns.clone(), fw.clone()))
+        })
+        .collect();
+    stream::iter(jobs)
+        .map(|(ns, fw)| tokio::task::spawn_blocking(move || kernel::apply(&ns, &fw)))
+        .buffer_unordered(4)
+        .map(|joined| {
+            joined
+                .expect("iptables worker panicked")
+                .map_err(DeployError::from)
+        })
+        .try_collect::<()>()
+        .await
 }
 
 /// A veth pair to create.
@@ -529,6 +594,18 @@ pub async fn down(id: &str) -> DownReport {
         }
     };
     let fabric = naming::fabric_netns(id);
+    // Processes left running inside the nodes (a server started with `dvnet exec`) would keep
+    // their namespaces alive, unseen, after the mounts are gone: they belong to the network.
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for pid in netns::processes_in(&name_refs) {
+        match nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        ) {
+            Ok(()) | Err(nix::Error::ESRCH) => report.processes += 1,
+            Err(e) => report.errors.push(format!("stopping process {pid}: {e}")),
+        }
+    }
     // nodes first, then the fabric: links die with the node namespaces
     let ordered: Vec<&String> = names
         .iter()
@@ -549,7 +626,16 @@ pub async fn down(id: &str) -> DownReport {
                 .push(format!("removing {}: {e}", dir.display()));
         }
     }
-    report.record = state::dir(id).exists();
+    // Pins last: the programs die with the namespaces' interfaces, the maps with the pins.
+    if ebpf::pin_dir(id).exists() {
+        report.record = true;
+        if let Err(e) = ebpf::remove_pins(id) {
+            report
+                .errors
+                .push(format!("removing {}: {e}", ebpf::pin_dir(id).display()));
+        }
+    }
+    report.record |= state::dir(id).exists();
     if let Err(e) = State::remove(id) {
         report.errors.push(e.to_string());
     }

@@ -18,4 +18,5 @@ pub mod netns;
 pub mod plan;
 pub mod render;
 pub mod state;
+pub mod stats;
 pub mod topology;

@@ -204,10 +204,10 @@ impl Netlink {
         let mut handle = self.handle.clone();
         let mut response = handle.request(req).map_err(|e| self.err(what, e))?;
         while let Some(msg) = response.next().await {
-            if let NetlinkPayload::Error(e) = msg.payload {
-                if e.code.is_some() {
-                    return Err(self.err(what, rtnetlink::Error::NetlinkError(e)));
-                }
+            if let NetlinkPayload::Error(e) = msg.payload
+                && e.code.is_some()
+            {
+                return Err(self.err(what, rtnetlink::Error::NetlinkError(e)));
             }
         }
         Ok(())

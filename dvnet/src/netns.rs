@@ -244,3 +244,30 @@ impl NetSysctls {
             .map_err(|e| io::Error::new(e.kind(), format!("sysctl net/{key}={value}: {e}")))
     }
 }
+
+/// The processes living in any of the given namespaces (by the inode of their network
+/// namespace), found with one scan of `/proc`, as `ip netns pids` does.
+#[must_use]
+pub fn processes_in(namespaces: &[&str]) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let inodes: std::collections::HashSet<u64> = namespaces
+        .iter()
+        .filter_map(|n| fs::metadata(path(n)).ok())
+        .map(|m| m.ino())
+        .collect();
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let Ok(proc_dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    proc_dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| u32::try_from(pid).is_ok_and(|p| p != me))
+        .filter(|pid| {
+            fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| inodes.contains(&m.ino()))
+        })
+        .collect()
+}

@@ -274,3 +274,117 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
     let _ = write!(out, "routes (kernel, main table)\n{t}\n");
     out
 }
+
+fn classes(t: &crate::stats::Traffic) -> String {
+    t.by_class
+        .iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn drops(d: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    d.iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A rate in units per second, short: `950`, `12.3k`, `4.56M`, `7.89G`.
+#[must_use]
+pub fn rate(per_second: f64) -> String {
+    match per_second {
+        r if r >= 1e9 => format!("{:.2}G", r / 1e9),
+        r if r >= 1e6 => format!("{:.2}M", r / 1e6),
+        r if r >= 1e3 => format!("{:.1}k", r / 1e3),
+        r => format!("{r:.0}"),
+    }
+}
+
+/// `dvnet stats`: a row per link; with `previous` (taken `seconds` earlier), rates too.
+#[must_use]
+pub fn stats(
+    plan: &Plan,
+    now: &crate::stats::Snapshot,
+    previous: Option<(&crate::stats::Snapshot, f64)>,
+) -> String {
+    let mut out = summary(plan);
+    out.push_str("\n\n");
+    let mut t = if previous.is_some() {
+        table([
+            "node",
+            "interface",
+            "subnet",
+            "rx pkt/s",
+            "rx bit/s",
+            "tx pkt/s",
+            "tx bit/s",
+            "rx packets",
+            "tx packets",
+            "drops",
+        ])
+    } else {
+        table([
+            "node",
+            "interface",
+            "subnet",
+            "rx packets",
+            "rx bytes",
+            "tx packets",
+            "tx bytes",
+            "rx by class",
+            "tx by class",
+            "drops",
+        ])
+    };
+    for (i, l) in now.links.iter().enumerate() {
+        let mut row = vec![l.node.clone(), l.interface.clone(), l.subnet.clone()];
+        if let Some((prev, secs)) = previous {
+            let p = &prev.links[i];
+            #[expect(clippy::cast_precision_loss, reason = "rates are approximate")]
+            let per_s = |now: u64, before: u64| now.saturating_sub(before) as f64 / secs;
+            row.extend([
+                rate(per_s(l.rx.packets, p.rx.packets)),
+                rate(8.0 * per_s(l.rx.bytes, p.rx.bytes)),
+                rate(per_s(l.tx.packets, p.tx.packets)),
+                rate(8.0 * per_s(l.tx.bytes, p.tx.bytes)),
+                l.rx.packets.to_string(),
+                l.tx.packets.to_string(),
+            ]);
+        } else {
+            row.extend([
+                l.rx.packets.to_string(),
+                l.rx.bytes.to_string(),
+                l.tx.packets.to_string(),
+                l.tx.bytes.to_string(),
+                classes(&l.rx),
+                classes(&l.tx),
+            ]);
+        }
+        row.push(drops(&l.drops));
+        t.add_row(row);
+    }
+    let _ = writeln!(out, "{t}");
+    if !now.rules.is_empty() {
+        let mut t = table(["router", "rule", "action", "hits"]);
+        for r in &now.rules {
+            t.add_row([
+                r.router.clone(),
+                r.rule.clone(),
+                match r.action {
+                    Action::Accept => "accept".to_owned(),
+                    Action::Drop => "drop".to_owned(),
+                },
+                r.hits.to_string(),
+            ]);
+        }
+        let _ = writeln!(out, "\nfirewall rules\n{t}");
+        let c = &now.conntrack;
+        let _ = writeln!(
+            out,
+            "flows tracked: {} of {} (inserted {}, evicted {})",
+            c.entries, c.capacity, c.inserted, c.evicted
+        );
+    }
+    out
+}

@@ -262,3 +262,45 @@ fn down_recovers_after_up_is_killed_midway() {
         "down after kill -9 left things behind"
     );
 }
+
+#[test]
+fn down_stops_processes_left_running_in_nodes() {
+    if !require_root("down_stops_processes_left_running_in_nodes") {
+        return;
+    }
+    let net = TestNet::new("procs", classic());
+    net.up(&[]);
+    // a server a user started and forgot
+    let out = net.exec("A-1", &["iperf3", "-s", "-D", "-p", "5999"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ns = format!("dv-{}.a-1", net.id);
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", &ns])
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&pids.stdout)
+        .trim()
+        .parse()
+        .expect("one process in A-1");
+    let out = net.down();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("stopped 1 processes"),
+        "{}",
+        text(&out)
+    );
+    // gone, or dead and waiting for its parent to reap it (state Z)
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(), "the server outlived its network");
+}

@@ -427,12 +427,12 @@ mod tests {
             verdict(a2, b, PROTO_ANY, PORT_ANY).unwrap(),
             RuleVerdict {
                 verdict: VERDICT_DROP,
-                rule: 1
+                rule: 0
             }
         );
         // tcp/22 drop from the whole /16, A-2 included
         assert_eq!(verdict(a2, b, 6, 22).unwrap().verdict, VERDICT_DROP);
-        assert_eq!(verdict(wide, b, 6, 22).unwrap().rule, 2);
+        assert_eq!(verdict(wide, b, 6, 22).unwrap().rule, 1);
         assert_eq!(
             e.ifaces
                 .iter()

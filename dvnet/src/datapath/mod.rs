@@ -7,3 +7,4 @@
 
 pub mod ebpf;
 pub mod entries;
+pub mod kernel;

@@ -20,10 +20,9 @@ mod routing;
 #[serde(rename_all = "lowercase")]
 pub enum Datapath {
     /// TC eBPF programs driven by BPF maps; kernel forwarding stays off.
-    Ebpf,
-    /// Kernel forwarding and iptables rules inside the router namespaces. The default until
-    /// the eBPF datapath lands.
     #[default]
+    Ebpf,
+    /// Kernel forwarding and iptables rules inside the router namespaces.
     Kernel,
 }
 

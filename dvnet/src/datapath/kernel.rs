@@ -1,0 +1,166 @@
+//! The kernel datapath's firewall: the router's `fw_rules` as an iptables ruleset loaded into
+//! the router's own namespace (never the host's), with the same semantics as the eBPF
+//! firewall: established flows and their replies first, then drop rules, then accept rules,
+//! then the policy, on the FORWARD chain.
+
+use std::fmt::Write as _;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::process::CommandExt as _;
+use std::process::{Command, Stdio};
+
+use crate::netns;
+use crate::plan::{Action, FirewallPlan};
+use crate::topology::Policy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelFirewallError {
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+    #[error(
+        "running iptables-restore in {ns}: {source} (is iptables installed? `./setup.sh` installs it)"
+    )]
+    Spawn {
+        ns: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("iptables-restore in {ns} refused the rules: {stderr}")]
+    Refused { ns: String, stderr: String },
+}
+
+/// The iptables-restore input for a router's firewall.
+#[must_use]
+pub fn ruleset(fw: &FirewallPlan) -> String {
+    let policy = match fw.policy {
+        Policy::Accept => "ACCEPT",
+        Policy::Drop => "DROP",
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD {policy} [0:0]\n:OUTPUT ACCEPT [0:0]"
+    );
+    out.push_str("-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n");
+    let mut ordered: Vec<_> = fw
+        .rules
+        .iter()
+        .filter(|r| r.action == Action::Drop)
+        .collect();
+    ordered.extend(fw.rules.iter().filter(|r| r.action == Action::Accept));
+    for rule in ordered {
+        out.push_str("-A FORWARD");
+        let side = |flag: &str, nets: &[ipnet::Ipv4Net]| {
+            if nets.iter().any(|n| n.prefix_len() == 0) {
+                String::new()
+            } else {
+                format!(
+                    " {flag} {}",
+                    nets.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }
+        };
+        out.push_str(&side("-s", &rule.src));
+        out.push_str(&side("-d", &rule.dst));
+        if let Some(p) = rule.proto {
+            let name = crate::render::proto_name(p);
+            let _ = write!(out, " -p {name}");
+            if let Some(port) = rule.dport {
+                let _ = write!(out, " -m {name} --dport {port}");
+            }
+        }
+        let comment = rule.origin.replace('\\', "\\\\").replace('"', "\\\"");
+        let target = match rule.action {
+            Action::Accept => "ACCEPT",
+            Action::Drop => "DROP",
+        };
+        let _ = writeln!(out, " -m comment --comment \"{comment}\" -j {target}");
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// Loads `fw` into the namespace `ns` with `iptables-restore`.
+///
+/// # Errors
+/// When iptables is missing or refuses the rules.
+pub fn apply(ns: &str, fw: &FirewallPlan) -> Result<(), KernelFirewallError> {
+    let fd = netns::open(ns)?;
+    let raw = fd.as_raw_fd();
+    let mut cmd = Command::new("iptables-restore");
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setns is async-signal-safe; the descriptor stays open until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(raw, libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let spawn_err = |source| KernelFirewallError::Spawn {
+        ns: ns.to_owned(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    drop(fd);
+    if let Some(mut stdin) = child.stdin.take() {
+        std::io::Write::write_all(&mut stdin, ruleset(fw).as_bytes()).map_err(spawn_err)?;
+    }
+    let out = child.wait_with_output().map_err(spawn_err)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(KernelFirewallError::Refused {
+            ns: ns.to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::RulePlan;
+
+    #[test]
+    fn established_first_then_drops_then_accepts() {
+        let fw = FirewallPlan {
+            policy: Policy::Drop,
+            rules: vec![
+                RulePlan {
+                    action: Action::Accept,
+                    src: vec!["10.0.0.0/24".parse().unwrap()],
+                    dst: vec!["0.0.0.0/0".parse().unwrap()],
+                    proto: Some(6),
+                    dport: Some(22),
+                    origin: "routers.\"R\".fw_rules.accept[0]".into(),
+                },
+                RulePlan {
+                    action: Action::Drop,
+                    src: vec![
+                        "10.0.0.3/32".parse().unwrap(),
+                        "10.0.0.4/32".parse().unwrap(),
+                    ],
+                    dst: vec!["10.0.1.0/24".parse().unwrap()],
+                    proto: None,
+                    dport: None,
+                    origin: "routers.\"R\".fw_rules.drop[0]".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            ruleset(&fw),
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+             -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
+             -A FORWARD -s 10.0.0.3/32,10.0.0.4/32 -d 10.0.1.0/24 -m comment --comment \"routers.\\\"R\\\".fw_rules.drop[0]\" -j DROP\n\
+             -A FORWARD -s 10.0.0.0/24 -p tcp -m tcp --dport 22 -m comment --comment \"routers.\\\"R\\\".fw_rules.accept[0]\" -j ACCEPT\n\
+             COMMIT\n"
+        );
+    }
+}
