@@ -420,9 +420,6 @@ async fn build<'a>(
                         };
                         fabric_nl.add_veth(&fabric_end, &node_end(link)).await?;
                         fabric_nl.add_clsact(port.ifindex).await?;
-                        fabric_nl
-                            .attach_ingress(port.ifindex, fabric_prog, programs::FABRIC_INGRESS)
-                            .await?;
                     }
                     Wire::PointToPoint(a, b) => {
                         fabric_nl.add_veth(&node_end(a), &node_end(b)).await?;
@@ -457,8 +454,6 @@ async fn build<'a>(
                 }
                 for link in plan.links_of(node) {
                     nl.add_clsact(link.ifindex).await?;
-                    nl.attach_ingress(link.ifindex, node_prog, programs::NODE_INGRESS)
-                        .await?;
                 }
                 bar.inc(1);
                 Ok::<_, DeployError>(())
@@ -468,7 +463,35 @@ async fn build<'a>(
         .try_collect::<()>()
         .await?;
     bar.finish_and_clear();
-    phase(&mut report, "addresses+routes+programs");
+    phase(&mut report, "addresses+routes");
+
+    // Programs are attached in a pass of their own, once every clsact qdisc exists: the
+    // first filter on a qdisc waits for an RCU grace period since the qdisc was created
+    // (`mini_qdisc_pair_swap`); by now one has passed for nearly all of them, instead of
+    // an expedited grace period per interface.
+    let on_nodes = plan.links.iter().map(|link| {
+        (
+            &nodes[link.node].1,
+            link.ifindex,
+            node_prog,
+            programs::NODE_INGRESS,
+        )
+    });
+    let on_fabric = plan.links.iter().filter_map(|link| {
+        let port = link.fabric_port.as_ref()?;
+        Some((
+            &fabric_nl,
+            port.ifindex,
+            fabric_prog,
+            programs::FABRIC_INGRESS,
+        ))
+    });
+    stream::iter(on_nodes.chain(on_fabric))
+        .map(|(nl, ifindex, prog, name)| nl.attach_ingress(ifindex, prog, name))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
+    phase(&mut report, "programs");
 
     loaded.pin(&ebpf::pin_dir(&plan.id))?;
     if plan.datapath == Datapath::Kernel {
