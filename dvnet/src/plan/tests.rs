@@ -1,0 +1,199 @@
+//! Plans of the fixtures: golden files, and the routing decisions spelled out.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use super::{Datapath, Plan, PlanOptions, Segment};
+use crate::topology::Topology;
+
+fn plan_of(fixture: &str) -> Plan {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{fixture}.json"));
+    let topo = Topology::from_file(&path).expect("fixture is valid");
+    Plan::build(
+        &topo,
+        PlanOptions {
+            datapath: Datapath::Ebpf,
+        },
+    )
+    .expect("plan")
+}
+
+/// (destination, via) of a node's routes, as strings.
+fn routes(plan: &Plan, node: &str) -> Vec<(String, String)> {
+    plan.node(node)
+        .expect("node")
+        .routes
+        .iter()
+        .map(|r| (r.dest.to_string(), r.via.to_string()))
+        .collect()
+}
+
+fn via(plan: &Plan, node: &str, dest: &str) -> String {
+    routes(plan, node)
+        .into_iter()
+        .find(|(d, _)| d == dest)
+        .unwrap_or_else(|| panic!("{node} has no route to {dest}: {:?}", routes(plan, node)))
+        .1
+}
+
+fn address(plan: &Plan, node: &str, subnet: &str) -> Ipv4Addr {
+    let n = plan.node(node).expect("node");
+    plan.links_of(n)
+        .find(|l| plan.subnets[l.subnet].name == subnet)
+        .expect("on subnet")
+        .address
+}
+
+#[test]
+fn golden_plans() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let update = std::env::var_os("DVNET_UPDATE_GOLDEN").is_some();
+    for fixture in ["classic", "chain10", "ring", "star"] {
+        let text = serde_json::to_string_pretty(&plan_of(fixture)).expect("plans serialize") + "\n";
+        let path = dir.join(format!("{fixture}.plan.json"));
+        if update {
+            std::fs::write(&path, &text).expect("write golden");
+            continue;
+        }
+        let golden = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            golden == text,
+            "the plan of {fixture} differs from {}; if intended, regenerate with DVNET_UPDATE_GOLDEN=1 and review",
+            path.display()
+        );
+        // and it reads back to the same plan
+        let back: Plan = serde_json::from_str(&golden).expect("golden plans deserialize");
+        assert_eq!(back, plan_of(fixture));
+    }
+}
+
+#[test]
+fn classic_lab_routes_through_the_transit_subnet() {
+    let p = plan_of("classic");
+    assert_eq!(
+        routes(&p, "R-1"),
+        [("10.0.1.0/24".into(), "10.0.2.2".into())]
+    );
+    assert_eq!(
+        routes(&p, "R-2"),
+        [("10.0.0.0/24".into(), "10.0.2.1".into())]
+    );
+    assert_eq!(routes(&p, "A-2"), [("0.0.0.0/0".into(), "10.0.0.1".into())]);
+    assert_eq!(routes(&p, "B-1"), [("0.0.0.0/0".into(), "10.0.1.1".into())]);
+    // routers take the lowest addresses, hosts follow in file order
+    assert_eq!(address(&p, "R-1", "A"), Ipv4Addr::new(10, 0, 0, 1));
+    assert_eq!(address(&p, "A-1", "A"), Ipv4Addr::new(10, 0, 0, 2));
+    assert_eq!(address(&p, "A-2", "A"), Ipv4Addr::new(10, 0, 0, 3));
+    assert_eq!(address(&p, "R-2", "C"), Ipv4Addr::new(10, 0, 2, 2));
+    // A and B have three members (a bridge), C two (a point-to-point veth)
+    let seg = |name: &str| {
+        p.subnets
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .segment
+            .clone()
+    };
+    assert!(matches!(seg("A"), Segment::Bridge { .. }));
+    assert_eq!(seg("C"), Segment::PointToPoint);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn a_chain_of_ten_routers_routes_both_ways() {
+    let p = plan_of("chain10");
+    // R0 reaches everything past R1 through R1
+    let r1_t1 = address(&p, "R1", "T1").to_string();
+    let r0 = routes(&p, "R0");
+    assert_eq!(r0.len(), 9, "T2..T9 and L9: {r0:?}");
+    assert!(r0.iter().all(|(_, via)| *via == r1_t1), "{r0:?}");
+    // R5 in the middle: the far LANs each way
+    assert_eq!(
+        via(&p, "R5", "10.0.0.0/24"),
+        address(&p, "R4", "T5").to_string()
+    );
+    assert_eq!(
+        via(&p, "R5", "10.9.0.0/24"),
+        address(&p, "R6", "T6").to_string()
+    );
+    assert_eq!(
+        via(&p, "first", "0.0.0.0/0"),
+        address(&p, "R0", "L0").to_string()
+    );
+}
+
+#[test]
+fn ties_in_a_ring_go_to_the_lowest_router() {
+    let p = plan_of("ring");
+    // R0 → N2: via R1 or via R3, both two routers away: R1 wins
+    assert_eq!(
+        via(&p, "R0", "10.0.2.0/24"),
+        address(&p, "R1", "T01").to_string()
+    );
+    // R2 → N0: via R1 or R3: R1 wins
+    assert_eq!(
+        via(&p, "R2", "10.0.0.0/24"),
+        address(&p, "R1", "T12").to_string()
+    );
+    // no tie: R1 → T30 goes through R0
+    assert_eq!(
+        via(&p, "R1", "172.16.0.12/30"),
+        address(&p, "R0", "T01").to_string()
+    );
+    // deterministic: the same plan every time
+    assert_eq!(plan_of("ring"), p);
+}
+
+#[test]
+fn a_star_routes_through_its_spokes() {
+    let p = plan_of("star");
+    for (spoke, lan) in [
+        ("ra", "10.0.1.0/24"),
+        ("rb", "10.0.2.0/24"),
+        ("rc", "10.0.3.0/24"),
+    ] {
+        assert_eq!(via(&p, "hub", lan), address(&p, spoke, "core").to_string());
+    }
+    assert_eq!(
+        via(&p, "ra", "10.0.2.0/24"),
+        address(&p, "rb", "core").to_string()
+    );
+    // an explicit address wins; routers still take the lowest
+    assert_eq!(address(&p, "c1", "c"), Ipv4Addr::new(10, 0, 3, 200));
+    assert_eq!(address(&p, "rc", "c"), Ipv4Addr::new(10, 0, 3, 1));
+    let seg = |name: &str| {
+        p.subnets
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .segment
+            .clone()
+    };
+    assert!(
+        matches!(seg("core"), Segment::Bridge { .. }),
+        "four routers share core"
+    );
+    assert_eq!(seg("b"), Segment::PointToPoint);
+}
+
+#[test]
+fn unreachable_subnets_are_reported() {
+    let topo = Topology::from_json(
+        r#"{"name": "islands", "automatic_routing": true,
+            "subnets": {"A": {"cidr": "10.0.0.0/24", "hosts": {"a": {}}},
+                        "B": {"cidr": "10.0.1.0/24", "hosts": {"b": {}}},
+                        "C": {"cidr": "10.0.2.0/24", "hosts": {"c": {}}}},
+            "routers": {"R": {"subnets": ["A", "B"]}, "S": {"subnets": ["C"]}}}"#,
+        "test",
+    )
+    .unwrap();
+    let p = Plan::build(&topo, PlanOptions::default()).unwrap();
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(
+        p.warnings[0].contains("\"C\"") && p.warnings[0].contains("\"A\", \"B\""),
+        "{}",
+        p.warnings[0]
+    );
+}
