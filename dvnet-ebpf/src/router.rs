@@ -1,5 +1,6 @@
-//! Forwarding on an eBPF router's interface, in the kernel's order: route lookup (a miss is
-//! answered with ICMP destination unreachable), TTL (expiry answered with ICMP time
+//! Forwarding on an eBPF router's interface, in the kernel's order: route lookup (the route
+//! map, then — for routers fed by a routing daemon — the kernel's FIB; a miss is answered with
+//! ICMP destination unreachable), TTL (expiry answered with ICMP time
 //! exceeded), the firewall (forwarded traffic only, like iptables' FORWARD chain), then the
 //! TTL decrement and `bpf_redirect_neigh` to the next hop. Everything the router itself must
 //! see — ARP, packets for its own addresses, multicast and broadcast (routing protocols),
@@ -7,13 +8,17 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_REDIRECT, bpf_redir_neigh},
-    helpers::generated::bpf_redirect_neigh,
+    bindings::{
+        __sk_buff, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, TC_ACT_OK, TC_ACT_REDIRECT,
+        bpf_fib_lookup, bpf_redir_neigh,
+    },
+    helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
 use dvnet_common::{
-    DropReason, ETH_P_IP, IFACE_FIREWALL, IfaceInfo, ROUTE_CONNECTED, ROUTE_LOCAL, RouterAddr,
+    DropReason, ETH_P_IP, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IfaceInfo, ROUTE_CONNECTED,
+    ROUTE_LOCAL, RouterAddr,
 };
 
 use crate::{
@@ -25,6 +30,7 @@ use crate::{
 /// `skb->pkt_type` of a frame addressed to this interface's MAC.
 const PACKET_HOST: u32 = 0;
 const AF_INET: u32 = 2;
+const LOOPBACK: u32 = 1;
 
 /// What to do with a packet that arrived on a router's interface.
 #[inline(always)]
@@ -54,19 +60,18 @@ pub fn forward(ctx: &TcContext, iface: &IfaceInfo) -> Result<i32, DropReason> {
             addr: ip.daddr,
         },
     );
-    let Some(route) = DV_ROUTES.get(&key).copied() else {
-        return answer(
-            ctx,
-            iface,
-            &ip,
-            icmp::DEST_UNREACHABLE,
-            icmp::NET_UNREACHABLE,
-            DropReason::NoRoute,
-        );
+    let (egress, nexthop) = match DV_ROUTES.get(&key).copied() {
+        Some(route) if route.flags & ROUTE_LOCAL != 0 => return Ok(TC_ACT_OK as i32),
+        Some(route) if route.flags & ROUTE_CONNECTED != 0 => (route.ifindex, ip.daddr),
+        Some(route) => (route.ifindex, route.nexthop),
+        None => match fib_fallback(ctx, iface, &ip) {
+            Some(hop) => hop,
+            None => {
+                let (kind, code) = (icmp::DEST_UNREACHABLE, icmp::NET_UNREACHABLE);
+                return answer(ctx, iface, &ip, kind, code, DropReason::NoRoute);
+            }
+        },
     };
-    if route.flags & ROUTE_LOCAL != 0 {
-        return Ok(TC_ACT_OK as i32);
-    }
     if ip.ttl <= 1 {
         return answer(
             ctx,
@@ -82,11 +87,6 @@ pub fn forward(ctx: &TcContext, iface: &IfaceInfo) -> Result<i32, DropReason> {
     }
 
     decrement_ttl(ctx)?;
-    let nexthop = if route.flags & ROUTE_CONNECTED != 0 {
-        ip.daddr
-    } else {
-        route.nexthop
-    };
     let mut params = bpf_redir_neigh {
         nh_family: AF_INET,
         __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: nexthop },
@@ -94,13 +94,47 @@ pub fn forward(ctx: &TcContext, iface: &IfaceInfo) -> Result<i32, DropReason> {
     // SAFETY: params lives on the stack for the call; the size is its own.
     let action = unsafe {
         bpf_redirect_neigh(
-            route.ifindex,
+            egress,
             &raw mut params,
             core::mem::size_of::<bpf_redir_neigh>() as i32,
             0,
         )
     };
     Ok(action as i32)
+}
+
+/// On a route-map miss, routers whose routes come from a routing daemon ask the kernel's FIB:
+/// an input-mode lookup as if the packet came in on `lo`, the one device with forwarding on
+/// in such a router (so the kernel itself never forwards). Returns the egress interface and
+/// next hop.
+#[inline(always)]
+fn fib_fallback(ctx: &TcContext, iface: &IfaceInfo, ip: &packet::Ipv4) -> Option<(u32, u32)> {
+    if iface.flags & IFACE_FIB_FALLBACK == 0 {
+        return None;
+    }
+    maps::bump(&maps::DV_GLOBAL, dvnet_common::global::FIB_LOOKUPS);
+    // SAFETY: all-zero bytes are a valid value of this plain C struct of integers.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET as u8;
+    params.l4_protocol = ip.proto;
+    params.__bindgen_anon_1.tot_len = ip.total_len;
+    params.ifindex = LOOPBACK;
+    params.__bindgen_anon_3.ipv4_src = ip.saddr;
+    params.__bindgen_anon_4.ipv4_dst = ip.daddr;
+    // SAFETY: params lives on the stack for the call; the size is its own.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr().cast(),
+            &raw mut params,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            u32::from(BPF_FIB_LOOKUP_SKIP_NEIGH),
+        )
+    };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return None;
+    }
+    // SAFETY: the kernel filled the IPv4 member of the union.
+    Some((params.ifindex, unsafe { params.__bindgen_anon_4.ipv4_dst }))
 }
 
 /// Answers with an ICMP error instead of forwarding; counted under `reason` either way.

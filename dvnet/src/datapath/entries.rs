@@ -14,15 +14,15 @@
 use std::collections::HashMap;
 
 use dvnet_common::{
-    IFACE_FABRIC_PORT, IFACE_FIREWALL, IFACE_FORWARD, IFACE_POLICY_DROP, IfaceInfo, NO_ROUTER,
-    PORT_ANY, PROTO_ANY, ROUTE_CONNECTED, ROUTE_LOCAL, Route, RuleKey, RuleVerdict, VERDICT_ACCEPT,
-    VERDICT_DROP, WILDCARD,
+    IFACE_FABRIC_PORT, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IFACE_FORWARD, IFACE_POLICY_DROP,
+    IfaceInfo, NO_ROUTER, PORT_ANY, PROTO_ANY, ROUTE_CONNECTED, ROUTE_LOCAL, Route, RuleKey,
+    RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP, WILDCARD,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use crate::plan::{Action, Datapath, NodeKind, Plan};
-use crate::topology::Policy;
+use crate::topology::{Policy, Routing};
 
 /// Rule expansions beyond this are refused (nested prefixes multiply).
 pub const MAX_RULE_ENTRIES: usize = 4_000_000;
@@ -75,6 +75,10 @@ pub fn entries(plan: &Plan) -> Result<MapEntries, EntriesError> {
         let mut flags = 0;
         if router && ebpf {
             flags |= IFACE_FORWARD;
+            if plan.routing != Routing::Static {
+                // routes come from a routing daemon: a route-map miss asks the kernel's FIB
+                flags |= IFACE_FIB_FALLBACK;
+            }
             if let Some(fw) = &node.firewall
                 && (!fw.rules.is_empty() || fw.policy == Policy::Drop)
             {

@@ -9,9 +9,12 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::topology::{Endpoint, NodeRef, Policy, Topology};
+use crate::topology::{Endpoint, NodeRef, Policy, Routing, Topology};
+
+pub use frr::FrrPlan;
 
 mod addressing;
+pub mod frr;
 pub mod naming;
 mod routing;
 
@@ -44,7 +47,7 @@ pub struct Plan {
     pub name: String,
     pub id: String,
     pub datapath: Datapath,
-    pub automatic_routing: bool,
+    pub routing: Routing,
     pub update_hosts: bool,
     /// The namespace holding the segments.
     pub fabric_netns: String,
@@ -105,6 +108,8 @@ pub struct NodePlan {
     pub ip_forward: bool,
     /// Routers only: the firewall, resolved to prefixes.
     pub firewall: Option<FirewallPlan>,
+    /// Routers that run FRR.
+    pub frr: Option<FrrPlan>,
 }
 
 /// A node's interface: on a point-to-point segment, one end of the veth pair joining it to the
@@ -288,19 +293,48 @@ impl Plan {
                 routes: Vec::new(),
                 ip_forward: kind == NodeKind::Router && options.datapath == Datapath::Kernel,
                 firewall,
+                frr: None,
             });
         }
 
-        let routing = if topo.automatic_routing {
+        // FRR, where asked: the user's own configuration, or OSPF written by dvnet
+        let mut routers_on = vec![0usize; subnets.len()];
+        for link in links
+            .iter()
+            .filter(|l| nodes[l.node].kind == NodeKind::Router)
+        {
+            routers_on[link.subnet] += 1;
+        }
+        for (r, router) in topo.routers.iter().enumerate() {
+            nodes[r].frr = if let Some(path) = &router.frr_config {
+                Some(FrrPlan::File { path: path.clone() })
+            } else if topo.routing == Routing::Ospf {
+                let node_links: Vec<&LinkPlan> =
+                    nodes[r].links.iter().map(|&l| &links[l as usize]).collect();
+                Some(FrrPlan::Generated {
+                    config: frr::ospf_config(&nodes[r], &node_links, &routers_on),
+                })
+            } else {
+                None
+            };
+        }
+
+        let routing = if topo.routing == Routing::Static {
             routing::compute(topo)
         } else {
             routing::gateways_only(topo)
         };
         let mut warnings = Vec::new();
-        if !topo.automatic_routing && topo.subnets.len() > 1 && !topo.routers.is_empty() {
+        let runs_frr =
+            |r: &crate::topology::Router| topo.routing == Routing::Ospf || r.frr_config.is_some();
+        if topo.routing == Routing::None
+            && topo.subnets.len() > 1
+            && !topo.routers.is_empty()
+            && !topo.routers.iter().any(runs_frr)
+        {
             warnings.push(
                 "automatic_routing is off: routers get only connected routes and hosts a default \
-                 gateway; run a routing daemon (FRR) in the routers, or set \"automatic_routing\": true"
+                 gateway; set \"automatic_routing\": true, or \"routing\": \"ospf\" to run FRR, or run a routing daemon yourself"
                     .to_owned(),
             );
         }
@@ -383,7 +417,7 @@ impl Plan {
             name: topo.name.clone(),
             id: id.clone(),
             datapath: options.datapath,
-            automatic_routing: topo.automatic_routing,
+            routing: topo.routing,
             update_hosts: topo.update_hosts,
             fabric_netns: naming::fabric_netns(&id),
             subnets,

@@ -50,7 +50,7 @@ fn address(plan: &Plan, node: &str, subnet: &str) -> Ipv4Addr {
 fn golden_plans() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let update = std::env::var_os("DVNET_UPDATE_GOLDEN").is_some();
-    for fixture in ["classic", "chain10", "ring", "star"] {
+    for fixture in ["classic", "chain10", "ring", "star", "ospf"] {
         let text = serde_json::to_string_pretty(&plan_of(fixture)).expect("plans serialize") + "\n";
         let path = dir.join(format!("{fixture}.plan.json"));
         if update {
@@ -196,4 +196,30 @@ fn unreachable_subnets_are_reported() {
         "{}",
         p.warnings[0]
     );
+}
+
+#[test]
+fn ospf_routers_get_a_generated_frr_configuration() {
+    let p = plan_of("ospf");
+    let Some(super::FrrPlan::Generated { config }) = &p.node("R-1").unwrap().frr else {
+        panic!("R-1 runs OSPF");
+    };
+    for line in [
+        "hostname R-1",
+        "interface ethr-1-a\n ip ospf area 0.0.0.0\n ip ospf hello-interval 1\n ip ospf dead-interval 3",
+        "interface ethr-1-c\n ip ospf area 0.0.0.0",
+        "router ospf\n ospf router-id 10.0.0.1",
+        // hosts only on A: no hellos there
+        " passive-interface ethr-1-a\n",
+    ] {
+        assert!(config.contains(line), "missing {line:?} in\n{config}");
+    }
+    assert!(
+        !config.contains("passive-interface ethr-1-c"),
+        "C joins the two routers"
+    );
+    // no static routes for routers; hosts keep a gateway
+    assert!(p.node("R-1").unwrap().routes.is_empty());
+    assert_eq!(via(&p, "A-1", "0.0.0.0/0"), "10.0.0.1");
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }

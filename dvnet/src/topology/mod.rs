@@ -28,7 +28,9 @@ pub struct Topology {
     /// A short id derived from the name (see [`network_id`]): used in every kernel object the
     /// network owns.
     pub id: String,
-    pub automatic_routing: bool,
+    /// How routes are made: computed by dvnet (`automatic_routing`), by OSPF in FRR, or by
+    /// nobody (connected routes only).
+    pub routing: Routing,
     pub update_hosts: bool,
     pub outbound: Option<Outbound>,
     /// In file order.
@@ -75,6 +77,23 @@ pub struct Router {
     pub ips: Vec<Option<Ipv4Addr>>,
     pub image: Option<String>,
     pub firewall: Firewall,
+    /// A user's own FRR configuration for this router (absolute path): FRR runs in it with
+    /// this file instead of a generated one.
+    pub frr_config: Option<std::path::PathBuf>,
+}
+
+/// Where routes come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// dvnet computes every route (`"automatic_routing": true`, or `"routing": "static"`).
+    Static,
+    /// Routers run FRR with OSPF, configured by dvnet (`"routing": "ospf"`).
+    Ospf,
+    /// Connected routes only: a routing daemon the user runs fills the rest (the original
+    /// default).
+    #[default]
+    None,
 }
 
 /// `fw_rules` of a router. A matching `drop` rule wins over a matching `accept` rule, which

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 
 use super::{
-    Endpoint, Firewall, FwRule, Host, NodeRef, Outbound, Policy, Proto, Router, Subnet, Topology,
-    TopologyError, network_id, sanitize,
+    Endpoint, Firewall, FwRule, Host, NodeRef, Outbound, Policy, Proto, Router, Routing, Subnet,
+    Topology, TopologyError, network_id, sanitize,
 };
 
 fn fixtures() -> PathBuf {
@@ -50,7 +50,7 @@ fn classic_lab_reads_in_file_order() {
     let expected = Topology {
         name: "Test Net 0".to_owned(),
         id: "test-net-0".to_owned(),
-        automatic_routing: true,
+        routing: Routing::Static,
         update_hosts: false,
         outbound: Some(Outbound {
             cidr: net("192.168.240.0/24"),
@@ -86,6 +86,7 @@ fn classic_lab_reads_in_file_order() {
                         origin: r#"routers."R-1".fw_rules.drop[0]"#.to_owned(),
                     }],
                 },
+                frr_config: None,
             },
             Router {
                 name: "R-2".to_owned(),
@@ -93,6 +94,7 @@ fn classic_lab_reads_in_file_order() {
                 ips: vec![None, None],
                 image: Some("dvnet/router".to_owned()),
                 firewall: Firewall::default(),
+                frr_config: None,
             },
         ],
         hosts: vec![
@@ -113,7 +115,7 @@ fn original_demo_reads_unchanged() {
     let topology = Topology::from_file(&fixtures().join("original-demo.json")).unwrap();
     assert_eq!(topology.name, "Test Net 0");
     assert!(
-        !topology.automatic_routing,
+        topology.routing == Routing::None,
         "automatic_routing defaults to false, as in the original"
     );
     assert!(topology.update_hosts);
@@ -273,7 +275,7 @@ fn keys_match_regardless_of_case() {
         }"#,
     );
     assert_eq!(topology.name, "lab");
-    assert!(topology.automatic_routing && topology.update_hosts);
+    assert!(topology.routing == Routing::Static && topology.update_hosts);
     assert!(topology.outbound.is_some());
     assert_eq!(topology.subnets[0].name, "a", "names keep their case");
     assert_eq!(topology.hosts[0].image.as_deref(), Some("img"));
@@ -397,7 +399,7 @@ fn cidrs_are_normalized_to_their_network() {
 fn minimal_file_takes_defaults() {
     let topology =
         read(r#"{"name": "x", "subnets": {"A": {"cidr": "10.0.0.0/30", "hosts": {"h": {}}}}}"#);
-    assert!(!topology.automatic_routing && !topology.update_hosts);
+    assert!(topology.routing == Routing::None && !topology.update_hosts);
     assert_eq!(topology.outbound, None);
     assert!(topology.routers.is_empty());
     assert_eq!(topology.hosts, [host("h", 0)]);

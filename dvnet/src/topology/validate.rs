@@ -9,8 +9,8 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::parse::{Document, Json};
 use super::{
-    Diagnostic, Endpoint, Firewall, FwRule, Host, NodeRef, Outbound, Policy, Proto, Router, Subnet,
-    Topology, TopologyError,
+    Diagnostic, Endpoint, Firewall, FwRule, Host, NodeRef, Outbound, Policy, Proto, Router,
+    Routing, Subnet, Topology, TopologyError,
 };
 
 /// The longest network id.
@@ -21,6 +21,7 @@ const PREFIX_MAX: u8 = 30;
 const TOP_FIELDS: &[&str] = &[
     "name",
     "automatic_routing",
+    "routing",
     "update_hosts",
     "outbound_access",
     "subnets",
@@ -29,7 +30,7 @@ const TOP_FIELDS: &[&str] = &[
 const OUTBOUND_FIELDS: &[&str] = &["enabled", "cidr"];
 const SUBNET_FIELDS: &[&str] = &["cidr", "hosts"];
 const HOST_FIELDS: &[&str] = &["image", "ip"];
-const ROUTER_FIELDS: &[&str] = &["subnets", "image", "fw_rules", "ip"];
+const ROUTER_FIELDS: &[&str] = &["subnets", "image", "fw_rules", "ip", "frr_config"];
 const FIREWALL_FIELDS: &[&str] = &["policy", "accept", "drop"];
 const RULE_FIELDS: &[&str] = &["src", "dst", "proto", "dport"];
 
@@ -66,7 +67,13 @@ pub fn network_id(name: &str) -> Option<String> {
 
 /// Validates a raw document. `origin` names the file in messages.
 pub fn validate(doc: &Document, origin: &str) -> Result<Topology, TopologyError> {
-    let mut validator = Validator::default();
+    let mut validator = Validator {
+        base_dir: std::path::Path::new(origin)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default(),
+        ..Validator::default()
+    };
     let topology = validator.document(&doc.entries);
     match topology {
         Some(topology) if validator.diagnostics.is_empty() => Ok(topology),
@@ -196,6 +203,8 @@ struct SubnetDraft<'a> {
 /// Reads a document, collecting every error.
 #[derive(Default)]
 struct Validator<'a> {
+    /// Where relative paths in the file (`frr_config`) start: the file's directory.
+    base_dir: std::path::PathBuf,
     diagnostics: Vec<Diagnostic>,
     subnets: Vec<SubnetDraft<'a>>,
     subnet_names: Registry<'a, usize>,
@@ -222,7 +231,7 @@ impl<'a> Validator<'a> {
         let id = name
             .as_ref()
             .and_then(|(name, path)| self.network_id(name, path));
-        let automatic_routing = self.flag(&f, "automatic_routing");
+        let routing = self.routing(&f);
         let update_hosts = self.flag(&f, "update_hosts");
         let outbound = f.get("outbound_access").and_then(|(value, path)| {
             let cidr = self.outbound(value, &path)?;
@@ -257,7 +266,7 @@ impl<'a> Validator<'a> {
         Some(Topology {
             name: name?.0.to_owned(),
             id: id?,
-            automatic_routing,
+            routing,
             update_hosts,
             outbound: outbound.map(|(cidr, _)| Outbound { cidr }),
             subnets,
@@ -409,6 +418,7 @@ impl<'a> Validator<'a> {
             ips: Vec::new(),
             image: None,
             firewall: Firewall::default(),
+            frr_config: None,
         };
         let Some(entries) = self.object(value, path, "{\"subnets\": [\"A\", \"B\"]}") else {
             return router;
@@ -461,6 +471,22 @@ impl<'a> Validator<'a> {
             self.router_addresses(&mut router, &listed, value, &path);
         }
         router.image = self.image(&f);
+        router.frr_config = f.get("frr_config").and_then(|(value, path)| {
+            let text = self.string(value, &path)?;
+            let file = self.base_dir.join(text);
+            if file.is_file() {
+                Some(std::path::absolute(&file).unwrap_or(file))
+            } else {
+                self.error(
+                    &path,
+                    format!(
+                        "no FRR configuration at {} (paths are relative to the topology file)",
+                        file.display()
+                    ),
+                );
+                None
+            }
+        });
         router.firewall = f
             .get("fw_rules")
             .map(|(value, path)| self.firewall(value, &path))
@@ -938,6 +964,47 @@ impl<'a> Validator<'a> {
             self.error(&f.path, format!("missing {place}field {field:?}: {what}"));
         }
         found
+    }
+
+    /// `routing` and `automatic_routing`, which must agree when both are given.
+    fn routing(&mut self, f: &Fields<'a>) -> Routing {
+        let automatic = f
+            .get("automatic_routing")
+            .and_then(|(value, path)| Some((self.boolean(value, &path)?, path)));
+        let Some((value, path)) = f.get("routing") else {
+            return if automatic.is_some_and(|(on, _)| on) {
+                Routing::Static
+            } else {
+                Routing::None
+            };
+        };
+        let Some(text) = self.string(value, &path) else {
+            return Routing::None;
+        };
+        let routing = match text.to_ascii_lowercase().as_str() {
+            "static" => Routing::Static,
+            "ospf" => Routing::Ospf,
+            "none" => Routing::None,
+            _ => {
+                self.error(
+                    &path,
+                    format!("unknown routing {text:?}: expected \"static\", \"ospf\" or \"none\""),
+                );
+                return Routing::None;
+            }
+        };
+        if let Some((on, auto_path)) = automatic
+            && on != (routing == Routing::Static)
+        {
+            self.error(
+                &auto_path,
+                format!(
+                    "automatic_routing {on} contradicts \"routing\": {text:?}; keep one of them \
+                     (\"routing\": \"static\" is automatic_routing true)"
+                ),
+            );
+        }
+        routing
     }
 
     /// An optional `true`/`false` field, false when absent.
