@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::deploy::{self, UpOptions};
 use crate::generate::{self, GenSpec, Shape};
 use crate::inspect;
-use crate::plan::{Datapath, Plan, PlanOptions};
+use crate::plan::{Datapath, Plan, PlanOptions, Runtime};
 use crate::render;
 use crate::state::{self, State};
 use crate::topology::Topology;
@@ -33,6 +33,9 @@ pub enum Command {
         /// How routers forward and filter.
         #[arg(long, value_enum, default_value_t)]
         datapath: Datapath,
+        /// Where nodes run: containers for nodes that name an image (auto), or namespaces only.
+        #[arg(long, value_enum, default_value_t)]
+        runtime: Runtime,
     },
     /// Remove everything a network owns (idempotent; works after a crash too).
     Down {
@@ -83,6 +86,8 @@ pub enum Command {
         json: bool,
         #[arg(long, value_enum, default_value_t)]
         datapath: Datapath,
+        #[arg(long, value_enum, default_value_t)]
+        runtime: Runtime,
     },
     /// Write a generated topology (for tests and benchmarks).
     Gen {
@@ -108,7 +113,7 @@ pub enum Command {
 /// What `main` should exit with when a command fails.
 pub const EXIT_INVALID_INPUT: u8 = 2;
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -146,9 +151,13 @@ fn network_id(arg: &str) -> anyhow::Result<String> {
 /// Whatever the command fails with; a [`crate::topology::TopologyError`] means bad input.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up { file, datapath } => {
+        Command::Up {
+            file,
+            datapath,
+            runtime,
+        } => {
             let topo = Topology::from_file(&file)?;
-            let plan = Plan::build(&topo, PlanOptions { datapath })?;
+            let plan = Plan::build(&topo, PlanOptions { datapath, runtime })?;
             for w in &plan.warnings {
                 eprintln!("warning: {w}");
             }
@@ -157,7 +166,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 progress: deploy::stderr_is_terminal(),
             };
             let started = std::time::Instant::now();
-            let report = runtime()?.block_on(deploy::up(&plan, &options))?;
+            let report = async_runtime()?.block_on(deploy::up(&plan, &options))?;
             println!(
                 "network \"{}\" is up: {} nodes, {} links in {:.2} s",
                 plan.name,
@@ -178,12 +187,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Down { network } => {
             let id = network_id(&network)?;
-            let report = runtime()?.block_on(deploy::down_checked(&id))?;
+            let report = async_runtime()?.block_on(deploy::down_checked(&id))?;
             if report.found_anything() {
                 print!(
                     "network {id} is down: removed {} namespaces",
                     report.namespaces
                 );
+                if report.containers > 0 {
+                    print!(" and {} containers", report.containers);
+                }
                 if report.processes > 0 {
                     print!(
                         ", stopped {} processes still running in them",
@@ -205,7 +217,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect { network, json } => {
             let id = network_id(&network)?;
             let record = State::load(&id)?;
-            let live = runtime()?.block_on(inspect::live(&record.plan))?;
+            let live = async_runtime()?.block_on(inspect::live(&record.plan))?;
             if json {
                 let out = serde_json::json!({"state": record, "nodes": live});
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -233,6 +245,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     names.join(", ")
                 );
             };
+            if node.container {
+                match crate::exec::exec_in_container(&node.netns, &command)? {}
+            }
             match crate::exec::exec_in(&node.netns, &command)? {}
         }
         Command::Validate { file } => {
@@ -248,9 +263,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             json,
             datapath,
+            runtime,
         } => {
             let topo = Topology::from_file(&file)?;
-            let plan = Plan::build(&topo, PlanOptions { datapath })?;
+            let plan = Plan::build(&topo, PlanOptions { datapath, runtime })?;
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &plan)?;

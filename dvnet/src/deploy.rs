@@ -21,10 +21,12 @@ use tracing::{debug, info, instrument};
 
 use crate::datapath::ebpf::{self, Loaded};
 use crate::datapath::{entries, kernel};
+use crate::docker::Containers;
 use crate::netlink::{Netlink, NetlinkError, VethEnd};
 use crate::netns::{self, NetnsError};
 use crate::plan::{Datapath, FabricPort, LinkPlan, NodeKind, Plan, Segment, naming};
 use crate::state::{self, State, StateError, Status};
+use crate::topology::Routing;
 use dvnet_common::programs;
 
 /// Netlink requests in flight at once.
@@ -49,6 +51,8 @@ pub enum DeployError {
     Netns(#[from] NetnsError),
     #[error(transparent)]
     Entries(#[from] crate::datapath::entries::EntriesError),
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
     #[error(transparent)]
     Bpf(#[from] crate::datapath::ebpf::BpfError),
     #[error(transparent)]
@@ -102,6 +106,8 @@ pub struct DownReport {
     pub namespaces: usize,
     /// Processes that were still running inside the nodes.
     pub processes: usize,
+    /// Containers removed.
+    pub containers: usize,
     pub record: bool,
     /// Problems met on the way (teardown carries on past them).
     pub errors: Vec<String>,
@@ -111,7 +117,7 @@ impl DownReport {
     /// Whether there was anything to remove.
     #[must_use]
     pub fn found_anything(&self) -> bool {
-        self.namespaces > 0 || self.record
+        self.namespaces > 0 || self.record || self.containers > 0
     }
 }
 
@@ -134,8 +140,8 @@ fn raise_fd_limit() {
 /// The sysctls (below `/proc/sys/net`) of a node, set from inside its namespace before any interface exists (new
 /// interfaces take the `default` values). New namespaces copy `net.ipv4.conf.{all,default}`
 /// from the host's, so everything that matters is set explicitly.
-fn node_sysctls(ip_forward: bool) -> Vec<(&'static str, &'static str)> {
-    vec![
+fn node_sysctls(ip_forward: bool, fib_fallback: bool) -> Vec<(&'static str, &'static str)> {
+    let mut sysctls = vec![
         ("ipv4/ip_forward", if ip_forward { "1" } else { "0" }),
         // IPv6 is not supported yet: without this, router solicitations, MLD and DAD chatter
         // would land on every link and in every counter.
@@ -146,7 +152,13 @@ fn node_sysctls(ip_forward: bool) -> Vec<(&'static str, &'static str)> {
         ("ipv4/conf/default/rp_filter", "0"),
         // Every traceroute probe deserves its answer.
         ("ipv4/icmp_ratelimit", "0"),
-    ]
+    ];
+    if fib_fallback {
+        // eBPF routers fed by a routing daemon look routes up in the kernel's FIB as if
+        // packets came in on `lo`: forwarding on there alone, so the kernel forwards nothing.
+        sysctls.push(("ipv4/conf/lo/forwarding", "1"));
+    }
+    sysctls
 }
 
 fn fabric_sysctls() -> Vec<(&'static str, &'static str)> {
@@ -161,6 +173,8 @@ fn fabric_sysctls() -> Vec<(&'static str, &'static str)> {
 struct NsJob {
     name: String,
     sysctls: Vec<(&'static str, &'static str)>,
+    /// A container's main process, whose namespace is adopted instead of a new one.
+    adopt: Option<u32>,
 }
 
 /// A created namespace: its descriptor and a netlink socket inside it.
@@ -188,20 +202,25 @@ fn create_namespaces(
                     })?;
                     let mut out = Vec::with_capacity(jobs.len());
                     for job in jobs {
-                        let (fd, socket) =
-                            netns::create_on_this_thread(&job.name, home.as_fd(), || {
-                                let sysctls = netns::NetSysctls::open()?;
-                                for (key, value) in &job.sysctls {
-                                    // Some keys are absent on some kernels (no IPv6); the ones that
-                                    // matter exist everywhere dvnet runs.
-                                    if let Err(e) = sysctls.write(key, value)
-                                        && e.kind() != std::io::ErrorKind::NotFound
-                                    {
-                                        return Err(e);
-                                    }
+                        let init = || {
+                            let sysctls = netns::NetSysctls::open()?;
+                            for (key, value) in &job.sysctls {
+                                // Some keys are absent on some kernels (no IPv6); the ones that
+                                // matter exist everywhere dvnet runs.
+                                if let Err(e) = sysctls.write(key, value)
+                                    && e.kind() != std::io::ErrorKind::NotFound
+                                {
+                                    return Err(e);
                                 }
-                                crate::netlink::socket_here()
-                            })?;
+                            }
+                            crate::netlink::socket_here()
+                        };
+                        let (fd, socket) = match job.adopt {
+                            Some(pid) => {
+                                netns::adopt_on_this_thread(&job.name, pid, home.as_fd(), init)?
+                            }
+                            None => netns::create_on_this_thread(&job.name, home.as_fd(), init)?,
+                        };
                         out.push(NsCreated { fd, socket });
                         bar.inc(1);
                     }
@@ -276,6 +295,14 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
     // verdict on the programs. Loading changes nothing on the host.
     let entries = entries::entries(plan)?;
     let loaded = tokio::task::block_in_place(|| Loaded::new(&entries, plan.links.len()))?;
+    // Container nodes need a daemon and their images, checked before anything is created.
+    let docker = if plan.nodes.iter().any(|n| n.container) {
+        let docker = Containers::connect().await?;
+        docker.check_images(plan).await?;
+        Some(docker)
+    } else {
+        None
+    };
 
     let created = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -290,7 +317,7 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
     };
     record.save()?;
 
-    match build(plan, options, &loaded).await {
+    match build(plan, options, &loaded, docker.as_ref()).await {
         Ok(report) => {
             record.status = Status::Up;
             if let Err(e) = record.save() {
@@ -323,6 +350,7 @@ async fn build<'a>(
     plan: &'a Plan,
     options: &UpOptions,
     loaded: &Loaded,
+    docker: Option<&Containers>,
 ) -> Result<UpReport, DeployError> {
     let mut report = UpReport::default();
     let mut phase_start = Instant::now();
@@ -339,13 +367,29 @@ async fn build<'a>(
 
     netns::prepare_dir()?;
     // namespaces: the fabric first, then one per node (in plan order)
+    // containers first: their namespaces are adopted below
+    let containers = match docker {
+        Some(docker) => docker.create(plan).await?,
+        None => Vec::new(),
+    };
+    if !containers.is_empty() {
+        phase(&mut report, "containers");
+    }
     let mut jobs = vec![NsJob {
         name: plan.fabric_netns.clone(),
         sysctls: fabric_sysctls(),
+        adopt: None,
     }];
-    jobs.extend(plan.nodes.iter().map(|n| NsJob {
+    let pids: std::collections::HashMap<usize, u32> = containers.into_iter().collect();
+    jobs.extend(plan.nodes.iter().enumerate().map(|(i, n)| NsJob {
         name: n.netns.clone(),
-        sysctls: node_sysctls(n.ip_forward),
+        sysctls: node_sysctls(
+            n.ip_forward,
+            n.kind == NodeKind::Router
+                && plan.datapath == Datapath::Ebpf
+                && plan.routing != Routing::Static,
+        ),
+        adopt: pids.get(&i).copied(),
     }));
     let bar = progress(options.progress, jobs.len(), "namespaces");
     let workers = std::thread::available_parallelism()
@@ -600,10 +644,6 @@ pub fn etc_netns_dir(ns: &str) -> PathBuf {
 
 /// Removes everything network `id` owns: its namespaces (nodes first, then the fabric), its
 /// per-namespace files and its record. Idempotent; carries on past errors and reports them.
-#[expect(
-    clippy::unused_async,
-    reason = "containers (Docker) are removed here too, asynchronously"
-)]
 pub async fn down(id: &str) -> DownReport {
     let mut report = DownReport::default();
     let names: BTreeSet<String> = match netns::list() {
@@ -617,6 +657,17 @@ pub async fn down(id: &str) -> DownReport {
         }
     };
     let fabric = naming::fabric_netns(id);
+    // Containers (found by label, so also after a crash); only if a daemon answers: without
+    // one, no container of ours can be running.
+    if let Ok(docker) = Containers::connect().await {
+        match docker.remove_network(id).await {
+            Ok((removed, errors)) => {
+                report.containers = removed;
+                report.errors.extend(errors);
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
     // Processes left running inside the nodes (a server started with `dvnet exec`) would keep
     // their namespaces alive, unseen, after the mounts are gone: they belong to the network.
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();

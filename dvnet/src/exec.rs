@@ -38,6 +38,35 @@ fn sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> ExecError {
     move |source| ExecError::Sys { op, source }
 }
 
+/// Replaces the process with `docker exec` into a container node (`-t` when this is a
+/// terminal), the way users reach containers anyway.
+///
+/// # Errors
+/// When the docker client cannot be started.
+pub fn exec_in_container(container: &str, command: &[String]) -> Result<Infallible, ExecError> {
+    use std::io::IsTerminal as _;
+    let mut argv: Vec<String> = vec!["docker".into(), "exec".into(), "-i".into()];
+    if std::io::stdin().is_terminal() {
+        argv.push("-t".into());
+    }
+    argv.push(container.to_owned());
+    if command.is_empty() {
+        argv.extend([
+            "sh".into(),
+            "-c".into(),
+            "command -v bash >/dev/null && exec bash || exec sh".into(),
+        ]);
+    } else {
+        argv.extend(command.iter().cloned());
+    }
+    let argv: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_str()).map_err(|_| ExecError::Nul(a.clone())))
+        .collect::<Result<_, _>>()?;
+    nix::unistd::execvp(&argv[0], &argv)
+        .map_err(sys("running docker exec (is the docker client installed?)"))
+}
+
 /// Enters namespace `ns` and replaces the process with `command` (a login shell when empty).
 ///
 /// # Errors

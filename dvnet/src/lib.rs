@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod datapath;
 pub mod deploy;
+pub mod docker;
 pub mod exec;
 pub mod generate;
 pub mod inspect;

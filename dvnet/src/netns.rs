@@ -176,6 +176,56 @@ pub fn create_on_this_thread<T>(
     result
 }
 
+/// Gives the namespace of process `pid` (a container's) the name `name`, like
+/// `ip netns attach`, then runs `init` inside it on the calling thread and returns the thread
+/// to `home`. Must run on a thread that does nothing else in between.
+///
+/// # Errors
+/// The name is taken, or a system call fails (then the name is removed again).
+pub fn adopt_on_this_thread<T>(
+    name: &str,
+    pid: u32,
+    home: BorrowedFd<'_>,
+    init: impl FnOnce() -> io::Result<T>,
+) -> Result<(OwnedFd, T), NetnsError> {
+    let target = path(name);
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&target)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(NetnsError::Exists {
+                name: name.to_owned(),
+            });
+        }
+        Err(e) => return Err(io_err("creating", name)(e)),
+    }
+    let result = (|| {
+        let source = format!("/proc/{pid}/ns/net");
+        mount(
+            Some(source.as_str()),
+            &target,
+            Some("none"),
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(nix_err("mounting", name))?;
+        let fd = open(name)?;
+        setns(&fd, CloneFlags::CLONE_NEWNET).map_err(nix_err("entering", name))?;
+        let value = init().map_err(io_err("setting up", name));
+        setns(home, CloneFlags::CLONE_NEWNET).map_err(nix_err("leaving", name))?;
+        Ok((fd, value?))
+    })();
+    if result.is_err() {
+        let _ = umount2(&target, MntFlags::MNT_DETACH);
+        let _ = fs::remove_file(&target);
+    }
+    result
+}
+
 /// Runs `f` inside the namespace `ns` on a new thread and returns its result.
 ///
 /// # Errors

@@ -36,6 +36,7 @@ impl Bench {
             &topo,
             PlanOptions {
                 datapath: Datapath::Ebpf,
+                ..PlanOptions::default()
             },
         )
         .expect("plan");

@@ -279,6 +279,7 @@ mod tests {
             &topo,
             PlanOptions {
                 datapath: Datapath::Ebpf,
+                ..PlanOptions::default()
             },
         )
         .expect("plan")
@@ -373,6 +374,7 @@ mod tests {
             &topo,
             PlanOptions {
                 datapath: Datapath::Kernel,
+                ..PlanOptions::default()
             },
         )
         .unwrap();

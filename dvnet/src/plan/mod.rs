@@ -29,10 +29,22 @@ pub enum Datapath {
     Kernel,
 }
 
+/// Where nodes run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// Nodes that name an image run as Docker containers, the others as namespaces.
+    #[default]
+    Auto,
+    /// Every node runs as a network namespace, images ignored (large benchmarks).
+    Netns,
+}
+
 /// Choices made at `up` time that shape the plan.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PlanOptions {
     pub datapath: Datapath,
+    pub runtime: Runtime,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,9 +109,11 @@ pub enum NodeKind {
 pub struct NodePlan {
     pub name: String,
     pub kind: NodeKind,
-    /// Namespace name (or container name for image nodes).
+    /// Namespace name (and container name for container nodes).
     pub netns: String,
     pub image: Option<String>,
+    /// Runs as a Docker container (it names an image, and the runtime is not `netns`).
+    pub container: bool,
     /// This node's links, in interface order.
     pub links: Vec<u32>,
     /// Routes beyond the connected ones.
@@ -289,6 +303,7 @@ impl Plan {
                 kind,
                 netns: naming::node_netns(&id, name),
                 image: topo.node_image(node).map(str::to_owned),
+                container: topo.node_image(node).is_some() && options.runtime == Runtime::Auto,
                 links: node_links,
                 routes: Vec::new(),
                 ip_forward: kind == NodeKind::Router && options.datapath == Datapath::Kernel,
@@ -452,24 +467,31 @@ impl Plan {
         node.links.iter().map(|&l| &self.links[l as usize])
     }
 
-    /// Every name and address, for `/etc/hosts` (`update_hosts`): routers get one line per
-    /// address, the first one also under the plain name.
+    /// Every name and address, for name resolution in the nodes (`update_hosts`): each node
+    /// under its own name at its first address, and every interface as `<node>-<subnet>`.
+    #[must_use]
+    pub fn host_entries(&self) -> Vec<(String, Ipv4Addr)> {
+        let mut entries = Vec::with_capacity(self.links.len() + self.nodes.len());
+        for node in &self.nodes {
+            for (i, link) in self.links_of(node).enumerate() {
+                if i == 0 {
+                    entries.push((node.name.clone(), link.address));
+                }
+                entries.push((
+                    format!("{}-{}", node.name, self.subnets[link.subnet].name),
+                    link.address,
+                ));
+            }
+        }
+        entries
+    }
+
+    /// `/etc/hosts` for namespace nodes (`update_hosts`).
     #[must_use]
     pub fn hosts_file(&self) -> String {
         let mut out = String::from("127.0.0.1\tlocalhost\n");
-        for node in &self.nodes {
-            for (i, link) in self.links_of(node).enumerate() {
-                let subnet = &self.subnets[link.subnet].name;
-                if i == 0 {
-                    let _ = writeln!(
-                        out,
-                        "{}\t{} {}-{}",
-                        link.address, node.name, node.name, subnet
-                    );
-                } else {
-                    let _ = writeln!(out, "{}\t{}-{}", link.address, node.name, subnet);
-                }
-            }
+        for (name, addr) in self.host_entries() {
+            let _ = writeln!(out, "{addr}\t{name}");
         }
         out
     }

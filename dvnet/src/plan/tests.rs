@@ -15,6 +15,7 @@ fn plan_of(fixture: &str) -> Plan {
         &topo,
         PlanOptions {
             datapath: Datapath::Ebpf,
+            ..PlanOptions::default()
         },
     )
     .expect("plan")
