@@ -248,7 +248,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if node.container {
                 match crate::exec::exec_in_container(&node.netns, &command)? {}
             }
-            match crate::exec::exec_in(&node.netns, &command)? {}
+            let frr_dir = crate::frr::dir(&id, node);
+            match crate::exec::exec_in(&node.netns, Some(&frr_dir), &command)? {}
         }
         Command::Validate { file } => {
             let topo = Topology::from_file(&file)?;

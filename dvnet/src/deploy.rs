@@ -54,6 +54,8 @@ pub enum DeployError {
     #[error(transparent)]
     Docker(#[from] crate::docker::DockerError),
     #[error(transparent)]
+    Frr(#[from] crate::frr::FrrError),
+    #[error(transparent)]
     Bpf(#[from] crate::datapath::ebpf::BpfError),
     #[error(transparent)]
     KernelFirewall(#[from] crate::datapath::kernel::KernelFirewallError),
@@ -96,6 +98,8 @@ pub struct UpOptions {
 #[derive(Clone, Debug, Default)]
 pub struct UpReport {
     pub namespaces: usize,
+    /// Routers where FRR was started.
+    pub frr_routers: usize,
     pub links: usize,
     pub phases: Vec<(&'static str, Duration)>,
 }
@@ -141,8 +145,18 @@ fn raise_fd_limit() {
 /// interfaces take the `default` values). New namespaces copy `net.ipv4.conf.{all,default}`
 /// from the host's, so everything that matters is set explicitly.
 fn node_sysctls(ip_forward: bool, fib_fallback: bool) -> Vec<(&'static str, &'static str)> {
-    let mut sysctls = vec![
-        ("ipv4/ip_forward", if ip_forward { "1" } else { "0" }),
+    let mut sysctls = if fib_fallback {
+        // An eBPF router fed by a routing daemon. FRR installs no transit routes unless it
+        // reads `ip_forward` as 1, and the program looks routes up in the kernel's FIB as if
+        // packets came in on `lo`, which needs forwarding there. The kernel decides forwarding
+        // per device: `ip_forward` sets every device (lo included) and the default, and the
+        // default back to 0 leaves every interface created later not forwarding. So the
+        // kernel forwards nothing; the program does.
+        vec![("ipv4/ip_forward", "1"), ("ipv4/conf/default/forwarding", "0")]
+    } else {
+        vec![("ipv4/ip_forward", if ip_forward { "1" } else { "0" })]
+    };
+    sysctls.extend([
         // IPv6 is not supported yet: without this, router solicitations, MLD and DAD chatter
         // would land on every link and in every counter.
         ("ipv6/conf/all/disable_ipv6", "1"),
@@ -152,12 +166,7 @@ fn node_sysctls(ip_forward: bool, fib_fallback: bool) -> Vec<(&'static str, &'st
         ("ipv4/conf/default/rp_filter", "0"),
         // Every traceroute probe deserves its answer.
         ("ipv4/icmp_ratelimit", "0"),
-    ];
-    if fib_fallback {
-        // eBPF routers fed by a routing daemon look routes up in the kernel's FIB as if
-        // packets came in on `lo`: forwarding on there alone, so the kernel forwards nothing.
-        sysctls.push(("ipv4/conf/lo/forwarding", "1"));
-    }
+    ]);
     sysctls
 }
 
@@ -543,6 +552,11 @@ async fn build<'a>(
     }
     phase(&mut report, "datapath");
 
+    report.frr_routers = crate::frr::start(plan, docker).await?;
+    if report.frr_routers > 0 {
+        phase(&mut report, "frr");
+    }
+
     if plan.update_hosts {
         write_hosts_files(plan)?;
         phase(&mut report, "hosts files");
@@ -710,6 +724,8 @@ pub async fn down(id: &str) -> DownReport {
         }
     }
     report.record |= state::dir(id).exists();
+    // the UTS namespaces of namespace routers running FRR are mounted inside the record
+    report.errors.extend(crate::frr::release(id));
     if let Err(e) = State::remove(id) {
         report.errors.push(e.to_string());
     }

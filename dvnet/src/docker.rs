@@ -76,6 +76,12 @@ impl Containers {
         }
     }
 
+    /// The underlying client.
+    #[must_use]
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
     /// Checks that every image the plan's container nodes need is present (pulling is left to
     /// the user: here no registry may be reachable, and a silent pull of a large image would
     /// be a surprise).

@@ -68,12 +68,22 @@ pub fn exec_in_container(container: &str, command: &[String]) -> Result<Infallib
 }
 
 /// Enters namespace `ns` and replaces the process with `command` (a login shell when empty).
+/// `frr`: the router's FRR directory, if it runs FRR from the host: its UTS namespace is
+/// entered and the directory shows as `/etc/frr` and `/run/frr`, so `vtysh` reaches it.
 ///
 /// # Errors
 /// Entering the namespace or starting the command fails.
-pub fn exec_in(ns: &str, command: &[String]) -> Result<Infallible, ExecError> {
+pub fn exec_in(ns: &str, frr: Option<&Path>, command: &[String]) -> Result<Infallible, ExecError> {
     let fd = netns::open(ns)?;
     setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(sys(format!("entering namespace {ns}")))?;
+    let frr = frr.filter(|d| d.join("uts").exists());
+    if let Some(dir) = frr {
+        let uts = std::fs::File::open(dir.join("uts")).map_err(|e| ExecError::Sys {
+            op: format!("opening {}", dir.join("uts").display()),
+            source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+        setns(uts.as_fd(), CloneFlags::CLONE_NEWUTS).map_err(sys("entering the router's UTS namespace"))?;
+    }
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("creating a mount namespace"))?;
     // Keep our mounts from propagating back to the host.
     mount(
@@ -93,6 +103,14 @@ pub fn exec_in(ns: &str, command: &[String]) -> Result<Infallible, ExecError> {
             MsFlags::empty(),
             None::<&str>,
         );
+    }
+    if let Some(dir) = frr {
+        for target in ["/etc/frr", "/run/frr"] {
+            if Path::new(target).is_dir() {
+                mount(Some(dir), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                    .map_err(sys(format!("bind-mounting {} on {target}", dir.display())))?;
+            }
+        }
     }
     let etc = etc_netns_dir(ns);
     if let Ok(entries) = std::fs::read_dir(&etc) {

@@ -21,3 +21,4 @@ pub mod render;
 pub mod state;
 pub mod stats;
 pub mod topology;
+pub mod frr;

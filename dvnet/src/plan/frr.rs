@@ -50,7 +50,7 @@ pub fn ospf_config(node: &NodePlan, links: &[&LinkPlan], routers_on: &[usize]) -
             let _ = writeln!(c, " passive-interface {}", link.ifname);
         }
     }
-    // SPF right away: labs want convergence, not damping
-    c.push_str(" timers throttle spf 0 50 1000\n!\n");
+    // SPF and LSAs right away: labs want convergence in seconds, not damping
+    c.push_str(" timers throttle spf 0 50 1000\n timers throttle lsa all 0\n timers lsa min-arrival 0\n!\n");
     c
 }
