@@ -152,7 +152,10 @@ fn node_sysctls(ip_forward: bool, fib_fallback: bool) -> Vec<(&'static str, &'st
         // per device: `ip_forward` sets every device (lo included) and the default, and the
         // default back to 0 leaves every interface created later not forwarding. So the
         // kernel forwards nothing; the program does.
-        vec![("ipv4/ip_forward", "1"), ("ipv4/conf/default/forwarding", "0")]
+        vec![
+            ("ipv4/ip_forward", "1"),
+            ("ipv4/conf/default/forwarding", "0"),
+        ]
     } else {
         vec![("ipv4/ip_forward", if ip_forward { "1" } else { "0" })]
     };

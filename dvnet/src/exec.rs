@@ -82,7 +82,8 @@ pub fn exec_in(ns: &str, frr: Option<&Path>, command: &[String]) -> Result<Infal
             op: format!("opening {}", dir.join("uts").display()),
             source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         })?;
-        setns(uts.as_fd(), CloneFlags::CLONE_NEWUTS).map_err(sys("entering the router's UTS namespace"))?;
+        setns(uts.as_fd(), CloneFlags::CLONE_NEWUTS)
+            .map_err(sys("entering the router's UTS namespace"))?;
     }
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("creating a mount namespace"))?;
     // Keep our mounts from propagating back to the host.
@@ -107,8 +108,14 @@ pub fn exec_in(ns: &str, frr: Option<&Path>, command: &[String]) -> Result<Infal
     if let Some(dir) = frr {
         for target in ["/etc/frr", "/run/frr"] {
             if Path::new(target).is_dir() {
-                mount(Some(dir), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                    .map_err(sys(format!("bind-mounting {} on {target}", dir.display())))?;
+                mount(
+                    Some(dir),
+                    target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(sys(format!("bind-mounting {} on {target}", dir.display())))?;
             }
         }
     }

@@ -45,7 +45,11 @@ pub enum FrrError {
     )]
     NotInstalled { router: String },
     #[error("router {router}: {op}: {detail}")]
-    Start { router: String, op: String, detail: String },
+    Start {
+        router: String,
+        op: String,
+        detail: String,
+    },
 }
 
 /// The FRR daemons a configuration needs, beyond zebra and staticd: one per `router <proto>`.
@@ -89,11 +93,15 @@ pub async fn start(plan: &Plan, docker: Option<&Containers>) -> Result<usize, Fr
         .filter_map(|n| Some((n, n.frr.as_ref()?)))
         .map(|(n, frr)| match frr {
             FrrPlan::Generated { config } => Ok((n, config.clone())),
-            FrrPlan::File { path } => std::fs::read_to_string(path).map(|c| (n, c)).map_err(|source| FrrError::Config {
-                router: n.name.clone(),
-                path: path.display().to_string(),
-                source,
-            }),
+            FrrPlan::File { path } => {
+                std::fs::read_to_string(path)
+                    .map(|c| (n, c))
+                    .map_err(|source| FrrError::Config {
+                        router: n.name.clone(),
+                        path: path.display().to_string(),
+                        source,
+                    })
+            }
         })
         .collect::<Result<_, _>>()?;
     let count = routers.len();
@@ -123,7 +131,11 @@ async fn in_container(docker: &Containers, node: &NodePlan, config: &str) -> Res
          umask 027 && printf '%s' \"$DVNET_FRR_CONF\" > /etc/frr/frr.conf && chown frr:frr /etc/frr/frr.conf && \
          exec dvnet-frr start {daemons}"
     );
-    let err = |op: &str, detail: String| FrrError::Start { router: node.name.clone(), op: op.to_owned(), detail };
+    let err = |op: &str, detail: String| FrrError::Start {
+        router: node.name.clone(),
+        op: op.to_owned(),
+        detail,
+    };
     let exec = docker
         .client()
         .create_exec(
@@ -139,53 +151,107 @@ async fn in_container(docker: &Containers, node: &NodePlan, config: &str) -> Res
         .await
         .map_err(|e| err("docker exec", e.to_string()))?;
     let mut output = String::new();
-    if let StartExecResults::Attached { output: mut out, .. } =
-        docker.client().start_exec(&exec.id, None).await.map_err(|e| err("docker exec", e.to_string()))?
+    if let StartExecResults::Attached {
+        output: mut out, ..
+    } = docker
+        .client()
+        .start_exec(&exec.id, None)
+        .await
+        .map_err(|e| err("docker exec", e.to_string()))?
     {
         while let Some(Ok(chunk)) = out.next().await {
             output.push_str(&chunk.to_string());
         }
     }
-    let code = docker.client().inspect_exec(&exec.id).await.map_err(|e| err("docker exec", e.to_string()))?.exit_code;
-    if code == Some(0) { Ok(()) } else { Err(err("dvnet-frr start", format!("exit {code:?}: {}", output.trim()))) }
+    let code = docker
+        .client()
+        .inspect_exec(&exec.id)
+        .await
+        .map_err(|e| err("docker exec", e.to_string()))?
+        .exit_code;
+    if code == Some(0) {
+        Ok(())
+    } else {
+        Err(err(
+            "dvnet-frr start",
+            format!("exit {code:?}: {}", output.trim()),
+        ))
+    }
 }
 
 fn in_namespace(id: &str, node: &NodePlan, config: &str) -> Result<(), FrrError> {
-    let err = |op: &str, detail: String| FrrError::Start { router: node.name.clone(), op: op.to_owned(), detail };
+    let err = |op: &str, detail: String| FrrError::Start {
+        router: node.name.clone(),
+        op: op.to_owned(),
+        detail,
+    };
     if !Path::new(FRR_LIB).join("zebra").exists() {
-        return Err(FrrError::NotInstalled { router: node.name.clone() });
+        return Err(FrrError::NotInstalled {
+            router: node.name.clone(),
+        });
     }
     let dir = dir(id, node);
-    let (uid, gid) = frr_user().ok_or_else(|| err("finding the frr user", "no user `frr` on this host".into()))?;
+    let (uid, gid) = frr_user()
+        .ok_or_else(|| err("finding the frr user", "no user `frr` on this host".into()))?;
     let io = |op: &'static str| move |e: std::io::Error| err(op, e.to_string());
     std::fs::create_dir_all(&dir).map_err(io("creating its directory"))?;
-    for (file, text) in [("frr.conf", config), ("vtysh.conf", "service integrated-vtysh-config\n")] {
+    for (file, text) in [
+        ("frr.conf", config),
+        ("vtysh.conf", "service integrated-vtysh-config\n"),
+    ] {
         let path = dir.join(file);
         std::fs::write(&path, text).map_err(io("writing its configuration"))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).map_err(io("writing its configuration"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))
+            .map_err(io("writing its configuration"))?;
         nix::unistd::chown(&path, Some(uid), Some(gid)).map_err(|e| err("chown", e.to_string()))?;
     }
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).map_err(io("creating its directory"))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750))
+        .map_err(io("creating its directory"))?;
     nix::unistd::chown(&dir, Some(uid), Some(gid)).map_err(|e| err("chown", e.to_string()))?;
 
     let net = netns::open(&node.netns).map_err(|e| err("opening its namespace", e.to_string()))?;
-    let uts = uts_namespace(&dir.join("uts"), &crate::docker::hostname(&node.name)).map_err(io("creating its UTS namespace"))?;
+    let uts = uts_namespace(&dir.join("uts"), &crate::docker::hostname(&node.name))
+        .map_err(io("creating its UTS namespace"))?;
     let d = dir.display().to_string();
     for daemon in ["zebra", "staticd"].into_iter().chain(daemons(config)) {
         let mut cmd = Command::new(Path::new(FRR_LIB).join(daemon));
-        cmd.args(["-d", "-F", "traditional", "-P", "0", "-f", "/dev/null", "--vty_socket", &d])
-            .args(["-z", &format!("{d}/zserv.api"), "-i", &format!("{d}/{daemon}.pid")])
-            .args(["--log", &format!("file:{d}/{daemon}.log"), "--log-level", "informational"]);
+        cmd.args([
+            "-d",
+            "-F",
+            "traditional",
+            "-P",
+            "0",
+            "-f",
+            "/dev/null",
+            "--vty_socket",
+            &d,
+        ])
+        .args([
+            "-z",
+            &format!("{d}/zserv.api"),
+            "-i",
+            &format!("{d}/{daemon}.pid"),
+        ])
+        .args([
+            "--log",
+            &format!("file:{d}/{daemon}.log"),
+            "--log-level",
+            "informational",
+        ]);
         if daemon == "zebra" {
             // a netlink receive buffer big enough for full route dumps
             cmd.args(["-s", "90000000"]);
         }
-        run_inside(&mut cmd, &net, &uts).map_err(|e| err(&format!("starting {daemon} (see {d}/{daemon}.log)"), e))?;
+        run_inside(&mut cmd, &net, &uts)
+            .map_err(|e| err(&format!("starting {daemon} (see {d}/{daemon}.log)"), e))?;
         let socket = dir.join(format!("{daemon}.vty"));
         let deadline = Instant::now() + Duration::from_secs(5);
         while !socket.exists() {
             if Instant::now() > deadline {
-                return Err(err(&format!("starting {daemon}"), format!("no {} after 5 s (see {d}/{daemon}.log)", socket.display())));
+                return Err(err(
+                    &format!("starting {daemon}"),
+                    format!("no {} after 5 s (see {d}/{daemon}.log)", socket.display()),
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -198,7 +264,10 @@ fn in_namespace(id: &str, node: &NodePlan, config: &str) -> Result<(), FrrError>
 /// The frr user and group of the host.
 fn frr_user() -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {
     let user = nix::unistd::User::from_name("frr").ok()??;
-    let group = nix::unistd::Group::from_name("frr").ok().flatten().map_or(user.gid, |g| g.gid);
+    let group = nix::unistd::Group::from_name("frr")
+        .ok()
+        .flatten()
+        .map_or(user.gid, |g| g.gid);
     Some((user.uid, group))
 }
 
@@ -209,7 +278,13 @@ fn uts_namespace(file: &Path, hostname: &str) -> std::io::Result<OwnedFd> {
         s.spawn(|| -> std::io::Result<()> {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)?;
             nix::unistd::sethostname(hostname)?;
-            nix::mount::mount(Some("/proc/thread-self/ns/uts"), file, Some("none"), nix::mount::MsFlags::MS_BIND, None::<&str>)?;
+            nix::mount::mount(
+                Some("/proc/thread-self/ns/uts"),
+                file,
+                Some("none"),
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
             Ok(())
         })
         .join()
@@ -221,7 +296,9 @@ fn uts_namespace(file: &Path, hostname: &str) -> std::io::Result<OwnedFd> {
 /// Runs a command to completion inside the router's network and UTS namespaces.
 fn run_inside(cmd: &mut Command, net: &OwnedFd, uts: &OwnedFd) -> Result<(), String> {
     let (net, uts) = (net.as_fd().as_raw_fd(), uts.as_fd().as_raw_fd());
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // SAFETY: setns is async-signal-safe; the descriptors outlive the spawn.
     unsafe {
         cmd.pre_exec(move || {
@@ -237,14 +314,24 @@ fn run_inside(cmd: &mut Command, net: &OwnedFd, uts: &OwnedFd) -> Result<(), Str
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{}: {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)).trim().to_owned())
+        Err(format!(
+            "{}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .trim()
+        .to_owned())
     }
 }
 
 /// Unmounts the UTS namespaces of a network's namespace routers (before its record goes).
+#[must_use]
 pub fn release(id: &str) -> Vec<String> {
     let mut errors = Vec::new();
-    let Ok(entries) = std::fs::read_dir(state::dir(id).join("frr")) else { return errors };
+    let Ok(entries) = std::fs::read_dir(state::dir(id).join("frr")) else {
+        return errors;
+    };
     for entry in entries.flatten() {
         let uts = entry.path().join("uts");
         if uts.exists() {
@@ -264,7 +351,10 @@ mod tests {
     #[test]
     fn daemons_follow_the_configuration() {
         assert_eq!(daemons("router ospf\n ospf router-id 1.1.1.1\n"), ["ospfd"]);
-        assert_eq!(daemons("router bgp 65000\n!\nrouter ospf\n!\nrouter bgp 65000 vrf x\n"), ["bgpd", "ospfd"]);
+        assert_eq!(
+            daemons("router bgp 65000\n!\nrouter ospf\n!\nrouter bgp 65000 vrf x\n"),
+            ["bgpd", "ospfd"]
+        );
         assert!(daemons("interface eth0\n ip address 10.0.0.1/24\n").is_empty());
     }
 }

@@ -248,3 +248,41 @@ pub fn leftovers_of(id: &str) -> Vec<String> {
     }
     found
 }
+
+/// Returns `true` when a Docker daemon answers and dvnet's images are there; otherwise prints
+/// why the test is skipped, or panics when skipping is not allowed (CI).
+#[must_use]
+pub fn require_docker(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    let images = Command::new("docker")
+        .args(["image", "inspect", "dvnet/host", "dvnet/router"])
+        .output();
+    if images.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    let why = format!(
+        "{test}: needs a Docker daemon with dvnet/host and dvnet/router (`./setup.sh --docker`)"
+    );
+    assert!(
+        std::env::var_os("DVNET_REQUIRE_ROOT_TESTS").is_none_or(|v| v != "1"),
+        "DVNET_REQUIRE_ROOT_TESTS=1 but {why}"
+    );
+    eprintln!("skipping: {why}");
+    false
+}
+
+/// Retries `check` every 100 ms until it holds or `seconds` pass.
+pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
