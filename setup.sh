@@ -28,7 +28,7 @@ say() { printf 'setup: %s\n' "$*"; }
 # daemons). With --docker: Docker, unless a dockerd is already installed (docker-ce, say),
 # and debootstrap, which builds the node images offline.
 packages=(llvm-22-dev libzstd-dev build-essential pkg-config iproute2 iputils-ping traceroute iperf3
-          tcpdump iptables procps util-linux psmisc ethtool bpftool frr)
+          tcpdump iptables nftables procps util-linux psmisc ethtool bpftool frr)
 if [ "$with_docker" = 1 ]; then
   command -v dockerd >/dev/null || packages+=(docker.io)
   packages+=(debootstrap)

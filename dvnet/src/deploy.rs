@@ -56,6 +56,8 @@ pub enum DeployError {
     #[error(transparent)]
     Frr(#[from] crate::frr::FrrError),
     #[error(transparent)]
+    Outbound(#[from] crate::outbound::OutboundError),
+    #[error(transparent)]
     Bpf(#[from] crate::datapath::ebpf::BpfError),
     #[error(transparent)]
     KernelFirewall(#[from] crate::datapath::kernel::KernelFirewallError),
@@ -307,6 +309,23 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
     // verdict on the programs. Loading changes nothing on the host.
     let entries = entries::entries(plan)?;
     let loaded = tokio::task::block_in_place(|| Loaded::new(&entries, plan.links.len()))?;
+    // Outbound access: nftables there, no clash with the host's routes, ports free.
+    if plan.uplink.is_some() {
+        // published ports only collide within one host (namespace)
+        let here = host_netns_inode();
+        let others: Vec<Plan> = State::ids()?
+            .iter()
+            .filter_map(|i| State::load(i).ok())
+            .filter(|s| s.host.as_ref().is_some_and(|h| h.netns == here))
+            .map(|s| s.plan)
+            .collect();
+        let host_routes = host_netlink()?.routes().await?;
+        let prefixes: Vec<ipnet::Ipv4Net> = host_routes
+            .iter()
+            .filter_map(crate::inspect::route_prefix)
+            .collect();
+        crate::outbound::preflight(plan, &prefixes, &others)?;
+    }
     // Container nodes need a daemon and their images, checked before anything is created.
     let docker = if plan.nodes.iter().any(|n| n.container) {
         let docker = Containers::connect().await?;
@@ -326,10 +345,15 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
         created,
         pid: std::process::id(),
         plan: plan.clone(),
+        host: None,
     };
     record.save()?;
 
-    match build(plan, options, &loaded, docker.as_ref()).await {
+    let built = match build(plan, options, &loaded, docker.as_ref()).await {
+        Ok(report) if plan.uplink.is_some() => host_side(plan, &mut record).map(|()| report),
+        other => other,
+    };
+    match built {
         Ok(report) => {
             record.status = Status::Up;
             if let Err(e) = record.save() {
@@ -492,6 +516,11 @@ async fn build<'a>(
     report.links = plan.links.len();
     phase(&mut report, "links");
 
+    if let Some(uplink) = &plan.uplink {
+        uplink_interface(plan, uplink, &fabric_nl).await?;
+        phase(&mut report, "uplink");
+    }
+
     // inside every node: loopback and interfaces up, addresses, then routes
     let bar = progress(options.progress, plan.nodes.len(), "addresses");
     stream::iter(plan.nodes.iter().zip(&nodes))
@@ -573,6 +602,89 @@ async fn build<'a>(
         "network built"
     );
     Ok(report)
+}
+
+/// A netlink handle in the namespace dvnet runs in (the host's).
+fn host_netlink() -> Result<Netlink, DeployError> {
+    let socket = crate::netlink::socket_here().map_err(|source| DeployError::Io {
+        op: "opening netlink".into(),
+        source,
+    })?;
+    Netlink::from_socket(socket, "the host").map_err(|source| DeployError::Io {
+        op: "opening netlink".into(),
+        source,
+    })
+}
+
+/// The inode of the calling thread's network namespace (which host a change was made on).
+fn host_netns_inode() -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino())
+}
+
+/// The host's end of the uplink: a veth from the uplink bridge into the host's namespace,
+/// its address, and routes to the network's subnets through the border routers.
+async fn uplink_interface(
+    plan: &Plan,
+    uplink: &crate::plan::UplinkPlan,
+    fabric_nl: &Netlink,
+) -> Result<(), DeployError> {
+    let home = netns::current().map_err(|source| DeployError::Io {
+        op: "opening the host namespace".into(),
+        source,
+    })?;
+    let Segment::Bridge {
+        ifindex: bridge, ..
+    } = plan.subnets[uplink.subnet].segment
+    else {
+        unreachable!("the uplink is always a bridge");
+    };
+    let port = &uplink.fabric_port;
+    let fabric_end = VethEnd {
+        name: &port.ifname,
+        ifindex: port.ifindex,
+        mac: port.mac,
+        netns: None,
+        master: Some(bridge),
+    };
+    let host_end = VethEnd {
+        name: &uplink.host_ifname,
+        ifindex: 0,
+        mac: crate::plan::naming::mac_for(uplink.host_address, false),
+        netns: Some(home.as_fd()),
+        master: None,
+    };
+    fabric_nl.add_veth(&fabric_end, &host_end).await?;
+    let host = host_netlink()?;
+    let index = host.index_of(&uplink.host_ifname).await?;
+    host.set_up(index).await?;
+    host.add_address(
+        index,
+        uplink.host_address,
+        plan.subnets[uplink.subnet].cidr.prefix_len(),
+    )
+    .await?;
+    for (dest, via) in &uplink.host_routes {
+        host.add_route(*dest, *via, index).await?;
+    }
+    Ok(())
+}
+
+/// Forwarding, NAT and FORWARD accepts on the host, recorded before they are made so a
+/// rollback or `down` can undo them.
+fn host_side(plan: &Plan, record: &mut State) -> Result<(), DeployError> {
+    let mut changes = crate::outbound::HostChanges {
+        netns: host_netns_inode(),
+        forwarding_before: crate::outbound::forwarding_snapshot(),
+        iptables_forward: false,
+    };
+    // recorded first: if applying fails halfway, `down` knows what to restore
+    record.host = Some(changes.clone());
+    record.save()?;
+    let result = crate::outbound::apply(plan, &mut changes);
+    record.host = Some(changes);
+    record.save()?;
+    result.map_err(DeployError::from)
 }
 
 /// The iptables rules of every router with a firewall (kernel datapath), a few at a time.
@@ -717,6 +829,62 @@ pub async fn down(id: &str) -> DownReport {
                 .push(format!("removing {}: {e}", dir.display()));
         }
     }
+    // The host side of outbound access: the uplink veth went with the fabric namespace; the
+    // NAT table, FORWARD accepts and forwarding are undone here.
+    let record = State::load(id).ok();
+    let changes = record.as_ref().and_then(|r| r.host.clone());
+    let others: Vec<State> = State::ids()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|other| other != id)
+        .filter_map(|other| State::load(&other).ok())
+        .filter(|other| {
+            other.plan.uplink.is_some()
+                && changes
+                    .as_ref()
+                    .is_none_or(|c| other.host.as_ref().is_some_and(|h| h.netns == c.netns))
+        })
+        .collect();
+    // forwarding goes back only when no other network of this host needs it; otherwise the
+    // settings to restore pass to one that does
+    let restore = others.is_empty();
+    if !restore
+        && let Some(before) = changes.as_ref().and_then(|c| c.forwarding_before.clone())
+        && let Some(mut heir) = others.into_iter().next()
+        && let Some(h) = heir.host.as_mut()
+    {
+        h.forwarding_before = Some(before);
+        if let Err(e) = heir.save() {
+            report.errors.push(e.to_string());
+        }
+    }
+    // only where `up` made them: run from another namespace, `down` must not touch this one
+    let here = changes
+        .as_ref()
+        .is_none_or(|c| c.netns == host_netns_inode());
+    if here {
+        // the host's end of the uplink, now rather than when the kernel reclaims the fabric
+        let name = naming::uplink_host_ifname(id);
+        if let Ok(host) = host_netlink()
+            && let Ok(index) = host.index_of(&name).await
+            && let Err(e) = host.delete_link(index).await
+        {
+            report.errors.push(e.to_string());
+        }
+    }
+    match &changes {
+        Some(c) if c.netns != host_netns_inode() => report.errors.push(format!(
+            "network {id} was brought up from another network namespace (inode {}); its NAT table \
+             ({}) and forwarding settings there were left alone: run `dvnet down {id}` from that \
+             namespace, or remove them there by hand",
+            c.netns,
+            crate::outbound::table_name(id)
+        )),
+        _ => report
+            .errors
+            .extend(crate::outbound::remove(id, changes.as_ref(), restore)),
+    }
+
     // Pins last: the programs die with the namespaces' interfaces, the maps with the pins.
     if ebpf::pin_dir(id).exists() {
         report.record = true;

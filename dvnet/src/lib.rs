@@ -17,6 +17,7 @@ pub mod generate;
 pub mod inspect;
 pub mod netlink;
 pub mod netns;
+pub mod outbound;
 pub mod plan;
 pub mod render;
 pub mod state;

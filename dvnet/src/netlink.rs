@@ -264,6 +264,40 @@ impl Netlink {
         .await
     }
 
+    /// The index of the link called `name`.
+    ///
+    /// # Errors
+    /// When there is none.
+    pub async fn index_of(&self, name: &str) -> Result<u32, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(link)) => Ok(link.header.index),
+            Ok(None) => Err(self.err(
+                format_args!("finding link {name}"),
+                rtnetlink::Error::RequestFailed,
+            )),
+            Err(e) => Err(self.err(format_args!("finding link {name}"), e)),
+        }
+    }
+
+    /// Deletes a link (a veth takes its peer with it).
+    ///
+    /// # Errors
+    /// When it does not exist.
+    pub async fn delete_link(&self, index: u32) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|e| self.err(format_args!("deleting link {index}"), e))
+    }
+
     /// Every link of the namespace.
     ///
     /// # Errors

@@ -49,7 +49,7 @@ pub fn plan(plan: &Plan) -> String {
         "interface",
         "address",
         "subnet",
-        "fabric port",
+        "wired to",
         "namespace",
     ]);
     for node in &plan.nodes {
@@ -219,7 +219,7 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
         "state",
         "address",
         "subnet",
-        "fabric port",
+        "wired to",
         "namespace",
     ]);
     for (node, l) in plan.nodes.iter().zip(live) {

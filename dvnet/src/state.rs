@@ -60,6 +60,9 @@ pub struct State {
     /// The process that ran `up`.
     pub pid: u32,
     pub plan: Plan,
+    /// Changes to the host beyond the network's own objects (outbound access).
+    #[serde(default)]
+    pub host: Option<crate::outbound::HostChanges>,
 }
 
 /// The directory of a network's record.

@@ -286,3 +286,56 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A namespace standing in for "the internet" behind a fake host: `203.0.113.2/24`, joined to
+/// the host's `203.0.113.1/24`, the host's default route. Deleted on drop.
+pub struct Internet {
+    pub name: String,
+}
+
+impl Internet {
+    pub const HOST: &'static str = "203.0.113.1";
+    pub const ADDRESS: &'static str = "203.0.113.2";
+
+    #[must_use]
+    pub fn behind(host: &FakeHost) -> Internet {
+        let name = unique("inet");
+        let out = run(Command::new("ip").args(["netns", "add", &name]));
+        assert!(out.status.success(), "{}", text(&out));
+        let inet = Internet { name };
+        let _ = host.ip(&[
+            "link", "add", "inet0", "type", "veth", "peer", "name", "eth0", "netns", &inet.name,
+        ]);
+        let _ = host.ip(&["addr", "add", "203.0.113.1/24", "dev", "inet0"]);
+        let _ = host.ip(&["link", "set", "inet0", "up"]);
+        let _ = host.ip(&["route", "add", "default", "via", Internet::ADDRESS]);
+        let steps: [&[&str]; 3] = [
+            &["addr", "add", "203.0.113.2/24", "dev", "eth0"],
+            &["link", "set", "eth0", "up"],
+            &["link", "set", "lo", "up"],
+        ];
+        for args in steps {
+            let out = run(Command::new("ip").arg("-n").arg(&inet.name).args(args));
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        inet
+    }
+
+    /// A command run inside the internet namespace.
+    #[must_use]
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        c
+    }
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}

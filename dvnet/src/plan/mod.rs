@@ -67,6 +67,8 @@ pub struct Plan {
     pub nodes: Vec<NodePlan>,
     /// One per node interface; `links[i].id == i`.
     pub links: Vec<LinkPlan>,
+    /// Outbound access: the uplink joining the host to the border routers.
+    pub uplink: Option<UplinkPlan>,
     /// Things the user should know (islands, missing routing).
     pub warnings: Vec<String>,
 }
@@ -192,6 +194,174 @@ pub struct RulePlan {
     pub origin: String,
 }
 
+/// The subnet that joins the host to the border routers (`outbound_access`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkPlan {
+    /// Index into [`Plan::subnets`] (always a bridge).
+    pub subnet: usize,
+    /// The host's address on it.
+    pub host_address: Ipv4Addr,
+    /// The host's end of its veth to the uplink bridge, in the host's namespace.
+    pub host_ifname: String,
+    /// The other end, on the bridge.
+    pub fabric_port: FabricPort,
+    /// Routes the host gets to the network's subnets, through border routers.
+    pub host_routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    /// Source prefixes the host masquerades when they leave through its other interfaces.
+    pub nat_sources: Vec<Ipv4Net>,
+    /// Published ports: DNAT on the host.
+    pub published: Vec<PublishPlan>,
+}
+
+/// A host port forwarded to a node's port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishPlan {
+    pub host_port: u16,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    pub node: String,
+    pub address: Ipv4Addr,
+    pub node_port: u16,
+}
+
+/// The name of the uplink subnet (reserved when outbound access is on).
+pub const UPLINK: &str = "uplink";
+
+/// `topo` with the uplink as one more subnet of the border routers, which take the addresses
+/// after the host's.
+fn with_uplink(topo: &Topology, out: &crate::topology::Outbound) -> Result<Topology, PlanError> {
+    let mut t = topo.clone();
+    let uplink = t.subnets.len();
+    t.subnets.push(crate::topology::Subnet {
+        name: UPLINK.to_owned(),
+        cidr: out.cidr,
+    });
+    let first = u32::from(out.cidr.network()) + 1;
+    let last = u32::from(out.cidr.broadcast()) - 1;
+    for (k, &r) in out.routers.iter().enumerate() {
+        let addr = first + 1 + u32::try_from(k).expect("fewer than 2^32 routers");
+        if addr > last {
+            return Err(PlanError::SubnetExhausted {
+                subnet: UPLINK.to_owned(),
+                cidr: out.cidr,
+            });
+        }
+        t.routers[r].subnets.push(uplink);
+        t.routers[r].ips.push(Some(Ipv4Addr::from(addr)));
+    }
+    Ok(t)
+}
+
+/// The uplink's plan, and the default routes toward it.
+fn uplink_plan(
+    topo: &Topology,
+    out: &crate::topology::Outbound,
+    subnet: usize,
+    (id, port_ifindex): (&str, u32),
+    nodes: &mut [NodePlan],
+    links: &[LinkPlan],
+    subnets: &[SubnetPlan],
+) -> UplinkPlan {
+    let host_address = Ipv4Addr::from(u32::from(out.cidr.network()) + 1);
+    let uplink_links: Vec<Option<LinkPlan>> = nodes
+        .iter()
+        .map(|n| {
+            n.links
+                .iter()
+                .map(|&l| &links[l as usize])
+                .find(|l| l.subnet == subnet)
+                .cloned()
+        })
+        .collect();
+    let on_uplink = |n: usize| uplink_links[n].clone();
+    // default routes: border routers to the host; other routers toward their route to the
+    // uplink (static routing; a routing daemon spreads the default itself)
+    for (node, uplink_link) in nodes.iter_mut().zip(&uplink_links).take(topo.routers.len()) {
+        let default = if let Some(link) = uplink_link {
+            Some(RoutePlan {
+                dest: Ipv4Net::default(),
+                via: host_address,
+                dev: link.ifname.clone(),
+                link: link.id,
+            })
+        } else {
+            node.routes
+                .iter()
+                .find(|rt| rt.dest.contains(&out.cidr.network()))
+                .map(|rt| RoutePlan {
+                    dest: Ipv4Net::default(),
+                    ..rt.clone()
+                })
+        };
+        node.routes.extend(default);
+    }
+    // the host reaches each subnet through a border router on it, or the first border router
+    let mut decisions: Vec<(Ipv4Net, Ipv4Addr)> = Vec::new();
+    for (s, sub) in subnets.iter().enumerate().filter(|&(s, _)| s != subnet) {
+        let border = out
+            .routers
+            .iter()
+            .find(|&&r| topo.routers[r].subnets.contains(&s))
+            .or_else(|| out.routers.first())
+            .and_then(|&r| on_uplink(r));
+        if let Some(link) = border {
+            decisions.push((sub.cidr, link.address));
+        }
+    }
+    let mut host_routes: Vec<(Ipv4Net, Ipv4Addr)> = Vec::new();
+    let mut vias: Vec<Ipv4Addr> = decisions.iter().map(|d| d.1).collect();
+    vias.sort_unstable();
+    vias.dedup();
+    for via in vias {
+        let prefixes: Vec<Ipv4Net> = decisions
+            .iter()
+            .filter(|d| d.1 == via)
+            .map(|d| d.0)
+            .collect();
+        host_routes.extend(Ipv4Net::aggregate(&prefixes).into_iter().map(|p| (p, via)));
+    }
+    host_routes.sort_by_key(|(p, _)| (u32::from(p.network()), p.prefix_len()));
+    let sources: Vec<Ipv4Net> = subnets
+        .iter()
+        .enumerate()
+        .filter(|&(s, _)| s != subnet)
+        .map(|(_, s)| s.cidr)
+        .collect();
+    let mut published = Vec::new();
+    for node in topo.nodes() {
+        let (ports, n) = match node {
+            NodeRef::Router(r) => (&topo.routers[r].publish, r),
+            NodeRef::Host(h) => (&topo.hosts[h].publish, topo.routers.len() + h),
+        };
+        for p in ports {
+            let address = links[nodes[n].links[0] as usize].address;
+            published.push(PublishPlan {
+                host_port: p.host_port,
+                proto: match p.proto {
+                    crate::topology::Proto::Udp => "udp".to_owned(),
+                    _ => "tcp".to_owned(),
+                },
+                node: nodes[n].name.clone(),
+                address,
+                node_port: p.node_port,
+            });
+        }
+    }
+    UplinkPlan {
+        subnet,
+        host_address,
+        host_ifname: naming::uplink_host_ifname(id),
+        fabric_port: FabricPort {
+            ifname: "uplink.host".to_owned(),
+            ifindex: port_ifindex,
+            mac: naming::mac_for(host_address, true),
+        },
+        host_routes,
+        nat_sources: Ipv4Net::aggregate(&sources),
+        published,
+    }
+}
+
 /// Interface indexes start here: every interface a network creates gets its own index, the
 /// same in whichever namespace it lives, so one eBPF program shared by all of them can tell
 /// where it runs (`skb->ifindex`). New namespaces hold only `lo` (1).
@@ -203,6 +373,17 @@ impl Plan {
     /// # Errors
     /// A subnet runs out of addresses (validation rejects such files before this).
     pub fn build(topo: &Topology, options: PlanOptions) -> Result<Plan, PlanError> {
+        // With outbound access, the uplink is planned as one more subnet of the border routers
+        // (the host, which is not a node, holds its first address).
+        let augmented;
+        let topo = match &topo.outbound {
+            Some(out) => {
+                augmented = with_uplink(topo, out)?;
+                &augmented
+            }
+            None => topo,
+        };
+        let uplink_subnet = topo.outbound.as_ref().map(|_| topo.subnets.len() - 1);
         let addrs = addressing::assign(topo)?;
         let id = topo.id.clone();
         let mut next_ifindex = FIRST_IFINDEX;
@@ -230,6 +411,10 @@ impl Plan {
                 name: s.name.clone(),
                 cidr: s.cidr,
                 segment: match members[i] {
+                    _ if Some(i) == uplink_subnet => Segment::Bridge {
+                        name: naming::bridge_ifname(&s.name, i),
+                        ifindex: alloc_ifindex(),
+                    },
                     0 => Segment::Empty,
                     2 => Segment::PointToPoint,
                     _ => Segment::Bridge {
@@ -327,7 +512,14 @@ impl Plan {
                 let node_links: Vec<&LinkPlan> =
                     nodes[r].links.iter().map(|&l| &links[l as usize]).collect();
                 Some(FrrPlan::Generated {
-                    config: frr::ospf_config(&nodes[r], &node_links, &routers_on),
+                    config: frr::ospf_config(
+                        &nodes[r],
+                        &node_links,
+                        &routers_on,
+                        topo.outbound
+                            .as_ref()
+                            .is_some_and(|o| o.routers.contains(&r)),
+                    ),
                 })
             } else {
                 None
@@ -428,6 +620,22 @@ impl Plan {
             nodes[router_count + h].routes = routes;
         }
 
+        let uplink = match (&topo.outbound, uplink_subnet) {
+            (Some(out), Some(u)) => {
+                let port = alloc_ifindex();
+                Some(uplink_plan(
+                    topo,
+                    out,
+                    u,
+                    (&id, port),
+                    &mut nodes,
+                    &links,
+                    &subnets,
+                ))
+            }
+            _ => None,
+        };
+
         Ok(Plan {
             name: topo.name.clone(),
             id: id.clone(),
@@ -438,6 +646,7 @@ impl Plan {
             subnets,
             nodes,
             links,
+            uplink,
             warnings,
         })
     }

@@ -84,6 +84,20 @@ pub fn fabric_port_ifname(node: &str, subnet: &str, link: u32) -> String {
     }
 }
 
+/// The host's end of a network's uplink (outbound access): `dv-<id>` when it fits, else the
+/// id's first 8 characters and a hash of the rest.
+#[must_use]
+pub fn uplink_host_ifname(id: &str) -> String {
+    let name = format!("{PREFIX}{id}");
+    if name.len() <= IFNAME_MAX {
+        return name;
+    }
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{PREFIX}{}{:04x}", &id[..8], hash & 0xffff)
+}
+
 /// A deterministic, locally administered MAC for an interface holding `addr`: unique within
 /// a network because addresses are. `fabric` picks the fabric-side end of a link.
 #[must_use]

@@ -72,14 +72,21 @@ fn golden_plans() {
 
 #[test]
 fn classic_lab_routes_through_the_transit_subnet() {
+    // (the fixture has outbound access: every router also routes to the host by default)
     let p = plan_of("classic");
     assert_eq!(
         routes(&p, "R-1"),
-        [("10.0.1.0/24".into(), "10.0.2.2".into())]
+        [
+            ("10.0.1.0/24".into(), "10.0.2.2".into()),
+            ("0.0.0.0/0".into(), "192.168.240.1".into())
+        ]
     );
     assert_eq!(
         routes(&p, "R-2"),
-        [("10.0.0.0/24".into(), "10.0.2.1".into())]
+        [
+            ("10.0.0.0/24".into(), "10.0.2.1".into()),
+            ("0.0.0.0/0".into(), "192.168.240.1".into())
+        ]
     );
     assert_eq!(routes(&p, "A-2"), [("0.0.0.0/0".into(), "10.0.0.1".into())]);
     assert_eq!(routes(&p, "B-1"), [("0.0.0.0/0".into(), "10.0.1.1".into())]);

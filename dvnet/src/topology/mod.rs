@@ -46,6 +46,19 @@ pub struct Topology {
 pub struct Outbound {
     /// The uplink segment joining the host to the border routers.
     pub cidr: Ipv4Net,
+    /// The border routers (indices into [`Topology::routers`], file order); every router
+    /// when the file names none.
+    pub routers: Vec<usize>,
+}
+
+/// A published port (the `publish` extension): `host_port` on the host reaches `node_port`
+/// on the node, from anywhere that reaches the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Publish {
+    pub host_port: u16,
+    pub node_port: u16,
+    /// TCP or UDP.
+    pub proto: Proto,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -65,6 +78,8 @@ pub struct Host {
     /// be its network or broadcast address.
     pub ip: Option<Ipv4Addr>,
     pub image: Option<String>,
+    /// Ports of this node published on the host.
+    pub publish: Vec<Publish>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -80,6 +95,8 @@ pub struct Router {
     /// A user's own FRR configuration for this router (absolute path): FRR runs in it with
     /// this file instead of a generated one.
     pub frr_config: Option<std::path::PathBuf>,
+    /// Ports of this router published on the host.
+    pub publish: Vec<Publish>,
 }
 
 /// Where routes come from.
@@ -151,7 +168,7 @@ pub enum Endpoint {
     Cidr(Ipv4Net),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Icmp,

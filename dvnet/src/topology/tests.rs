@@ -39,6 +39,7 @@ fn host(name: &str, subnet: usize) -> Host {
         subnet,
         ip: None,
         image: None,
+        publish: Vec::new(),
     }
 }
 
@@ -54,6 +55,7 @@ fn classic_lab_reads_in_file_order() {
         update_hosts: false,
         outbound: Some(Outbound {
             cidr: net("192.168.240.0/24"),
+            routers: vec![0, 1],
         }),
         subnets: vec![
             Subnet {
@@ -87,6 +89,7 @@ fn classic_lab_reads_in_file_order() {
                     }],
                 },
                 frr_config: None,
+                publish: Vec::new(),
             },
             Router {
                 name: "R-2".to_owned(),
@@ -95,6 +98,7 @@ fn classic_lab_reads_in_file_order() {
                 image: Some("dvnet/router".to_owned()),
                 firewall: Firewall::default(),
                 frr_config: None,
+                publish: Vec::new(),
             },
         ],
         hosts: vec![
@@ -122,7 +126,8 @@ fn original_demo_reads_unchanged() {
     assert_eq!(
         topology.outbound,
         Some(Outbound {
-            cidr: net("192.168.240.0/24")
+            cidr: net("192.168.240.0/24"),
+            routers: vec![0, 1],
         })
     );
     let names: Vec<&str> = topology.subnets.iter().map(|s| s.name.as_str()).collect();
@@ -383,6 +388,7 @@ fn firewall_entries_may_name_routers_listed_later() {
 fn cidrs_are_normalized_to_their_network() {
     let topology = read(
         r#"{"name": "lab", "subnets": {"A": {"cidr": "10.0.0.7/24"}, "B": {"cidr": "10.0.1.1/30"}},
+            "routers": {"R": {"subnets": ["A", "B"]}},
             "outbound_access": {"enabled": true, "cidr": "192.168.240.9/24"}}"#,
     );
     assert_eq!(topology.subnets[0].cidr, net("10.0.0.0/24"));
@@ -390,7 +396,8 @@ fn cidrs_are_normalized_to_their_network() {
     assert_eq!(
         topology.outbound,
         Some(Outbound {
-            cidr: net("192.168.240.0/24")
+            cidr: net("192.168.240.0/24"),
+            routers: vec![0],
         })
     );
 }

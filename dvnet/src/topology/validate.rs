@@ -9,8 +9,8 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::parse::{Document, Json};
 use super::{
-    Diagnostic, Endpoint, Firewall, FwRule, Host, NodeRef, Outbound, Policy, Proto, Router,
-    Routing, Subnet, Topology, TopologyError,
+    Diagnostic, Endpoint, Firewall, FwRule, Host, NodeRef, Outbound, Policy, Proto, Publish,
+    Router, Routing, Subnet, Topology, TopologyError,
 };
 
 /// The longest network id.
@@ -27,10 +27,17 @@ const TOP_FIELDS: &[&str] = &[
     "subnets",
     "routers",
 ];
-const OUTBOUND_FIELDS: &[&str] = &["enabled", "cidr"];
+const OUTBOUND_FIELDS: &[&str] = &["enabled", "cidr", "routers"];
 const SUBNET_FIELDS: &[&str] = &["cidr", "hosts"];
-const HOST_FIELDS: &[&str] = &["image", "ip"];
-const ROUTER_FIELDS: &[&str] = &["subnets", "image", "fw_rules", "ip", "frr_config"];
+const HOST_FIELDS: &[&str] = &["image", "ip", "publish"];
+const ROUTER_FIELDS: &[&str] = &[
+    "subnets",
+    "image",
+    "fw_rules",
+    "ip",
+    "frr_config",
+    "publish",
+];
 const FIREWALL_FIELDS: &[&str] = &["policy", "accept", "drop"];
 const RULE_FIELDS: &[&str] = &["src", "dst", "proto", "dport"];
 
@@ -212,6 +219,8 @@ struct Validator<'a> {
     node_names: Registry<'a, NodeRef>,
     /// Explicit addresses, and where each is given.
     addresses: HashMap<Ipv4Addr, Path>,
+    /// Published host ports, by whom and where.
+    published: HashMap<(u16, Proto), (String, Path)>,
 }
 
 impl<'a> Validator<'a> {
@@ -234,8 +243,8 @@ impl<'a> Validator<'a> {
         let routing = self.routing(&f);
         let update_hosts = self.flag(&f, "update_hosts");
         let outbound = f.get("outbound_access").and_then(|(value, path)| {
-            let cidr = self.outbound(value, &path)?;
-            Some((cidr, path.join("cidr")))
+            let (cidr, routers) = self.outbound(value, &path)?;
+            Some((cidr, path.join("cidr"), routers))
         });
         if let Some((value, path)) = self.require(
             &f,
@@ -249,9 +258,20 @@ impl<'a> Validator<'a> {
             .get("routers")
             .map(|(value, path)| self.routers(value, &path));
         self.check_capacity();
-        if let Some((cidr, path)) = &outbound {
+        if let Some((cidr, path, _)) = &outbound {
             self.check_outbound(*cidr, path);
         }
+        if outbound.is_none()
+            && let Some((_, path)) = self.published.values().next()
+        {
+            let path = path.clone();
+            self.error(&path, "publishing a port needs outbound_access (the host reaches nodes through the uplink)");
+        }
+        let routers = routers.unwrap_or_default();
+        let outbound = outbound.map(|(cidr, _, listed)| Outbound {
+            cidr,
+            routers: self.border_routers(listed, &routers),
+        });
 
         let subnets = self
             .subnets
@@ -268,9 +288,9 @@ impl<'a> Validator<'a> {
             id: id?,
             routing,
             update_hosts,
-            outbound: outbound.map(|(cidr, _)| Outbound { cidr }),
+            outbound,
             subnets,
-            routers: routers.unwrap_or_default(),
+            routers,
             hosts: std::mem::take(&mut self.hosts),
         })
     }
@@ -290,7 +310,11 @@ impl<'a> Validator<'a> {
     }
 
     /// `outbound_access`: the uplink prefix when enabled.
-    fn outbound(&mut self, value: &'a Json, path: &Path) -> Option<Ipv4Net> {
+    fn outbound(
+        &mut self,
+        value: &'a Json,
+        path: &Path,
+    ) -> Option<(Ipv4Net, Option<(&'a Json, Path)>)> {
         let entries = self.object(
             value,
             path,
@@ -314,7 +338,91 @@ impl<'a> Validator<'a> {
                  the host and the routers, such as \"192.168.240.0/24\"",
             );
         }
-        if enabled == Some(true) { cidr } else { None }
+        let routers = f.get("routers");
+        if enabled == Some(true) {
+            cidr.map(|c| (c, routers))
+        } else {
+            None
+        }
+    }
+
+    /// `outbound_access.routers`: names of routers, resolved once the routers are known.
+    fn border_routers(
+        &mut self,
+        listed: Option<(&'a Json, Path)>,
+        routers: &[Router],
+    ) -> Vec<usize> {
+        let Some((value, path)) = listed else {
+            if routers.is_empty() {
+                let at = Path::default().join("outbound_access");
+                self.error(&at, "outbound access needs a router: the uplink joins the host to the network's routers");
+            }
+            return (0..routers.len()).collect();
+        };
+        let Json::Array(items) = value else {
+            self.expected(&path, "an array of router names, such as [\"R-1\"]", value);
+            return Vec::new();
+        };
+        let mut border = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = path.index(i);
+            let Some(name) = self.string(item, &item_path) else {
+                continue;
+            };
+            match routers.iter().position(|r| r.name == name) {
+                Some(r) if border.contains(&r) => {
+                    self.error(&item_path, format!("router {name:?} is listed twice"));
+                }
+                Some(r) => border.push(r),
+                None => {
+                    let hint = suggest(name, routers.iter().map(|r| r.name.as_str()));
+                    self.error(&item_path, format!("unknown router {name:?}{hint}"));
+                }
+            }
+        }
+        if items.is_empty() {
+            self.error(
+                &path,
+                "no border router: name at least one, or remove the field for all of them",
+            );
+        }
+        border
+    }
+
+    /// A node's `publish`: `["8080:80/tcp", "5353:53/udp", "2222:22"]` (TCP by default).
+    fn publish(&mut self, f: &Fields<'a>, node: &str) -> Vec<Publish> {
+        let Some((value, path)) = f.get("publish") else {
+            return Vec::new();
+        };
+        let Json::Array(items) = value else {
+            self.expected(&path, "an array such as [\"8080:80/tcp\"]", value);
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = path.index(i);
+            let Some(text) = self.string(item, &item_path) else {
+                continue;
+            };
+            match parse_publish(text) {
+                Ok(p) => {
+                    let key = (p.host_port, p.proto);
+                    if let Some((other, other_path)) = self.published.get(&key) {
+                        let message = format!(
+                            "host port {}/{} is already published for {other:?} at {other_path}",
+                            p.host_port,
+                            proto_name(p.proto)
+                        );
+                        self.error(&item_path, message);
+                    } else {
+                        self.published.insert(key, (node.to_owned(), item_path.clone()));
+                        out.push(p);
+                    }
+                }
+                Err(why) => self.error(&item_path, format!("{text:?}: {why}; write HOST_PORT:NODE_PORT[/tcp|/udp], such as \"8080:80/tcp\"")),
+            }
+        }
+        out
     }
 
     fn subnets(&mut self, value: &'a Json, path: &Path) {
@@ -379,10 +487,12 @@ impl<'a> Validator<'a> {
             subnet,
             ip: None,
             image: None,
+            publish: Vec::new(),
         };
         if let Some(entries) = self.object(value, path, "{} or {\"image\": \"dvnet/host\"}") {
             let f = self.fields(entries, path, HOST_FIELDS);
             host.image = self.image(&f);
+            host.publish = self.publish(&f, name);
             host.ip = f
                 .get("ip")
                 .and_then(|(value, path)| self.address(value, &path, subnet));
@@ -419,6 +529,7 @@ impl<'a> Validator<'a> {
             image: None,
             firewall: Firewall::default(),
             frr_config: None,
+            publish: Vec::new(),
         };
         let Some(entries) = self.object(value, path, "{\"subnets\": [\"A\", \"B\"]}") else {
             return router;
@@ -471,6 +582,7 @@ impl<'a> Validator<'a> {
             self.router_addresses(&mut router, &listed, value, &path);
         }
         router.image = self.image(&f);
+        router.publish = self.publish(&f, name);
         router.frr_config = f.get("frr_config").and_then(|(value, path)| {
             let text = self.string(value, &path)?;
             let file = self.base_dir.join(text);
@@ -880,6 +992,18 @@ impl<'a> Validator<'a> {
 
     /// The uplink shares no address with a subnet.
     fn check_outbound(&mut self, uplink: Ipv4Net, path: &Path) {
+        if let Some(s) = self
+            .subnets
+            .iter()
+            .find(|s| sanitize(s.name) == crate::plan::UPLINK)
+        {
+            let message = format!(
+                "with outbound access on, the name {:?} is taken by the uplink; rename this subnet",
+                s.name
+            );
+            let at = s.path.clone();
+            self.error(&at, message);
+        }
         let clashes: Vec<String> = self
             .subnets
             .iter()
@@ -1171,6 +1295,42 @@ fn levenshtein(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// `8080:80/tcp` → a published port.
+fn parse_publish(text: &str) -> Result<Publish, &'static str> {
+    let (ports, proto) = match text.split_once('/') {
+        Some((ports, proto)) => (ports, proto),
+        None => (text, "tcp"),
+    };
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        _ => return Err("the protocol must be tcp or udp"),
+    };
+    let (host, node) = ports
+        .split_once(':')
+        .ok_or("expected two ports separated by ':'")?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or("ports are numbers from 1 to 65535")
+    };
+    Ok(Publish {
+        host_port: port(host)?,
+        node_port: port(node)?,
+        proto,
+    })
+}
+
+fn proto_name(p: Proto) -> &'static str {
+    match p {
+        Proto::Icmp => "icmp",
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,189 @@
+//! Tier 3: outbound access, host ↔ node, published ports — inside a fake host with a fake
+//! "internet" namespace behind it (never the real outside).
+
+use std::process::{Command, Stdio};
+
+use dvnet_tests::{FakeHost, Internet, TestNet, require_root, text};
+use serde_json::{Value, json};
+
+fn lab(cidr: &str) -> Value {
+    json!({
+        "name": "out", "automatic_routing": true, "update_hosts": true,
+        "outbound_access": {"enabled": true, "cidr": cidr},
+        "subnets": {
+            "A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {"publish": ["8080:80/tcp"]}}},
+            "B": {"cidr": "10.0.1.0/24", "hosts": {"B-1": {}}},
+            "C": {"cidr": "10.0.2.0/24", "hosts": {}}
+        },
+        "routers": {"R-1": {"subnets": ["A", "C"]}, "R-2": {"subnets": ["C", "B"]}}
+    })
+}
+
+/// The fake host's firewall and forwarding, as text.
+fn host_state(host: &FakeHost) -> String {
+    let mut out = String::new();
+    for args in [
+        &["iptables-save"][..],
+        &["nft", "list", "ruleset"],
+        &[
+            "sh",
+            "-c",
+            "grep . /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv4/ip_forward",
+        ],
+    ] {
+        let o = dvnet_tests::run(host.command(args[0]).args(&args[1..]));
+        // iptables-save stamps the time in comments
+        for line in String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn iperf_server(cmd: &mut Command) -> std::process::Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server")
+}
+
+#[test]
+fn nodes_reach_out_through_the_routers_the_host_reaches_in_and_down_restores_the_host() {
+    if !require_root(
+        "nodes_reach_out_through_the_routers_the_host_reaches_in_and_down_restores_the_host",
+    ) {
+        return;
+    }
+    let net = TestNet::new("out", lab("192.168.240.0/24"));
+    let inet = Internet::behind(&net.host);
+    let before = host_state(&net.host);
+    net.up(&[]);
+
+    // a node reaches the "internet" through its router, then the host
+    assert!(net.ping("B-1", Internet::ADDRESS));
+    let out = net.exec(
+        "B-1",
+        &["traceroute", "-n", "-q", "1", "-w", "2", Internet::ADDRESS],
+    );
+    let hops: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        hops,
+        ["10.0.1.1", "192.168.240.1", Internet::ADDRESS],
+        "{}",
+        text(&out)
+    );
+    // and the internet sees the host's address
+    let srv = iperf_server(
+        inet.command("timeout")
+            .args(["5", "iperf3", "-s", "-1", "-p", "7000"]),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let client = net.exec(
+        "A-1",
+        &["iperf3", "-c", Internet::ADDRESS, "-p", "7000", "-n", "10K"],
+    );
+    assert!(client.status.success(), "{}", text(&client));
+    let served = String::from_utf8_lossy(&srv.wait_with_output().unwrap().stdout).into_owned();
+    assert!(
+        served.contains(&format!("Accepted connection from {}", Internet::HOST)),
+        "{served}"
+    );
+
+    // the path shows in the counters: R-2 forwarded B-1's pings up to the host
+    let stats = net.host.dvnet(&["stats", &net.id, "--json"]);
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let uplink = stats["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["node"] == "R-2" && l["subnet"] == "uplink")
+        .unwrap();
+    assert!(
+        uplink["tx"]["by_class"]["icmp"].as_u64().unwrap_or(0) >= 1,
+        "{uplink}"
+    );
+
+    // the host reaches every node
+    for addr in ["10.0.0.2", "10.0.1.2", "10.0.0.1", "10.0.2.2"] {
+        let out = dvnet_tests::run(net.host.command("ping").args(["-c", "1", "-W", "2", addr]));
+        assert!(out.status.success(), "host → {addr}: {}", text(&out));
+    }
+
+    // a published port answers from the internet; the node sees the internet's address
+    let srv = iperf_server(net.host.command(dvnet_tests::dvnet_bin()).args([
+        "exec", &net.id, "A-1", "--", "timeout", "5", "iperf3", "-s", "-1", "-p", "80",
+    ]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let client = dvnet_tests::run(inet.command("iperf3").args([
+        "-c",
+        Internet::HOST,
+        "-p",
+        "8080",
+        "-n",
+        "10K",
+    ]));
+    assert!(client.status.success(), "{}", text(&client));
+    let served = String::from_utf8_lossy(&srv.wait_with_output().unwrap().stdout).into_owned();
+    assert!(
+        served.contains(&format!("Accepted connection from {}", Internet::ADDRESS)),
+        "{served}"
+    );
+
+    let out = net.down();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        host_state(&net.host),
+        before,
+        "down restores the host's firewall and forwarding exactly"
+    );
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn an_uplink_that_clashes_with_the_hosts_routes_is_refused() {
+    if !require_root("an_uplink_that_clashes_with_the_hosts_routes_is_refused") {
+        return;
+    }
+    let net = TestNet::new("clash", lab("203.0.113.128/25"));
+    let _inet = Internet::behind(&net.host);
+    let before = host_state(&net.host);
+    let out = net.host.dvnet(&["up", net.file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("clashes with the host's route to 203.0.113.0/24"),
+        "{err}"
+    );
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+    assert_eq!(host_state(&net.host), before);
+}
+
+#[test]
+fn a_port_published_twice_is_refused() {
+    if !require_root("a_port_published_twice_is_refused") {
+        return;
+    }
+    let first = TestNet::new("pub1", lab("192.168.240.0/24"));
+    first.up(&[]);
+    // the same host port from another network, in the same host
+    let mut topo = lab("192.168.241.0/24");
+    topo["name"] = json!("other");
+    let second = TestNet::new("pub2", topo);
+    let file = second.file.to_str().unwrap().to_owned();
+    let out = first.host.dvnet(&["up", &file]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("host port 8080/tcp is already published by network"),
+        "{err}"
+    );
+    assert_eq!(second.leftovers(), Vec::<String>::new());
+}
