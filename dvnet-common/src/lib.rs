@@ -223,6 +223,9 @@ pub struct Route {
     pub flags: u32,
     /// The egress link.
     pub link: u32,
+    /// With `ROUTE_PEER`: the next hop's MAC and the egress interface's.
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
 }
 
 /// The destination is the router itself (or a broadcast address of its subnets): the kernel
@@ -230,6 +233,10 @@ pub struct Route {
 pub const ROUTE_LOCAL: u32 = 1;
 /// A connected subnet: deliver to the destination directly.
 pub const ROUTE_CONNECTED: u32 = 1 << 1;
+/// The egress is a point-to-point link whose other end is the next hop, MAC known: rewrite
+/// the MACs and hand the packet straight to the peer's ingress (`bpf_redirect_peer`), with no
+/// neighbour lookup and no transmit queue.
+pub const ROUTE_PEER: u32 = 1 << 2;
 
 /// Firewall class of "no rule prefix contains this address".
 pub const CLASS_NONE: u32 = 0;

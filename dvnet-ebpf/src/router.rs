@@ -12,13 +12,13 @@ use aya_ebpf::{
         __sk_buff, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, TC_ACT_OK, TC_ACT_REDIRECT,
         bpf_fib_lookup, bpf_redir_neigh,
     },
-    helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh},
+    helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
 use dvnet_common::{
     DropReason, ETH_P_IP, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IfaceInfo, ROUTE_CONNECTED,
-    ROUTE_LOCAL, RouterAddr,
+    ROUTE_LOCAL, ROUTE_PEER, RouterAddr,
 };
 
 use crate::{
@@ -60,12 +60,21 @@ pub fn forward(ctx: &TcContext, iface: &IfaceInfo) -> Result<i32, DropReason> {
             addr: ip.daddr,
         },
     );
-    let (egress, nexthop) = match DV_ROUTES.get(&key).copied() {
+    // the route, and the MACs to write when the next hop is the other end of a point-to-point
+    // link (None: the kernel's neighbour table resolves it)
+    let (egress, nexthop, macs) = match DV_ROUTES.get(&key).copied() {
         Some(route) if route.flags & ROUTE_LOCAL != 0 => return Ok(TC_ACT_OK as i32),
-        Some(route) if route.flags & ROUTE_CONNECTED != 0 => (route.ifindex, ip.daddr),
-        Some(route) => (route.ifindex, route.nexthop),
+        Some(route) => {
+            let nexthop = if route.flags & ROUTE_CONNECTED != 0 {
+                ip.daddr
+            } else {
+                route.nexthop
+            };
+            let macs = (route.flags & ROUTE_PEER != 0).then_some((route.dmac, route.smac));
+            (route.ifindex, nexthop, macs)
+        }
         None => match fib_fallback(ctx, iface, &ip) {
-            Some(hop) => hop,
+            Some((egress, nexthop)) => (egress, nexthop, None),
             None => {
                 let (kind, code) = (icmp::DEST_UNREACHABLE, icmp::NET_UNREACHABLE);
                 return answer(ctx, iface, &ip, kind, code, DropReason::NoRoute);
@@ -87,6 +96,14 @@ pub fn forward(ctx: &TcContext, iface: &IfaceInfo) -> Result<i32, DropReason> {
     }
 
     decrement_ttl(ctx)?;
+    if let Some((dmac, smac)) = macs {
+        let mut eth = [0u8; 12];
+        eth[..6].copy_from_slice(&dmac);
+        eth[6..].copy_from_slice(&smac);
+        ctx.store(0, &eth, 0).map_err(|_| DropReason::Internal)?;
+        // SAFETY: plain helper call; valid at TC ingress
+        return Ok(unsafe { bpf_redirect_peer(egress, 0) } as i32);
+    }
     let mut params = bpf_redir_neigh {
         nh_family: AF_INET,
         __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: nexthop },

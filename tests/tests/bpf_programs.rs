@@ -164,6 +164,10 @@ fn a_forwarded_packet_is_redirected_with_ttl_minus_one_and_a_valid_checksum() {
         "the IP header checksum is valid after the TTL change"
     );
     assert_eq!(out[34..], ping[34..], "the payload is untouched");
+    // C is point-to-point: the next hop's MAC is known, the program writes both and hands the
+    // packet straight to R-2's interface (bpf_redirect_peer)
+    assert_eq!(out[0..6], [0x02, 0xd7, 10, 0, 2, 2], "to R-2's ethr-2-c");
+    assert_eq!(out[6..12], [0x02, 0xd7, 10, 0, 2, 1], "from R-1's ethr-1-c");
     let link = b.link_of("R-1", "ethr-1-a");
     let s = b.stats(link);
     assert_eq!(

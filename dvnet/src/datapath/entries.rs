@@ -15,13 +15,13 @@ use std::collections::HashMap;
 
 use dvnet_common::{
     IFACE_FABRIC_PORT, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IFACE_FORWARD, IFACE_POLICY_DROP,
-    IfaceInfo, NO_ROUTER, PORT_ANY, PROTO_ANY, ROUTE_CONNECTED, ROUTE_LOCAL, Route, RuleKey,
-    RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP, WILDCARD,
+    IfaceInfo, NO_ROUTER, PORT_ANY, PROTO_ANY, ROUTE_CONNECTED, ROUTE_LOCAL, ROUTE_PEER, Route,
+    RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP, WILDCARD,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::plan::{Action, Datapath, NodeKind, Plan};
+use crate::plan::{Action, Datapath, LinkPlan, NodeKind, Plan};
 use crate::topology::{Policy, Routing};
 
 /// Rule expansions beyond this are refused (nested prefixes multiply).
@@ -125,40 +125,42 @@ pub fn entries(plan: &Plan) -> Result<MapEntries, EntriesError> {
 fn routes(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv4Net), Route)>) {
     let node = &plan.nodes[n];
     let id = u32::try_from(n).expect("fewer than 2^32 nodes");
+    // On a point-to-point link the next hop is the other end, whose MAC dvnet chose: the
+    // program rewrites the MACs and hands the packet to the peer directly.
+    let route = |link: &LinkPlan, nexthop: u32, flags: u32| {
+        let mut r = Route {
+            ifindex: link.ifindex,
+            nexthop,
+            flags,
+            link: link.id,
+            dmac: [0; 6],
+            smac: [0; 6],
+        };
+        if flags & ROUTE_LOCAL == 0
+            && let Some(peer) = plan.peer_of(link)
+        {
+            r.flags |= ROUTE_PEER;
+            r.dmac = peer.mac;
+            r.smac = link.mac;
+        }
+        r
+    };
     for link in plan.links_of(node) {
         let cidr = plan.subnets[link.subnet].cidr;
-        out.push((
-            (id, cidr),
-            Route {
-                ifindex: link.ifindex,
-                nexthop: 0,
-                flags: ROUTE_CONNECTED,
-                link: link.id,
-            },
-        ));
+        out.push(((id, cidr), route(link, 0, ROUTE_CONNECTED)));
         for local in [link.address, cidr.broadcast()] {
-            out.push((
-                (id, Ipv4Net::from(local)),
-                Route {
-                    ifindex: link.ifindex,
-                    nexthop: 0,
-                    flags: ROUTE_LOCAL,
-                    link: link.id,
-                },
-            ));
+            out.push(((id, Ipv4Net::from(local)), route(link, 0, ROUTE_LOCAL)));
         }
     }
     for r in &node.routes {
         let link = &plan.links[r.link as usize];
-        out.push((
-            (id, r.dest),
-            Route {
-                ifindex: link.ifindex,
-                nexthop: be(r.via),
-                flags: 0,
-                link: r.link,
-            },
-        ));
+        // a gateway route through the uplink goes to the host, not to a node: no known MAC
+        let to_peer = plan.peer_of(link).is_some_and(|p| p.address == r.via);
+        let mut entry = route(link, be(r.via), 0);
+        if !to_peer {
+            entry.flags &= !ROUTE_PEER;
+        }
+        out.push(((id, r.dest), entry));
     }
 }
 
@@ -315,7 +317,8 @@ mod tests {
         assert!(r1.contains(&("10.0.0.0/24".into(), ROUTE_CONNECTED)));
         assert!(r1.contains(&("10.0.0.1/32".into(), ROUTE_LOCAL)));
         assert!(r1.contains(&("10.0.0.255/32".into(), ROUTE_LOCAL)));
-        assert!(r1.contains(&("10.0.1.0/24".into(), 0)), "{r1:?}");
+        // through the point-to-point transit C: the next hop's MAC is known
+        assert!(r1.contains(&("10.0.1.0/24".into(), ROUTE_PEER)), "{r1:?}");
         let via = e
             .routes
             .iter()
@@ -326,6 +329,8 @@ mod tests {
             u32::from_be(via.nexthop),
             u32::from(std::net::Ipv4Addr::new(10, 0, 2, 2))
         );
+        assert_eq!(via.dmac, [0x02, 0xd7, 10, 0, 2, 2], "R-2's MAC on C");
+        assert_eq!(via.smac, [0x02, 0xd7, 10, 0, 2, 1], "R-1's MAC on C");
         // hosts route nothing; every interface is known
         assert!(e.routes.iter().all(|((r, _), _)| *r < 2));
         assert_eq!(
