@@ -124,18 +124,12 @@ pub fn list() -> io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Creates the namespace `name` on the calling thread, runs `init` inside it, and returns the
-/// thread to `home`. The namespace stays alive (mounted) after this returns.
-///
-/// Must run on a thread that does nothing else in between (see the module docs).
-///
-/// # Errors
-/// The namespace exists already, or a system call fails (then nothing is left behind).
-pub fn create_on_this_thread<T>(
+/// Makes the mount point `/run/netns/<name>`, runs `make` (which mounts a namespace on it and
+/// returns what the caller needs), and removes the mount point again if `make` fails.
+fn with_mount_point<T>(
     name: &str,
-    home: BorrowedFd<'_>,
-    init: impl FnOnce() -> io::Result<T>,
-) -> Result<(OwnedFd, T), NetnsError> {
+    make: impl FnOnce(&Path) -> Result<T, NetnsError>,
+) -> Result<T, NetnsError> {
     let target = path(name);
     match OpenOptions::new()
         .read(true)
@@ -151,29 +145,56 @@ pub fn create_on_this_thread<T>(
         }
         Err(e) => return Err(io_err("creating", name)(e)),
     }
-    let result = (|| {
-        unshare(CloneFlags::CLONE_NEWNET).map_err(nix_err("creating", name))?;
-        let inside = (|| {
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &target,
-                Some("none"),
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(nix_err("mounting", name))?;
-            let fd = current().map_err(io_err("opening", name))?;
-            let value = init().map_err(io_err("setting up", name))?;
-            Ok((fd, value))
-        })();
-        setns(home, CloneFlags::CLONE_NEWNET).map_err(nix_err("leaving", name))?;
-        inside
-    })();
+    let result = make(&target);
     if result.is_err() {
         let _ = umount2(&target, MntFlags::MNT_DETACH);
         let _ = fs::remove_file(&target);
     }
     result
+}
+
+/// Runs `init` on the calling thread inside the namespace it is in now (just mounted at
+/// `name`), then returns the thread to `home`.
+fn init_inside<T>(
+    name: &str,
+    home: BorrowedFd<'_>,
+    init: impl FnOnce() -> io::Result<T>,
+) -> Result<(OwnedFd, T), NetnsError> {
+    let inside = (|| {
+        let fd = current().map_err(io_err("opening", name))?;
+        let value = init().map_err(io_err("setting up", name))?;
+        Ok((fd, value))
+    })();
+    setns(home, CloneFlags::CLONE_NEWNET).map_err(nix_err("leaving", name))?;
+    inside
+}
+
+/// Creates the namespace `name` on the calling thread, runs `init` inside it, and returns the
+/// thread to `home`. The namespace stays alive (mounted) after this returns.
+///
+/// Must run on a thread that does nothing else in between (see the module docs).
+///
+/// # Errors
+/// The namespace exists already, or a system call fails (then nothing is left behind).
+pub fn create_on_this_thread<T>(
+    name: &str,
+    home: BorrowedFd<'_>,
+    init: impl FnOnce() -> io::Result<T>,
+) -> Result<(OwnedFd, T), NetnsError> {
+    with_mount_point(name, |target| {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(nix_err("creating", name))?;
+        if let Err(e) = mount(
+            Some("/proc/thread-self/ns/net"),
+            target,
+            Some("none"),
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
+            setns(home, CloneFlags::CLONE_NEWNET).map_err(nix_err("leaving", name))?;
+            return Err(nix_err("mounting", name)(e));
+        }
+        init_inside(name, home, init)
+    })
 }
 
 /// Gives the namespace of process `pid` (a container's) the name `name`, like
@@ -188,26 +209,11 @@ pub fn adopt_on_this_thread<T>(
     home: BorrowedFd<'_>,
     init: impl FnOnce() -> io::Result<T>,
 ) -> Result<(OwnedFd, T), NetnsError> {
-    let target = path(name);
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&target)
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(NetnsError::Exists {
-                name: name.to_owned(),
-            });
-        }
-        Err(e) => return Err(io_err("creating", name)(e)),
-    }
-    let result = (|| {
+    with_mount_point(name, |target| {
         let source = format!("/proc/{pid}/ns/net");
         mount(
             Some(source.as_str()),
-            &target,
+            target,
             Some("none"),
             MsFlags::MS_BIND,
             None::<&str>,
@@ -215,15 +221,8 @@ pub fn adopt_on_this_thread<T>(
         .map_err(nix_err("mounting", name))?;
         let fd = open(name)?;
         setns(&fd, CloneFlags::CLONE_NEWNET).map_err(nix_err("entering", name))?;
-        let value = init().map_err(io_err("setting up", name));
-        setns(home, CloneFlags::CLONE_NEWNET).map_err(nix_err("leaving", name))?;
-        Ok((fd, value?))
-    })();
-    if result.is_err() {
-        let _ = umount2(&target, MntFlags::MNT_DETACH);
-        let _ = fs::remove_file(&target);
-    }
-    result
+        init_inside(name, home, init)
+    })
 }
 
 /// Runs `f` inside the namespace `ns` on a new thread and returns its result.

@@ -56,25 +56,13 @@ pub fn plan(plan: &Plan) -> String {
         for (i, link) in plan.links_of(node).enumerate() {
             let first = i == 0;
             t.add_row([
-                if first {
-                    node.name.clone()
-                } else {
-                    String::new()
-                },
-                if first {
-                    kind(node.kind).to_owned()
-                } else {
-                    String::new()
-                },
+                on_first(first, node.name.clone()),
+                on_first(first, kind(node.kind).to_owned()),
                 link.ifname.clone(),
                 format!("{}/{}", link.address, link.prefix_len),
                 plan.subnets[link.subnet].name.clone(),
                 wired_to(plan, link),
-                if first {
-                    node.netns.clone()
-                } else {
-                    String::new()
-                },
+                on_first(first, node.netns.clone()),
             ]);
         }
     }
@@ -84,11 +72,7 @@ pub fn plan(plan: &Plan) -> String {
     for node in &plan.nodes {
         for (i, r) in node.routes.iter().enumerate() {
             t.add_row([
-                if i == 0 {
-                    node.name.clone()
-                } else {
-                    String::new()
-                },
+                on_first(i == 0, node.name.clone()),
                 if r.dest.prefix_len() == 0 {
                     "default".to_owned()
                 } else {
@@ -138,16 +122,8 @@ pub fn plan(plan: &Plan) -> String {
                     .join(" ")
             };
             t.add_row([
-                if i == 0 {
-                    node.name.clone()
-                } else {
-                    String::new()
-                },
-                if i == 0 {
-                    policy.clone()
-                } else {
-                    String::new()
-                },
+                on_first(i == 0, node.name.clone()),
+                on_first(i == 0, policy.clone()),
                 match r.action {
                     Action::Accept => "accept".to_owned(),
                     Action::Drop => "drop".to_owned(),
@@ -177,6 +153,11 @@ fn wired_to(plan: &Plan, link: &crate::plan::LinkPlan) -> String {
     plan.peer_of(link).map_or_else(String::new, |peer| {
         format!("{} {}", plan.nodes[peer.node].name, peer.ifname)
     })
+}
+
+/// `value` on a group's first row, blank on the others.
+fn on_first(first: bool, value: impl Into<String>) -> String {
+    if first { value.into() } else { String::new() }
 }
 
 fn kind(k: NodeKind) -> &'static str {
@@ -226,16 +207,8 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
         for (i, link) in plan.links_of(node).enumerate() {
             let iface = l.interfaces.iter().find(|x| x.name == link.ifname);
             t.add_row([
-                if i == 0 {
-                    node.name.clone()
-                } else {
-                    String::new()
-                },
-                if i == 0 {
-                    kind(node.kind).to_owned()
-                } else {
-                    String::new()
-                },
+                on_first(i == 0, node.name.clone()),
+                on_first(i == 0, kind(node.kind).to_owned()),
                 link.ifname.clone(),
                 iface
                     .map_or("missing", |x| if x.up { "up" } else { "down" })
@@ -243,11 +216,7 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
                 iface.map_or_else(String::new, |x| x.addresses.join(" ")),
                 plan.subnets[link.subnet].name.clone(),
                 wired_to(plan, link),
-                if i == 0 {
-                    node.netns.clone()
-                } else {
-                    String::new()
-                },
+                on_first(i == 0, node.netns.clone()),
             ]);
         }
     }
@@ -256,11 +225,7 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
     for l in live {
         for (i, r) in l.routes.iter().enumerate() {
             t.add_row([
-                if i == 0 {
-                    l.name.clone()
-                } else {
-                    String::new()
-                },
+                on_first(i == 0, l.name.clone()),
                 if r.dest.ends_with("/0") {
                     "default".to_owned()
                 } else {
