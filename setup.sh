@@ -4,14 +4,18 @@
 #
 #   ./setup.sh            toolchain, bpf-linker, networking tools
 #   ./setup.sh --docker   the same, plus Docker (started without touching the host firewall)
+#   ./setup.sh --bench    the same, plus the peers `cargo xtask bench deploy` compares with
+#                         (Mininet with Linux bridges; no Open vSwitch)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 with_docker=0
+with_bench=0
 for arg in "$@"; do
   case "$arg" in
     --docker) with_docker=1 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    --bench) with_bench=1 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -26,6 +30,9 @@ say() { printf 'setup: %s\n' "$*"; }
 packages=(llvm-22-dev libzstd-dev build-essential pkg-config iproute2 iputils-ping traceroute iperf3
           tcpdump iptables procps util-linux psmisc ethtool bpftool)
 [ "$with_docker" = 1 ] && packages+=(docker.io)
+# Mininet 2.3.0 runs with `switch=LinuxBridge` (brctl) and no controller: this kernel has no
+# openvswitch module, so the recommended openvswitch-switch is left out (--no-install-recommends).
+[ "$with_bench" = 1 ] && packages+=(mininet bridge-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
