@@ -6,13 +6,17 @@
 #                         runs one FRR instance per router namespace)
 #   ./setup.sh --docker   the same, plus Docker (dockerd started without touching the host's
 #                         firewall, forwarding or links) and dvnet's node images (images/)
+#   ./setup.sh --bench    the same, plus the peers `cargo xtask bench` compares with (Mininet
+#                         with Linux bridges; no Open vSwitch); combines with --docker
 set -euo pipefail
 cd "$(dirname "$0")"
 
 with_docker=0
+with_bench=0
 for arg in "$@"; do
   case "$arg" in
     --docker) with_docker=1 ;;
+    --bench) with_bench=1 ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
@@ -32,6 +36,11 @@ packages=(llvm-22-dev libzstd-dev build-essential pkg-config iproute2 iputils-pi
 if [ "$with_docker" = 1 ]; then
   command -v dockerd >/dev/null || packages+=(docker.io)
   packages+=(debootstrap)
+fi
+# Mininet 2.3.0 runs with `switch=LinuxBridge` (brctl) and no controller: this kernel has no
+# openvswitch module, so the recommended openvswitch-switch is left out (--no-install-recommends).
+if [ "$with_bench" = 1 ]; then
+  packages+=(mininet bridge-utils)
 fi
 missing=()
 for p in "${packages[@]}"; do

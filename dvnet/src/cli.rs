@@ -268,7 +268,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let topo = Topology::from_file(&file)?;
             let plan = Plan::build(&topo, PlanOptions { datapath, runtime })?;
-            let mut out = std::io::stdout().lock();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             if json {
                 serde_json::to_writer_pretty(&mut out, &plan)?;
                 writeln!(out)?;

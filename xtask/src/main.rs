@@ -1,15 +1,24 @@
-//! Developer tasks: `cargo xtask test` runs every check CI runs.
+//! Developer tasks: `cargo xtask test` runs every check CI runs; `cargo xtask bench` measures
+//! dvnet against its performance targets (README.md, "Benchmarks").
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
+mod bench;
+
+const USAGE: &str = "usage: cargo xtask test [-- <cargo test args>]
+       cargo xtask bench deploy [--sizes 100,500,1000] [--runs 3] [--quick] ...
+       cargo xtask bench plan [--nodes 10000] ...";
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = if args.first().map(String::as_str) == Some("test") {
-        test(&args[1..])
-    } else {
-        eprintln!("usage: cargo xtask test [-- <cargo test args>]");
-        return std::process::ExitCode::from(2);
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -61,7 +70,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     let mut t = cargo();
     t.args(["test", "--workspace", "--exclude", "dvnet-ebpf"]);
     t.args(extra);
-    if nix_is_root() {
+    if is_root() {
         t.env("DVNET_REQUIRE_ROOT_TESTS", "1");
     } else {
         eprintln!("xtask: not root: tests that need root will print `skipping` and pass");
@@ -69,9 +78,6 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     run("cargo test", &mut t)
 }
 
-fn nix_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }

@@ -1,20 +1,27 @@
 //! Routes from shortest paths over the graph of routers and subnets.
 //!
 //! Vertices are routers and subnets (so host-less transit subnets and chains of routers
-//! work), edges join a router to each subnet it is on. One breadth-first search from each
-//! destination subnet gives every router's distance to it; a router's next hop is a neighbour
-//! one router closer. Ties go to the lowest router in file order, then to the router's
-//! earliest subnet, so plans are deterministic. A router's destinations are then grouped by
-//! next hop and each group aggregated into the fewest prefixes covering exactly it (subnets
-//! are disjoint, so no prefix ever covers a destination of another group). Hosts use the
-//! router of their subnet closest to each destination: the one serving most destinations
-//! becomes the default gateway, the others get specific routes.
+//! work), edges join a router to each subnet it is on. A router's next hop toward a
+//! destination subnet is a router one step closer to it, sharing a subnet with it. Ties go to
+//! the lowest router in file order, then to the router's earliest subnet, so plans are
+//! deterministic. A router's destinations are then grouped by next hop and each group
+//! aggregated into the fewest prefixes covering exactly it (subnets are disjoint, so no prefix
+//! ever covers a destination of another group). Hosts use the router of their subnet closest
+//! to each destination: the one serving most destinations becomes the default gateway, the
+//! others get specific routes.
+//!
+//! Cost: one breadth-first search from each router finds all of its next hops at once (each
+//! vertex carries the least first hop of the shortest paths reaching it), so a network of R
+//! routers and S subnets costs R searches, each linear in the graph, plus R·S decisions to
+//! aggregate. Subnets with hosts and two or more routers take one search each (from all
+//! their routers together); one-router subnets need none.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
-use petgraph::graph::{NodeIndex, UnGraph};
+use ipnet::{Ipv4Net, Ipv4Subnets};
+use petgraph::Directed;
+use petgraph::csr::Csr;
 
 use crate::topology::Topology;
 
@@ -31,50 +38,106 @@ pub struct Hop {
 pub struct Routing {
     /// For each router: (destinations as prefixes, next hop), aggregated, sorted by prefix.
     pub routers: Vec<Vec<(Ipv4Net, Hop)>>,
-    /// For each subnet: the gateway for hosts on it, if it has a router.
+    /// For each subnet with hosts: the gateway for them, if it has a router. (Host-less
+    /// subnets: the first router on them, since nothing reads it.)
     pub default_gateway: Vec<Option<usize>>,
-    /// For each subnet: specific routes for destinations not served by the default gateway.
+    /// For each subnet with hosts: specific routes for destinations not served by the default
+    /// gateway. (Empty for host-less subnets.)
     pub host_routes: Vec<Vec<(Ipv4Net, usize)>>,
     /// Groups of subnets that cannot reach each other, when the network is not connected.
     pub islands: Vec<Vec<usize>>,
 }
 
-/// The graph: routers are vertices `0..R`, subnets `R..R+S`.
+/// Not reached (yet).
+const UNSEEN: u32 = u32::MAX;
+
+/// The graph, a petgraph compressed sparse row graph (each undirected edge stored both ways):
+/// routers are vertices `0..R`, subnets `R..R+S`.
 struct Graph {
-    graph: UnGraph<(), ()>,
     routers: usize,
+    csr: Csr<(), (), Directed, u32>,
+}
+
+/// Scratch space of one search, reused across searches.
+struct Search {
+    /// Vertices crossed from the sources.
+    dist: Vec<u32>,
+    /// Per vertex, the least label over the shortest paths reaching it.
+    label: Vec<u64>,
+    /// Vertices in the order reached (a FIFO queue read from the front).
+    order: Vec<u32>,
 }
 
 impl Graph {
-    fn new(topo: &Topology) -> Graph {
+    /// The graph, leaving out the subnets `left_out` picks (they keep their vertex, alone).
+    fn new(
+        topo: &Topology,
+        on_subnet: &[Vec<(usize, usize)>],
+        left_out: impl Fn(usize) -> bool,
+    ) -> Graph {
         let routers = topo.routers.len();
-        let edges: usize = topo.routers.iter().map(|r| r.subnets.len()).sum();
-        let mut graph = UnGraph::with_capacity(routers + topo.subnets.len(), edges);
-        for _ in 0..routers + topo.subnets.len() {
-            graph.add_node(());
-        }
-        for (r, router) in topo.routers.iter().enumerate() {
-            for &s in &router.subnets {
-                graph.add_edge(NodeIndex::new(r), NodeIndex::new(routers + s), ());
+        let vertex = |v: usize| u32::try_from(v).expect("fewer than 2^32 routers and subnets");
+        let mut edges: Vec<(u32, u32)> = Vec::new();
+        for (s, members) in on_subnet.iter().enumerate().filter(|&(s, _)| !left_out(s)) {
+            for &(r, _) in members {
+                edges.push((vertex(r), vertex(routers + s)));
+                edges.push((vertex(routers + s), vertex(r)));
             }
         }
-        Graph { graph, routers }
+        edges.sort_unstable();
+        edges.dedup();
+        let csr = Csr::from_sorted_edges(&edges).expect("edges were sorted");
+        Graph { routers, csr }
     }
 
-    /// Hop counts (vertices crossed) from subnet `s` to every vertex.
-    fn distances_from_subnet(&self, s: usize, dist: &mut [u32], queue: &mut VecDeque<usize>) {
-        dist.fill(u32::MAX);
-        let start = self.routers + s;
-        dist[start] = 0;
-        queue.clear();
-        queue.push_back(start);
-        while let Some(v) = queue.pop_front() {
-            let next = dist[v] + 1;
-            for n in self.graph.neighbors(NodeIndex::new(v)) {
-                let n = n.index();
-                if dist[n] == u32::MAX {
-                    dist[n] = next;
-                    queue.push_back(n);
+    /// The neighbours of `v` (vertices past the last one with an edge have none).
+    fn neighbours(&self, v: usize) -> &[u32] {
+        match u32::try_from(v) {
+            Ok(v) if (v as usize) < self.csr.node_count() => self.csr.neighbors_slice(v),
+            _ => &[],
+        }
+    }
+
+    /// Breadth-first from `sources` (each given its label). Every vertex reached gets its
+    /// distance and the least label among its predecessors on shortest paths, except that
+    /// `relabel_first(label, w)` is what a source passes on to its neighbour `w`.
+    fn search(
+        &self,
+        search: &mut Search,
+        sources: impl IntoIterator<Item = (usize, u64)>,
+        relabel_first: impl Fn(u64, usize) -> u64,
+    ) {
+        search.dist.fill(UNSEEN);
+        search.order.clear();
+        for (v, label) in sources {
+            search.dist[v] = 0;
+            search.label[v] = label;
+            search
+                .order
+                .push(u32::try_from(v).expect("checked in Graph::new"));
+        }
+        let mut head = 0;
+        while let Some(&u) = search.order.get(head) {
+            head += 1;
+            let u = u as usize;
+            let next = search.dist[u] + 1;
+            let from = search.label[u];
+            for &w in self.neighbours(u) {
+                let w = w as usize;
+                let label = if next == 1 {
+                    relabel_first(from, w)
+                } else {
+                    from
+                };
+                let d = search.dist[w];
+                if d == UNSEEN {
+                    search.dist[w] = next;
+                    search.label[w] = label;
+                    search
+                        .order
+                        .push(u32::try_from(w).expect("checked in Graph::new"));
+                } else if d == next && label < search.label[w] {
+                    search.label[w] = label;
                 }
             }
         }
@@ -84,7 +147,6 @@ impl Graph {
 /// Computes every route of the network.
 #[must_use]
 pub fn compute(topo: &Topology) -> Routing {
-    let graph = Graph::new(topo);
     let nr = topo.routers.len();
     let ns = topo.subnets.len();
     // routers on each subnet, lowest index first, with the subnet's position in their list
@@ -94,70 +156,94 @@ pub fn compute(topo: &Topology) -> Routing {
             on_subnet[s].push((r, pos));
         }
     }
+    let graph = Graph::new(topo, &on_subnet, |_| false);
+    let mut search = Search {
+        dist: vec![UNSEEN; nr + ns],
+        label: vec![0; nr + ns],
+        order: Vec::with_capacity(nr + ns),
+    };
+    // Destinations in address order, so that each next hop's destinations merge into
+    // intervals as they come (see `Group`). Aggregation depends on the set of prefixes only:
+    // the order changes nothing else.
+    let mut by_address: Vec<usize> = (0..ns).collect();
+    by_address.sort_by_key(|&s| {
+        let c = topo.subnets[s].cidr;
+        (u32::from(c.network()), c.prefix_len())
+    });
 
-    let mut per_router: Vec<Vec<(Ipv4Net, Hop)>> = vec![Vec::new(); nr];
-    let mut per_subnet_gw: Vec<Vec<(Ipv4Net, usize)>> = vec![Vec::new(); ns];
-    let mut dist = vec![u32::MAX; nr + ns];
-    let mut queue = VecDeque::new();
-    let mut island_of = vec![usize::MAX; ns];
-    let mut islands: Vec<Vec<usize>> = Vec::new();
+    let islands = islands(&graph, &mut search, ns);
 
-    for dest in 0..ns {
-        graph.distances_from_subnet(dest, &mut dist, &mut queue);
-        if island_of[dest] == usize::MAX {
-            let members: Vec<usize> = (0..ns).filter(|&t| dist[nr + t] != u32::MAX).collect();
-            for &t in &members {
-                island_of[t] = islands.len();
+    // Routers. A search from router r labels each vertex with the least first hop (router,
+    // position) of the shortest paths reaching it: a router two steps away takes
+    // (itself, position of the subnet joining it to r), everything further the least label
+    // of its predecessors. A destination's label is then exactly the least router one router
+    // closer to it among r's neighbours, with r's earliest subnet toward it.
+    //
+    // A subnet with a single router (a LAN) leads nowhere: the search leaves it out and
+    // takes its distance and label from its router.
+    let single: Vec<Option<usize>> = on_subnet
+        .iter()
+        .map(|m| match m[..] {
+            [(r, _)] => Some(r),
+            _ => None,
+        })
+        .collect();
+    let core = Graph::new(topo, &on_subnet, |s| single[s].is_some());
+    let dests: Vec<Dest> = by_address
+        .iter()
+        .map(|&s| {
+            let cidr = topo.subnets[s].cidr;
+            Dest {
+                vertex: u32::try_from(single[s].unwrap_or(nr + s)).expect("checked in Graph::new"),
+                start: u32::from(cidr.network()),
+                end: u32::from(cidr.broadcast()),
             }
-            islands.push(members);
-        }
-        let prefix = topo.subnets[dest].cidr;
-        let dist = &dist;
-        // routers: next hop one router closer
-        for (r, router) in topo.routers.iter().enumerate() {
-            let d = dist[r];
-            // d == 1: connected; MAX: unreachable
-            if d == u32::MAX || d <= 1 {
-                continue;
-            }
-            let best = router
-                .subnets
-                .iter()
-                .enumerate()
-                .flat_map(|(pos, &t)| {
-                    on_subnet[t]
-                        .iter()
-                        .filter(move |&&(r2, _)| r2 != r && dist[r2] + 2 == d)
-                        .map(move |&(r2, _)| Hop {
-                            router: r2,
-                            via_position: pos,
-                        })
-                })
-                .min();
-            if let Some(hop) = best {
-                per_router[r].push((prefix, hop));
-            }
-        }
-        // hosts: per subnet, the closest router on it
-        for (t, routers) in on_subnet.iter().enumerate() {
-            if t == dest {
-                continue;
-            }
-            if let Some(&(gw, _)) = routers
-                .iter()
-                .filter(|&&(r, _)| dist[r] != u32::MAX)
-                .min_by_key(|&&(r, _)| (dist[r], r))
-            {
-                per_subnet_gw[t].push((prefix, gw));
-            }
-        }
+        })
+        .collect();
+    let mut routers = Vec::with_capacity(nr);
+    // the group of each next-hop router, reset after each router
+    let mut group_of = vec![usize::MAX; nr];
+    for r in 0..nr {
+        routers.push(router_routes(
+            topo,
+            &core,
+            r,
+            &single,
+            &dests,
+            &mut search,
+            &mut group_of,
+        ));
     }
 
-    let routers = per_router.into_iter().map(aggregate).collect();
+    // Hosts: per subnet, the closest router on it (ties to the lowest), found by one search
+    // from all its routers at once, each labelled with itself.
+    let mut has_hosts = vec![false; ns];
+    for h in &topo.hosts {
+        has_hosts[h.subnet] = true;
+    }
     let mut default_gateway = Vec::with_capacity(ns);
     let mut host_routes = Vec::with_capacity(ns);
-    for (t, decisions) in per_subnet_gw.into_iter().enumerate() {
-        let gw = majority(&decisions).or_else(|| on_subnet[t].first().map(|&(r, _)| r));
+    for (t, members) in on_subnet.iter().enumerate() {
+        // no router: no gateway; one router: it serves every destination
+        if members.len() < 2 || !has_hosts[t] {
+            default_gateway.push(members.first().map(|&(r, _)| r));
+            host_routes.push(Vec::new());
+            continue;
+        }
+        graph.search(
+            &mut search,
+            members.iter().map(|&(r, _)| (r, r as u64)),
+            |label, _| label,
+        );
+        let decisions: Vec<(Ipv4Net, usize)> = by_address
+            .iter()
+            .filter(|&&s| s != t && search.dist[nr + s] != UNSEEN)
+            .map(|&s| {
+                let gw = usize::try_from(search.label[nr + s]).expect("a router index");
+                (topo.subnets[s].cidr, gw)
+            })
+            .collect();
+        let gw = majority(&decisions).or_else(|| members.first().map(|&(r, _)| r));
         default_gateway.push(gw);
         let specific: Vec<_> = decisions
             .into_iter()
@@ -165,15 +251,116 @@ pub fn compute(topo: &Topology) -> Routing {
             .collect();
         host_routes.push(aggregate(specific));
     }
-    if islands.len() == 1 {
-        islands.clear();
-    }
     Routing {
         routers,
         default_gateway,
         host_routes,
         islands,
     }
+}
+
+/// A destination, in address order: the vertex whose search result decides its next hop
+/// (its router if it is the only one, else the subnet itself) and its addresses.
+struct Dest {
+    vertex: u32,
+    start: u32,
+    end: u32,
+}
+
+/// The routes of router `r`: a search from its subnets over `core` (the graph without
+/// single-router subnets), then every destination in address order.
+fn router_routes(
+    topo: &Topology,
+    core: &Graph,
+    r: usize,
+    single: &[Option<usize>],
+    dests: &[Dest],
+    search: &mut Search,
+    group_of: &mut [usize],
+) -> Vec<(Ipv4Net, Hop)> {
+    let nr = core.routers;
+    core.search(
+        search,
+        topo.routers[r]
+            .subnets
+            .iter()
+            .enumerate()
+            .filter(|&(_, &s)| single[s].is_none())
+            .map(|(pos, &s)| (nr + s, pos as u64)),
+        |position, w| ((w as u64) << 32) | position,
+    );
+    let mut groups: Vec<Group<Hop>> = Vec::new();
+    // Consecutive destinations mostly share their next hop and touch each other: they grow
+    // one run of addresses, handed to its group when a destination does not continue it.
+    let mut run: Option<(u64, usize, u32, u32)> = None; // label, group, start, end
+    for dest in dests {
+        let v = dest.vertex as usize;
+        let d = search.dist[v];
+        // Skip the unreachable and the connected: the search started at r's subnets, so
+        // distance 0 is 1 from r; r's single-router subnets are decided by r itself.
+        if d == UNSEEN || d == 0 || v == r {
+            continue;
+        }
+        let label = search.label[v];
+        if let Some((l, _, _, end)) = &mut run
+            && *l == label
+            && dest.start <= end.saturating_add(1)
+        {
+            *end = (*end).max(dest.end);
+            continue;
+        }
+        if let Some((_, g, start, end)) = run {
+            groups[g].add(start, end);
+        }
+        let hop = Hop {
+            router: usize::try_from(label >> 32).expect("a router index"),
+            via_position: usize::try_from(label & 0xffff_ffff).expect("a position"),
+        };
+        let g = &mut group_of[hop.router];
+        if *g == usize::MAX {
+            *g = groups.len();
+            groups.push(Group {
+                hop,
+                intervals: Vec::new(),
+            });
+        }
+        run = Some((label, *g, dest.start, dest.end));
+    }
+    if let Some((_, g, start, end)) = run {
+        groups[g].add(start, end);
+    }
+    for g in &groups {
+        group_of[g.hop.router] = usize::MAX;
+    }
+    Group::finish(groups)
+}
+
+/// Groups of subnets that reach each other, in order of their first subnet, each sorted;
+/// empty when there is only one.
+fn islands(graph: &Graph, search: &mut Search, ns: usize) -> Vec<Vec<usize>> {
+    let nr = graph.routers;
+    let mut island_of = vec![usize::MAX; ns];
+    let mut islands: Vec<Vec<usize>> = Vec::new();
+    for s in 0..ns {
+        if island_of[s] != usize::MAX {
+            continue;
+        }
+        graph.search(search, [(nr + s, 0)], |label, _| label);
+        let mut members: Vec<usize> = search
+            .order
+            .iter()
+            .filter_map(|&v| (v as usize).checked_sub(nr))
+            .collect();
+        members.sort_unstable();
+        for &t in &members {
+            island_of[t] = islands.len();
+        }
+        islands.push(members);
+    }
+    if islands.len() == 1 {
+        islands.clear();
+    }
+    islands
 }
 
 /// Only connected routes for routers; hosts keep a default gateway (the first router on their
@@ -226,6 +413,43 @@ fn aggregate<T: Copy + Ord>(decisions: Vec<(Ipv4Net, T)>) -> Vec<(Ipv4Net, T)> {
     out
 }
 
+/// The destinations of one next hop, merged into address intervals as they arrive in address
+/// order: exactly the intervals `Ipv4Net::aggregate` finds after sorting them, without
+/// keeping every prefix.
+struct Group<T> {
+    hop: T,
+    intervals: Vec<(u32, u32)>,
+}
+
+impl<T: Copy + Ord> Group<T> {
+    /// Adds the addresses `start..=end`, starting at or after everything added before.
+    fn add(&mut self, start: u32, end: u32) {
+        if let Some(last) = self.intervals.last_mut()
+            && start <= last.1.saturating_add(1)
+        {
+            last.1 = last.1.max(end);
+        } else {
+            self.intervals.push((start, end));
+        }
+    }
+
+    /// The fewest prefixes covering each group exactly (as `aggregate`): sorted by prefix,
+    /// then by next hop.
+    fn finish(mut groups: Vec<Group<T>>) -> Vec<(Ipv4Net, T)> {
+        groups.sort_unstable_by_key(|g| g.hop);
+        let mut out: Vec<(Ipv4Net, T)> = groups
+            .iter()
+            .flat_map(|g| {
+                g.intervals.iter().flat_map(move |&(start, end)| {
+                    Ipv4Subnets::new(start.into(), end.into(), 0).map(move |p| (p, g.hop))
+                })
+            })
+            .collect();
+        out.sort_by_key(|&(p, _)| (u32::from(p.network()), p.prefix_len()));
+        out
+    }
+}
+
 /// The address a router has on the subnet it shares with a neighbour.
 #[must_use]
 pub fn address_on(
@@ -237,4 +461,207 @@ pub fn address_on(
         .iter()
         .position(|&s| s == subnet)
         .map(|i| router_addrs[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::generate::{GenSpec, Shape, generate};
+
+    /// The first implementation, kept as the definition: one search from each destination
+    /// subnet, every decision of every router and subnet kept, then aggregated.
+    fn reference(topo: &Topology) -> Routing {
+        let nr = topo.routers.len();
+        let ns = topo.subnets.len();
+        let mut adj = vec![Vec::new(); nr + ns];
+        let mut on_subnet: Vec<Vec<(usize, usize)>> = vec![Vec::new(); ns];
+        for (r, router) in topo.routers.iter().enumerate() {
+            for (pos, &s) in router.subnets.iter().enumerate() {
+                adj[r].push(nr + s);
+                adj[nr + s].push(r);
+                on_subnet[s].push((r, pos));
+            }
+        }
+        let mut per_router: Vec<Vec<(Ipv4Net, Hop)>> = vec![Vec::new(); nr];
+        let mut per_subnet_gw: Vec<Vec<(Ipv4Net, usize)>> = vec![Vec::new(); ns];
+        let mut island_of = vec![usize::MAX; ns];
+        let mut islands: Vec<Vec<usize>> = Vec::new();
+        for dest in 0..ns {
+            let mut dist = vec![u32::MAX; nr + ns];
+            dist[nr + dest] = 0;
+            let mut queue = VecDeque::from([nr + dest]);
+            while let Some(v) = queue.pop_front() {
+                for &n in &adj[v] {
+                    if dist[n] == u32::MAX {
+                        dist[n] = dist[v] + 1;
+                        queue.push_back(n);
+                    }
+                }
+            }
+            if island_of[dest] == usize::MAX {
+                let members: Vec<usize> = (0..ns).filter(|&t| dist[nr + t] != u32::MAX).collect();
+                for &t in &members {
+                    island_of[t] = islands.len();
+                }
+                islands.push(members);
+            }
+            let prefix = topo.subnets[dest].cidr;
+            for (r, router) in topo.routers.iter().enumerate() {
+                let d = dist[r];
+                if d == u32::MAX || d <= 1 {
+                    continue;
+                }
+                let best = router
+                    .subnets
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(pos, &t)| {
+                        on_subnet[t]
+                            .iter()
+                            .filter(|&&(r2, _)| r2 != r && dist[r2] + 2 == d)
+                            .map(move |&(r2, _)| Hop {
+                                router: r2,
+                                via_position: pos,
+                            })
+                    })
+                    .min();
+                per_router[r].push((prefix, best.expect("a closer neighbour")));
+            }
+            for (t, routers) in on_subnet.iter().enumerate() {
+                if t == dest {
+                    continue;
+                }
+                if let Some(&(gw, _)) = routers
+                    .iter()
+                    .filter(|&&(r, _)| dist[r] != u32::MAX)
+                    .min_by_key(|&&(r, _)| (dist[r], r))
+                {
+                    per_subnet_gw[t].push((prefix, gw));
+                }
+            }
+        }
+        let mut default_gateway = Vec::new();
+        let mut host_routes = Vec::new();
+        for (t, decisions) in per_subnet_gw.into_iter().enumerate() {
+            let gw = majority(&decisions).or_else(|| on_subnet[t].first().map(|&(r, _)| r));
+            default_gateway.push(gw);
+            host_routes.push(aggregate(
+                decisions
+                    .into_iter()
+                    .filter(|&(_, g)| Some(g) != gw)
+                    .collect(),
+            ));
+        }
+        if islands.len() == 1 {
+            islands.clear();
+        }
+        Routing {
+            routers: per_router.into_iter().map(aggregate).collect(),
+            default_gateway,
+            host_routes,
+            islands,
+        }
+    }
+
+    fn assert_same(topo: &Topology, what: &str) {
+        let (got, want) = (compute(topo), reference(topo));
+        assert_eq!(got.routers, want.routers, "{what}: router routes");
+        assert_eq!(got.islands, want.islands, "{what}: islands");
+        for h in &topo.hosts {
+            let s = h.subnet;
+            assert_eq!(
+                got.default_gateway[s], want.default_gateway[s],
+                "{what}: gateway of subnet {s}"
+            );
+            assert_eq!(
+                got.host_routes[s], want.host_routes[s],
+                "{what}: host routes of subnet {s}"
+            );
+        }
+    }
+
+    fn read(doc: &serde_json::Value) -> Topology {
+        Topology::from_json(&doc.to_string(), "test.json")
+            .unwrap_or_else(|e| panic!("a valid topology: {e}"))
+    }
+
+    #[test]
+    fn per_router_searches_match_the_per_destination_definition_on_generated_shapes() {
+        for shape in [
+            Shape::Chain,
+            Shape::Ring,
+            Shape::Star,
+            Shape::Tree,
+            Shape::Grid,
+        ] {
+            for nodes in [3, 7, 40, 130] {
+                for hosts_per_lan in [0, 1, 3] {
+                    let spec = GenSpec {
+                        shape,
+                        nodes,
+                        hosts_per_lan,
+                        fanout: 3,
+                        name: None,
+                    };
+                    if let Ok(doc) = generate(&spec) {
+                        assert_same(&read(&doc), &format!("{shape:?} {nodes}/{hosts_per_lan}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Random labs: LANs shared by several routers, host-less subnets, islands, subnets
+    /// numbered out of address order (so that aggregation and ties are exercised).
+    #[test]
+    fn per_router_searches_match_the_per_destination_definition_on_random_labs() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % n as u64).expect("small")
+        };
+        for lab in 0..150 {
+            let subnets = 2 + next(30);
+            // distinct third octets, shuffled: neighbours in the file are rarely neighbours
+            // in address space, and adjacent /24s aggregate
+            let mut octets: Vec<usize> = (0..256).collect();
+            for i in (1..octets.len()).rev() {
+                octets.swap(i, next(i + 1));
+            }
+            let mut doc_subnets = serde_json::Map::new();
+            for (s, octet) in octets.iter().take(subnets).enumerate() {
+                let hosts: serde_json::Map<String, serde_json::Value> = (0..[0, 0, 1, 2][next(4)])
+                    .map(|h| (format!("h{s}-{h}"), json!({})))
+                    .collect();
+                doc_subnets.insert(
+                    format!("s{s}"),
+                    json!({"cidr": format!("10.{}.{octet}.0/24", next(2)), "hosts": hosts}),
+                );
+            }
+            let mut doc_routers = serde_json::Map::new();
+            for r in 0..=next(20) {
+                let mut on: Vec<String> = Vec::new();
+                for _ in 0..=next(4) {
+                    let s = format!("s{}", next(subnets));
+                    if !on.contains(&s) {
+                        on.push(s);
+                    }
+                }
+                doc_routers.insert(format!("r{r}"), json!({"subnets": on}));
+            }
+            let doc = json!({
+                "name": format!("lab {lab}"),
+                "automatic_routing": true,
+                "subnets": doc_subnets,
+                "routers": doc_routers,
+            });
+            assert_same(&read(&doc), &format!("lab {lab}: {doc}"));
+        }
+    }
 }

@@ -1,0 +1,1032 @@
+//! `cargo xtask bench deploy`: how long `dvnet up` and `dvnet down` take, beside the floor
+//! (one `ip -batch` creating exactly the same namespaces, bridges and veths, nothing else) and
+//! Mininet (`LinearTopo(N/2)` with Linux bridges: the same node count).
+//!
+//! Everything runs inside a *fake host* (a namespace of the benchmark's own), so the real
+//! host's links, firewall and sysctls stay untouched. Before each measurement the machine
+//! must be idle (see [`super::idle`]); after each teardown the time until idle is reported
+//! as "reclaimed". Tools take turns within each run, so slow drift in background load spreads
+//! over all of them.
+//!
+//! Everything the benchmark creates carries the prefix `dvb<pid>`: the fake host
+//! `dvb<pid>-host`, dvnet networks `dvb<pid>-d<N>` (namespaces `dv-dvb<pid>-d<N>…`, records in
+//! /run/dvnet), floor namespaces `dvb<pid>-f<N>…`, files in /tmp/dvb<pid>/. Guards undo each
+//! run when it fails, and a final sweep removes whatever still carries the prefix; the shells
+//! Mininet starts are killed by the pids its script writes, never by name.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+use dvnet::generate::{GenSpec, Shape, generate};
+use dvnet::plan::{Plan, PlanOptions, Segment};
+use dvnet::topology::Topology;
+use serde::Serialize;
+
+use super::idle::{self, IdleSettings};
+use super::stats::{Summary, secs};
+
+/// Debian's Python: the one the `mininet` package installs into.
+const PYTHON: &str = "/usr/bin/python3";
+/// Relative to the workspace root.
+const MININET_SCRIPT: &str = "xtask/bench/mininet_deploy.py";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Network sizes in nodes (routers + hosts).
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 500, 1000])]
+    sizes: Vec<usize>,
+    /// Measurements per tool and size.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Shape of the generated networks (`dvnet gen`).
+    #[arg(long, value_enum, default_value_t = Shape::Chain)]
+    shape: Shape,
+    /// Hosts on each router's LAN (`dvnet gen --hosts-per-lan`): 1 makes every subnet a
+    /// point-to-point veth pair; 2 or more puts LANs on bridges.
+    #[arg(long, default_value_t = 1)]
+    hosts_per_lan: usize,
+    /// Where to write the results [default: bench-results/deploy.json].
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// For CI: sizes 50,100, one run, 2 s idle timeout (a smoke test: on a busy machine each
+    /// wait gives up quickly); Mininet only where installed.
+    #[arg(long, conflicts_with_all = ["sizes", "runs"])]
+    quick: bool,
+    /// Leave Mininet out even where it is installed.
+    #[arg(long)]
+    no_mininet: bool,
+    /// Seconds to wait for an idle machine before measuring anyway (and saying so).
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    bench: &'static str,
+    started_unix: u64,
+    machine: super::Machine,
+    shape: String,
+    hosts_per_lan: usize,
+    runs: usize,
+    idle: IdleSettings,
+    mininet: MininetInfo,
+    sizes: Vec<SizeReport>,
+    /// Waits that gave up, failures, anything that makes a number less trustworthy.
+    notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct MininetInfo {
+    available: bool,
+    version: Option<String>,
+    /// Why it was left out.
+    skipped: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SizeReport {
+    nodes: usize,
+    /// What dvnet (and the floor) builds.
+    namespaces: usize,
+    veth_pairs: usize,
+    bridges: usize,
+    /// Mininet's `LinearTopo(k)`: k hosts (namespaces) and k bridges in the fake host.
+    mininet_k: usize,
+    /// Median, min, max per metric (seconds); `None` without a successful run.
+    summary: BTreeMap<&'static str, Option<Summary>>,
+    runs: Vec<RunRecord>,
+}
+
+/// One measurement of one tool.
+#[derive(Debug, Default, Serialize)]
+struct RunRecord {
+    tool: &'static str,
+    run: usize,
+    /// Wall time of bringing the network up, seconds.
+    up: Option<f64>,
+    /// Wall time of tearing it down.
+    down: Option<f64>,
+    /// From the start of teardown until the machine is idle again.
+    reclaimed: Option<f64>,
+    /// Tool-specific: dvnet's own "in X s", Mininet's build/start split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The rows of the table, in order: (key, label).
+const METRICS: [(&str, &str); 9] = [
+    ("dvnet_up", "dvnet up"),
+    ("dvnet_down", "dvnet down"),
+    ("dvnet_reclaimed", "dvnet reclaimed"),
+    ("ipbatch_up", "ip-batch up"),
+    ("ipbatch_down", "ip-batch down"),
+    ("ipbatch_reclaimed", "ip-batch reclaimed"),
+    ("mininet_up", "mininet up"),
+    ("mininet_down", "mininet down"),
+    ("mininet_reclaimed", "mininet reclaimed"),
+];
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    if !crate::is_root() {
+        bail!("bench deploy creates namespaces: run it as root");
+    }
+    let (sizes, runs) = if args.quick {
+        (vec![50, 100], 1)
+    } else {
+        (args.sizes.clone(), args.runs)
+    };
+    if runs == 0 || sizes.is_empty() || sizes.iter().any(|&n| n < 2) {
+        bail!("need at least one run and sizes of at least 2 nodes");
+    }
+    let idle_settings = IdleSettings {
+        threshold_pct: 3.0,
+        interval_s: 0.5,
+        timeout_s: args
+            .idle_timeout
+            .unwrap_or(if args.quick { 2.0 } else { 120.0 }),
+    };
+    let dvnet_bin = build_dvnet()?;
+    let mininet = if args.no_mininet {
+        MininetInfo {
+            available: false,
+            version: None,
+            skipped: Some("--no-mininet".into()),
+        }
+    } else {
+        mininet_info()
+    };
+    if let Some(why) = &mininet.skipped {
+        eprintln!("xtask: Mininet left out: {why}");
+    }
+
+    idle::catch_interrupts();
+    let scratch = Scratch::new(dvnet_bin)?;
+    let machine = super::Machine::describe();
+    eprintln!("xtask: machine: {}", machine.line());
+    eprintln!(
+        "xtask: everything this run creates is named {}-*; fake host {}",
+        scratch.prefix, scratch.host
+    );
+    let mut bench = Bench {
+        scratch: &scratch,
+        idle: idle_settings,
+        notes: Vec::new(),
+    };
+    let mut report = Report {
+        bench: "deploy",
+        started_unix: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        machine,
+        shape: format!("{:?}", args.shape).to_lowercase(),
+        hosts_per_lan: args.hosts_per_lan,
+        runs,
+        idle: idle_settings,
+        mininet: mininet.clone(),
+        sizes: Vec::new(),
+        notes: Vec::new(),
+    };
+
+    let outcome = (|| -> anyhow::Result<()> {
+        for &nodes in &sizes {
+            let size = bench.size(nodes, args, runs, mininet.available)?;
+            report.sizes.push(size);
+        }
+        Ok(())
+    })();
+    report.notes.append(&mut bench.notes);
+    // the sweep runs whatever happened above
+    let leftovers = scratch.cleanup();
+    report
+        .notes
+        .extend(leftovers.iter().map(|l| format!("cleanup: {l}")));
+
+    if !report.sizes.is_empty() {
+        println!("{}", table(&report));
+    }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    let path = super::results_path(args.json.as_deref(), "deploy.json");
+    super::write_json(&path, &report)?;
+    eprintln!("xtask: results in {}", path.display());
+    outcome?;
+    if !leftovers.is_empty() {
+        bail!("the cleanup left things behind: {}", leftovers.join("; "));
+    }
+    let failed: Vec<String> = report
+        .sizes
+        .iter()
+        .flat_map(|s| &s.runs)
+        .filter(|r| r.tool != "mininet")
+        .filter_map(|r| {
+            r.error
+                .as_ref()
+                .map(|e| format!("{} run {}: {e}", r.tool, r.run))
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} measurement(s) failed:\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// `cargo build --release -p dvnet`, then the binary next to this one (or `$DVNET_BIN`).
+fn build_dvnet() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("DVNET_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    crate::run(
+        "cargo build --release -p dvnet",
+        crate::cargo().args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "dvnet",
+            "--bin",
+            "dvnet",
+        ]),
+    )?;
+    let exe = std::env::current_exe().context("locating xtask")?;
+    let bin = exe
+        .parent()
+        .context("xtask has no directory")?
+        .join("dvnet");
+    if !bin.exists() {
+        bail!("{} is missing after the build", bin.display());
+    }
+    Ok(bin)
+}
+
+fn mininet_info() -> MininetInfo {
+    let missing = |why: &str| MininetInfo {
+        available: false,
+        version: None,
+        skipped: Some(why.to_owned()),
+    };
+    if !Path::new(PYTHON).exists() {
+        return missing("no /usr/bin/python3");
+    }
+    let version = Command::new(PYTHON)
+        .args(["-c", "import mininet.net; print(mininet.net.VERSION)"])
+        .output();
+    let version = match version {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        _ => return missing("not installed (`./setup.sh --bench` installs it)"),
+    };
+    let brctl = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("brctl").exists()));
+    if !brctl {
+        return missing("brctl is missing (`./setup.sh --bench` installs bridge-utils)");
+    }
+    MininetInfo {
+        available: true,
+        version: Some(version),
+        skipped: None,
+    }
+}
+
+/// Runs `f` when dropped, unless disarmed.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> OnDrop<F> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// What the benchmark owns: the prefix, the fake host, the scratch directory.
+struct Scratch {
+    prefix: String,
+    host: String,
+    dir: PathBuf,
+    dvnet: PathBuf,
+    /// dvnet networks brought up (or tried), for `dvnet down` in the sweep.
+    networks: RefCell<Vec<String>>,
+    cleaned: RefCell<bool>,
+}
+
+impl Scratch {
+    fn new(dvnet: PathBuf) -> anyhow::Result<Scratch> {
+        let prefix = format!("dvb{}", std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        let host = format!("{prefix}-host");
+        let scratch = Scratch {
+            dir,
+            host,
+            dvnet,
+            networks: RefCell::new(Vec::new()),
+            cleaned: RefCell::new(false),
+            prefix,
+        };
+        // from here on, Drop sweeps whatever was created
+        std::fs::create_dir_all(&scratch.dir)
+            .with_context(|| format!("creating {}", scratch.dir.display()))?;
+        check(
+            "creating the fake host",
+            &Command::new("ip")
+                .args(["netns", "add", &scratch.host])
+                .output()?,
+        )?;
+        check(
+            "lo up in the fake host",
+            &Command::new("ip")
+                .args(["-n", &scratch.host, "link", "set", "lo", "up"])
+                .output()?,
+        )?;
+        Ok(scratch)
+    }
+
+    /// `program` inside the fake host.
+    fn in_host(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.host))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    fn dvnet(&self) -> Command {
+        self.in_host(&self.dvnet)
+    }
+
+    /// Whether a namespace or file name is this benchmark's.
+    fn owns(&self, name: &str) -> bool {
+        let name = name.strip_prefix("dv-").unwrap_or(name);
+        name.strip_prefix(&self.prefix)
+            .is_some_and(|rest| rest.starts_with('-'))
+    }
+
+    /// Removes everything carrying the prefix; returns what could not be removed.
+    fn cleanup(&self) -> Vec<String> {
+        if self.cleaned.replace(true) {
+            return Vec::new();
+        }
+        // Mininet shells the script left (by pid, checked against their command line)
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "pids") {
+                    kill_mininet_shells(&e.path());
+                }
+            }
+        }
+        for id in self.networks.borrow().iter() {
+            let _ = Command::new(&self.dvnet).args(["down", id]).output();
+        }
+        // anything else: floor namespaces, pieces of a crashed `up`, the fake host last
+        let mut names: Vec<String> = list_dir("/run/netns")
+            .into_iter()
+            .filter(|n| self.owns(n) && *n != self.host)
+            .collect();
+        names.push(self.host.clone());
+        for n in &names {
+            if Path::new("/run/netns").join(n).exists() {
+                let _ = Command::new("ip").args(["netns", "del", n]).output();
+            }
+        }
+        for dir in ["/etc/netns", "/run/dvnet"] {
+            for n in list_dir(dir).into_iter().filter(|n| self.owns(n)) {
+                let _ = std::fs::remove_dir_all(Path::new(dir).join(n));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+
+        let mut left = Vec::new();
+        for dir in ["/run/netns", "/etc/netns", "/run/dvnet"] {
+            for n in list_dir(dir).into_iter().filter(|n| self.owns(n)) {
+                left.push(format!("{dir}/{n}"));
+            }
+        }
+        if self.dir.exists() {
+            left.push(self.dir.display().to_string());
+        }
+        left
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for l in self.cleanup() {
+            eprintln!("xtask: left behind: {l}");
+        }
+    }
+}
+
+fn list_dir(dir: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills the Mininet node shells listed in `pidfile` that are still alive. A pid counts only
+/// if its command line still names a Mininet node (`bash ... mininet:h1`), so a recycled pid
+/// is never touched. Returns how many were killed.
+fn kill_mininet_shells(pidfile: &Path) -> usize {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let Ok(text) = std::fs::read_to_string(pidfile) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("mininet:")
+            && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+fn check(what: &str, out: &Output) -> anyhow::Result<()> {
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tail: Vec<&str> = stderr
+        .lines()
+        .chain(stdout.lines())
+        .filter(|l| !l.trim().is_empty())
+        .take(6)
+        .collect();
+    bail!("{what} failed ({}): {}", out.status, tail.join(" | "))
+}
+
+fn timed(cmd: &mut Command) -> anyhow::Result<(Duration, Output)> {
+    let start = Instant::now();
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", cmd.get_program().display()))?;
+    Ok((start.elapsed(), out))
+}
+
+/// The floor for one network: one `ip -batch` of `netns add` lines, one `ip -n FABRIC
+/// -batch` of bridges and veths (each veth created with both ends in place), and the matching
+/// `netns del` batch. No addresses, routes or sysctls.
+struct Floor {
+    namespaces: Vec<String>,
+    fabric: String,
+    add_ns: PathBuf,
+    links: PathBuf,
+    del: PathBuf,
+    veth_pairs: usize,
+    bridges: usize,
+}
+
+impl Floor {
+    /// The floor of `plan`, its namespaces renamed `dv-X` → `X` (so `dvnet ls` never mistakes
+    /// them for a network), batch files written to `dir`.
+    fn new(plan: &Plan, dir: &Path, tag: &str) -> anyhow::Result<Floor> {
+        use std::fmt::Write as _;
+        let ns = |name: &str| name.strip_prefix("dv-").unwrap_or(name).to_owned();
+        let fabric = ns(&plan.fabric_netns);
+        let nodes: Vec<String> = plan.nodes.iter().map(|n| ns(&n.netns)).collect();
+        let mut add_ns = String::new();
+        for n in std::iter::once(&fabric).chain(&nodes) {
+            let _ = writeln!(add_ns, "netns add {n}");
+        }
+        let mut links = String::new();
+        let (mut veth_pairs, mut bridges) = (0, 0);
+        for s in &plan.subnets {
+            if let Segment::Bridge { name, .. } = &s.segment {
+                let _ = writeln!(links, "link add {name} type bridge\nlink set {name} up");
+                bridges += 1;
+            }
+        }
+        for s in &plan.subnets {
+            let members: Vec<_> = s.links.iter().map(|&l| &plan.links[l as usize]).collect();
+            match &s.segment {
+                Segment::Empty => {}
+                Segment::PointToPoint => {
+                    let (a, b) = (members[0], members[1]);
+                    let _ = writeln!(
+                        links,
+                        "link add {} netns {} type veth peer name {} netns {}",
+                        a.ifname, nodes[a.node], b.ifname, nodes[b.node]
+                    );
+                    veth_pairs += 1;
+                }
+                Segment::Bridge { name, .. } => {
+                    for l in members {
+                        let port = l
+                            .fabric_port
+                            .as_ref()
+                            .context("bridged link without port")?;
+                        let _ = writeln!(
+                            links,
+                            "link add {} type veth peer name {} netns {}\nlink set {} master {name} up",
+                            port.ifname, l.ifname, nodes[l.node], port.ifname
+                        );
+                        veth_pairs += 1;
+                    }
+                }
+            }
+        }
+        // like `dvnet down`: nodes first, then the fabric
+        let mut del = String::new();
+        for n in nodes.iter().chain(std::iter::once(&fabric)) {
+            let _ = writeln!(del, "netns del {n}");
+        }
+        let write = |name: &str, text: &str| -> anyhow::Result<PathBuf> {
+            let p = dir.join(format!("{tag}-{name}.batch"));
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+            Ok(p)
+        };
+        let mut namespaces = vec![fabric.clone()];
+        namespaces.extend(nodes);
+        Ok(Floor {
+            add_ns: write("netns-add", &add_ns)?,
+            links: write("links", &links)?,
+            del: write("netns-del", &del)?,
+            namespaces,
+            fabric,
+            veth_pairs,
+            bridges,
+        })
+    }
+}
+
+/// Host-wide sysctls Mininet's `fixLimits()` would raise, read from the real host: the
+/// Mininet run fails if any changes.
+const MININET_TRIPWIRE: [&str; 9] = [
+    "fs/file-max",
+    "kernel/pty/max",
+    "net/core/wmem_max",
+    "net/core/rmem_max",
+    "net/core/netdev_max_backlog",
+    "net/ipv4/tcp_rmem",
+    "net/ipv4/tcp_wmem",
+    "net/ipv4/neigh/default/gc_thresh3",
+    "net/ipv4/route/max_size",
+];
+
+fn tripwire() -> Vec<(&'static str, String)> {
+    MININET_TRIPWIRE
+        .iter()
+        .map(|k| {
+            let v = std::fs::read_to_string(format!("/proc/sys/{k}")).unwrap_or_default();
+            (*k, v.trim().to_owned())
+        })
+        .collect()
+}
+
+struct Bench<'a> {
+    scratch: &'a Scratch,
+    idle: IdleSettings,
+    notes: Vec<String>,
+}
+
+impl Bench<'_> {
+    /// Waits for an idle machine before `what`.
+    fn settle(&mut self, what: &str) -> anyhow::Result<()> {
+        let idle = idle::wait(&self.idle)?;
+        if idle.since.is_none() {
+            self.notes.push(format!(
+                "{what}: machine still {:.0}% busy after {} s; measured anyway",
+                idle.busy_pct, self.idle.timeout_s
+            ));
+        }
+        Ok(())
+    }
+
+    /// Seconds from `start` until the machine is idle, `None` when the wait gave up.
+    fn reclaimed(&mut self, what: &str, start: Instant) -> anyhow::Result<Option<f64>> {
+        let idle = idle::wait(&self.idle)?;
+        if let Some(since) = idle.since {
+            Ok(Some(since.saturating_duration_since(start).as_secs_f64()))
+        } else {
+            self.notes.push(format!(
+                "{what}: not idle {} s after the teardown ({:.0}% busy): no reclaimed time",
+                self.idle.timeout_s, idle.busy_pct
+            ));
+            Ok(None)
+        }
+    }
+
+    fn size(
+        &mut self,
+        nodes: usize,
+        args: &Args,
+        runs: usize,
+        mininet: bool,
+    ) -> anyhow::Result<SizeReport> {
+        let prefix = &self.scratch.prefix;
+        let spec = |name: String| GenSpec {
+            shape: args.shape,
+            nodes,
+            hosts_per_lan: args.hosts_per_lan,
+            fanout: 2,
+            name: Some(name),
+        };
+        // dvnet's network, as `dvnet gen` writes it
+        let file = self.scratch.dir.join(format!("d{nodes}.json"));
+        let value = generate(&spec(format!("{prefix}-d{nodes}")))?;
+        let text = serde_json::to_string_pretty(&value)? + "\n";
+        std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
+        let plan = Plan::build(
+            &Topology::from_json(&text, &file.display().to_string())?,
+            PlanOptions::default(),
+        )?;
+        if !self.scratch.owns(&plan.id) {
+            bail!("network id {} does not carry the prefix {prefix}", plan.id);
+        }
+        self.scratch.networks.borrow_mut().push(plan.id.clone());
+        // the floor: the same network under another name
+        let value = generate(&spec(format!("{prefix}-f{nodes}")))?;
+        let floor_plan = Plan::build(
+            &Topology::from_json(&serde_json::to_string(&value)?, "floor")?,
+            PlanOptions::default(),
+        )?;
+        let floor = Floor::new(&floor_plan, &self.scratch.dir, &format!("f{nodes}"))?;
+        if floor.namespaces.iter().any(|n| !self.scratch.owns(n)) {
+            bail!("floor namespaces do not carry the prefix {prefix}");
+        }
+        let k = (nodes / 2).max(1);
+        let mut size = SizeReport {
+            nodes,
+            namespaces: floor.namespaces.len(),
+            veth_pairs: floor.veth_pairs,
+            bridges: floor.bridges,
+            mininet_k: k,
+            summary: BTreeMap::new(),
+            runs: Vec::new(),
+        };
+        eprintln!(
+            "xtask: {nodes} nodes: {} namespaces, {} veth pairs, {} bridges; Mininet LinearTopo({k})",
+            size.namespaces, size.veth_pairs, size.bridges
+        );
+
+        for run in 1..=runs {
+            let mut rec = RunRecord {
+                tool: "dvnet",
+                run,
+                ..RunRecord::default()
+            };
+            if let Err(e) = self.dvnet_run(&file, &plan.id, &mut rec) {
+                rec.error = Some(format!("{e:#}"));
+            }
+            idle::check_interrupted()?;
+            progress(nodes, run, runs, &rec);
+            size.runs.push(rec);
+
+            let mut rec = RunRecord {
+                tool: "ipbatch",
+                run,
+                ..RunRecord::default()
+            };
+            if let Err(e) = self.floor_run(&floor, &mut rec) {
+                rec.error = Some(format!("{e:#}"));
+            }
+            idle::check_interrupted()?;
+            progress(nodes, run, runs, &rec);
+            size.runs.push(rec);
+
+            if mininet {
+                let mut rec = RunRecord {
+                    tool: "mininet",
+                    run,
+                    ..RunRecord::default()
+                };
+                if let Err(e) = self.mininet_run(k, &mut rec) {
+                    rec.error = Some(format!("{e:#}"));
+                }
+                idle::check_interrupted()?;
+                progress(nodes, run, runs, &rec);
+                size.runs.push(rec);
+            }
+        }
+        for (key, _) in METRICS {
+            let (tool, metric) = key.split_once('_').expect("tool_metric");
+            let samples: Vec<f64> = size
+                .runs
+                .iter()
+                .filter(|r| r.tool == tool && r.error.is_none())
+                .filter_map(|r| match metric {
+                    "up" => r.up,
+                    "down" => r.down,
+                    _ => r.reclaimed,
+                })
+                .collect();
+            size.summary.insert(key, Summary::of(&samples));
+        }
+        Ok(size)
+    }
+
+    fn dvnet_run(&mut self, file: &Path, id: &str, rec: &mut RunRecord) -> anyhow::Result<()> {
+        self.settle("dvnet up")?;
+        let scratch = self.scratch;
+        let guard = OnDrop(Some(|| {
+            let _ = scratch.dvnet().args(["down", id]).output();
+        }));
+        // dvnet logs each phase of `up` at info level: five lines, no measurable cost
+        let (took, out) = timed(
+            scratch
+                .dvnet()
+                .env("RUST_LOG", "warn,dvnet::deploy=info")
+                .env("NO_COLOR", "1")
+                .arg("up")
+                .arg(file),
+        )?;
+        check("dvnet up", &out)?;
+        rec.up = Some(took.as_secs_f64());
+        // "network "x" is up: N nodes, M links in 0.42 s"
+        let reported = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            l.rsplit_once(" in ")
+                .and_then(|(_, t)| t.strip_suffix(" s"))
+                .and_then(|t| t.parse::<f64>().ok())
+        });
+        rec.detail = Some(serde_json::json!({
+            "up_reported": reported,
+            "phases": up_phases(&String::from_utf8_lossy(&out.stderr)),
+        }));
+
+        let interrupted = idle::check_interrupted();
+        let settled = interrupted.and_then(|()| self.settle("dvnet down"));
+        let start = Instant::now();
+        let out = scratch.dvnet().args(["down", id]).output()?;
+        rec.down = Some(start.elapsed().as_secs_f64());
+        guard.disarm();
+        settled?;
+        check("dvnet down", &out)?;
+        rec.reclaimed = self.reclaimed("dvnet down", start)?;
+        Ok(())
+    }
+
+    fn floor_run(&mut self, floor: &Floor, rec: &mut RunRecord) -> anyhow::Result<()> {
+        self.settle("ip-batch up")?;
+        let scratch = self.scratch;
+        let guard = OnDrop(Some(|| {
+            let _ = scratch
+                .in_host("ip")
+                .args(["-force", "-batch"])
+                .arg(&floor.del)
+                .output();
+        }));
+        let (namespaces, out) = timed(scratch.in_host("ip").arg("-batch").arg(&floor.add_ns))?;
+        check("ip -batch (netns add)", &out)?;
+        let (links, out) = timed(
+            scratch
+                .in_host("ip")
+                .args(["-n", &floor.fabric, "-batch"])
+                .arg(&floor.links),
+        )?;
+        check("ip -n FABRIC -batch (links)", &out)?;
+        rec.up = Some((namespaces + links).as_secs_f64());
+        rec.detail = Some(serde_json::json!({
+            "phases": {"namespaces": namespaces.as_secs_f64(), "links": links.as_secs_f64()},
+        }));
+
+        let interrupted = idle::check_interrupted();
+        let settled = interrupted.and_then(|()| self.settle("ip-batch down"));
+        let start = Instant::now();
+        let out = scratch
+            .in_host("ip")
+            .arg("-batch")
+            .arg(&floor.del)
+            .output()?;
+        rec.down = Some(start.elapsed().as_secs_f64());
+        check("ip -batch (netns del)", &out)?;
+        guard.disarm();
+        settled?;
+        rec.reclaimed = self.reclaimed("ip-batch down", start)?;
+        Ok(())
+    }
+
+    fn mininet_run(&mut self, k: usize, rec: &mut RunRecord) -> anyhow::Result<()> {
+        self.settle("mininet")?;
+        let pidfile = self
+            .scratch
+            .dir
+            .join(format!("mininet-k{k}-run{}.pids", rec.run));
+        let script = super::workspace_root().join(MININET_SCRIPT);
+        let before = tripwire();
+        let (wall, out) = {
+            let _guard = OnDrop(Some(|| {
+                kill_mininet_shells(&pidfile);
+            }));
+            timed(
+                self.scratch
+                    .in_host(PYTHON)
+                    .arg(&script)
+                    .arg(k.to_string())
+                    .arg(&pidfile),
+            )?
+        };
+        let exited = Instant::now();
+        let after = tripwire();
+        if before != after {
+            let changed: Vec<String> = before
+                .iter()
+                .zip(&after)
+                .filter(|(b, a)| b != a)
+                .map(|((k, b), (_, a))| format!("{k}: {b} → {a}"))
+                .collect();
+            self.notes.push(format!(
+                "MININET CHANGED HOST SYSCTLS: {}",
+                changed.join(", ")
+            ));
+            bail!("mininet changed host sysctls: {}", changed.join(", "));
+        }
+        check("mininet_deploy.py", &out)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let result: serde_json::Value = stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .context("mininet_deploy.py printed no JSON")
+            .and_then(|l| serde_json::from_str(l).context("mininet_deploy.py output"))?;
+        let up = result["up"].as_f64().context("no \"up\" in the output")?;
+        let down = result["down"]
+            .as_f64()
+            .context("no \"down\" in the output")?;
+        rec.up = Some(up);
+        rec.down = Some(down);
+        rec.detail = Some(serde_json::json!({
+            "build": result["build"],
+            "start": result["start"],
+            "script_wall": wall.as_secs_f64(),
+        }));
+        // the script exits right after net.stop(): count the teardown from its start
+        rec.reclaimed = self
+            .reclaimed("mininet down", exited)?
+            .map(|after_exit| down + after_exit);
+        Ok(())
+    }
+}
+
+/// The phases `dvnet up` logs (`phase done phase="links" elapsed_ms=6`), in seconds.
+fn up_phases(stderr: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut phases = serde_json::Map::new();
+    for line in stderr.lines().filter(|l| l.contains("phase done")) {
+        let field = |key: &str| {
+            line.split_once(key).map(|(_, rest)| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .trim_matches('"')
+            })
+        };
+        if let (Some(name), Some(ms)) = (field("phase="), field("elapsed_ms="))
+            && let Ok(ms) = ms.parse::<f64>()
+        {
+            phases.insert(name.to_owned(), (ms / 1e3).into());
+        }
+    }
+    phases
+}
+
+fn progress(nodes: usize, run: usize, runs: usize, rec: &RunRecord) {
+    let s = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), secs);
+    match &rec.error {
+        Some(e) => eprintln!(
+            "xtask: [{nodes} nodes, run {run}/{runs}] {}: FAILED: {e}",
+            rec.tool
+        ),
+        None => eprintln!(
+            "xtask: [{nodes} nodes, run {run}/{runs}] {:<8} up {} s, down {} s, reclaimed {} s",
+            rec.tool,
+            s(rec.up),
+            s(rec.down),
+            s(rec.reclaimed)
+        ),
+    }
+}
+
+fn table(report: &Report) -> String {
+    use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED);
+    let mut header = vec!["seconds: median (min–max)".to_owned()];
+    header.extend(report.sizes.iter().map(|s| format!("{} nodes", s.nodes)));
+    t.set_header(header);
+    for (key, label) in METRICS {
+        if key.starts_with("mininet") && !report.mininet.available {
+            continue;
+        }
+        let mut row = vec![label.to_owned()];
+        let tool = key.split('_').next().expect("tool_metric");
+        row.extend(report.sizes.iter().map(|s| {
+            if let Some(x) = s.summary.get(key).copied().flatten() {
+                x.cell()
+            } else if s.runs.iter().any(|r| r.tool == tool && r.error.is_some()) {
+                "failed".to_owned()
+            } else {
+                // only "reclaimed" can be missing without a failure
+                "never idle".to_owned()
+            }
+        }));
+        t.add_row(row);
+    }
+    let mut out = format!(
+        "deploy: {} networks, {} host(s) per LAN, {} run(s); {}\n{t}",
+        report.shape,
+        report.hosts_per_lan,
+        report.runs,
+        report.machine.line()
+    );
+    for s in &report.sizes {
+        use std::fmt::Write as _;
+        let _ = write!(
+            out,
+            "\n{} nodes: {} namespaces, {} veth pairs, {} bridges",
+            s.nodes, s.namespaces, s.veth_pairs, s.bridges
+        );
+        if report.mininet.available {
+            let _ = write!(
+                out,
+                "; Mininet LinearTopo({}): {} host namespaces, {} bridges, {} veth pairs",
+                s.mininet_k,
+                s.mininet_k,
+                s.mininet_k,
+                2 * s.mininet_k - 1
+            );
+        }
+    }
+    out.push_str("\nWhere `up` goes (medians, seconds):");
+    for s in &report.sizes {
+        out.push_str(&breakdown(s));
+    }
+    if let Some(why) = &report.mininet.skipped {
+        use std::fmt::Write as _;
+        let _ = write!(out, "\nMininet: not measured ({why})");
+    }
+    out
+}
+
+/// One line: the phases of each tool's `up`, medians over the successful runs.
+fn breakdown(size: &SizeReport) -> String {
+    let median = |tool: &str, f: &dyn Fn(&RunRecord) -> Option<f64>| {
+        let samples: Vec<f64> = size
+            .runs
+            .iter()
+            .filter(|r| r.tool == tool && r.error.is_none())
+            .filter_map(f)
+            .collect();
+        Summary::of(&samples).map(|x| secs(x.median))
+    };
+    let detail = |r: &RunRecord, path: &[&str]| {
+        let mut v = r.detail.as_ref()?;
+        for p in path {
+            v = v.get(p)?;
+        }
+        v.as_f64()
+    };
+    let mut parts = Vec::new();
+    let dvnet_phases = ["namespaces", "bridges", "links", "addresses+routes"];
+    let mut dvnet: Vec<String> = dvnet_phases
+        .iter()
+        .filter_map(|p| median("dvnet", &|r| detail(r, &["phases", p])).map(|m| format!("{p} {m}")))
+        .collect();
+    if let Some(m) = median("dvnet", &|r| {
+        let phases: f64 = dvnet_phases
+            .iter()
+            .map(|p| detail(r, &["phases", p]).unwrap_or(0.0))
+            .sum();
+        r.up.map(|up| up - phases)
+    }) {
+        dvnet.push(format!("rest (process, parse, plan, record) {m}"));
+    }
+    parts.push(format!("dvnet: {}", dvnet.join(", ")));
+    let floor: Vec<String> = ["namespaces", "links"]
+        .iter()
+        .filter_map(|p| {
+            median("ipbatch", &|r| detail(r, &["phases", p])).map(|m| format!("{p} {m}"))
+        })
+        .collect();
+    parts.push(format!("ip-batch: {}", floor.join(", ")));
+    let mininet: Vec<String> = ["build", "start"]
+        .iter()
+        .filter_map(|p| median("mininet", &|r| detail(r, &[p])).map(|m| format!("{p} {m}")))
+        .collect();
+    if !mininet.is_empty() {
+        parts.push(format!("Mininet: {}", mininet.join(", ")));
+    }
+    format!("\n  {} nodes: {}", size.nodes, parts.join(" | "))
+}
