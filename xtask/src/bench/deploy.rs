@@ -14,12 +14,10 @@
 //! run when it fails, and a final sweep removes whatever still carries the prefix; the shells
 //! Mininet starts are killed by the pids its script writes, never by name.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use dvnet::generate::{GenSpec, Shape, generate};
@@ -27,7 +25,8 @@ use dvnet::plan::{Plan, PlanOptions, Segment};
 use dvnet::topology::Topology;
 use serde::Serialize;
 
-use super::idle::{self, IdleSettings};
+use super::harness::{OnDrop, Scratch, build_dvnet, check, kill_mininet_shells, timed, up_phases};
+use super::idle::{self, IdleSettings, Waiter};
 use super::stats::{Summary, secs};
 
 /// Debian's Python: the one the `mininet` package installs into.
@@ -176,8 +175,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     let mut bench = Bench {
         scratch: &scratch,
-        idle: idle_settings,
-        notes: Vec::new(),
+        wait: Waiter::new(idle_settings),
     };
     let mut report = Report {
         bench: "deploy",
@@ -201,7 +199,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         Ok(())
     })();
-    report.notes.append(&mut bench.notes);
+    report.notes.append(&mut bench.wait.notes);
     // the sweep runs whatever happened above
     let leftovers = scratch.cleanup();
     report
@@ -242,34 +240,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo build --release -p dvnet`, then the binary next to this one (or `$DVNET_BIN`).
-fn build_dvnet() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("DVNET_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    crate::run(
-        "cargo build --release -p dvnet",
-        crate::cargo().args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "dvnet",
-            "--bin",
-            "dvnet",
-        ]),
-    )?;
-    let exe = std::env::current_exe().context("locating xtask")?;
-    let bin = exe
-        .parent()
-        .context("xtask has no directory")?
-        .join("dvnet");
-    if !bin.exists() {
-        bail!("{} is missing after the build", bin.display());
-    }
-    Ok(bin)
-}
-
 fn mininet_info() -> MininetInfo {
     let missing = |why: &str| MininetInfo {
         available: false,
@@ -296,195 +266,6 @@ fn mininet_info() -> MininetInfo {
         version: Some(version),
         skipped: None,
     }
-}
-
-/// Runs `f` when dropped, unless disarmed.
-struct OnDrop<F: FnOnce()>(Option<F>);
-
-impl<F: FnOnce()> OnDrop<F> {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl<F: FnOnce()> Drop for OnDrop<F> {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
-
-/// What the benchmark owns: the prefix, the fake host, the scratch directory.
-struct Scratch {
-    prefix: String,
-    host: String,
-    dir: PathBuf,
-    dvnet: PathBuf,
-    /// dvnet networks brought up (or tried), for `dvnet down` in the sweep.
-    networks: RefCell<Vec<String>>,
-    cleaned: RefCell<bool>,
-}
-
-impl Scratch {
-    fn new(dvnet: PathBuf) -> anyhow::Result<Scratch> {
-        let prefix = format!("dvb{}", std::process::id());
-        let dir = std::env::temp_dir().join(&prefix);
-        let host = format!("{prefix}-host");
-        let scratch = Scratch {
-            dir,
-            host,
-            dvnet,
-            networks: RefCell::new(Vec::new()),
-            cleaned: RefCell::new(false),
-            prefix,
-        };
-        // from here on, Drop sweeps whatever was created
-        std::fs::create_dir_all(&scratch.dir)
-            .with_context(|| format!("creating {}", scratch.dir.display()))?;
-        check(
-            "creating the fake host",
-            &Command::new("ip")
-                .args(["netns", "add", &scratch.host])
-                .output()?,
-        )?;
-        check(
-            "lo up in the fake host",
-            &Command::new("ip")
-                .args(["-n", &scratch.host, "link", "set", "lo", "up"])
-                .output()?,
-        )?;
-        Ok(scratch)
-    }
-
-    /// `program` inside the fake host.
-    fn in_host(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.host))
-            .arg("--")
-            .arg(program);
-        c
-    }
-
-    fn dvnet(&self) -> Command {
-        self.in_host(&self.dvnet)
-    }
-
-    /// Whether a namespace or file name is this benchmark's.
-    fn owns(&self, name: &str) -> bool {
-        let name = name.strip_prefix("dv-").unwrap_or(name);
-        name.strip_prefix(&self.prefix)
-            .is_some_and(|rest| rest.starts_with('-'))
-    }
-
-    /// Removes everything carrying the prefix; returns what could not be removed.
-    fn cleanup(&self) -> Vec<String> {
-        if self.cleaned.replace(true) {
-            return Vec::new();
-        }
-        // Mininet shells the script left (by pid, checked against their command line)
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                if e.path().extension().is_some_and(|x| x == "pids") {
-                    kill_mininet_shells(&e.path());
-                }
-            }
-        }
-        for id in self.networks.borrow().iter() {
-            let _ = Command::new(&self.dvnet).args(["down", id]).output();
-        }
-        // anything else: floor namespaces, pieces of a crashed `up`, the fake host last
-        let mut names: Vec<String> = list_dir("/run/netns")
-            .into_iter()
-            .filter(|n| self.owns(n) && *n != self.host)
-            .collect();
-        names.push(self.host.clone());
-        for n in &names {
-            if Path::new("/run/netns").join(n).exists() {
-                let _ = Command::new("ip").args(["netns", "del", n]).output();
-            }
-        }
-        for dir in ["/etc/netns", "/run/dvnet"] {
-            for n in list_dir(dir).into_iter().filter(|n| self.owns(n)) {
-                let _ = std::fs::remove_dir_all(Path::new(dir).join(n));
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-
-        let mut left = Vec::new();
-        for dir in ["/run/netns", "/etc/netns", "/run/dvnet"] {
-            for n in list_dir(dir).into_iter().filter(|n| self.owns(n)) {
-                left.push(format!("{dir}/{n}"));
-            }
-        }
-        if self.dir.exists() {
-            left.push(self.dir.display().to_string());
-        }
-        left
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        for l in self.cleanup() {
-            eprintln!("xtask: left behind: {l}");
-        }
-    }
-}
-
-fn list_dir(dir: &str) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Kills the Mininet node shells listed in `pidfile` that are still alive. A pid counts only
-/// if its command line still names a Mininet node (`bash ... mininet:h1`), so a recycled pid
-/// is never touched. Returns how many were killed.
-fn kill_mininet_shells(pidfile: &Path) -> usize {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-    let Ok(text) = std::fs::read_to_string(pidfile) else {
-        return 0;
-    };
-    let mut killed = 0;
-    for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains("mininet:")
-            && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
-        {
-            killed += 1;
-        }
-    }
-    killed
-}
-
-fn check(what: &str, out: &Output) -> anyhow::Result<()> {
-    if out.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let tail: Vec<&str> = stderr
-        .lines()
-        .chain(stdout.lines())
-        .filter(|l| !l.trim().is_empty())
-        .take(6)
-        .collect();
-    bail!("{what} failed ({}): {}", out.status, tail.join(" | "))
-}
-
-fn timed(cmd: &mut Command) -> anyhow::Result<(Duration, Output)> {
-    let start = Instant::now();
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {}", cmd.get_program().display()))?;
-    Ok((start.elapsed(), out))
 }
 
 /// The floor for one network: one `ip -batch` of `netns add` lines, one `ip -n FABRIC
@@ -599,37 +380,10 @@ fn tripwire() -> Vec<(&'static str, String)> {
 
 struct Bench<'a> {
     scratch: &'a Scratch,
-    idle: IdleSettings,
-    notes: Vec<String>,
+    wait: Waiter,
 }
 
 impl Bench<'_> {
-    /// Waits for an idle machine before `what`.
-    fn settle(&mut self, what: &str) -> anyhow::Result<()> {
-        let idle = idle::wait(&self.idle)?;
-        if idle.since.is_none() {
-            self.notes.push(format!(
-                "{what}: machine still {:.0}% busy after {} s; measured anyway",
-                idle.busy_pct, self.idle.timeout_s
-            ));
-        }
-        Ok(())
-    }
-
-    /// Seconds from `start` until the machine is idle, `None` when the wait gave up.
-    fn reclaimed(&mut self, what: &str, start: Instant) -> anyhow::Result<Option<f64>> {
-        let idle = idle::wait(&self.idle)?;
-        if let Some(since) = idle.since {
-            Ok(Some(since.saturating_duration_since(start).as_secs_f64()))
-        } else {
-            self.notes.push(format!(
-                "{what}: not idle {} s after the teardown ({:.0}% busy): no reclaimed time",
-                self.idle.timeout_s, idle.busy_pct
-            ));
-            Ok(None)
-        }
-    }
-
     fn size(
         &mut self,
         nodes: usize,
@@ -740,7 +494,7 @@ impl Bench<'_> {
     }
 
     fn dvnet_run(&mut self, file: &Path, id: &str, rec: &mut RunRecord) -> anyhow::Result<()> {
-        self.settle("dvnet up")?;
+        self.wait.settle("dvnet up")?;
         let scratch = self.scratch;
         let guard = OnDrop(Some(|| {
             let _ = scratch.dvnet().args(["down", id]).output();
@@ -768,19 +522,19 @@ impl Bench<'_> {
         }));
 
         let interrupted = idle::check_interrupted();
-        let settled = interrupted.and_then(|()| self.settle("dvnet down"));
+        let settled = interrupted.and_then(|()| self.wait.settle("dvnet down"));
         let start = Instant::now();
         let out = scratch.dvnet().args(["down", id]).output()?;
         rec.down = Some(start.elapsed().as_secs_f64());
         guard.disarm();
         settled?;
         check("dvnet down", &out)?;
-        rec.reclaimed = self.reclaimed("dvnet down", start)?;
+        rec.reclaimed = self.wait.reclaimed("dvnet down", start)?;
         Ok(())
     }
 
     fn floor_run(&mut self, floor: &Floor, rec: &mut RunRecord) -> anyhow::Result<()> {
-        self.settle("ip-batch up")?;
+        self.wait.settle("ip-batch up")?;
         let scratch = self.scratch;
         let guard = OnDrop(Some(|| {
             let _ = scratch
@@ -804,7 +558,7 @@ impl Bench<'_> {
         }));
 
         let interrupted = idle::check_interrupted();
-        let settled = interrupted.and_then(|()| self.settle("ip-batch down"));
+        let settled = interrupted.and_then(|()| self.wait.settle("ip-batch down"));
         let start = Instant::now();
         let out = scratch
             .in_host("ip")
@@ -815,12 +569,12 @@ impl Bench<'_> {
         check("ip -batch (netns del)", &out)?;
         guard.disarm();
         settled?;
-        rec.reclaimed = self.reclaimed("ip-batch down", start)?;
+        rec.reclaimed = self.wait.reclaimed("ip-batch down", start)?;
         Ok(())
     }
 
     fn mininet_run(&mut self, k: usize, rec: &mut RunRecord) -> anyhow::Result<()> {
-        self.settle("mininet")?;
+        self.wait.settle("mininet")?;
         let pidfile = self
             .scratch
             .dir
@@ -848,7 +602,7 @@ impl Bench<'_> {
                 .filter(|(b, a)| b != a)
                 .map(|((k, b), (_, a))| format!("{k}: {b} → {a}"))
                 .collect();
-            self.notes.push(format!(
+            self.wait.notes.push(format!(
                 "MININET CHANGED HOST SYSCTLS: {}",
                 changed.join(", ")
             ));
@@ -875,31 +629,11 @@ impl Bench<'_> {
         }));
         // the script exits right after net.stop(): count the teardown from its start
         rec.reclaimed = self
+            .wait
             .reclaimed("mininet down", exited)?
             .map(|after_exit| down + after_exit);
         Ok(())
     }
-}
-
-/// The phases `dvnet up` logs (`phase done phase="links" elapsed_ms=6`), in seconds.
-fn up_phases(stderr: &str) -> serde_json::Map<String, serde_json::Value> {
-    let mut phases = serde_json::Map::new();
-    for line in stderr.lines().filter(|l| l.contains("phase done")) {
-        let field = |key: &str| {
-            line.split_once(key).map(|(_, rest)| {
-                rest.split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .trim_matches('"')
-            })
-        };
-        if let (Some(name), Some(ms)) = (field("phase="), field("elapsed_ms="))
-            && let Ok(ms) = ms.parse::<f64>()
-        {
-            phases.insert(name.to_owned(), (ms / 1e3).into());
-        }
-    }
-    phases
 }
 
 fn progress(nodes: usize, run: usize, runs: usize, rec: &RunRecord) {

@@ -126,3 +126,46 @@ pub fn wait(settings: &IdleSettings) -> anyhow::Result<Idle> {
         before = after;
     }
 }
+
+/// Waits for an idle machine and keeps notes of the waits that gave up.
+#[derive(Debug)]
+pub struct Waiter {
+    pub settings: IdleSettings,
+    /// Waits that gave up, to print beside the results.
+    pub notes: Vec<String>,
+}
+
+impl Waiter {
+    pub fn new(settings: IdleSettings) -> Waiter {
+        Waiter {
+            settings,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Waits for an idle machine before `what`.
+    pub fn settle(&mut self, what: &str) -> anyhow::Result<()> {
+        let idle = wait(&self.settings)?;
+        if idle.since.is_none() {
+            self.notes.push(format!(
+                "{what}: machine still {:.0}% busy after {} s; measured anyway",
+                idle.busy_pct, self.settings.timeout_s
+            ));
+        }
+        Ok(())
+    }
+
+    /// Seconds from `start` until the machine is idle, `None` when the wait gave up.
+    pub fn reclaimed(&mut self, what: &str, start: Instant) -> anyhow::Result<Option<f64>> {
+        let idle = wait(&self.settings)?;
+        if let Some(since) = idle.since {
+            Ok(Some(since.saturating_duration_since(start).as_secs_f64()))
+        } else {
+            self.notes.push(format!(
+                "{what}: not idle {} s after the teardown ({:.0}% busy): no reclaimed time",
+                self.settings.timeout_s, idle.busy_pct
+            ));
+            Ok(None)
+        }
+    }
+}

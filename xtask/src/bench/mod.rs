@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 mod deploy;
+mod harness;
 mod idle;
 mod plan;
 mod stats;

@@ -1,0 +1,249 @@
+//! What every benchmark that builds networks shares: the scratch space it owns (a prefix,
+//! a fake host namespace, a directory; swept at the end, pass or fail), running commands
+//! and checking them, and the dvnet binary it measures.
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// `cargo build --release -p dvnet`, then the binary next to this one (or `$DVNET_BIN`).
+pub(super) fn build_dvnet() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("DVNET_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    crate::run(
+        "cargo build --release -p dvnet",
+        crate::cargo().args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "dvnet",
+            "--bin",
+            "dvnet",
+        ]),
+    )?;
+    let exe = std::env::current_exe().context("locating xtask")?;
+    let bin = exe
+        .parent()
+        .context("xtask has no directory")?
+        .join("dvnet");
+    if !bin.exists() {
+        bail!("{} is missing after the build", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Runs `f` when dropped, unless disarmed.
+pub(super) struct OnDrop<F: FnOnce()>(pub(super) Option<F>);
+
+impl<F: FnOnce()> OnDrop<F> {
+    pub(super) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// What the benchmark owns: the prefix, the fake host, the scratch directory.
+pub(super) struct Scratch {
+    pub(super) prefix: String,
+    pub(super) host: String,
+    pub(super) dir: PathBuf,
+    pub(super) dvnet: PathBuf,
+    /// dvnet networks brought up (or tried), for `dvnet down` in the sweep.
+    pub(super) networks: RefCell<Vec<String>>,
+    pub(super) cleaned: RefCell<bool>,
+}
+
+impl Scratch {
+    pub(super) fn new(dvnet: PathBuf) -> anyhow::Result<Scratch> {
+        let prefix = format!("dvb{}", std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        let host = format!("{prefix}-host");
+        let scratch = Scratch {
+            dir,
+            host,
+            dvnet,
+            networks: RefCell::new(Vec::new()),
+            cleaned: RefCell::new(false),
+            prefix,
+        };
+        // from here on, Drop sweeps whatever was created
+        std::fs::create_dir_all(&scratch.dir)
+            .with_context(|| format!("creating {}", scratch.dir.display()))?;
+        check(
+            "creating the fake host",
+            &Command::new("ip")
+                .args(["netns", "add", &scratch.host])
+                .output()?,
+        )?;
+        check(
+            "lo up in the fake host",
+            &Command::new("ip")
+                .args(["-n", &scratch.host, "link", "set", "lo", "up"])
+                .output()?,
+        )?;
+        Ok(scratch)
+    }
+
+    /// `program` inside the fake host.
+    pub(super) fn in_host(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.host))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    pub(super) fn dvnet(&self) -> Command {
+        self.in_host(&self.dvnet)
+    }
+
+    /// Whether a namespace or file name is this benchmark's.
+    pub(super) fn owns(&self, name: &str) -> bool {
+        let name = name.strip_prefix("dv-").unwrap_or(name);
+        name.strip_prefix(&self.prefix)
+            .is_some_and(|rest| rest.starts_with('-'))
+    }
+
+    /// Removes everything carrying the prefix; returns what could not be removed.
+    pub(super) fn cleanup(&self) -> Vec<String> {
+        if self.cleaned.replace(true) {
+            return Vec::new();
+        }
+        // Mininet shells the script left (by pid, checked against their command line)
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "pids") {
+                    kill_mininet_shells(&e.path());
+                }
+            }
+        }
+        for id in self.networks.borrow().iter() {
+            let _ = Command::new(&self.dvnet).args(["down", id]).output();
+        }
+        // anything else: floor namespaces, pieces of a crashed `up`, the fake host last
+        let mut names: Vec<String> = list_dir("/run/netns")
+            .into_iter()
+            .filter(|n| self.owns(n) && *n != self.host)
+            .collect();
+        names.push(self.host.clone());
+        for n in &names {
+            if Path::new("/run/netns").join(n).exists() {
+                let _ = Command::new("ip").args(["netns", "del", n]).output();
+            }
+        }
+        for dir in ["/etc/netns", "/run/dvnet"] {
+            for n in list_dir(dir).into_iter().filter(|n| self.owns(n)) {
+                let _ = std::fs::remove_dir_all(Path::new(dir).join(n));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+
+        let mut left = Vec::new();
+        for dir in ["/run/netns", "/etc/netns", "/run/dvnet"] {
+            for n in list_dir(dir).into_iter().filter(|n| self.owns(n)) {
+                left.push(format!("{dir}/{n}"));
+            }
+        }
+        if self.dir.exists() {
+            left.push(self.dir.display().to_string());
+        }
+        left
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for l in self.cleanup() {
+            eprintln!("xtask: left behind: {l}");
+        }
+    }
+}
+
+pub(super) fn list_dir(dir: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills the Mininet node shells listed in `pidfile` that are still alive. A pid counts only
+/// if its command line still names a Mininet node (`bash ... mininet:h1`), so a recycled pid
+/// is never touched. Returns how many were killed.
+pub(super) fn kill_mininet_shells(pidfile: &Path) -> usize {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let Ok(text) = std::fs::read_to_string(pidfile) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("mininet:")
+            && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+pub(super) fn check(what: &str, out: &Output) -> anyhow::Result<()> {
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tail: Vec<&str> = stderr
+        .lines()
+        .chain(stdout.lines())
+        .filter(|l| !l.trim().is_empty())
+        .take(6)
+        .collect();
+    bail!("{what} failed ({}): {}", out.status, tail.join(" | "))
+}
+
+pub(super) fn timed(cmd: &mut Command) -> anyhow::Result<(Duration, Output)> {
+    let start = Instant::now();
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", cmd.get_program().display()))?;
+    Ok((start.elapsed(), out))
+}
+
+/// The phases `dvnet up` logs (`phase done phase="links" elapsed_ms=6`), in seconds.
+pub(super) fn up_phases(stderr: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut phases = serde_json::Map::new();
+    for line in stderr.lines().filter(|l| l.contains("phase done")) {
+        let field = |key: &str| {
+            line.split_once(key).map(|(_, rest)| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .trim_matches('"')
+            })
+        };
+        if let (Some(name), Some(ms)) = (field("phase="), field("elapsed_ms="))
+            && let Ok(ms) = ms.parse::<f64>()
+        {
+            phases.insert(name.to_owned(), (ms / 1e3).into());
+        }
+    }
+    phases
+}
