@@ -247,3 +247,82 @@ pub(super) fn up_phases(stderr: &str) -> serde_json::Map<String, serde_json::Val
     }
     phases
 }
+
+/// `program` inside the namespace `/run/netns/<ns>` (nsenter execs it: the child's pid is the
+/// program's own).
+pub(super) fn in_ns(ns: &str, program: impl AsRef<OsStr>) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
+    c
+}
+
+/// A process the benchmark started and owns (an iperf3 server, a UDP sink, hping3): killed by
+/// its pid, and reaped, when dropped.
+pub(super) struct Background {
+    /// `None` once reaped.
+    child: Option<std::process::Child>,
+    what: String,
+}
+
+impl Background {
+    pub(super) fn spawn(what: &str, cmd: &mut Command) -> anyhow::Result<Background> {
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {what} ({})", cmd.get_program().display()))?;
+        Ok(Background {
+            child: Some(child),
+            what: what.to_owned(),
+        })
+    }
+
+    fn child(&mut self) -> &mut std::process::Child {
+        self.child.as_mut().expect("reaped only by interrupt(self) and drop")
+    }
+
+    /// The first line the process prints (it must have `Stdio::piped()` stdout), or an error
+    /// when it exits first.
+    pub(super) fn first_line(&mut self) -> anyhow::Result<String> {
+        use std::io::BufRead as _;
+        let what = self.what.clone();
+        let child = self.child();
+        let stdout = child
+            .stdout
+            .as_mut()
+            .with_context(|| format!("{what}: stdout is not piped"))?;
+        let mut line = String::new();
+        // one byte at a time: nothing the process prints later is swallowed by a buffer
+        let mut reader = std::io::BufReader::with_capacity(1, stdout);
+        reader.read_line(&mut line)?;
+        if line.is_empty() {
+            let status = child.wait()?;
+            bail!("{what} exited before it was ready ({status})");
+        }
+        Ok(line.trim().to_owned())
+    }
+
+    /// Sends SIGINT (tools print their summary and exit), waits up to `grace`, then kills;
+    /// returns what it printed where stdout/stderr were piped.
+    pub(super) fn interrupt(mut self, grace: Duration) -> anyhow::Result<Output> {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let mut child = self.child.take().expect("not reaped yet");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in i32"));
+        let _ = kill(pid, Signal::SIGINT);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && child.try_wait()?.is_none() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        Ok(child.wait_with_output()?)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // our own child, not yet reaped: its pid cannot have been reused
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
+mod datapath;
 mod deploy;
 mod harness;
 mod idle;
 mod plan;
 mod stats;
+mod udpgen;
 
 /// Benchmarks (results in bench-results/, which git ignores).
 #[derive(Debug, Parser)]
@@ -27,10 +29,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Both datapaths side by side: forwarding, firewall scaling, attaching at scale (needs
+    /// root).
+    Datapath(datapath::Args),
     /// Time `dvnet up`/`down` beside one `ip -batch` (the floor) and Mininet (needs root).
     Deploy(deploy::Args),
     /// Time parsing, validation and planning of a large generated topology.
     Plan(plan::Args),
+    /// (helper, run inside a benchmark's namespace) Send small UDP packets over many flows.
+    #[command(hide = true)]
+    Udpgen(udpgen::GenArgs),
+    /// (helper, run inside a benchmark's namespace) Bind a UDP port and never read.
+    #[command(hide = true)]
+    Udpsink(udpgen::SinkArgs),
 }
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
@@ -38,12 +49,20 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let cli = Cli::parse_from(
         std::iter::once("cargo xtask bench").chain(args.iter().map(String::as_str)),
     );
+    match cli.command {
+        // helpers run from whatever binary a benchmark started them with
+        Command::Udpgen(a) => return udpgen::generate(&a),
+        Command::Udpsink(a) => return udpgen::sink(&a),
+        _ => {}
+    }
     if cfg!(debug_assertions) {
         return rerun_in_release(args);
     }
     match cli.command {
+        Command::Datapath(a) => datapath::run(&a),
         Command::Deploy(a) => deploy::run(&a),
         Command::Plan(a) => plan::run(&a),
+        Command::Udpgen(_) | Command::Udpsink(_) => unreachable!("handled above"),
     }
 }
 

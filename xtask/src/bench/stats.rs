@@ -47,6 +47,15 @@ impl Summary {
         }
     }
 
+    /// The median with the range, each written by `f`.
+    pub fn cell_with(&self, f: impl Fn(f64) -> String) -> String {
+        if self.n == 1 || (self.min - self.max).abs() < f64::EPSILON {
+            f(self.median)
+        } else {
+            format!("{} ({}–{})", f(self.median), f(self.min), f(self.max))
+        }
+    }
+
     /// The same in milliseconds.
     pub fn cell_ms(&self) -> String {
         let ms = |x: f64| format!("{:.1}", x * 1e3);
@@ -55,6 +64,15 @@ impl Summary {
         } else {
             format!("{} ({}–{})", ms(self.median), ms(self.min), ms(self.max))
         }
+    }
+}
+
+/// About three significant digits (any unit).
+pub fn sig3(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        secs(x)
     }
 }
 
