@@ -237,6 +237,30 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
         }
     }
     let _ = write!(out, "routes (kernel, main table)\n{t}\n");
+    if let Some(uplink) = &plan.uplink {
+        let cidr = plan.subnets[uplink.subnet].cidr;
+        let _ = writeln!(
+            out,
+            "\noutbound access: the host is {}/{} on {} (uplink {}); NAT table `ip {}`",
+            uplink.host_address,
+            cidr.prefix_len(),
+            uplink.host_ifname,
+            cidr,
+            crate::outbound::table_name(&plan.id)
+        );
+        if !uplink.published.is_empty() {
+            let mut t = table(["host port", "node", "address", "node port"]);
+            for p in &uplink.published {
+                t.add_row([
+                    format!("{}/{}", p.host_port, p.proto),
+                    p.node.clone(),
+                    p.address.to_string(),
+                    p.node_port.to_string(),
+                ]);
+            }
+            let _ = write!(out, "published ports\n{t}\n");
+        }
+    }
     out
 }
 
