@@ -201,7 +201,7 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
         "address",
         "subnet",
         "wired to",
-        "namespace",
+        "namespace / container",
     ]);
     for (node, l) in plan.nodes.iter().zip(live) {
         for (i, link) in plan.links_of(node).enumerate() {
@@ -216,7 +216,14 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
                 iface.map_or_else(String::new, |x| x.addresses.join(" ")),
                 plan.subnets[link.subnet].name.clone(),
                 wired_to(plan, link),
-                on_first(i == 0, node.netns.clone()),
+                on_first(
+                    i == 0,
+                    if node.container {
+                        format!("{} (container)", node.netns)
+                    } else {
+                        node.netns.clone()
+                    },
+                ),
             ]);
         }
     }
