@@ -139,6 +139,31 @@ pub fn plan(plan: &Plan) -> String {
     if t.row_count() > 0 {
         let _ = write!(out, "firewall\n{t}\n\n");
     }
+    let frr: Vec<String> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| match n.frr.as_ref()? {
+            crate::plan::FrrPlan::Generated { .. } => Some(format!("{} (OSPF, generated)", n.name)),
+            crate::plan::FrrPlan::File { path } => Some(format!("{} ({})", n.name, path.display())),
+        })
+        .collect();
+    if !frr.is_empty() {
+        let _ = writeln!(
+            out,
+            "FRR runs in: {} (`dvnet plan --json` shows the configurations)\n",
+            frr.join(", ")
+        );
+    }
+    if let Some(uplink) = &plan.uplink {
+        let _ = writeln!(
+            out,
+            "outbound access: the host joins {} at {} (interface {}); {} published port(s)\n",
+            plan.subnets[uplink.subnet].cidr,
+            uplink.host_address,
+            uplink.host_ifname,
+            uplink.published.len()
+        );
+    }
     for w in &plan.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
