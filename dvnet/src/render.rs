@@ -139,6 +139,31 @@ pub fn plan(plan: &Plan) -> String {
     if t.row_count() > 0 {
         let _ = write!(out, "firewall\n{t}\n\n");
     }
+    let frr: Vec<String> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| match n.frr.as_ref()? {
+            crate::plan::FrrPlan::Generated { .. } => Some(format!("{} (OSPF, generated)", n.name)),
+            crate::plan::FrrPlan::File { path } => Some(format!("{} ({})", n.name, path.display())),
+        })
+        .collect();
+    if !frr.is_empty() {
+        let _ = writeln!(
+            out,
+            "FRR runs in: {} (`dvnet plan --json` shows the configurations)\n",
+            frr.join(", ")
+        );
+    }
+    if let Some(uplink) = &plan.uplink {
+        let _ = writeln!(
+            out,
+            "outbound access: the host joins {} at {} (interface {}); {} published port(s)\n",
+            plan.subnets[uplink.subnet].cidr,
+            uplink.host_address,
+            uplink.host_ifname,
+            uplink.published.len()
+        );
+    }
     for w in &plan.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
@@ -201,7 +226,7 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
         "address",
         "subnet",
         "wired to",
-        "namespace",
+        "namespace / container",
     ]);
     for (node, l) in plan.nodes.iter().zip(live) {
         for (i, link) in plan.links_of(node).enumerate() {
@@ -216,7 +241,14 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
                 iface.map_or_else(String::new, |x| x.addresses.join(" ")),
                 plan.subnets[link.subnet].name.clone(),
                 wired_to(plan, link),
-                on_first(i == 0, node.netns.clone()),
+                on_first(
+                    i == 0,
+                    if node.container {
+                        format!("{} (container)", node.netns)
+                    } else {
+                        node.netns.clone()
+                    },
+                ),
             ]);
         }
     }
@@ -237,6 +269,30 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
         }
     }
     let _ = write!(out, "routes (kernel, main table)\n{t}\n");
+    if let Some(uplink) = &plan.uplink {
+        let cidr = plan.subnets[uplink.subnet].cidr;
+        let _ = writeln!(
+            out,
+            "\noutbound access: the host is {}/{} on {} (uplink {}); NAT table `ip {}`",
+            uplink.host_address,
+            cidr.prefix_len(),
+            uplink.host_ifname,
+            cidr,
+            crate::outbound::table_name(&plan.id)
+        );
+        if !uplink.published.is_empty() {
+            let mut t = table(["host port", "node", "address", "node port"]);
+            for p in &uplink.published {
+                t.add_row([
+                    format!("{}/{}", p.host_port, p.proto),
+                    p.node.clone(),
+                    p.address.to_string(),
+                    p.node_port.to_string(),
+                ]);
+            }
+            let _ = write!(out, "published ports\n{t}\n");
+        }
+    }
     out
 }
 

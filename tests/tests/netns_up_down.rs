@@ -304,3 +304,49 @@ fn down_stops_processes_left_running_in_nodes() {
     }
     assert!(!alive(), "the server outlived its network");
 }
+
+#[test]
+fn an_up_that_fails_halfway_rolls_back() {
+    if !require_root("an_up_that_fails_halfway_rolls_back") {
+        return;
+    }
+    // A router's own FRR configuration with an error fails at the very end of `up`, once
+    // namespaces, links, routes and programs all exist.
+    let net = TestNet::new(
+        "rollback",
+        json!({
+            "name": "rollback",
+            "subnets": {
+                "A": {"cidr": "10.0.0.0/24", "hosts": {"a": {}}},
+                "B": {"cidr": "10.0.1.0/24", "hosts": {"b": {}}}
+            },
+            "routers": {"R": {"subnets": ["A", "B"], "frr_config": "bad.conf"}}
+        }),
+    );
+    std::fs::write(
+        net.dir.path().join("bad.conf"),
+        "router ospf\n this is not a command\n",
+    )
+    .unwrap();
+    let out = net.host.dvnet(&["up", net.file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("this is not a command") && err.contains("removed again"),
+        "{err}"
+    );
+    assert_eq!(
+        net.leftovers(),
+        Vec::<String>::new(),
+        "the rollback left things behind"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/bpf/dvnet/{}", net.id)).exists(),
+        "pins left behind"
+    );
+    assert_eq!(
+        net.host.ip(&["-o", "link"]).lines().count(),
+        1,
+        "the fake host gained links"
+    );
+}
