@@ -1,12 +1,16 @@
 #!/usr/bin/python3
 """Times Mininet deploying and removing LinearTopo(k): k Linux bridges, k hosts, no controller.
 
-Usage: mininet_deploy.py K PIDFILE   (as root, inside a fake host namespace)
+Usage: mininet_deploy.py K PIDFILE [SAMPLES]   (as root, inside a fake host namespace)
 
 Prints one JSON object on its last line of stdout, times in seconds:
   build  net.build(): host shells, switch shells, veth pairs, host addresses
   start  net.start(): the bridges (brctl addbr/addif, up)
   up     build + start: from nothing to a running network, what `dvnet up` does
+  reachable   from nothing until SAMPLES pairs of hosts (the first and the last host among
+              them) have each answered one ping, all pinging at once (with SAMPLES > 0)
+  kernel_mib  MemTotal - MemAvailable once reachable, minus the same before, MiB
+  rss_mib     this Python process's peak resident memory, MiB (the node shells not counted)
   down   net.stop()
 The pid of every node shell goes to PIDFILE (one per line) before anything can fail after
 it, so the caller can kill shells this script left behind; they are the only processes
@@ -21,6 +25,7 @@ process's own open-file limit, which Mininet needs for one pty per node.
 import json
 import resource
 import signal
+import subprocess
 import sys
 import time
 
@@ -46,9 +51,53 @@ def write_pids(net, path):
                 f.write(f"{node.pid}\n")
 
 
+def mem_used_mib():
+    fields = {}
+    with open("/proc/meminfo", encoding="ascii") as f:
+        for line in f:
+            name, value = line.split(":", 1)
+            fields[name] = int(value.split()[0])
+    return (fields["MemTotal"] - fields["MemAvailable"]) / 1024
+
+
+def reach(hosts, samples, timeout=30):
+    """Pings `samples` pairs at once, again and again, until each answered once."""
+    n = len(hosts)
+    if n < 2 or samples <= 0:
+        return
+    pairs = {(0, n - 1)}
+    m = min(samples, n)
+    for i in range(1, m):
+        a = i * n // m
+        pairs.add((a, (a + n // 2) % n))
+    pairs = sorted((a, b) for a, b in pairs if a != b)
+    deadline = time.monotonic() + timeout
+
+    def ping(a, b):
+        return hosts[a].popen(["ping", "-c", "1", "-W", "1", "-n", "-q", hosts[b].IP()],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    pending = {p: ping(*p) for p in pairs}
+    while pending:
+        time.sleep(0.002)
+        for p, proc in list(pending.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            if code == 0:
+                del pending[p]
+            elif time.monotonic() < deadline:
+                pending[p] = ping(*p)
+            else:
+                for q in pending.values():
+                    q.kill()
+                raise RuntimeError(f"h{p[0] + 1} does not reach h{p[1] + 1} within {timeout} s")
+
+
 def main():
     k = int(sys.argv[1])
     pidfile = sys.argv[2]
+    samples = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     mininet.net.fixLimits = refuse
     Mininet.inited = True  # skips Mininet.init(): ensureRoot() and fixLimits()
     signal.signal(signal.SIGTERM, terminate)
@@ -56,6 +105,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     setLogLevel("warning")
 
+    mem0 = mem_used_mib()
     t0 = time.monotonic()
     net = Mininet(
         topo=LinearTopo(k),
@@ -74,6 +124,11 @@ def main():
         net.start()
         t2 = time.monotonic()
         result.update(build=t1 - t0, start=t2 - t1, up=t2 - t0)
+        if samples > 0:
+            reach(net.hosts, samples)
+            result["reachable"] = time.monotonic() - t0
+            result["kernel_mib"] = mem_used_mib() - mem0
+        result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     finally:
         t3 = time.monotonic()
         net.stop()

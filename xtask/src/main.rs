@@ -7,8 +7,8 @@ use anyhow::{Context as _, bail};
 mod bench;
 
 const USAGE: &str = "usage: cargo xtask test [-- <cargo test args>]
-       cargo xtask bench deploy [--sizes 100,500,1000] [--runs 3] [--quick] ...
-       cargo xtask bench plan [--nodes 10000] ...";
+       cargo xtask bench suite [--quick] [--readme] ...
+       cargo xtask bench deploy|datapath|containers|plan [--quick] ...";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -75,7 +75,25 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     } else {
         eprintln!("xtask: not root: tests that need root will print `skipping` and pass");
     }
-    run("cargo test", &mut t)
+    run("cargo test", &mut t)?;
+    // the benchmark suite, small, so that it cannot rot (it needs root: namespaces)
+    if is_root() {
+        run(
+            "cargo xtask bench suite --quick",
+            cargo().args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "xtask",
+                "--",
+                "bench",
+                "suite",
+                "--quick",
+            ]),
+        )?;
+    }
+    Ok(())
 }
 
 fn is_root() -> bool {

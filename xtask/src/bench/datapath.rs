@@ -82,19 +82,20 @@ pub struct Settings {
     pub up_nodes: usize,
     /// Flows of the new-flow test.
     pub flows: u32,
+    /// Whether to measure the generators alone on the bare pair (udpgen, iperf3, hping3).
+    pub generators: bool,
 }
 
 impl Settings {
     fn from_args(args: &Args) -> Settings {
         Settings {
             runs: if args.quick { 1 } else { args.runs },
-            seconds: args
-                .seconds
-                .unwrap_or(if args.quick { 2.0 } else { 5.0 }),
+            seconds: args.seconds.unwrap_or(if args.quick { 2.0 } else { 5.0 }),
             hops: args.hops.clone(),
             rules: args.rules.clone(),
             up_nodes: args.up_nodes,
             flows: 2 * udpgen::SPORTS,
+            generators: true,
         }
     }
 }
@@ -224,7 +225,11 @@ pub fn failures(report: &Report) -> Vec<String> {
         })
         .collect();
     if let Some(up) = &report.up {
-        failed.extend(up.errors.iter().map(|e| format!("up {} nodes: {e}", up.nodes)));
+        failed.extend(
+            up.errors
+                .iter()
+                .map(|e| format!("up {} nodes: {e}", up.nodes)),
+        );
     }
     failed
 }
@@ -343,8 +348,8 @@ pub fn measure(
         }
     }
     let (va, vb) = bench.veth_pair()?;
-    let hping3 = on_path("hping3");
-    if !hping3 {
+    let hping3 = settings.generators && on_path("hping3");
+    if settings.generators && !hping3 {
         bench
             .notes
             .push("hping3 is not installed: its generator figure is left out".into());
@@ -355,10 +360,12 @@ pub fn measure(
     for run in 1..=settings.runs {
         eprintln!("xtask: run {run}/{}", settings.runs);
         // the generators on the bare pair
-        let r = bench.udp(&va, &vb, veth_ip, &veth, 1).map(|x| x.0);
-        bench.record("generator", "udpgen", 0, 0, "kpps", r, None);
-        let r = bench.iperf3_udp(&va, &vb, veth_ip, &veth);
-        bench.record("generator", "iperf3", 0, 0, "kpps", r, None);
+        if settings.generators {
+            let r = bench.udp(&va, &vb, veth_ip, &veth, 1).map(|x| x.0);
+            bench.record("generator", "udpgen", 0, 0, "kpps", r, None);
+            let r = bench.iperf3_udp(&va, &vb, veth_ip, &veth);
+            bench.record("generator", "iperf3", 0, 0, "kpps", r, None);
+        }
         if hping3 {
             let r = bench.hping3(&va, &vb, veth_ip, &veth);
             bench.record("generator", "hping3", 0, 0, "kpps", r, None);
@@ -371,6 +378,16 @@ pub fn measure(
                 let n = &nets[&(dp_name(dp), k, 0)];
                 let r = bench.tcp(&n.src_ns, &n.dst_ns, n.dst_ip);
                 bench.record("tcp", dp_name(dp), k, 0, "Gbit/s", r, None);
+            }
+        }
+        // round trips, one ping at a time
+        let r = bench.rtt(&va, veth_ip);
+        bench.record("rtt", "veth", 0, 0, "µs", r, None);
+        for &k in &settings.hops {
+            for dp in [Datapath::Ebpf, Datapath::Kernel] {
+                let n = &nets[&(dp_name(dp), k, 0)];
+                let r = bench.rtt(&n.src_ns, n.dst_ip);
+                bench.record("rtt", dp_name(dp), k, 0, "µs", r, None);
             }
         }
         let r = bench.udp(&va, &vb, veth_ip, &veth, 1).map(|x| x.0);
@@ -480,6 +497,10 @@ fn link_rx(ns: &str, dev: &str) -> anyhow::Result<u64> {
 }
 
 impl Bench<'_> {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the figure's key spelled out at each call reads best"
+    )]
     fn record(
         &mut self,
         test: &'static str,
@@ -573,8 +594,7 @@ impl Bench<'_> {
             .args(["--datapath", dp_name(net.datapath)])
             .output()?;
         check(&format!("dvnet up {}", net.id), &out)?;
-        ping(&net.src_ns, net.dst_ip)
-            .with_context(|| format!("{}: a does not reach b", net.id))?;
+        ping(&net.src_ns, net.dst_ip).with_context(|| format!("{}: a does not reach b", net.id))?;
         eprintln!(
             "xtask: up: {} ({routers} routers, {rules} rules, {})",
             net.id,
@@ -629,6 +649,28 @@ impl Bench<'_> {
             .as_f64()
             .context("iperf3: no end.sum_received.bits_per_second")?;
         Ok(bps / 1e9)
+    }
+
+    /// The mean round-trip time of 200 pings 5 ms apart, µs (`ping -q` summary).
+    fn rtt(&mut self, src_ns: &str, dst: Ipv4Addr) -> anyhow::Result<f64> {
+        self.wait.settle("rtt")?;
+        let out = in_ns(src_ns, "ping")
+            .args([
+                "-q",
+                "-n",
+                "-c",
+                "200",
+                "-i",
+                "0.005",
+                "-W",
+                "1",
+                &dst.to_string(),
+            ])
+            .output()?;
+        check("ping", &out)?;
+        parse_rtt_avg(&String::from_utf8_lossy(&out.stdout))
+            .map(|ms| ms * 1e3)
+            .context("ping printed no rtt summary")
     }
 
     /// udpgen from `src_ns` to a sink in `dst_ns` over `flows` flows; kpps received, and the
@@ -865,6 +907,15 @@ impl Bench<'_> {
     }
 }
 
+/// The average of `rtt min/avg/max/mdev = 0.031/0.045/0.101/0.009 ms`, in ms.
+fn parse_rtt_avg(text: &str) -> Option<f64> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("rtt ") || l.starts_with("round-trip"))?;
+    let values = line.split_once(" = ")?.1;
+    values.split('/').nth(1)?.trim().parse().ok()
+}
+
 /// `ping -c 1` until one answers (three tries).
 fn ping(ns: &str, dst: Ipv4Addr) -> anyhow::Result<()> {
     let mut last = None;
@@ -892,9 +943,10 @@ fn iperf3_client(ns: &str, args: &[&str]) -> anyhow::Result<Value> {
         if out.status.success() && v["error"].is_null() {
             return Ok(v);
         }
-        let error = v["error"]
-            .as_str()
-            .map_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned(), str::to_owned);
+        let error = v["error"].as_str().map_or_else(
+            || String::from_utf8_lossy(&out.stderr).into_owned(),
+            str::to_owned,
+        );
         if start.elapsed() > Duration::from_secs(5) || !error.contains("connect") {
             bail!("iperf3 client: {}", error.trim());
         }
@@ -916,9 +968,10 @@ pub fn tables(report: &Report, markdown: bool) -> String {
         t
     };
     let find = |test: &str, path: &str, routers: usize, rules: usize| {
-        report.series.iter().find(|s| {
-            s.test == test && s.path == path && s.routers == routers && s.rules == rules
-        })
+        report
+            .series
+            .iter()
+            .find(|s| s.test == test && s.path == path && s.routers == routers && s.rules == rules)
     };
     let cell = |s: Option<&Series>| match s {
         Some(s) => match &s.summary {
@@ -945,17 +998,17 @@ pub fn tables(report: &Report, markdown: bool) -> String {
 
     // forwarding
     let mut t = new_table();
-    let mut header = vec![
-        "median (min–max)".to_owned(),
-        "bare veth pair".to_owned(),
-    ];
-    header.extend(st.hops.iter().map(|k| {
-        format!("{k} router{}", if *k == 1 { "" } else { "s" })
-    }));
+    let mut header = vec!["median (min–max)".to_owned(), "bare veth pair".to_owned()];
+    header.extend(
+        st.hops
+            .iter()
+            .map(|k| format!("{k} router{}", if *k == 1 { "" } else { "s" })),
+    );
     t.set_header(header);
     for (test, unit, label) in [
         ("tcp", "Gbit/s", "TCP, one stream"),
         ("udp", "kpps", "64-byte UDP received"),
+        ("rtt", "µs", "ping round trip"),
     ] {
         let mut row = vec![format!("{label}, bare veth ({unit})")];
         row.push(cell(find(test, "veth", 0, 0)));
@@ -1149,7 +1202,7 @@ pub fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -1179,6 +1232,14 @@ mod tests {
                 "{k} routers"
             );
         }
+    }
+
+    #[test]
+    fn rtt_summary_lines() {
+        let text = "--- 10.0.1.2 ping statistics ---\n200 packets transmitted, 200 received\n\
+                    rtt min/avg/max/mdev = 0.031/0.045/0.101/0.009 ms\n";
+        assert_eq!(parse_rtt_avg(text), Some(0.045));
+        assert_eq!(parse_rtt_avg("100% packet loss\n"), None);
     }
 
     #[test]

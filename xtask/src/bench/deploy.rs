@@ -15,17 +15,20 @@
 //! Mininet starts are killed by the pids its script writes, never by name.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Instant, SystemTime};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use dvnet::generate::{GenSpec, Shape, generate};
-use dvnet::plan::{Plan, PlanOptions, Segment};
+use dvnet::plan::{NodeKind, Plan, PlanOptions, Segment};
 use dvnet::topology::Topology;
 use serde::Serialize;
 
-use super::harness::{OnDrop, Scratch, build_dvnet, check, kill_mininet_shells, timed, up_phases};
+use super::harness::{
+    OnDrop, Scratch, build_dvnet, check, in_ns, kill_mininet_shells, timed, timed_rss, up_phases,
+};
 use super::idle::{self, IdleSettings, Waiter};
 use super::stats::{Summary, secs};
 
@@ -88,23 +91,24 @@ struct MininetInfo {
 }
 
 #[derive(Debug, Serialize)]
-struct SizeReport {
-    nodes: usize,
+pub(super) struct SizeReport {
+    pub(super) nodes: usize,
     /// What dvnet (and the floor) builds.
-    namespaces: usize,
-    veth_pairs: usize,
-    bridges: usize,
+    pub(super) namespaces: usize,
+    pub(super) veth_pairs: usize,
+    pub(super) bridges: usize,
     /// Mininet's `LinearTopo(k)`: k hosts (namespaces) and k bridges in the fake host.
-    mininet_k: usize,
-    /// Median, min, max per metric (seconds); `None` without a successful run.
-    summary: BTreeMap<&'static str, Option<Summary>>,
-    runs: Vec<RunRecord>,
+    pub(super) mininet_k: usize,
+    /// Median, min, max per metric (seconds, or MiB for `*_mib`); `None` without a
+    /// successful run.
+    pub(super) summary: BTreeMap<&'static str, Option<Summary>>,
+    pub(super) runs: Vec<RunRecord>,
 }
 
 /// One measurement of one tool.
 #[derive(Debug, Default, Serialize)]
-struct RunRecord {
-    tool: &'static str,
+pub(super) struct RunRecord {
+    pub(super) tool: &'static str,
     run: usize,
     /// Wall time of bringing the network up, seconds.
     up: Option<f64>,
@@ -112,25 +116,42 @@ struct RunRecord {
     down: Option<f64>,
     /// From the start of teardown until the machine is idle again.
     reclaimed: Option<f64>,
+    /// From the start of `up` until every sampled pair of hosts answers a ping.
+    reachable: Option<f64>,
+    /// Memory the running network holds (the kernel's, and for Mininet its node shells):
+    /// MemTotal − MemAvailable while it is up, minus the same before, MiB.
+    kernel_mib: Option<f64>,
+    /// The tool's own peak resident memory (dvnet: the `up` process), MiB.
+    rss_mib: Option<f64>,
     /// Tool-specific: dvnet's own "in X s", Mininet's build/start split.
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    pub(super) error: Option<String>,
 }
 
 /// The rows of the table, in order: (key, label).
-const METRICS: [(&str, &str); 9] = [
-    ("dvnet_up", "dvnet up"),
-    ("dvnet_down", "dvnet down"),
-    ("dvnet_reclaimed", "dvnet reclaimed"),
-    ("ipbatch_up", "ip-batch up"),
-    ("ipbatch_down", "ip-batch down"),
-    ("ipbatch_reclaimed", "ip-batch reclaimed"),
-    ("mininet_up", "mininet up"),
-    ("mininet_down", "mininet down"),
-    ("mininet_reclaimed", "mininet reclaimed"),
+pub(super) const METRICS: [(&str, &str); 16] = [
+    ("dvnet_up", "dvnet up (s)"),
+    ("dvnet_reachable", "dvnet all reachable (s)"),
+    ("dvnet_down", "dvnet down (s)"),
+    ("dvnet_reclaimed", "dvnet reclaimed (s)"),
+    ("dvnet_kernel_mib", "dvnet memory held while up (MiB)"),
+    ("dvnet_rss_mib", "dvnet process peak RSS (MiB)"),
+    ("ipbatch_up", "ip-batch up (s)"),
+    ("ipbatch_down", "ip-batch down (s)"),
+    ("ipbatch_reclaimed", "ip-batch reclaimed (s)"),
+    ("ipbatch_kernel_mib", "ip-batch memory held while up (MiB)"),
+    ("mininet_up", "mininet up (s)"),
+    ("mininet_reachable", "mininet all reachable (s)"),
+    ("mininet_down", "mininet down (s)"),
+    ("mininet_reclaimed", "mininet reclaimed (s)"),
+    ("mininet_kernel_mib", "mininet memory held while up (MiB)"),
+    ("mininet_rss_mib", "mininet python peak RSS (MiB)"),
 ];
+
+/// Host pairs pinged for "all reachable" (the first and last host always among them).
+pub(super) const REACH_SAMPLES: usize = 16;
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if !crate::is_root() {
@@ -173,9 +194,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "xtask: everything this run creates is named {}-*; fake host {}",
         scratch.prefix, scratch.host
     );
+    let mut wait = Waiter::new(idle_settings);
     let mut bench = Bench {
         scratch: &scratch,
-        wait: Waiter::new(idle_settings),
+        wait: &mut wait,
+    };
+    let opts = Options {
+        shape: args.shape,
+        hosts_per_lan: args.hosts_per_lan,
+        runs,
+        mininet: mininet.available,
     };
     let mut report = Report {
         bench: "deploy",
@@ -194,7 +222,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     let outcome = (|| -> anyhow::Result<()> {
         for &nodes in &sizes {
-            let size = bench.size(nodes, args, runs, mininet.available)?;
+            let size = bench.size(nodes, &opts)?;
             report.sizes.push(size);
         }
         Ok(())
@@ -238,6 +266,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Mininet's version, where it can run here.
+pub(super) fn mininet_version() -> Option<String> {
+    mininet_info().version
 }
 
 fn mininet_info() -> MininetInfo {
@@ -378,30 +411,36 @@ fn tripwire() -> Vec<(&'static str, String)> {
         .collect()
 }
 
-struct Bench<'a> {
-    scratch: &'a Scratch,
-    wait: Waiter,
+/// What one size of one shape measures.
+pub(super) struct Options {
+    pub(super) shape: Shape,
+    pub(super) hosts_per_lan: usize,
+    pub(super) runs: usize,
+    /// Whether Mininet takes part (only a chain is the same network as its `LinearTopo`).
+    pub(super) mininet: bool,
+}
+
+pub(super) struct Bench<'a> {
+    pub(super) scratch: &'a Scratch,
+    pub(super) wait: &'a mut Waiter,
 }
 
 impl Bench<'_> {
-    fn size(
-        &mut self,
-        nodes: usize,
-        args: &Args,
-        runs: usize,
-        mininet: bool,
-    ) -> anyhow::Result<SizeReport> {
+    pub(super) fn size(&mut self, nodes: usize, opts: &Options) -> anyhow::Result<SizeReport> {
         let prefix = &self.scratch.prefix;
+        let runs = opts.runs;
+        let shape = format!("{:?}", opts.shape).to_lowercase();
+        let tag = format!("{}{nodes}", &shape[..1]);
         let spec = |name: String| GenSpec {
-            shape: args.shape,
+            shape: opts.shape,
             nodes,
-            hosts_per_lan: args.hosts_per_lan,
+            hosts_per_lan: opts.hosts_per_lan,
             fanout: 2,
             name: Some(name),
         };
         // dvnet's network, as `dvnet gen` writes it
-        let file = self.scratch.dir.join(format!("d{nodes}.json"));
-        let value = generate(&spec(format!("{prefix}-d{nodes}")))?;
+        let file = self.scratch.dir.join(format!("d{tag}.json"));
+        let value = generate(&spec(format!("{prefix}-d{tag}")))?;
         let text = serde_json::to_string_pretty(&value)? + "\n";
         std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
         let plan = Plan::build(
@@ -413,12 +452,13 @@ impl Bench<'_> {
         }
         self.scratch.networks.borrow_mut().push(plan.id.clone());
         // the floor: the same network under another name
-        let value = generate(&spec(format!("{prefix}-f{nodes}")))?;
+        let value = generate(&spec(format!("{prefix}-f{tag}")))?;
         let floor_plan = Plan::build(
             &Topology::from_json(&serde_json::to_string(&value)?, "floor")?,
             PlanOptions::default(),
         )?;
-        let floor = Floor::new(&floor_plan, &self.scratch.dir, &format!("f{nodes}"))?;
+        let floor = Floor::new(&floor_plan, &self.scratch.dir, &format!("f{tag}"))?;
+        let pairs = reach_pairs(&plan, REACH_SAMPLES);
         if floor.namespaces.iter().any(|n| !self.scratch.owns(n)) {
             bail!("floor namespaces do not carry the prefix {prefix}");
         }
@@ -433,8 +473,15 @@ impl Bench<'_> {
             runs: Vec::new(),
         };
         eprintln!(
-            "xtask: {nodes} nodes: {} namespaces, {} veth pairs, {} bridges; Mininet LinearTopo({k})",
-            size.namespaces, size.veth_pairs, size.bridges
+            "xtask: {shape} of {nodes} nodes: {} namespaces, {} veth pairs, {} bridges{}",
+            size.namespaces,
+            size.veth_pairs,
+            size.bridges,
+            if opts.mininet {
+                format!("; Mininet LinearTopo({k})")
+            } else {
+                String::new()
+            }
         );
 
         for run in 1..=runs {
@@ -443,7 +490,7 @@ impl Bench<'_> {
                 run,
                 ..RunRecord::default()
             };
-            if let Err(e) = self.dvnet_run(&file, &plan.id, &mut rec) {
+            if let Err(e) = self.dvnet_run(&file, &plan.id, &pairs, &mut rec) {
                 rec.error = Some(format!("{e:#}"));
             }
             idle::check_interrupted()?;
@@ -462,7 +509,7 @@ impl Bench<'_> {
             progress(nodes, run, runs, &rec);
             size.runs.push(rec);
 
-            if mininet {
+            if opts.mininet {
                 let mut rec = RunRecord {
                     tool: "mininet",
                     run,
@@ -485,6 +532,9 @@ impl Bench<'_> {
                 .filter_map(|r| match metric {
                     "up" => r.up,
                     "down" => r.down,
+                    "reachable" => r.reachable,
+                    "kernel_mib" => r.kernel_mib,
+                    "rss_mib" => r.rss_mib,
                     _ => r.reclaimed,
                 })
                 .collect();
@@ -493,14 +543,22 @@ impl Bench<'_> {
         Ok(size)
     }
 
-    fn dvnet_run(&mut self, file: &Path, id: &str, rec: &mut RunRecord) -> anyhow::Result<()> {
+    fn dvnet_run(
+        &mut self,
+        file: &Path,
+        id: &str,
+        pairs: &[(String, Ipv4Addr)],
+        rec: &mut RunRecord,
+    ) -> anyhow::Result<()> {
         self.wait.settle("dvnet up")?;
         let scratch = self.scratch;
         let guard = OnDrop(Some(|| {
             let _ = scratch.dvnet().args(["down", id]).output();
         }));
+        let mem_before = mem_used_mib()?;
+        let start = Instant::now();
         // dvnet logs each phase of `up` at info level: five lines, no measurable cost
-        let (took, out) = timed(
+        let (took, out, rss) = timed_rss(
             scratch
                 .dvnet()
                 .env("RUST_LOG", "warn,dvnet::deploy=info")
@@ -510,6 +568,10 @@ impl Bench<'_> {
         )?;
         check("dvnet up", &out)?;
         rec.up = Some(took.as_secs_f64());
+        rec.rss_mib = rss;
+        all_reachable(pairs, Duration::from_secs(30))?;
+        rec.reachable = Some(start.elapsed().as_secs_f64());
+        rec.kernel_mib = Some(mem_used_mib()? - mem_before);
         // "network "x" is up: N nodes, M links in 0.42 s"
         let reported = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
             l.rsplit_once(" in ")
@@ -543,6 +605,7 @@ impl Bench<'_> {
                 .arg(&floor.del)
                 .output();
         }));
+        let mem_before = mem_used_mib()?;
         let (namespaces, out) = timed(scratch.in_host("ip").arg("-batch").arg(&floor.add_ns))?;
         check("ip -batch (netns add)", &out)?;
         let (links, out) = timed(
@@ -553,6 +616,7 @@ impl Bench<'_> {
         )?;
         check("ip -n FABRIC -batch (links)", &out)?;
         rec.up = Some((namespaces + links).as_secs_f64());
+        rec.kernel_mib = Some(mem_used_mib()? - mem_before);
         rec.detail = Some(serde_json::json!({
             "phases": {"namespaces": namespaces.as_secs_f64(), "links": links.as_secs_f64()},
         }));
@@ -590,7 +654,8 @@ impl Bench<'_> {
                     .in_host(PYTHON)
                     .arg(&script)
                     .arg(k.to_string())
-                    .arg(&pidfile),
+                    .arg(&pidfile)
+                    .arg(REACH_SAMPLES.to_string()),
             )?
         };
         let exited = Instant::now();
@@ -622,6 +687,9 @@ impl Bench<'_> {
             .context("no \"down\" in the output")?;
         rec.up = Some(up);
         rec.down = Some(down);
+        rec.reachable = result["reachable"].as_f64();
+        rec.kernel_mib = result["kernel_mib"].as_f64();
+        rec.rss_mib = result["rss_mib"].as_f64();
         rec.detail = Some(serde_json::json!({
             "build": result["build"],
             "start": result["start"],
@@ -634,6 +702,89 @@ impl Bench<'_> {
             .map(|after_exit| down + after_exit);
         Ok(())
     }
+}
+
+/// `samples` pairs of hosts (namespace of the source, address of the destination), spread
+/// over the network; the first and the last host are always one of them.
+fn reach_pairs(plan: &Plan, samples: usize) -> Vec<(String, Ipv4Addr)> {
+    let hosts: Vec<_> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::Host)
+        .filter_map(|n| Some((n, plan.links_of(n).next()?.address)))
+        .collect();
+    let n = hosts.len();
+    if n < 2 {
+        return Vec::new();
+    }
+    let mut pairs = vec![(0, n - 1)];
+    // sources spread evenly, each towards the host half the network away
+    for i in 1..samples.min(n) {
+        let a = i * n / samples.min(n);
+        pairs.push((a, (a + n / 2) % n));
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+        .into_iter()
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| (hosts[a].0.netns.clone(), hosts[b].1))
+        .collect()
+}
+
+/// Pings every pair at once, again and again, until each has answered once.
+fn all_reachable(pairs: &[(String, Ipv4Addr)], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let spawn = |(ns, dst): &(String, Ipv4Addr)| {
+        in_ns(ns, "ping")
+            .args(["-c", "1", "-W", "1", "-n", "-q", &dst.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting ping")
+    };
+    let mut pending: Vec<(usize, std::process::Child)> = Vec::new();
+    for (i, p) in pairs.iter().enumerate() {
+        pending.push((i, spawn(p)?));
+    }
+    while !pending.is_empty() {
+        std::thread::sleep(Duration::from_millis(2));
+        let mut still = Vec::new();
+        for (i, mut child) in pending {
+            match child.try_wait()? {
+                None => still.push((i, child)),
+                Some(st) if st.success() => {}
+                Some(_) if Instant::now() < deadline => still.push((i, spawn(&pairs[i])?)),
+                Some(_) => {
+                    for (_, mut c) in still {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    bail!(
+                        "{} does not reach {} within {} s",
+                        pairs[i].0,
+                        pairs[i].1,
+                        timeout.as_secs()
+                    );
+                }
+            }
+        }
+        pending = still;
+    }
+    Ok(())
+}
+
+/// MemTotal − MemAvailable, MiB.
+fn mem_used_mib() -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .with_context(|| format!("/proc/meminfo has no {name}"))
+    };
+    Ok((field("MemTotal:")? - field("MemAvailable:")?) / 1024.0)
 }
 
 fn progress(nodes: usize, run: usize, runs: usize, rec: &RunRecord) {

@@ -227,6 +227,55 @@ pub(super) fn timed(cmd: &mut Command) -> anyhow::Result<(Duration, Output)> {
     Ok((start.elapsed(), out))
 }
 
+/// Like [`timed`], and the command's peak resident memory in MiB (from `wait4`: the process
+/// itself, which `nsenter` becomes).
+pub(super) fn timed_rss(cmd: &mut Command) -> anyhow::Result<(Duration, Output, Option<f64>)> {
+    use std::io::Read as _;
+    use std::os::unix::process::ExitStatusExt as _;
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", cmd.get_program().display()))?;
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let pid = i32::try_from(child.id()).context("pid out of range")?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for the kernel to overwrite
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet reaped (std never waits for it: `child` is
+    // only dropped), and both pointers are to live locals
+    let reaped = unsafe { nix::libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+    let took = start.elapsed();
+    if reaped != pid {
+        bail!(
+            "waiting for {}: {}",
+            cmd.get_program().display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    drop(child);
+    #[expect(clippy::cast_precision_loss, reason = "KiB of one process")]
+    let rss = (usage.ru_maxrss > 0).then(|| usage.ru_maxrss as f64 / 1024.0);
+    Ok((took, output, rss))
+}
+
 /// The phases `dvnet up` logs (`phase done phase="links" elapsed_ms=6`), in seconds.
 pub(super) fn up_phases(stderr: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut phases = serde_json::Map::new();
@@ -252,7 +301,9 @@ pub(super) fn up_phases(stderr: &str) -> serde_json::Map<String, serde_json::Val
 /// program's own).
 pub(super) fn in_ns(ns: &str, program: impl AsRef<OsStr>) -> Command {
     let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
+    c.arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .arg(program);
     c
 }
 
@@ -276,7 +327,9 @@ impl Background {
     }
 
     fn child(&mut self) -> &mut std::process::Child {
-        self.child.as_mut().expect("reaped only by interrupt(self) and drop")
+        self.child
+            .as_mut()
+            .expect("reaped only by interrupt(self) and drop")
     }
 
     /// The first line the process prints (it must have `Stdio::piped()` stdout), or an error

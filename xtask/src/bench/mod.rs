@@ -2,21 +2,27 @@
 //!
 //! - [`deploy`]: wall time of `dvnet up`/`down` against the floor (one `ip -batch` creating
 //!   the same namespaces and veths) and Mininet, on an idle machine, inside a fake host.
+//! - [`datapath`]: forwarding and firewall figures, eBPF vs kernel vs a bare veth pair.
+//! - [`containers`]: container nodes vs sequential `docker run`.
 //! - [`plan`]: parsing, validation and planning of a large topology, in-process.
+//! - [`suite`]: all of the above in one run, with JSON, SVG plots and the README summary.
 //!
-//! Both always run from a release build: a debug xtask re-executes itself with
+//! All of them run from a release build: a debug xtask re-executes itself with
 //! `cargo run --release`, since a debug build's timings of the library mean nothing.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
+mod containers;
 mod datapath;
 mod deploy;
 mod harness;
 mod idle;
 mod plan;
+mod plots;
 mod stats;
+mod suite;
 mod udpgen;
 
 /// Benchmarks (results in bench-results/, which git ignores).
@@ -29,6 +35,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Every figure in one run (deploy of four shapes, datapath, containers) with the
+    /// baselines, JSON and SVG plots; `--quick` in under two minutes (needs root).
+    Suite(suite::Args),
+    /// A network of container nodes beside sequential `docker run` (needs root, Docker).
+    Containers(containers::Args),
     /// Both datapaths side by side: forwarding, firewall scaling, attaching at scale (needs
     /// root).
     Datapath(datapath::Args),
@@ -59,6 +70,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         return rerun_in_release(args);
     }
     match cli.command {
+        Command::Suite(a) => suite::run(&a),
+        Command::Containers(a) => containers::run(&a),
         Command::Datapath(a) => datapath::run(&a),
         Command::Deploy(a) => deploy::run(&a),
         Command::Plan(a) => plan::run(&a),
@@ -113,7 +126,7 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> 
 }
 
 /// The machine the numbers come from.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 struct Machine {
     cpu: String,
     cpus: usize,

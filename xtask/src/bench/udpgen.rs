@@ -181,7 +181,9 @@ pub fn sink(args: &SinkArgs) -> anyhow::Result<()> {
 /// The destination ports `flows` flows use, from `dport` on.
 pub fn ports_used(flows: u32) -> u16 {
     let span = u32::from(u16::MAX - SPORT_BASE) + 1;
-    u16::try_from(flows.div_ceil(span)).unwrap_or(u16::MAX).max(1)
+    u16::try_from(flows.div_ceil(span))
+        .unwrap_or(u16::MAX)
+        .max(1)
 }
 
 /// Source ports per destination port.
