@@ -45,9 +45,13 @@ pub struct Args {
     /// Shapes of the generated networks.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Shape::Chain, Shape::Tree, Shape::Ring, Shape::Grid])]
     shapes: Vec<Shape>,
-    /// Largest chain Mininet builds (one run at 1,000 nodes takes minutes).
-    #[arg(long, default_value_t = 500)]
+    /// Largest chain Mininet builds (one run at 500 nodes takes over a minute, at 1,000 four;
+    /// `bench deploy` measures those).
+    #[arg(long, default_value_t = 250)]
     mininet_max: usize,
+    /// Seconds per throughput or packet-rate figure.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
     /// Leave Mininet out even where it is installed.
     #[arg(long)]
     no_mininet: bool,
@@ -191,7 +195,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         let settings = datapath::Settings {
             runs,
-            seconds: if args.quick { 1.0 } else { 5.0 },
+            seconds: if args.quick { 1.0 } else { args.seconds },
             hops: if args.quick {
                 vec![1, 4]
             } else {
@@ -204,7 +208,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             },
             up_nodes: 0,
             flows: 2 * super::udpgen::SPORTS,
-            generators: !args.quick,
+            // what limits the UDP figures is `bench datapath`'s to show
+            generators: false,
         };
         report.datapath = Some(datapath::measure(
             &scratch,
