@@ -1,14 +1,15 @@
 #!/usr/bin/python3
 """Times Mininet deploying and removing LinearTopo(k): k Linux bridges, k hosts, no controller.
 
-Usage: mininet_deploy.py K PIDFILE [SAMPLES]   (as root, inside a fake host namespace)
+Usage: mininet_deploy.py K PIDFILE [SAMPLES SPAN]   (as root, inside a fake host namespace)
 
 Prints one JSON object on its last line of stdout, times in seconds:
   build  net.build(): host shells, switch shells, veth pairs, host addresses
   start  net.start(): the bridges (brctl addbr/addif, up)
   up     build + start: from nothing to a running network, what `dvnet up` does
-  reachable   from nothing until SAMPLES pairs of hosts (the first and the last host among
-              them) have each answered one ping, all pinging at once (with SAMPLES > 0)
+  reachable   from nothing until SAMPLES pairs of hosts, at most SPAN apart, have each
+              answered one ping, all pinging at once (with SAMPLES > 0): the same pairs
+              as dvnet's (xtask/src/bench/deploy.rs, index_pairs)
   kernel_mib  MemTotal - MemAvailable once reachable, minus the same before, MiB
   rss_mib     this Python process's peak resident memory, MiB (the node shells not counted)
   down   net.stop()
@@ -60,21 +61,22 @@ def mem_used_mib():
     return (fields["MemTotal"] - fields["MemAvailable"]) / 1024
 
 
-def reach(hosts, samples, timeout=30):
+def reach(hosts, samples, span, timeout=30):
     """Pings `samples` pairs at once, again and again, until each answered once."""
     n = len(hosts)
     if n < 2 or samples <= 0:
         return
-    pairs = {(0, n - 1)}
-    m = min(samples, n)
+    half = max(1, min(n // 2, span))
+    m = max(1, min(samples, n))
+    pairs = {(0, min(n - 1, span))}
     for i in range(1, m):
         a = i * n // m
-        pairs.add((a, (a + n // 2) % n))
+        pairs.add((a, (a + half) % n))
     pairs = sorted((a, b) for a, b in pairs if a != b)
     deadline = time.monotonic() + timeout
 
     def ping(a, b):
-        return hosts[a].popen(["ping", "-c", "1", "-W", "1", "-n", "-q", hosts[b].IP()],
+        return hosts[a].popen(["ping", "-c", "1", "-W", "1", "-t", "255", "-n", "-q", hosts[b].IP()],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     pending = {p: ping(*p) for p in pairs}
@@ -98,6 +100,7 @@ def main():
     k = int(sys.argv[1])
     pidfile = sys.argv[2]
     samples = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    span = int(sys.argv[4]) if len(sys.argv) > 4 else 200
     mininet.net.fixLimits = refuse
     Mininet.inited = True  # skips Mininet.init(): ensureRoot() and fixLimits()
     signal.signal(signal.SIGTERM, terminate)
@@ -125,7 +128,7 @@ def main():
         t2 = time.monotonic()
         result.update(build=t1 - t0, start=t2 - t1, up=t2 - t0)
         if samples > 0:
-            reach(net.hosts, samples)
+            reach(net.hosts, samples, span)
             result["reachable"] = time.monotonic() - t0
             result["kernel_mib"] = mem_used_mib() - mem0
         result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1039,7 +1039,7 @@ pub fn tables(report: &Report, markdown: bool) -> String {
     let _ = writeln!(
         out,
         "\nForwarding: chains of routers, every link point-to-point (TCP: iperf3, one stream; \
-         UDP: udpgen, one flow, packets per second received at the far host)\n{t}"
+         UDP: udpgen, one flow, packets per second received at the far host; RTT: ping, 200 round trips 5 ms apart)\n\n{t}"
     );
 
     // firewall
@@ -1070,7 +1070,7 @@ pub fn tables(report: &Report, markdown: bool) -> String {
         let _ = writeln!(
             out,
             "\nFirewall: drop rules on distinct /32s of 100.64.0.0/10; new flows: udpgen cycling \
-             through {} (source port, destination port) pairs, packets per second received\n{t}",
+             through {} (source port, destination port) pairs, packets per second received\n\n{t}",
             thousands(st.flows as usize)
         );
         let per_packet: Vec<String> = st
@@ -1085,7 +1085,7 @@ pub fn tables(report: &Report, markdown: bool) -> String {
         if !per_packet.is_empty() {
             let _ = writeln!(
                 out,
-                "eBPF connection-map inserts per received packet (1.00: every packet was the \
+                "\neBPF connection-map inserts per received packet (1.00: every packet was the \
                  first of its flow): {}",
                 per_packet.join(", ")
             );

@@ -655,7 +655,8 @@ impl Bench<'_> {
                     .arg(&script)
                     .arg(k.to_string())
                     .arg(&pidfile)
-                    .arg(REACH_SAMPLES.to_string()),
+                    .arg(REACH_SAMPLES.to_string())
+                    .arg(REACH_SPAN.to_string()),
             )?
         };
         let exited = Instant::now();
@@ -704,8 +705,13 @@ impl Bench<'_> {
     }
 }
 
+/// Hosts at most this far apart in file order are paired: in a chain that is as many
+/// routers between them, and IPv4 cannot cross more than 255 (ping is sent with TTL 255).
+pub(super) const REACH_SPAN: usize = 200;
+
 /// `samples` pairs of hosts (namespace of the source, address of the destination), spread
-/// over the network; the first and the last host are always one of them.
+/// over the network; the first host and the one [`REACH_SPAN`] hosts further (or the last)
+/// are always one of them.
 fn reach_pairs(plan: &Plan, samples: usize) -> Vec<(String, Ipv4Addr)> {
     let hosts: Vec<_> = plan
         .nodes
@@ -713,23 +719,29 @@ fn reach_pairs(plan: &Plan, samples: usize) -> Vec<(String, Ipv4Addr)> {
         .filter(|n| n.kind == NodeKind::Host)
         .filter_map(|n| Some((n, plan.links_of(n).next()?.address)))
         .collect();
-    let n = hosts.len();
+    index_pairs(hosts.len(), samples)
+        .into_iter()
+        .map(|(a, b)| (hosts[a].0.netns.clone(), hosts[b].1))
+        .collect()
+}
+
+/// The pairs of host indexes: sources spread evenly over `n` hosts, each towards the host
+/// half the network away, or [`REACH_SPAN`] away where that is nearer (wrapping around).
+fn index_pairs(n: usize, samples: usize) -> Vec<(usize, usize)> {
     if n < 2 {
         return Vec::new();
     }
-    let mut pairs = vec![(0, n - 1)];
-    // sources spread evenly, each towards the host half the network away
-    for i in 1..samples.min(n) {
-        let a = i * n / samples.min(n);
-        pairs.push((a, (a + n / 2) % n));
+    let span = (n / 2).clamp(1, REACH_SPAN);
+    let m = samples.clamp(1, n);
+    let mut pairs = vec![(0, (n - 1).min(REACH_SPAN))];
+    for i in 1..m {
+        let a = i * n / m;
+        pairs.push((a, (a + span) % n));
     }
     pairs.sort_unstable();
     pairs.dedup();
+    pairs.retain(|(a, b)| a != b);
     pairs
-        .into_iter()
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| (hosts[a].0.netns.clone(), hosts[b].1))
-        .collect()
 }
 
 /// Pings every pair at once, again and again, until each has answered once.
@@ -737,7 +749,17 @@ fn all_reachable(pairs: &[(String, Ipv4Addr)], timeout: Duration) -> anyhow::Res
     let deadline = Instant::now() + timeout;
     let spawn = |(ns, dst): &(String, Ipv4Addr)| {
         in_ns(ns, "ping")
-            .args(["-c", "1", "-W", "1", "-n", "-q", &dst.to_string()])
+            .args([
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "-t",
+                "255",
+                "-n",
+                "-q",
+                &dst.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -914,4 +936,28 @@ fn breakdown(size: &SizeReport) -> String {
         parts.push(format!("Mininet: {}", mininet.join(", ")));
     }
     format!("\n  {} nodes: {}", size.nodes, parts.join(" | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_stay_within_the_span_and_include_the_first_host() {
+        for n in [2, 3, 12, 125, 250, 1000] {
+            let pairs = index_pairs(n, REACH_SAMPLES);
+            assert!(!pairs.is_empty(), "{n} hosts");
+            assert_eq!(pairs[0], (0, (n - 1).min(REACH_SPAN)), "{n} hosts");
+            for &(a, b) in &pairs {
+                assert!(a != b && a < n && b < n, "{n} hosts: {a}, {b}");
+                let d = a.abs_diff(b);
+                assert!(
+                    d.min(n - d) <= REACH_SPAN,
+                    "{n} hosts: {a} and {b} too far apart"
+                );
+            }
+        }
+        assert_eq!(index_pairs(1, REACH_SAMPLES), vec![]);
+        assert!(index_pairs(1000, REACH_SAMPLES).len() >= REACH_SAMPLES - 1);
+    }
 }
