@@ -76,7 +76,7 @@ def reach(hosts, samples, span, timeout=30):
     deadline = time.monotonic() + timeout
 
     def ping(a, b):
-        return hosts[a].popen(["ping", "-c", "1", "-W", "1", "-t", "255", "-n", "-q", hosts[b].IP()],
+        return hosts[a].popen(["ping", "-c", "1", "-W", "1", "-n", "-q", hosts[b].IP()],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     pending = {p: ping(*p) for p in pairs}
@@ -100,7 +100,7 @@ def main():
     k = int(sys.argv[1])
     pidfile = sys.argv[2]
     samples = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-    span = int(sys.argv[4]) if len(sys.argv) > 4 else 200
+    span = int(sys.argv[4]) if len(sys.argv) > 4 else 60
     mininet.net.fixLimits = refuse
     Mininet.inited = True  # skips Mininet.init(): ensureRoot() and fixLimits()
     signal.signal(signal.SIGTERM, terminate)
