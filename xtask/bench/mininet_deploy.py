@@ -71,7 +71,7 @@ def reach(hosts, samples, span, timeout=30):
     pairs = {(0, min(n - 1, span))}
     for i in range(1, m):
         a = i * n // m
-        pairs.add((a, (a + half) % n))
+        pairs.add((a, a + half if a + half < n else a - half))
     pairs = sorted((a, b) for a, b in pairs if a != b)
     deadline = time.monotonic() + timeout
 

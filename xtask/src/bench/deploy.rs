@@ -727,7 +727,8 @@ fn reach_pairs(plan: &Plan, samples: usize) -> Vec<(String, Ipv4Addr)> {
 }
 
 /// The pairs of host indexes: sources spread evenly over `n` hosts, each towards the host
-/// half the network away, or [`REACH_SPAN`] away where that is nearer (wrapping around).
+/// half the network away, or [`REACH_SPAN`] away where that is nearer (forward, or back
+/// near the end).
 fn index_pairs(n: usize, samples: usize) -> Vec<(usize, usize)> {
     if n < 2 {
         return Vec::new();
@@ -737,7 +738,7 @@ fn index_pairs(n: usize, samples: usize) -> Vec<(usize, usize)> {
     let mut pairs = vec![(0, (n - 1).min(REACH_SPAN))];
     for i in 1..m {
         let a = i * n / m;
-        pairs.push((a, (a + span) % n));
+        pairs.push((a, if a + span < n { a + span } else { a - span }));
     }
     pairs.sort_unstable();
     pairs.dedup();
