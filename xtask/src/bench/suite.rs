@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long, default_value_t = 250)]
     mininet_max: usize,
     /// Seconds per throughput or packet-rate figure.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 2.0)]
     seconds: f64,
     /// Leave Mininet out even where it is installed.
     #[arg(long)]
@@ -512,6 +512,34 @@ fn summary_for(report: &Report, plots: &str) -> String {
                 }
                 let _ = writeln!(out, "| {} | {label} | {} |", shape.shape, cells.join(" | "));
             }
+        }
+        let chain_at = |nodes: usize, key: &str| {
+            report
+                .deploy
+                .iter()
+                .find(|s| s.shape == "chain")?
+                .sizes
+                .iter()
+                .find(|z| z.nodes == nodes)?
+                .summary
+                .get(key)
+                .copied()
+                .flatten()
+                .map(|x| x.median)
+        };
+        let targets: Vec<String> = [("dvnet_up", "up"), ("dvnet_down", "down")]
+            .iter()
+            .filter_map(|(key, what)| {
+                let m = chain_at(1000, key)?;
+                Some(format!(
+                    "1,000-node chain {what} ≤ 2 s: {} s ({})",
+                    secs(m),
+                    if m <= 2.0 { "met" } else { "missed" }
+                ))
+            })
+            .collect();
+        if !targets.is_empty() {
+            let _ = writeln!(out, "\nTargets: {}.", targets.join("; "));
         }
         if let Some(v) = &report.mininet {
             let _ = writeln!(
