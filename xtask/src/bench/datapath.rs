@@ -20,6 +20,7 @@
 //! host), traffic goes only between them, and every process started is killed by its pid.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -343,8 +344,10 @@ pub fn measure(
     }
     for &r in &settings.rules {
         for (tag, dp) in [("fe", Datapath::Ebpf), ("fk", Datapath::Kernel)] {
-            let net = bench.network(&format!("{tag}{r}"), dp, 1, r)?;
-            nets.insert((dp_name(dp), 1, r), net);
+            // one router without rules is the forwarding figure's network already
+            if let Entry::Vacant(slot) = nets.entry((dp_name(dp), 1, r)) {
+                slot.insert(bench.network(&format!("{tag}{r}"), dp, 1, r)?);
+            }
         }
     }
     let (va, vb) = bench.veth_pair()?;

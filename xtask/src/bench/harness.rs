@@ -130,8 +130,9 @@ impl Scratch {
                 }
             }
         }
+        // in the fake host, where they were brought up (down undoes host changes only there)
         for id in self.networks.borrow().iter() {
-            let _ = Command::new(&self.dvnet).args(["down", id]).output();
+            let _ = self.dvnet().args(["down", id]).output();
         }
         // anything else: floor namespaces, pieces of a crashed `up`, the fake host last
         let mut names: Vec<String> = list_dir("/run/netns")
@@ -144,7 +145,7 @@ impl Scratch {
                 let _ = Command::new("ip").args(["netns", "del", n]).output();
             }
         }
-        for dir in ["/etc/netns", "/run/dvnet"] {
+        for dir in ["/etc/netns", "/run/dvnet", "/sys/fs/bpf/dvnet"] {
             for n in list_dir(dir).into_iter().filter(|n| self.owns(n)) {
                 let _ = std::fs::remove_dir_all(Path::new(dir).join(n));
             }
@@ -152,7 +153,12 @@ impl Scratch {
         let _ = std::fs::remove_dir_all(&self.dir);
 
         let mut left = Vec::new();
-        for dir in ["/run/netns", "/etc/netns", "/run/dvnet"] {
+        for dir in [
+            "/run/netns",
+            "/etc/netns",
+            "/run/dvnet",
+            "/sys/fs/bpf/dvnet",
+        ] {
             for n in list_dir(dir).into_iter().filter(|n| self.owns(n)) {
                 left.push(format!("{dir}/{n}"));
             }
