@@ -215,9 +215,10 @@ fn create_namespaces(
                         source,
                     })?;
                     let mut out = Vec::with_capacity(jobs.len());
+                    let mut proc_sys = netns::ProcSys::new();
                     for job in jobs {
                         let init = || {
-                            let sysctls = netns::NetSysctls::open()?;
+                            let sysctls = proc_sys.net()?;
                             for (key, value) in &job.sysctls {
                                 // Some keys are absent on some kernels (no IPv6); the ones that
                                 // matter exist everywhere dvnet runs.

@@ -9,7 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -262,7 +262,8 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
 ///
 /// Open it once per namespace and write through it: every namespace adds its own `net`
 /// entry under `/proc/sys`, all in one dentry hash chain, so each lookup from `/proc/sys`
-/// costs as much as there are namespaces; lookups below `net` do not.
+/// costs as much as there are namespaces; lookups below `net` do not. [`ProcSys`] avoids
+/// even that one long lookup.
 pub struct NetSysctls(OwnedFd);
 
 impl NetSysctls {
@@ -292,6 +293,110 @@ impl NetSysctls {
         io::Write::write_all(&mut f, value.as_bytes())
             .map_err(|e| io::Error::new(e.kind(), format!("sysctl net/{key}={value}: {e}")))
     }
+}
+
+/// Opens the network sysctls of namespace after namespace (on one thread) without the cost
+/// that grows with the number of namespaces.
+///
+/// Every namespace's `net` directory is a dentry named `net` under the same `/proc/sys`, so
+/// they all share one hash chain, and opening `/proc/sys/net` walks it: with 2,000
+/// namespaces that walk was a quarter of `up`. Dentries belong to a procfs instance, though:
+/// this opens `sys/net` through a procfs instance of its own, created with the new mount API
+/// and never attached to any mount namespace (nothing appears in the host's mount table),
+/// and replaces the instance every [`ProcSys::REFRESH`] namespaces so the chain stays short.
+/// Where the kernel lacks the new mount API, it falls back to `/proc/sys/net`.
+pub struct ProcSys {
+    instance: Option<OwnedFd>,
+    uses: usize,
+}
+
+impl ProcSys {
+    /// Namespaces looked up through one procfs instance before it is replaced (each
+    /// replacement costs an RCU grace period when the old one goes).
+    pub const REFRESH: usize = 32;
+
+    #[must_use]
+    pub fn new() -> ProcSys {
+        ProcSys {
+            instance: None,
+            uses: 0,
+        }
+    }
+
+    /// The sysctls of the calling thread's (current) network namespace.
+    ///
+    /// # Errors
+    /// When neither a private instance nor `/proc/sys/net` can be opened.
+    pub fn net(&mut self) -> io::Result<NetSysctls> {
+        use nix::fcntl::{OFlag, openat};
+        use nix::sys::stat::Mode;
+        if self.uses.is_multiple_of(Self::REFRESH) {
+            self.instance = detached_procfs().ok();
+        }
+        self.uses += 1;
+        match &self.instance {
+            Some(root) => openat(
+                root,
+                "sys/net",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map(NetSysctls)
+            .map_err(io::Error::from),
+            None => NetSysctls::open(),
+        }
+    }
+}
+
+impl Default for ProcSys {
+    fn default() -> Self {
+        ProcSys::new()
+    }
+}
+
+/// A new procfs instance, mounted nowhere: `fsopen("proc")`, `fsconfig(CREATE)`,
+/// `fsmount()`. Returns the mount's root; closing it frees the instance.
+fn detached_procfs() -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+    const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+    const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
+    let check = |ret: libc::c_long| {
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(ret)
+        }
+    };
+    // SAFETY: fsopen reads a NUL-terminated name and returns a new descriptor or -1
+    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: `fs` was just returned by fsopen and is owned by nothing else
+    let fs = unsafe { OwnedFd::from_raw_fd(i32::try_from(fs).map_err(io::Error::other)?) };
+    // SAFETY: the CREATE command takes no key or value (null pointers, 0)
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount takes the configured context and flags, returns a new descriptor
+    let mnt = check(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        )
+    })?;
+    // SAFETY: `mnt` was just returned by fsmount and is owned by nothing else
+    Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(mnt).map_err(io::Error::other)?) })
 }
 
 /// The processes living in any of the given namespaces (by the inode of their network

@@ -350,3 +350,63 @@ fn an_up_that_fails_halfway_rolls_back() {
         "the fake host gained links"
     );
 }
+
+#[test]
+fn every_node_runs_with_the_sysctls_it_needs() {
+    if !require_root("every_node_runs_with_the_sysctls_it_needs") {
+        return;
+    }
+    // more namespaces per creating thread than one procfs instance serves (32), so that
+    // the sysctls are also written through the replacements
+    let host = FakeHost::new("sysctl");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chain.json");
+    let name = unique("sysctl");
+    let out = host.dvnet(&[
+        "gen",
+        "chain",
+        "100",
+        "--name",
+        &name,
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = host.dvnet(&["up", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let nodes: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("dv-{name}.")))
+        .collect();
+    let mut wrong = Vec::new();
+    for ns in &nodes {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args(["--", "cat"])
+            .args([
+                "/proc/sys/net/ipv6/conf/all/disable_ipv6",
+                "/proc/sys/net/ipv6/conf/default/disable_ipv6",
+                "/proc/sys/net/ipv4/conf/all/rp_filter",
+                "/proc/sys/net/ipv4/icmp_ratelimit",
+            ])
+            .output()
+            .unwrap();
+        let values: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if values != ["1", "1", "0", "0"] {
+            wrong.push(format!("{ns}: {values:?}"));
+        }
+    }
+    let down = host.dvnet(&["down", &name]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(nodes.len(), 100, "one namespace per node");
+    assert!(
+        wrong.is_empty(),
+        "nodes without IPv6 off, rp_filter 0 and no ICMP rate limit: {wrong:?}"
+    );
+    assert_eq!(leftovers_of(&name), Vec::<String>::new());
+}
