@@ -162,13 +162,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if settings.runs == 0 || settings.seconds <= 0.0 {
         bail!("need at least one run of more than 0 s");
     }
-    let idle_settings = IdleSettings {
-        threshold_pct: 3.0,
-        interval_s: 0.5,
-        timeout_s: args
-            .idle_timeout
-            .unwrap_or(if args.quick { 2.0 } else { 120.0 }),
-    };
+    let idle_settings = IdleSettings::standard(args.idle_timeout, args.quick);
     let dvnet_bin = build_dvnet()?;
     idle::catch_interrupts();
     let scratch = Scratch::new(dvnet_bin)?;

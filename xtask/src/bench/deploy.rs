@@ -165,13 +165,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if runs == 0 || sizes.is_empty() || sizes.iter().any(|&n| n < 2) {
         bail!("need at least one run and sizes of at least 2 nodes");
     }
-    let idle_settings = IdleSettings {
-        threshold_pct: 3.0,
-        interval_s: 0.5,
-        timeout_s: args
-            .idle_timeout
-            .unwrap_or(if args.quick { 2.0 } else { 120.0 }),
-    };
+    let idle_settings = IdleSettings::standard(args.idle_timeout, args.quick);
     let dvnet_bin = build_dvnet()?;
     let mininet = if args.no_mininet {
         MininetInfo {

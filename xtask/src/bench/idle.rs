@@ -23,6 +23,18 @@ pub struct IdleSettings {
     pub timeout_s: f64,
 }
 
+impl IdleSettings {
+    /// What every benchmark uses: below 3 % busy over half a second; give up after
+    /// `timeout_s` seconds if given, else 2 s for a `quick` smoke run and 120 s otherwise.
+    pub fn standard(timeout_s: Option<f64>, quick: bool) -> IdleSettings {
+        IdleSettings {
+            threshold_pct: 3.0,
+            interval_s: 0.5,
+            timeout_s: timeout_s.unwrap_or(if quick { 2.0 } else { 120.0 }),
+        }
+    }
+}
+
 /// How a wait ended.
 #[derive(Clone, Copy, Debug)]
 pub struct Idle {

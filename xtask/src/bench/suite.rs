@@ -141,13 +141,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let dvnet_bin = build_dvnet()?;
     idle::catch_interrupts();
     let scratch = Scratch::new(dvnet_bin)?;
-    let mut wait = Waiter::new(IdleSettings {
-        threshold_pct: 3.0,
-        interval_s: 0.5,
-        timeout_s: args
-            .idle_timeout
-            .unwrap_or(if args.quick { 2.0 } else { 120.0 }),
-    });
+    let mut wait = Waiter::new(IdleSettings::standard(args.idle_timeout, args.quick));
     let machine = super::Machine::describe();
     eprintln!("xtask: machine: {}", machine.line());
     eprintln!(
