@@ -31,7 +31,12 @@ pub enum XAxis<'a> {
     Categories(&'a [String]),
 }
 
-/// A chart of `lines`, y on a log scale when `log_y`, written to `path`.
+/// A chart of `lines`, y on a log scale when `log_y`, written to `path`, the legend where
+/// the lines leave room for it.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a chart's parts, each named at the call"
+)]
 pub fn chart(
     path: &Path,
     title: &str,
@@ -39,6 +44,7 @@ pub fn chart(
     y_desc: &str,
     x_axis: &XAxis<'_>,
     log_y: bool,
+    legend: SeriesLabelPosition,
     lines: &[Line],
 ) -> anyhow::Result<()> {
     let points = || lines.iter().flat_map(|l| l.points.iter().copied());
@@ -129,7 +135,7 @@ pub fn chart(
             }
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(legend)
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK.mix(0.4))
                 .draw()?;
@@ -161,6 +167,7 @@ mod tests {
             "Gbit/s",
             &XAxis::Categories(&labels),
             false,
+            SeriesLabelPosition::LowerLeft,
             &[
                 Line {
                     name: "eBPF".into(),

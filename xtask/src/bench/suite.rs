@@ -26,6 +26,7 @@ use super::idle::{self, IdleSettings, Waiter};
 use super::plots::{Line, XAxis, chart};
 use super::stats::secs;
 use super::{containers, datapath};
+use plotters::prelude::SeriesLabelPosition;
 
 const README_BEGIN: &str = "<!-- bench-suite:begin -->";
 const README_END: &str = "<!-- bench-suite:end -->";
@@ -340,6 +341,7 @@ fn plot(report: &Report, dir: &Path) -> anyhow::Result<()> {
             "seconds (log scale)",
             &XAxis::Linear,
             true,
+            SeriesLabelPosition::LowerRight,
             &lines,
         )?;
     }
@@ -364,24 +366,27 @@ fn plot(report: &Report, dir: &Path) -> anyhow::Result<()> {
     };
     let hops = &dp.settings.hops;
     let labels: Vec<String> = hops.iter().map(ToString::to_string).collect();
-    for (test, unit, file, title) in [
+    for (test, unit, file, title, legend) in [
         (
             "tcp",
             "Gbit/s",
             "throughput-hops.svg",
             "TCP through a chain of routers",
+            SeriesLabelPosition::LowerLeft,
         ),
         (
             "udp",
             "kpps",
             "pps-hops.svg",
             "64-byte UDP packets through a chain of routers",
+            SeriesLabelPosition::LowerLeft,
         ),
         (
             "rtt",
             "µs",
             "rtt-hops.svg",
             "Round-trip time through a chain of routers",
+            SeriesLabelPosition::UpperLeft,
         ),
     ] {
         let veth = median(test, "veth", 0, 0);
@@ -409,6 +414,7 @@ fn plot(report: &Report, dir: &Path) -> anyhow::Result<()> {
             unit,
             &XAxis::Categories(&labels),
             false,
+            legend,
             &lines,
         )?;
     }
@@ -450,6 +456,7 @@ fn plot(report: &Report, dir: &Path) -> anyhow::Result<()> {
             unit,
             &XAxis::Categories(&labels),
             false,
+            SeriesLabelPosition::LowerLeft,
             &lines,
         )?;
     }
