@@ -214,7 +214,7 @@ impl TestNet {
         serde_json::from_slice(&out.stdout).expect("inspect --json is JSON")
     }
 
-    /// What this network left on the machine: namespaces, records, per-namespace files.
+    /// What this network left on the machine: namespaces, records, per-namespace files, pins.
     #[must_use]
     pub fn leftovers(&self) -> Vec<String> {
         leftovers_of(&self.id)
@@ -242,9 +242,10 @@ pub fn leftovers_of(id: &str) -> Vec<String> {
             }
         }
     }
-    let record = Path::new("/run/dvnet").join(id);
-    if record.exists() {
-        found.push(record.display().to_string());
+    for record in [Path::new("/run/dvnet"), Path::new("/sys/fs/bpf/dvnet")].map(|d| d.join(id)) {
+        if record.exists() {
+            found.push(record.display().to_string());
+        }
     }
     found
 }
