@@ -21,7 +21,7 @@ use dvnet::topology::Topology;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::harness::{OnDrop, Scratch, build_dvnet, check, timed};
+use super::harness::{OnDrop, Scratch, check, timed};
 use super::idle::{self, IdleSettings, Waiter};
 use super::stats::{Summary, secs};
 
@@ -71,12 +71,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         (args.nodes, args.runs)
     };
     docker_answers()?;
-    let dvnet_bin = build_dvnet()?;
-    idle::catch_interrupts();
-    let scratch = Scratch::new(dvnet_bin)?;
-    let mut wait = Waiter::new(IdleSettings::standard(args.idle_timeout, args.quick));
-    let machine = super::Machine::describe();
-    eprintln!("xtask: machine: {}", machine.line());
+    let (scratch, mut wait, machine) =
+        super::harness::start(IdleSettings::standard(args.idle_timeout, args.quick))?;
     let outcome = measure(&scratch, &mut wait, nodes, runs);
     let leftovers = scratch.cleanup();
     let report = outcome?;
@@ -96,13 +92,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }),
     )?;
     eprintln!("xtask: results in {}", path.display());
-    if !leftovers.is_empty() {
-        bail!("the cleanup left things behind: {}", leftovers.join("; "));
-    }
-    if !report.errors.is_empty() {
-        bail!("measurements failed:\n  {}", report.errors.join("\n  "));
-    }
-    Ok(())
+    super::harness::verdict(&leftovers, &report.errors)
 }
 
 /// Whether a Docker daemon answers, and both images are there.

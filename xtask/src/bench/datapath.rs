@@ -34,7 +34,7 @@ use dvnet::topology::Topology;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::harness::{Background, OnDrop, Scratch, build_dvnet, check, in_ns, timed, up_phases};
+use super::harness::{Background, OnDrop, Scratch, check, in_ns, timed, up_phases};
 use super::idle::{self, IdleSettings, Waiter};
 use super::stats::{Summary, secs, sig3};
 use super::udpgen;
@@ -162,17 +162,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if settings.runs == 0 || settings.seconds <= 0.0 {
         bail!("need at least one run of more than 0 s");
     }
-    let idle_settings = IdleSettings::standard(args.idle_timeout, args.quick);
-    let dvnet_bin = build_dvnet()?;
-    idle::catch_interrupts();
-    let scratch = Scratch::new(dvnet_bin)?;
-    let mut wait = Waiter::new(idle_settings);
-    let machine = super::Machine::describe();
-    eprintln!("xtask: machine: {}", machine.line());
-    eprintln!(
-        "xtask: everything this run creates is named {}-*; fake host {}",
-        scratch.prefix, scratch.host
-    );
+    let (scratch, mut wait, machine) =
+        super::harness::start(IdleSettings::standard(args.idle_timeout, args.quick))?;
     let outcome = measure(&scratch, &mut wait, &settings, machine);
     let leftovers = scratch.cleanup();
     let mut report = outcome?;
@@ -190,18 +181,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     std::fs::write(&md, tables(&report, true))
         .with_context(|| format!("writing {}", md.display()))?;
     eprintln!("xtask: results in {} and {}", path.display(), md.display());
-    if !leftovers.is_empty() {
-        bail!("the cleanup left things behind: {}", leftovers.join("; "));
-    }
-    let failed = failures(&report);
-    if !failed.is_empty() {
-        bail!(
-            "{} measurement(s) failed:\n  {}",
-            failed.len(),
-            failed.join("\n  ")
-        );
-    }
-    Ok(())
+    super::harness::verdict(&leftovers, &failures(&report))
 }
 
 /// Failed measurements of dvnet's paths (the generators' own comparison does not count).
@@ -632,13 +612,7 @@ impl Bench<'_> {
     /// One TCP stream for `seconds`, Gbit/s as the receiver counts it.
     fn tcp(&mut self, src_ns: &str, dst_ns: &str, dst: Ipv4Addr) -> anyhow::Result<f64> {
         self.wait.settle("tcp")?;
-        let server = Background::spawn(
-            "iperf3 -s",
-            in_ns(dst_ns, "iperf3")
-                .args(["-s", "-1", "-p", IPERF_PORT])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )?;
+        let server = iperf3_server(dst_ns)?;
         let secs = format!("{}", self.settings.seconds);
         let v = iperf3_client(src_ns, &["-c", &dst.to_string(), "-t", &secs])?;
         drop(server.interrupt(Duration::from_secs(1)));
@@ -739,13 +713,7 @@ impl Bench<'_> {
             bail!("iperf3 -u is measured on the bare pair only");
         };
         self.wait.settle("iperf3 -u")?;
-        let server = Background::spawn(
-            "iperf3 -s",
-            in_ns(dst_ns, "iperf3")
-                .args(["-s", "-1", "-p", IPERF_PORT])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )?;
+        let server = iperf3_server(dst_ns)?;
         let rx0 = link_rx(ns, dev)?;
         let secs = format!("{}", self.settings.seconds);
         let v = iperf3_client(
@@ -926,6 +894,17 @@ fn ping(ns: &str, dst: Ipv4Addr) -> anyhow::Result<()> {
         last = Some(out);
     }
     check("ping", &last.expect("three tries"))
+}
+
+/// An iperf3 server in `ns` for one test (`-1`), stopped when dropped.
+fn iperf3_server(ns: &str) -> anyhow::Result<Background> {
+    Background::spawn(
+        "iperf3 -s",
+        in_ns(ns, "iperf3")
+            .args(["-s", "-1", "-p", IPERF_PORT])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
 }
 
 /// Runs an iperf3 client (`-J`) in `ns`, retrying while the server is still starting.

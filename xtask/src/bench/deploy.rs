@@ -27,7 +27,7 @@ use dvnet::topology::Topology;
 use serde::Serialize;
 
 use super::harness::{
-    OnDrop, Scratch, build_dvnet, check, in_ns, kill_mininet_shells, timed, timed_rss, up_phases,
+    OnDrop, Scratch, check, in_ns, kill_mininet_shells, timed, timed_rss, up_phases,
 };
 use super::idle::{self, IdleSettings, Waiter};
 use super::stats::{Summary, secs};
@@ -165,8 +165,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if runs == 0 || sizes.is_empty() || sizes.iter().any(|&n| n < 2) {
         bail!("need at least one run and sizes of at least 2 nodes");
     }
-    let idle_settings = IdleSettings::standard(args.idle_timeout, args.quick);
-    let dvnet_bin = build_dvnet()?;
     let mininet = if args.no_mininet {
         MininetInfo {
             available: false,
@@ -180,15 +178,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         eprintln!("xtask: Mininet left out: {why}");
     }
 
-    idle::catch_interrupts();
-    let scratch = Scratch::new(dvnet_bin)?;
-    let machine = super::Machine::describe();
-    eprintln!("xtask: machine: {}", machine.line());
-    eprintln!(
-        "xtask: everything this run creates is named {}-*; fake host {}",
-        scratch.prefix, scratch.host
-    );
-    let mut wait = Waiter::new(idle_settings);
+    let idle_settings = IdleSettings::standard(args.idle_timeout, args.quick);
+    let (scratch, mut wait, machine) = super::harness::start(idle_settings)?;
     let mut bench = Bench {
         scratch: &scratch,
         wait: &mut wait,
@@ -238,9 +229,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     super::write_json(&path, &report)?;
     eprintln!("xtask: results in {}", path.display());
     outcome?;
-    if !leftovers.is_empty() {
-        bail!("the cleanup left things behind: {}", leftovers.join("; "));
-    }
     let failed: Vec<String> = report
         .sizes
         .iter()
@@ -252,14 +240,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 .map(|e| format!("{} run {}: {e}", r.tool, r.run))
         })
         .collect();
-    if !failed.is_empty() {
-        bail!(
-            "{} measurement(s) failed:\n  {}",
-            failed.len(),
-            failed.join("\n  ")
-        );
-    }
-    Ok(())
+    super::harness::verdict(&leftovers, &failed)
 }
 
 /// Mininet's version, where it can run here.

@@ -38,6 +38,39 @@ pub(super) fn build_dvnet() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// What every benchmark that builds networks starts with: the dvnet binary built, Ctrl-C
+/// caught, its scratch space (fake host included), an idle waiter and the machine, named.
+pub(super) fn start(
+    idle: super::idle::IdleSettings,
+) -> anyhow::Result<(Scratch, super::idle::Waiter, super::Machine)> {
+    let dvnet = build_dvnet()?;
+    super::idle::catch_interrupts();
+    let scratch = Scratch::new(dvnet)?;
+    let machine = super::Machine::describe();
+    eprintln!("xtask: machine: {}", machine.line());
+    eprintln!(
+        "xtask: everything this run creates is named {}-*; fake host {}",
+        scratch.prefix, scratch.host
+    );
+    Ok((scratch, super::idle::Waiter::new(idle), machine))
+}
+
+/// The end of a benchmark: an error when the sweep left something behind or a measurement
+/// of dvnet failed.
+pub(super) fn verdict(leftovers: &[String], failed: &[String]) -> anyhow::Result<()> {
+    if !leftovers.is_empty() {
+        bail!("the cleanup left things behind: {}", leftovers.join("; "));
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} measurement(s) failed:\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
 /// Runs `f` when dropped, unless disarmed.
 pub(super) struct OnDrop<F: FnOnce()>(pub(super) Option<F>);
 

@@ -21,8 +21,8 @@ use dvnet::generate::Shape;
 use serde::Serialize;
 
 use super::deploy::{self, SizeReport};
-use super::harness::{Scratch, build_dvnet};
-use super::idle::{self, IdleSettings, Waiter};
+
+use super::idle::IdleSettings;
 use super::plots::{Line, XAxis, chart};
 use super::stats::secs;
 use super::{containers, datapath};
@@ -139,16 +139,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if mininet.is_none() && !args.no_mininet {
         notes.push("Mininet is not installed (./setup.sh --bench): left out".into());
     }
-    let dvnet_bin = build_dvnet()?;
-    idle::catch_interrupts();
-    let scratch = Scratch::new(dvnet_bin)?;
-    let mut wait = Waiter::new(IdleSettings::standard(args.idle_timeout, args.quick));
-    let machine = super::Machine::describe();
-    eprintln!("xtask: machine: {}", machine.line());
-    eprintln!(
-        "xtask: everything this run creates is named {}-*; fake host {}",
-        scratch.prefix, scratch.host
-    );
+    let (scratch, mut wait, machine) =
+        super::harness::start(IdleSettings::standard(args.idle_timeout, args.quick))?;
 
     let mut report = Report {
         bench: "suite",
@@ -250,9 +242,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         secs(report.seconds),
         out_dir.display()
     );
-    if !leftovers.is_empty() {
-        bail!("the cleanup left things behind: {}", leftovers.join("; "));
-    }
     let mut failed: Vec<String> = report
         .deploy
         .iter()
@@ -274,14 +263,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(c) = &report.containers {
         failed.extend(c.errors.iter().cloned());
     }
-    if !failed.is_empty() {
-        bail!(
-            "{} measurement(s) failed:\n  {}",
-            failed.len(),
-            failed.join("\n  ")
-        );
-    }
-    Ok(())
+    super::harness::verdict(&leftovers, &failed)
 }
 
 fn shape_name(shape: Shape) -> String {
