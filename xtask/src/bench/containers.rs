@@ -16,8 +16,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use dvnet::generate::{GenSpec, Shape, generate};
-use dvnet::plan::{Plan, PlanOptions};
-use dvnet::topology::Topology;
+use dvnet::plan::PlanOptions;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -134,16 +133,8 @@ pub fn measure(
         name: Some(format!("{prefix}-c{nodes}")),
     })?;
     set_images(&mut value);
-    let text = serde_json::to_string_pretty(&value)? + "\n";
-    let file = scratch.dir.join(format!("c{nodes}.json"));
-    std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
-    let plan = Plan::build(
-        &Topology::from_json(&text, &file.display().to_string())?,
-        PlanOptions::default(),
-    )?;
-    if !scratch.owns(&plan.id) {
-        bail!("network id {} does not carry the prefix {prefix}", plan.id);
-    }
+    let (file, plan) =
+        scratch.network_file(&format!("c{nodes}.json"), &value, PlanOptions::default())?;
     let images: Vec<&str> = plan
         .nodes
         .iter()
@@ -328,6 +319,8 @@ pub fn table(report: &Report, markdown: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dvnet::plan::Plan;
+    use dvnet::topology::Topology;
 
     #[test]
     fn every_node_gets_an_image() {

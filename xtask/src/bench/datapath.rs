@@ -29,8 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use dvnet::generate::{GenSpec, Shape, generate};
-use dvnet::plan::{Datapath, Plan, PlanOptions};
-use dvnet::topology::Topology;
+use dvnet::plan::{Datapath, PlanOptions};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -533,19 +532,14 @@ impl Bench<'_> {
         rules: usize,
     ) -> anyhow::Result<Net> {
         let name = format!("{}-{tag}", self.scratch.prefix);
-        let text = serde_json::to_string_pretty(&chain(&name, routers, rules))? + "\n";
-        let file = self.scratch.dir.join(format!("{tag}.json"));
-        std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
-        let plan = Plan::build(
-            &Topology::from_json(&text, &file.display().to_string())?,
+        let (file, plan) = self.scratch.network_file(
+            &format!("{tag}.json"),
+            &chain(&name, routers, rules),
             PlanOptions {
                 datapath,
                 ..PlanOptions::default()
             },
         )?;
-        if !self.scratch.owns(&plan.id) {
-            bail!("network id {} does not carry the prefix", plan.id);
-        }
         let node = |name: &str| {
             plan.nodes
                 .iter()
@@ -782,17 +776,10 @@ impl Bench<'_> {
             fanout: 2,
             name: Some(name),
         })?;
-        let text = serde_json::to_string_pretty(&value)? + "\n";
-        let file = self.scratch.dir.join(format!("u{nodes}.json"));
-        std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
+        let (file, plan) =
+            self.scratch
+                .network_file(&format!("u{nodes}.json"), &value, PlanOptions::default())?;
         // the hooks, as `dvnet plan --json` counts them: every link, plus its fabric port
-        let plan = Plan::build(
-            &Topology::from_json(&text, &file.display().to_string())?,
-            PlanOptions::default(),
-        )?;
-        if !self.scratch.owns(&plan.id) {
-            bail!("network id {} does not carry the prefix", plan.id);
-        }
         let node_hooks = plan.links.len();
         let fabric_hooks = plan
             .links
@@ -1189,6 +1176,8 @@ pub fn thousands(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dvnet::plan::Plan;
+    use dvnet::topology::Topology;
 
     #[test]
     fn chains_are_point_to_point_and_valid() {

@@ -414,17 +414,10 @@ impl Bench<'_> {
             name: Some(name),
         };
         // dvnet's network, as `dvnet gen` writes it
-        let file = self.scratch.dir.join(format!("d{tag}.json"));
         let value = generate(&spec(format!("{prefix}-d{tag}")))?;
-        let text = serde_json::to_string_pretty(&value)? + "\n";
-        std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
-        let plan = Plan::build(
-            &Topology::from_json(&text, &file.display().to_string())?,
-            PlanOptions::default(),
-        )?;
-        if !self.scratch.owns(&plan.id) {
-            bail!("network id {} does not carry the prefix {prefix}", plan.id);
-        }
+        let (file, plan) =
+            self.scratch
+                .network_file(&format!("d{tag}.json"), &value, PlanOptions::default())?;
         self.scratch.networks.borrow_mut().push(plan.id.clone());
         // the floor: the same network under another name
         let value = generate(&spec(format!("{prefix}-f{tag}")))?;

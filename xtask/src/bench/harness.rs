@@ -143,6 +143,31 @@ impl Scratch {
         self.in_host(&self.dvnet)
     }
 
+    /// Writes `topology` to `<dir>/<file>` and plans it with `options`: the file to hand to
+    /// `dvnet up` and what dvnet will build from it (its id checked to carry the prefix).
+    pub(super) fn network_file(
+        &self,
+        file: &str,
+        topology: &serde_json::Value,
+        options: dvnet::plan::PlanOptions,
+    ) -> anyhow::Result<(PathBuf, dvnet::plan::Plan)> {
+        let text = serde_json::to_string_pretty(topology)? + "\n";
+        let path = self.dir.join(file);
+        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+        let plan = dvnet::plan::Plan::build(
+            &dvnet::topology::Topology::from_json(&text, &path.display().to_string())?,
+            options,
+        )?;
+        if !self.owns(&plan.id) {
+            bail!(
+                "network id {} does not carry the prefix {}",
+                plan.id,
+                self.prefix
+            );
+        }
+        Ok((path, plan))
+    }
+
     /// Whether a namespace or file name is this benchmark's.
     pub(super) fn owns(&self, name: &str) -> bool {
         let name = name.strip_prefix("dv-").unwrap_or(name);
