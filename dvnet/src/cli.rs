@@ -11,7 +11,7 @@ use crate::generate::{self, GenSpec, Shape};
 use crate::inspect;
 use crate::plan::{Datapath, Plan, PlanOptions, Runtime};
 use crate::render;
-use crate::state::{self, State};
+use crate::state::State;
 use crate::topology::Topology;
 
 /// Emulated IP networks on one Linux machine: real namespaces, real veths, eBPF routers.
@@ -121,28 +121,57 @@ fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// The id of a network named on the command line: its name or id as given to `up`, or the
-/// topology file it came from.
+/// The id of the network a command-line argument names: a network id (`test-net-0`), a
+/// topology file, or the network's name as its file writes it (`"Test Net 0"`). Nothing
+/// else: an argument is never used as a path to anything but a topology file to read.
 fn network_id(arg: &str) -> anyhow::Result<String> {
+    use crate::plan::naming::is_network_id;
     let path = std::path::Path::new(arg);
-    if path.is_file() {
+    let is_file = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+    if is_network_id(arg) && !is_file {
+        return Ok(arg.to_owned());
+    }
+    if is_file {
         // Only the name is needed: a file that has become invalid since `up` still works.
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {arg}"))?;
+        let text = crate::topology::read_text(path)?;
         let value: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{arg} is not JSON; give the network's name instead"))?;
+            .with_context(|| format!("{arg} is not JSON; give the network's id instead"))?;
         let name = value
             .as_object()
             .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("name")))
             .and_then(|(_, v)| v.as_str())
-            .with_context(|| format!("{arg} has no \"name\"; give the network's name instead"))?;
-        return crate::topology::network_id(name)
-            .with_context(|| format!("{arg}: the name {name:?} has no usable id"));
+            .with_context(|| format!("{arg} has no \"name\"; give the network's id instead"))?;
+        let id = crate::topology::network_id(name)
+            .with_context(|| format!("{arg}: the name {name:?} has no usable id"))?;
+        same_network(&id, name)?;
+        return Ok(id);
     }
-    if state::dir(arg).exists() {
-        return Ok(arg.to_owned());
+    if std::fs::symlink_metadata(path).is_ok() || arg.contains('/') {
+        anyhow::bail!(
+            "{arg:?} is neither a network id nor a topology file; give the network's id \
+             (`dvnet ls` lists them) or its topology file"
+        );
     }
-    crate::topology::network_id(arg)
-        .with_context(|| format!("{arg:?} is neither a network nor a topology file"))
+    let id = crate::topology::network_id(arg).with_context(|| {
+        format!("{arg:?} is neither a network nor a topology file; `dvnet ls` lists the networks")
+    })?;
+    same_network(&id, arg)?;
+    Ok(id)
+}
+
+/// Refuses a name that gives the id of a network with another name (`"lab x"` and `"LAB_X"`
+/// both give `lab-x`): acting on one must never touch the other.
+fn same_network(id: &str, name: &str) -> anyhow::Result<()> {
+    if let Ok(record) = State::load(id)
+        && record.plan.name != name
+    {
+        anyhow::bail!(
+            "network {id} is named {:?}, not {name:?} (the two names give the same id); name \
+             it by its id, `{id}`, if that is the network you mean",
+            record.plan.name
+        );
+    }
+    Ok(())
 }
 
 /// Runs a parsed command line.
@@ -187,7 +216,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Down { network } => {
             let id = network_id(&network)?;
-            let report = async_runtime()?.block_on(deploy::down_checked(&id))?;
+            let report = async_runtime()?.block_on(deploy::down(&id))?;
             if report.found_anything() {
                 print!(
                     "network {id} is down: removed {} namespaces",
@@ -367,6 +396,18 @@ fn ls(json: bool) -> anyhow::Result<()> {
             && !recorded.contains(id)
         {
             orphans.insert(id.to_owned());
+        }
+    }
+    // containers of a network with no record (a crash, or an `up` killed at the wrong time)
+    let containers = async_runtime()?.block_on(async {
+        match crate::docker::Containers::connect().await {
+            Ok(docker) => docker.networks().await.unwrap_or_default(),
+            Err(_) => std::collections::HashMap::new(),
+        }
+    });
+    for id in containers.into_keys() {
+        if !recorded.contains(&id) && crate::plan::naming::is_network_id(&id) {
+            orphans.insert(id);
         }
     }
     for id in orphans {

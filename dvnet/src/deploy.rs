@@ -39,6 +39,17 @@ pub enum DeployError {
     #[error("network {id} is already up; `dvnet down {id}` removes it first")]
     AlreadyUp { id: String },
     #[error(
+        "the name {ours:?} gives the id {id}, which network {theirs:?} already has; rename this \
+         network, or `dvnet down {id}` removes the other one"
+    )]
+    IdTaken {
+        id: String,
+        ours: String,
+        theirs: String,
+    },
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(
         "network {id} was not torn down completely ({leftovers} leftover namespace(s), e.g. {example}); \
          `dvnet down {id}` removes them"
     )]
@@ -282,9 +293,47 @@ fn progress(enabled: bool, len: usize, what: &'static str) -> ProgressBar {
 #[instrument(skip_all, fields(net = %plan.id))]
 pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployError> {
     require_root("up")?;
+    state::check_id(&plan.id)?;
+    trusted_roots()?;
+    // one operation per network: a second `up` waits here, then finds the network up
+    let lock = lock_network(&plan.id, "up")?;
+    let result = up_locked(plan, options).await;
+    // a refused or rolled-back `up` leaves nothing, its lock file included
+    if let Err(e) = &result
+        && e.left_nothing()
+    {
+        lock.remove_file();
+    }
+    result
+}
+
+impl DeployError {
+    /// Whether the network does not exist after this error: refused before anything was
+    /// created, or rolled back cleanly.
+    fn left_nothing(&self) -> bool {
+        match self {
+            DeployError::AlreadyUp { .. }
+            | DeployError::IdTaken { .. }
+            | DeployError::Leftovers { .. } => false,
+            DeployError::RolledBack { cleanup, .. } => cleanup.is_empty(),
+            _ => true,
+        }
+    }
+}
+
+async fn up_locked(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployError> {
     let id = plan.id.clone();
-    if State::load(&id).is_ok() || netns::exists(&plan.fabric_netns) {
-        return Err(DeployError::AlreadyUp { id });
+    match State::load(&id) {
+        Ok(record) if record.plan.name != plan.name => {
+            return Err(DeployError::IdTaken {
+                id,
+                ours: plan.name.clone(),
+                theirs: record.plan.name,
+            });
+        }
+        Ok(_) => return Err(DeployError::AlreadyUp { id }),
+        Err(_) if netns::exists(&plan.fabric_netns) => return Err(DeployError::AlreadyUp { id }),
+        Err(_) => {}
     }
     let leftovers: Vec<String> = netns::list()
         .map_err(|source| DeployError::Io {
@@ -295,9 +344,10 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
         .filter(|n| naming::belongs_to(n, &id))
         .collect();
     let mut leftovers = leftovers;
-    if ebpf::pin_dir(&id).exists() {
+    if ebpf::check_pins(&id)? {
         leftovers.push(ebpf::pin_dir(&id).display().to_string());
     }
+    leftovers.extend(etc_netns_of(&id).iter().map(|d| d.display().to_string()));
     if let Some(example) = leftovers.first() {
         return Err(DeployError::Leftovers {
             id,
@@ -311,7 +361,7 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
     let entries = entries::entries(plan)?;
     let loaded = tokio::task::block_in_place(|| Loaded::new(&entries, plan.links.len()))?;
     // Outbound access: nftables there, no clash with the host's routes, ports free.
-    if plan.uplink.is_some() {
+    if let Some(uplink) = &plan.uplink {
         // published ports only collide within one host (namespace)
         let here = host_netns_inode();
         let others: Vec<Plan> = State::ids()?
@@ -320,21 +370,32 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
             .filter(|s| s.host.as_ref().is_some_and(|h| h.netns == here))
             .map(|s| s.plan)
             .collect();
-        let host_routes = host_netlink()?.routes().await?;
+        let host = host_netlink()?;
+        let host_routes = host.routes().await?;
         let prefixes: Vec<ipnet::Ipv4Net> = host_routes
             .iter()
             .filter_map(crate::inspect::route_prefix)
             .collect();
+        if host.index_of(&uplink.host_ifname).await.is_ok() {
+            return Err(crate::outbound::OutboundError::InterfaceTaken {
+                name: uplink.host_ifname.clone(),
+            }
+            .into());
+        }
         crate::outbound::preflight(plan, &prefixes, &others)?;
     }
-    // Container nodes need a daemon and their images, checked before anything is created.
+    // Container nodes need a daemon, their images and their names, checked before anything
+    // is created.
     let docker = if plan.nodes.iter().any(|n| n.container) {
         let docker = Containers::connect().await?;
         docker.check_images(plan).await?;
+        docker.check_names(plan).await?;
         Some(docker)
     } else {
         None
     };
+    // FRR: installed, its user there, every configuration readable.
+    let frr_configs = crate::frr::preflight(plan)?;
 
     let created = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -346,11 +407,17 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
         created,
         pid: std::process::id(),
         plan: plan.clone(),
-        host: None,
+        // what will change on the host, recorded before it is made (preflight found none of
+        // it there): a rollback or `down` undoes exactly this
+        host: plan.uplink.as_ref().map(|u| crate::outbound::HostChanges {
+            netns: host_netns_inode(),
+            uplink: Some(u.host_ifname.clone()),
+            ..crate::outbound::HostChanges::default()
+        }),
     };
     record.save()?;
 
-    let built = match build(plan, options, &loaded, docker.as_ref()).await {
+    let built = match build(plan, options, &loaded, docker.as_ref(), &frr_configs).await {
         Ok(report) if plan.uplink.is_some() => host_side(plan, &mut record).map(|()| report),
         other => other,
     };
@@ -358,7 +425,7 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
         Ok(report) => {
             record.status = Status::Up;
             if let Err(e) = record.save() {
-                let cleanup = down(&id).await.errors;
+                let cleanup = teardown(&id).await.errors;
                 return Err(DeployError::RolledBack {
                     error: Box::new(e.into()),
                     cleanup,
@@ -374,7 +441,7 @@ pub async fn up(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployErro
         }
         Err(error) => {
             info!("up failed, rolling back: {error}");
-            let cleanup = down(&id).await.errors;
+            let cleanup = teardown(&id).await.errors;
             Err(DeployError::RolledBack {
                 error: Box::new(error),
                 cleanup,
@@ -388,6 +455,7 @@ async fn build<'a>(
     options: &UpOptions,
     loaded: &Loaded,
     docker: Option<&Containers>,
+    frr_configs: &crate::frr::Configs,
 ) -> Result<UpReport, DeployError> {
     let mut report = UpReport::default();
     let mut phase_start = Instant::now();
@@ -585,7 +653,7 @@ async fn build<'a>(
     }
     phase(&mut report, "datapath");
 
-    report.frr_routers = crate::frr::start(plan, docker).await?;
+    report.frr_routers = crate::frr::start(plan, frr_configs, docker).await?;
     if report.frr_routers > 0 {
         phase(&mut report, "frr");
     }
@@ -674,11 +742,12 @@ async fn uplink_interface(
 /// Forwarding, NAT and FORWARD accepts on the host, recorded before they are made so a
 /// rollback or `down` can undo them.
 fn host_side(plan: &Plan, record: &mut State) -> Result<(), DeployError> {
-    let mut changes = crate::outbound::HostChanges {
-        netns: host_netns_inode(),
-        forwarding_before: crate::outbound::forwarding_snapshot(),
-        iptables_forward: false,
-    };
+    // forwarding and NAT are shared by the host's networks: one changes them at a time
+    let _host = lock_host(&plan.id)?;
+    let mut changes = record.host.clone().unwrap_or_default();
+    changes.netns = host_netns_inode();
+    changes.forwarding_before = crate::outbound::forwarding_snapshot();
+    changes.nft_table = Some(crate::outbound::table_name(&plan.id));
     // recorded first: if applying fails halfway, `down` knows what to restore
     record.host = Some(changes.clone());
     record.save()?;
@@ -772,10 +841,70 @@ pub fn etc_netns_dir(ns: &str) -> PathBuf {
     PathBuf::from("/etc/netns").join(ns)
 }
 
+/// The `/etc/netns` directories of network `id` (all of them, whether or not their
+/// namespaces still exist).
+fn etc_netns_of(id: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/etc/netns") else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| naming::belongs_to(n, id))
+        })
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Refuses to go on when dvnet's record root or pin root could have been planted by someone
+/// else (see [`state::check_dir`]); creates nothing.
+fn trusted_roots() -> Result<(), StateError> {
+    state::check_dir(std::path::Path::new(state::STATE_DIR))?;
+    state::check_dir(&crate::lock::dir())?;
+    state::check_dir(std::path::Path::new(ebpf::PIN_ROOT))?;
+    Ok(())
+}
+
+/// Takes network `id`'s lock for `operation`, saying so when another operation holds it.
+fn lock_network(id: &str, operation: &str) -> Result<crate::lock::Lock, DeployError> {
+    Ok(crate::lock::Lock::acquire(id, operation, |holder| {
+        let who = holder.map_or_else(|| "another dvnet".to_owned(), |h| h.to_string());
+        tracing::warn!("network {id} is busy: waiting for {who} to finish");
+    })?)
+}
+
+/// Takes the host's lock (forwarding, NAT) on behalf of network `id`.
+fn lock_host(id: &str) -> Result<crate::lock::Lock, DeployError> {
+    Ok(crate::lock::Lock::acquire(
+        crate::lock::HOST,
+        &format!("up/down {id} (host side)"),
+        |holder| {
+            if let Some(h) = holder {
+                tracing::warn!("the host side is busy: waiting for {h}");
+            }
+        },
+    )?)
+}
+
+/// Whether process `pid` is alive.
+fn alive(pid: u32) -> bool {
+    i32::try_from(pid)
+        .is_ok_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
+}
+
+/// How long stopped processes get to exit after SIGTERM (and again after SIGKILL).
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
 /// Removes everything network `id` owns: its namespaces (nodes first, then the fabric), its
 /// per-namespace files and its record. Idempotent; carries on past errors and reports them.
-pub async fn down(id: &str) -> DownReport {
+/// The caller holds the network's lock and has checked `id`.
+async fn teardown(id: &str) -> DownReport {
     let mut report = DownReport::default();
+    let record = State::load(id).ok();
     let names: BTreeSet<String> = match netns::list() {
         Ok(all) => all
             .into_iter()
@@ -789,8 +918,15 @@ pub async fn down(id: &str) -> DownReport {
     let fabric = naming::fabric_netns(id);
     // Containers (found by label, so also after a crash); only if a daemon answers: without
     // one, no container of ours can be running.
+    // An `up` that died while creating containers may have left creations in flight in
+    // Docker: follow them until they settle.
+    let settle_since = record
+        .as_ref()
+        .filter(|r| r.status == Status::Creating && !alive(r.pid))
+        .filter(|r| r.plan.nodes.iter().any(|n| n.container))
+        .map(|r| r.created);
     if let Ok(docker) = Containers::connect().await {
-        match docker.remove_network(id).await {
+        match docker.remove_network(id, settle_since).await {
             Ok((removed, errors)) => {
                 report.containers = removed;
                 report.errors.extend(errors);
@@ -800,16 +936,11 @@ pub async fn down(id: &str) -> DownReport {
     }
     // Processes left running inside the nodes (a server started with `dvnet exec`) would keep
     // their namespaces alive, unseen, after the mounts are gone: they belong to the network.
+    // They are stopped (SIGTERM, then SIGKILL) and waited for: when `down` returns, none runs.
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    for pid in netns::processes_in(&name_refs) {
-        match nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        ) {
-            Ok(()) | Err(nix::Error::ESRCH) => report.processes += 1,
-            Err(e) => report.errors.push(format!("stopping process {pid}: {e}")),
-        }
-    }
+    let (stopped, errors) = netns::stop_processes(&netns::processes_in(&name_refs), STOP_GRACE);
+    report.processes = stopped;
+    report.errors.extend(errors);
     // nodes first, then the fabric: links die with the node namespaces
     let ordered: Vec<&String> = names
         .iter()
@@ -821,19 +952,54 @@ pub async fn down(id: &str) -> DownReport {
             Ok(()) => report.namespaces += 1,
             Err(e) => report.errors.push(e.to_string()),
         }
-        let dir = etc_netns_dir(name);
-        if dir.exists()
-            && let Err(e) = std::fs::remove_dir_all(&dir)
-        {
+    }
+    // by the network's prefix: also those of namespaces that are gone already
+    for dir in etc_netns_of(id) {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
             report
                 .errors
                 .push(format!("removing {}: {e}", dir.display()));
         }
     }
-    // The host side of outbound access: the uplink veth went with the fabric namespace; the
-    // NAT table, FORWARD accepts and forwarding are undone here.
-    let record = State::load(id).ok();
+    // The host side of outbound access, exactly as recorded (nothing when nothing was): the
+    // uplink veth goes with the fabric namespace; the NAT table, FORWARD accepts and
+    // forwarding are undone here, one network at a time.
     let changes = record.as_ref().and_then(|r| r.host.clone());
+    report
+        .errors
+        .extend(undo_host_side(id, changes.as_ref()).await);
+
+    // Pins last: the programs die with the namespaces' interfaces, the maps with the pins.
+    match ebpf::check_pins(id) {
+        Ok(true) => {
+            report.record = true;
+            if let Err(e) = ebpf::remove_pins(id) {
+                report.errors.push(e.to_string());
+            }
+        }
+        Ok(false) => {}
+        Err(e) => report.errors.push(e.to_string()),
+    }
+    report.record |= record.is_some() || state::check_dir(&state::dir(id)).unwrap_or(false);
+    // the UTS namespaces of namespace routers running FRR are mounted inside the record
+    report.errors.extend(crate::frr::release(id));
+    if let Err(e) = State::remove(id) {
+        report.errors.push(e.to_string());
+    }
+    report
+}
+
+/// Undoes what network `id` recorded changing on the host (`changes`), under the host lock.
+async fn undo_host_side(id: &str, changes: Option<&crate::outbound::HostChanges>) -> Vec<String> {
+    let mut errors = Vec::new();
+    let Some(changes) = changes else {
+        return errors;
+    };
+    let _host = match lock_host(id) {
+        Ok(lock) => lock,
+        Err(e) => return vec![e.to_string()],
+    };
+    let changes = Some(changes.clone());
     let others: Vec<State> = State::ids()
         .unwrap_or_default()
         .into_iter()
@@ -856,61 +1022,51 @@ pub async fn down(id: &str) -> DownReport {
     {
         h.forwarding_before = Some(before);
         if let Err(e) = heir.save() {
-            report.errors.push(e.to_string());
+            errors.push(e.to_string());
         }
     }
     // only where `up` made them: run from another namespace, `down` must not touch this one
     let here = changes
         .as_ref()
         .is_none_or(|c| c.netns == host_netns_inode());
-    if here {
+    if here && let Some(name) = changes.as_ref().and_then(|c| c.uplink.as_ref()) {
         // the host's end of the uplink, now rather than when the kernel reclaims the fabric
-        let name = naming::uplink_host_ifname(id);
         if let Ok(host) = host_netlink()
-            && let Ok(index) = host.index_of(&name).await
+            && let Ok(index) = host.index_of(name).await
             && let Err(e) = host.delete_link(index).await
         {
-            report.errors.push(e.to_string());
+            errors.push(e.to_string());
         }
     }
     match &changes {
-        Some(c) if c.netns != host_netns_inode() => report.errors.push(format!(
+        Some(c) if c.netns != host_netns_inode() => errors.push(format!(
             "network {id} was brought up from another network namespace (inode {}); its NAT table \
              ({}) and forwarding settings there were left alone: run `dvnet down {id}` from that \
              namespace, or remove them there by hand",
             c.netns,
             crate::outbound::table_name(id)
         )),
-        _ => report
-            .errors
-            .extend(crate::outbound::remove(id, changes.as_ref(), restore)),
+        _ => errors.extend(crate::outbound::remove(id, changes.as_ref(), restore)),
     }
-
-    // Pins last: the programs die with the namespaces' interfaces, the maps with the pins.
-    if ebpf::pin_dir(id).exists() {
-        report.record = true;
-        if let Err(e) = ebpf::remove_pins(id) {
-            report
-                .errors
-                .push(format!("removing {}: {e}", ebpf::pin_dir(id).display()));
-        }
-    }
-    report.record |= state::dir(id).exists();
-    // the UTS namespaces of namespace routers running FRR are mounted inside the record
-    report.errors.extend(crate::frr::release(id));
-    if let Err(e) = State::remove(id) {
-        report.errors.push(e.to_string());
-    }
-    report
+    errors
 }
 
-/// `down`, for the command line: also checks root.
+/// Removes everything network `id` owns (see [`teardown`]), holding its lock: a `down` while
+/// an `up` runs waits for it to finish, then removes what it built.
 ///
 /// # Errors
-/// Not root.
-pub async fn down_checked(id: &str) -> Result<DownReport, DeployError> {
+/// Not root, `id` is not a network id, dvnet's directories are untrustworthy, or the lock
+/// cannot be taken; problems met while removing are in the report.
+pub async fn down(id: &str) -> Result<DownReport, DeployError> {
     require_root("down")?;
-    Ok(down(id).await)
+    state::check_id(id)?;
+    trusted_roots()?;
+    let lock = lock_network(id, "down")?;
+    let report = teardown(id).await;
+    if report.errors.is_empty() {
+        lock.remove_file();
+    }
+    Ok(report)
 }
 
 /// Whether stderr is a terminal (progress bars are drawn there).

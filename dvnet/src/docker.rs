@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptions, EventsOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
-use futures::{StreamExt as _, TryStreamExt as _, stream};
+use futures::{StreamExt as _, stream};
 
 use crate::plan::{NodePlan, Plan};
 
@@ -51,6 +52,19 @@ pub enum DockerError {
         "container {name} is not running (its main process exited: the image's command must keep running)"
     )]
     NotRunning { name: String },
+    #[error(
+        "the container name{} {} {} already taken by container{} that dvnet did not make for this network\n\
+         hint: remove or rename {} (`docker rm -f NAME`), or rename the network",
+        if names.len() == 1 { "" } else { "s" }, names.join(", "),
+        if names.len() == 1 { "is" } else { "are" }, if names.len() == 1 { "" } else { "s" },
+        if names.len() == 1 { "it" } else { "them" }
+    )]
+    NamesTaken { names: Vec<String> },
+    #[error(
+        "containers of network {id} are left from an earlier run ({}); `dvnet down {id}` removes them",
+        names.join(", ")
+    )]
+    Orphans { id: String, names: Vec<String> },
 }
 
 /// A connection to the Docker daemon.
@@ -110,8 +124,107 @@ impl Containers {
         }
     }
 
+    /// Checks, before anything is created, that no container holds a name the plan's
+    /// container nodes need, and that no container of this network is left from before.
+    ///
+    /// # Errors
+    /// [`DockerError::NamesTaken`] (a foreign container) or [`DockerError::Orphans`].
+    pub async fn check_names(&self, plan: &Plan) -> Result<(), DockerError> {
+        let ours = self.of_network(&plan.id).await?;
+        if !ours.is_empty() {
+            return Err(DockerError::Orphans {
+                id: plan.id.clone(),
+                names: ours.into_iter().map(|(_, name)| name).collect(),
+            });
+        }
+        let mut taken = Vec::new();
+        for node in plan.nodes.iter().filter(|n| n.container) {
+            match self.docker.inspect_container(&node.netns, None).await {
+                Ok(_) => taken.push(node.netns.clone()),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(source) => {
+                    return Err(DockerError::Container {
+                        op: "looking up",
+                        name: node.netns.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        if taken.is_empty() {
+            Ok(())
+        } else {
+            Err(DockerError::NamesTaken { names: taken })
+        }
+    }
+
+    /// The containers labelled as network `id`'s, running or not: (id, name).
+    ///
+    /// # Errors
+    /// When the daemon cannot list them.
+    pub async fn of_network(&self, id: &str) -> Result<Vec<(String, String)>, DockerError> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_NETWORK}={id}")])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| DockerError::Container {
+                op: "listing",
+                name: format!("of network {id}"),
+                source,
+            })?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let name = c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_default();
+                Some((c.id?, name))
+            })
+            .collect())
+    }
+
+    /// The network ids of every container dvnet labelled, with how many each has.
+    ///
+    /// # Errors
+    /// When the daemon cannot list them.
+    pub async fn networks(&self) -> Result<HashMap<String, usize>, DockerError> {
+        let filters = HashMap::from([("label", vec![LABEL_NETWORK.to_owned()])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| DockerError::Container {
+                op: "listing",
+                name: "made by dvnet".into(),
+                source,
+            })?;
+        let mut out = HashMap::new();
+        for c in list {
+            if let Some(id) = c.labels.as_ref().and_then(|l| l.get(LABEL_NETWORK)) {
+                *out.entry(id.clone()).or_insert(0) += 1;
+            }
+        }
+        Ok(out)
+    }
+
     /// Creates and starts the containers of every container node; returns the process id of
     /// each (in plan order of container nodes), whose network namespace dvnet then adopts.
+    /// When one fails, the others still in flight are waited for (never abandoned halfway,
+    /// where Docker would finish them after the rollback looked), then the first error is
+    /// returned.
     ///
     /// # Errors
     /// When Docker refuses a container or it does not keep running.
@@ -134,8 +247,10 @@ impl Containers {
                 }
             })
             .buffer_unordered(CONCURRENCY)
-            .try_collect()
+            .collect::<Vec<_>>()
             .await
+            .into_iter()
+            .collect()
     }
 
     async fn create_one(
@@ -199,44 +314,107 @@ impl Containers {
 
     /// Removes every container of network `id` (found by label), running or not.
     ///
+    /// With `settle_since` (when an `up` that started then died while creating containers),
+    /// creations Docker still had in flight are waited for: every container-creation event of
+    /// this network since that moment is followed until none has come for
+    /// [`SETTLE_QUIET`], and each container it names is removed too.
+    ///
     /// # Errors
     /// Listing fails; removal errors are collected.
-    pub async fn remove_network(&self, id: &str) -> Result<(usize, Vec<String>), DockerError> {
-        let filters = HashMap::from([("label", vec![format!("{LABEL_NETWORK}={id}")])]);
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|source| DockerError::Container {
-                op: "listing",
-                name: format!("of network {id}"),
-                source,
-            })?;
-        let results: Vec<Result<(), String>> = stream::iter(list.into_iter().filter_map(|c| c.id))
+    pub async fn remove_network(
+        &self,
+        id: &str,
+        settle_since: Option<u64>,
+    ) -> Result<(usize, Vec<String>), DockerError> {
+        // subscribed before listing, and from the start of `up`: no creation slips between
+        let mut events = settle_since.map(|since| {
+            let filters = HashMap::from([
+                ("type", vec!["container".to_owned()]),
+                ("event", vec!["create".to_owned()]),
+                ("label", vec![format!("{LABEL_NETWORK}={id}")]),
+            ]);
+            Box::pin(
+                self.docker.events(Some(
+                    EventsOptionsBuilder::new()
+                        .since(&since.to_string())
+                        .filters(&filters)
+                        .build(),
+                )),
+            )
+        });
+        let listed: Vec<String> = self
+            .of_network(id)
+            .await?
+            .into_iter()
+            .map(|(cid, _)| cid)
+            .collect();
+        let mut removed = std::collections::HashSet::new();
+        let mut errors = Vec::new();
+        self.remove_all(listed, &mut removed, &mut errors).await;
+        if let Some(events) = events.as_mut() {
+            let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+            loop {
+                let next = tokio::time::timeout(SETTLE_QUIET, events.next()).await;
+                let cid = match next {
+                    Ok(Some(Ok(event))) => event.actor.and_then(|a| a.id),
+                    Ok(Some(Err(e))) => {
+                        errors.push(format!("following Docker's events: {e}"));
+                        break;
+                    }
+                    // quiet, or the stream ended
+                    Err(_) | Ok(None) => break,
+                };
+                if let Some(cid) = cid
+                    && !removed.contains(&cid)
+                {
+                    self.remove_all(vec![cid], &mut removed, &mut errors).await;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    break;
+                }
+            }
+        }
+        Ok((removed.len(), errors))
+    }
+
+    async fn remove_all(
+        &self,
+        ids: Vec<String>,
+        removed: &mut std::collections::HashSet<String>,
+        errors: &mut Vec<String>,
+    ) {
+        let results: Vec<(String, Result<(), bollard::errors::Error>)> = stream::iter(ids)
             .map(|cid| async move {
                 let options = RemoveContainerOptionsBuilder::new()
                     .force(true)
                     .v(true)
                     .build();
-                self.docker
-                    .remove_container(&cid, Some(options))
-                    .await
-                    .map_err(|e| format!("removing container {cid}: {e}"))
+                let r = self.docker.remove_container(&cid, Some(options)).await;
+                (cid, r)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        let removed = results.iter().filter(|r| r.is_ok()).count();
-        Ok((
-            removed,
-            results.into_iter().filter_map(Result::err).collect(),
-        ))
+        for (cid, r) in results {
+            match r {
+                Ok(()) => {
+                    removed.insert(cid);
+                }
+                // gone already (removed by someone else, or by an earlier pass)
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => errors.push(format!("removing container {cid}: {e}")),
+            }
+        }
     }
 }
+
+/// How long `down` waits, after an `up` died creating containers, for a creation event
+/// before it trusts that Docker has none in flight.
+pub const SETTLE_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+/// The most `down` waits for creations in flight.
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A valid RFC 1123 hostname for a node: its name where it is one, else its sanitized form.
 #[must_use]

@@ -82,37 +82,144 @@ pub fn dir(id: &str, node: &NodePlan) -> PathBuf {
     state::dir(id).join("frr").join(&node.netns)
 }
 
+/// The largest FRR configuration dvnet reads.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The configuration of every router that runs FRR (by node index), read before anything is
+/// created.
+#[derive(Clone, Debug, Default)]
+pub struct Configs(Vec<(usize, Config)>);
+
+/// One router's FRR configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub text: String,
+    /// The user's own file (its contents never appear in an error), or `None` when dvnet
+    /// wrote it.
+    pub file: Option<PathBuf>,
+}
+
+/// Checks, before anything is created, what starting FRR will need: the host's FRR and its
+/// user for namespace routers, and every router's configuration, read now.
+///
+/// # Errors
+/// FRR or its user is missing, or a configuration cannot be read.
+pub fn preflight(plan: &Plan) -> Result<Configs, FrrError> {
+    let mut configs = Vec::new();
+    for (i, node) in plan.nodes.iter().enumerate() {
+        let Some(frr) = &node.frr else { continue };
+        if !node.container {
+            if !Path::new(FRR_LIB).join("zebra").exists() {
+                return Err(FrrError::NotInstalled {
+                    router: node.name.clone(),
+                });
+            }
+            if frr_user().is_none() {
+                return Err(FrrError::Start {
+                    router: node.name.clone(),
+                    op: "finding the frr user".into(),
+                    detail: "no user `frr` on this host (Debian's frr package makes it)".into(),
+                });
+            }
+        }
+        let config = match frr {
+            FrrPlan::Generated { config } => Config {
+                text: config.clone(),
+                file: None,
+            },
+            FrrPlan::File { path } => Config {
+                text: read_config(path).map_err(|source| FrrError::Config {
+                    router: node.name.clone(),
+                    path: path.display().to_string(),
+                    source,
+                })?,
+                file: Some(path.clone()),
+            },
+        };
+        configs.push((i, config));
+    }
+    Ok(Configs(configs))
+}
+
+/// A configuration file: a regular file of at most [`MAX_CONFIG_BYTES`] of UTF-8 text.
+fn read_config(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned());
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Validation resolved every link in the path: a link put in its place since is refused
+    // (O_NOFOLLOW), and a FIFO does not block the open (O_NONBLOCK).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(invalid("larger than 1 MiB"));
+    }
+    String::from_utf8(bytes).map_err(|_| invalid("not UTF-8 text"))
+}
+
+/// What an error may say of FRR's complaints about a configuration: everything, for one dvnet
+/// wrote; for a user's own file, only which lines FRR refused (FRR quotes them, and the file
+/// was read as root).
+fn complaint(config: &Config, output: &str) -> String {
+    let Some(file) = &config.file else {
+        return output.to_owned();
+    };
+    let mut lines: Vec<u32> = Vec::new();
+    for (i, _) in output.match_indices("line ") {
+        let digits: String = output[i + 5..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(n) = digits.parse()
+            && !lines.contains(&n)
+        {
+            lines.push(n);
+        }
+    }
+    let which = if lines.is_empty() {
+        String::new()
+    } else {
+        let l: Vec<String> = lines.iter().map(ToString::to_string).collect();
+        format!(
+            " at line{} {}",
+            if l.len() == 1 { "" } else { "s" },
+            l.join(", ")
+        )
+    };
+    format!(
+        "FRR refused {}{which}; `vtysh --dryrun -f {}` shows why",
+        file.display(),
+        file.display()
+    )
+}
+
 /// Starts FRR in every router that asks for it, a few at a time.
 ///
 /// # Errors
-/// A configuration cannot be read, FRR is missing, or a daemon does not start.
-pub async fn start(plan: &Plan, docker: Option<&Containers>) -> Result<usize, FrrError> {
-    let routers: Vec<(&NodePlan, String)> = plan
-        .nodes
-        .iter()
-        .filter_map(|n| Some((n, n.frr.as_ref()?)))
-        .map(|(n, frr)| match frr {
-            FrrPlan::Generated { config } => Ok((n, config.clone())),
-            FrrPlan::File { path } => {
-                std::fs::read_to_string(path)
-                    .map(|c| (n, c))
-                    .map_err(|source| FrrError::Config {
-                        router: n.name.clone(),
-                        path: path.display().to_string(),
-                        source,
-                    })
-            }
-        })
-        .collect::<Result<_, _>>()?;
-    let count = routers.len();
-    stream::iter(routers)
-        .map(|(node, config)| async move {
+/// A daemon does not start, or FRR refuses a configuration.
+pub async fn start(
+    plan: &Plan,
+    configs: &Configs,
+    docker: Option<&Containers>,
+) -> Result<usize, FrrError> {
+    let count = configs.0.len();
+    stream::iter(&configs.0)
+        .map(|(i, config)| async move {
+            let node = &plan.nodes[*i];
             if node.container {
                 let docker = docker.expect("container nodes come with a Docker connection");
-                in_container(docker, node, &config).await
+                in_container(docker, node, config).await
             } else {
                 let id = plan.id.clone();
                 let node = node.clone();
+                let config = config.clone();
                 tokio::task::spawn_blocking(move || in_namespace(&id, &node, &config))
                     .await
                     .expect("FRR starter panicked")
@@ -124,8 +231,12 @@ pub async fn start(plan: &Plan, docker: Option<&Containers>) -> Result<usize, Fr
     Ok(count)
 }
 
-async fn in_container(docker: &Containers, node: &NodePlan, config: &str) -> Result<(), FrrError> {
-    let daemons = daemons(config).join(" ");
+async fn in_container(
+    docker: &Containers,
+    node: &NodePlan,
+    config: &Config,
+) -> Result<(), FrrError> {
+    let daemons = daemons(&config.text).join(" ");
     let script = format!(
         "command -v dvnet-frr >/dev/null || {{ echo 'this image has no dvnet-frr: use dvnet/router' >&2; exit 3; }}; \
          umask 027 && printf '%s' \"$DVNET_FRR_CONF\" > /etc/frr/frr.conf && chown frr:frr /etc/frr/frr.conf && \
@@ -142,7 +253,7 @@ async fn in_container(docker: &Containers, node: &NodePlan, config: &str) -> Res
             &node.netns,
             CreateExecOptions {
                 cmd: Some(vec!["sh".to_owned(), "-c".to_owned(), script]),
-                env: Some(vec![format!("DVNET_FRR_CONF={config}")]),
+                env: Some(vec![format!("DVNET_FRR_CONF={}", config.text)]),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 ..CreateExecOptions::default()
@@ -174,12 +285,13 @@ async fn in_container(docker: &Containers, node: &NodePlan, config: &str) -> Res
     } else {
         Err(err(
             "dvnet-frr start",
-            format!("exit {code:?}: {}", output.trim()),
+            format!("exit {code:?}: {}", complaint(config, output.trim())),
         ))
     }
 }
 
-fn in_namespace(id: &str, node: &NodePlan, config: &str) -> Result<(), FrrError> {
+fn in_namespace(id: &str, node: &NodePlan, config: &Config) -> Result<(), FrrError> {
+    let (config, text) = (config, config.text.as_str());
     let err = |op: &str, detail: String| FrrError::Start {
         router: node.name.clone(),
         op: op.to_owned(),
@@ -196,7 +308,7 @@ fn in_namespace(id: &str, node: &NodePlan, config: &str) -> Result<(), FrrError>
     let io = |op: &'static str| move |e: std::io::Error| err(op, e.to_string());
     std::fs::create_dir_all(&dir).map_err(io("creating its directory"))?;
     for (file, text) in [
-        ("frr.conf", config),
+        ("frr.conf", text),
         ("vtysh.conf", "service integrated-vtysh-config\n"),
     ] {
         let path = dir.join(file);
@@ -213,7 +325,7 @@ fn in_namespace(id: &str, node: &NodePlan, config: &str) -> Result<(), FrrError>
     let uts = uts_namespace(&dir.join("uts"), &crate::docker::hostname(&node.name))
         .map_err(io("creating its UTS namespace"))?;
     let d = dir.display().to_string();
-    for daemon in ["zebra", "staticd"].into_iter().chain(daemons(config)) {
+    for daemon in ["zebra", "staticd"].into_iter().chain(daemons(text)) {
         let mut cmd = Command::new(Path::new(FRR_LIB).join(daemon));
         cmd.args([
             "-d",
@@ -258,7 +370,12 @@ fn in_namespace(id: &str, node: &NodePlan, config: &str) -> Result<(), FrrError>
     }
     let mut vtysh = Command::new("vtysh");
     vtysh.args(["--vty_socket", &d, "--config_dir", &d, "-b"]);
-    run_inside(&mut vtysh, &net, &uts).map_err(|e| err("applying its configuration (vtysh -b)", e))
+    run_inside(&mut vtysh, &net, &uts).map_err(|e| {
+        err(
+            "applying its configuration (vtysh -b)",
+            complaint(config, &e),
+        )
+    })
 }
 
 /// The frr user and group of the host.

@@ -15,6 +15,7 @@ pub mod exec;
 pub mod frr;
 pub mod generate;
 pub mod inspect;
+pub mod lock;
 pub mod netlink;
 pub mod netns;
 pub mod outbound;

@@ -22,9 +22,15 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprint!("error: {err}");
+            // A cause already quoted by the message above it is not repeated.
+            let mut shown = err.to_string();
+            eprint!("error: {shown}");
             for cause in err.chain().skip(1) {
-                eprint!("\n  caused by: {cause}");
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    eprint!("\n  caused by: {text}");
+                }
+                shown = text;
             }
             eprintln!();
             if err.downcast_ref::<TopologyError>().is_some() {

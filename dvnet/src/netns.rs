@@ -425,3 +425,96 @@ pub fn processes_in(namespaces: &[&str]) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Stops processes and waits until they have exited: `SIGTERM`, up to `grace` for them to
+/// go, then `SIGKILL` for the rest, and up to as long again for those. Returns how many were
+/// stopped and what went wrong. A process that exits (or becomes a zombie) counts as gone:
+/// a zombie holds no namespace, socket or file.
+#[must_use]
+pub fn stop_processes(pids: &[i32], grace: std::time::Duration) -> (usize, Vec<String>) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut errors = Vec::new();
+    // pidfds first: a pid reused after the process exits is never signalled
+    let mut alive: Vec<(i32, OwnedFd)> = pids
+        .iter()
+        .filter_map(|&pid| pidfd_open(pid).ok().map(|fd| (pid, fd)))
+        .collect();
+    let count = alive.len();
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        for (pid, fd) in &alive {
+            if let Err(e) = pidfd_send_signal(fd, signal)
+                && e.raw_os_error() != Some(libc::ESRCH)
+            {
+                // fall back to kill(2) where pidfds cannot signal
+                if let Err(e) = kill(Pid::from_raw(*pid), signal)
+                    && e != nix::Error::ESRCH
+                {
+                    errors.push(format!("stopping process {pid} ({signal}): {e}"));
+                }
+            }
+        }
+        let deadline = std::time::Instant::now() + grace;
+        alive.retain(|(_, fd)| !exited_by(fd, deadline));
+        if alive.is_empty() {
+            break;
+        }
+    }
+    for (pid, _) in &alive {
+        errors.push(format!(
+            "process {pid} did not exit within {grace:.0?} of SIGKILL"
+        ));
+    }
+    (count, errors)
+}
+
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor or -1
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just returned by the kernel, owned by nothing else
+    Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).map_err(io::Error::other)?) })
+}
+
+fn pidfd_send_signal(fd: &OwnedFd, signal: nix::sys::signal::Signal) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal(fd, sig, info = NULL, flags = 0)
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Waits until the process of `fd` has exited (its pidfd turns readable) or `deadline`.
+fn exited_by(fd: &OwnedFd, deadline: std::time::Instant) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one pollfd, valid for the call
+        let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+        if r > 0 {
+            return true;
+        }
+        if r == 0 || left.is_zero() {
+            return false;
+        }
+        // EINTR: poll again
+    }
+}

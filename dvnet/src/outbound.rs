@@ -32,6 +32,28 @@ pub enum OutboundError {
          hint: choose another `outbound_access.cidr`, outside every prefix the host already routes"
     )]
     Clash { cidr: Ipv4Net, route: String },
+    #[error(
+        "subnet {subnet:?} ({cidr}) clashes with the host's route to {route}: with outbound \
+         access on, the host would route that part of its own network into the lab\n\
+         hint: give the subnet a prefix outside every prefix the host already routes"
+    )]
+    SubnetClash {
+        subnet: String,
+        cidr: Ipv4Net,
+        route: String,
+    },
+    #[error(
+        "the host already has an interface {name}, the name of this network's uplink; dvnet \
+         did not make it and will not touch it\n\
+         hint: rename the network, or remove that interface if it is a leftover"
+    )]
+    InterfaceTaken { name: String },
+    #[error(
+        "the host already has an nftables table `ip {table}`, the one this network's NAT would \
+         use; dvnet will not touch a table it did not record making\n\
+         hint: `nft delete table ip {table}` if it is a leftover, or rename the network"
+    )]
+    TableTaken { table: String },
     #[error("{what} is already published {by}; pick another host port")]
     PortTaken { what: String, by: String },
     #[error("{op}: {detail}")]
@@ -48,6 +70,12 @@ pub struct HostChanges {
     pub forwarding_before: Option<BTreeMap<String, String>>,
     /// Whether ACCEPT rules were inserted into iptables' FORWARD chain.
     pub iptables_forward: bool,
+    /// The host's end of the uplink, recorded before it is created (it did not exist).
+    #[serde(default)]
+    pub uplink: Option<String>,
+    /// The nftables table, recorded before it is loaded (it did not exist).
+    #[serde(default)]
+    pub nft_table: Option<String>,
 }
 
 /// The nftables table of a network.
@@ -149,14 +177,33 @@ pub fn preflight(
     if run("nft", &["--version"], None).is_err() {
         return Err(OutboundError::NoNft);
     }
+    let overlap = |cidr: Ipv4Net| {
+        host_routes
+            .iter()
+            .find(|r| {
+                r.prefix_len() > 0 && (r.contains(&cidr.network()) || cidr.contains(&r.network()))
+            })
+            .map(ToString::to_string)
+    };
     let cidr = plan.subnets[uplink.subnet].cidr;
-    if let Some(route) = host_routes.iter().find(|r| {
-        r.prefix_len() > 0 && (r.contains(&cidr.network()) || cidr.contains(&r.network()))
-    }) {
-        return Err(OutboundError::Clash {
-            cidr,
-            route: route.to_string(),
-        });
+    if let Some(route) = overlap(cidr) {
+        return Err(OutboundError::Clash { cidr, route });
+    }
+    // the host gets a route to every subnet: none may take part of what it reaches already
+    for (i, subnet) in plan.subnets.iter().enumerate() {
+        if i != uplink.subnet
+            && let Some(route) = overlap(subnet.cidr)
+        {
+            return Err(OutboundError::SubnetClash {
+                subnet: subnet.name.clone(),
+                cidr: subnet.cidr,
+                route,
+            });
+        }
+    }
+    let table = table_name(&plan.id);
+    if run("nft", &["list", "table", "ip", &table], None).is_ok() {
+        return Err(OutboundError::TableTaken { table });
     }
     for p in &uplink.published {
         let what = format!("host port {}/{}", p.host_port, p.proto);
@@ -248,6 +295,11 @@ pub fn apply(plan: &Plan, changes: &mut HostChanges) -> Result<(), OutboundError
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| host("turning IPv4 forwarding on")(e.to_string()))?;
     }
+    debug_assert_eq!(
+        changes.nft_table.as_deref(),
+        Some(table_name(&plan.id).as_str()),
+        "the table is recorded before it is made"
+    );
     run("nft", &["-f", "-"], Some(&ruleset(&plan.id, uplink)))
         .map_err(host("loading the NAT table"))?;
     let policy_drop = run("iptables", &["-S", "FORWARD"], None)
@@ -278,13 +330,14 @@ pub fn apply(plan: &Plan, changes: &mut HostChanges) -> Result<(), OutboundError
     Ok(())
 }
 
-/// Undoes what [`apply`] did for network `id`: its nftables table, its iptables rules, and
-/// forwarding when `restore_forwarding` (no other network of this host needs it).
+/// Undoes what [`apply`] recorded doing for network `id` (`changes`): its nftables table, its
+/// iptables rules, and forwarding when `restore_forwarding` (no other network of this host
+/// needs it). Nothing that was not recorded is touched.
 pub fn remove(id: &str, changes: Option<&HostChanges>, restore_forwarding: bool) -> Vec<String> {
     let mut errors = Vec::new();
-    let table = table_name(id);
-    if run("nft", &["list", "table", "ip", &table], None).is_ok()
-        && let Err(e) = run("nft", &["delete", "table", "ip", &table], None)
+    if let Some(table) = changes.and_then(|c| c.nft_table.as_deref())
+        && run("nft", &["list", "table", "ip", table], None).is_ok()
+        && let Err(e) = run("nft", &["delete", "table", "ip", table], None)
     {
         errors.push(e);
     }

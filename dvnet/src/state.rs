@@ -38,6 +38,16 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "refusing to use {path}: it {why}. dvnet keeps its records, locks and pins only in \
+         directories that root owns and nobody else can write (someone may have planted this one); \
+         look at what it is, remove it, and run the command again"
+    )]
+    Untrusted { path: String, why: String },
+    #[error(
+        "{id:?} is not a network id (lowercase letters, digits and `-`); `dvnet ls` lists the networks"
+    )]
+    BadId { id: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,10 +75,90 @@ pub struct State {
     pub host: Option<crate::outbound::HostChanges>,
 }
 
-/// The directory of a network's record.
+/// The directory of a network's record. `id` must be a network id
+/// ([`crate::plan::naming::is_network_id`]): callers check it where it enters.
 #[must_use]
 pub fn dir(id: &str) -> PathBuf {
+    debug_assert!(crate::plan::naming::is_network_id(id), "{id:?}");
     Path::new(STATE_DIR).join(id)
+}
+
+/// Refuses anything but a network id.
+///
+/// # Errors
+/// When `id` is not one.
+pub fn check_id(id: &str) -> Result<(), StateError> {
+    if crate::plan::naming::is_network_id(id) {
+        Ok(())
+    } else {
+        Err(StateError::BadId { id: id.to_owned() })
+    }
+}
+
+/// Whether `path` is a directory dvnet can trust: a real directory (no symbolic link), owned
+/// by the user dvnet runs as (root), writable by nobody else. `Ok(false)` when it is absent.
+///
+/// # Errors
+/// [`StateError::Untrusted`] when it exists but is not such a directory.
+pub fn check_dir(path: &Path) -> Result<bool, StateError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let untrusted = |why: String| StateError::Untrusted {
+        path: path.display().to_string(),
+        why,
+    };
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(io_err("checking", path, source)),
+    };
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(path).map_or_else(|_| "?".into(), |t| t.display().to_string());
+        return Err(untrusted(format!("is a symbolic link (to {target})")));
+    }
+    if !meta.is_dir() {
+        return Err(untrusted("is not a directory".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(untrusted(format!(
+            "is owned by uid {}, not by uid {me} (root)",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(untrusted(format!(
+            "is writable by others (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(true)
+}
+
+/// Makes sure `path` is a trusted directory ([`check_dir`]), creating it with `mode` when
+/// absent (its parent must exist).
+///
+/// # Errors
+/// When it exists untrusted, or cannot be created.
+pub fn secure_dir(path: &Path, mode: u32) -> Result<(), StateError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if check_dir(path)? {
+        return Ok(());
+    }
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        // someone made it between the check and now: check what they made
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => return Err(io_err("creating", path, source)),
+    }
+    if check_dir(path)? {
+        Ok(())
+    } else {
+        Err(io_err(
+            "creating",
+            path,
+            io::Error::from(io::ErrorKind::NotFound),
+        ))
+    }
 }
 
 impl State {
@@ -77,8 +167,10 @@ impl State {
     /// # Errors
     /// When the directory or file cannot be written.
     pub fn save(&self) -> Result<(), StateError> {
+        check_id(&self.plan.id)?;
+        secure_dir(Path::new(STATE_DIR), 0o755)?;
         let dir = dir(&self.plan.id);
-        fs::create_dir_all(&dir).map_err(|source| io_err("creating", &dir, source))?;
+        secure_dir(&dir, 0o755)?;
         let tmp = dir.join(format!("{STATE_FILE}.tmp"));
         let text = serde_json::to_vec(self).expect("a plan always serializes");
         fs::write(&tmp, text).map_err(|source| io_err("writing", &tmp, source))?;
@@ -91,6 +183,10 @@ impl State {
     /// # Errors
     /// When there is none, or it is unreadable.
     pub fn load(id: &str) -> Result<State, StateError> {
+        check_id(id)?;
+        if !check_dir(Path::new(STATE_DIR))? || !check_dir(&dir(id))? {
+            return Err(StateError::NotFound { id: id.to_owned() });
+        }
         let path = dir(id).join(STATE_FILE);
         let text = match fs::read(&path) {
             Ok(t) => t,
@@ -105,23 +201,26 @@ impl State {
         })
     }
 
-    /// Every network that has a record, by id.
+    /// Every network that has a record, by id (entries that are not network ids, such as
+    /// the locks' directory, are not records).
     ///
     /// # Errors
-    /// When the state directory cannot be read.
+    /// When the state directory cannot be read or is not trustworthy.
     pub fn ids() -> Result<Vec<String>, StateError> {
         let mut ids = Vec::new();
-        match fs::read_dir(STATE_DIR) {
-            Ok(entries) => {
-                for e in entries {
-                    let e = e.map_err(|source| io_err("reading", Path::new(STATE_DIR), source))?;
-                    if let Some(name) = e.file_name().to_str() {
-                        ids.push(name.to_owned());
-                    }
-                }
+        if !check_dir(Path::new(STATE_DIR))? {
+            return Ok(ids);
+        }
+        let entries = fs::read_dir(STATE_DIR)
+            .map_err(|source| io_err("reading", Path::new(STATE_DIR), source))?;
+        for e in entries {
+            let e = e.map_err(|source| io_err("reading", Path::new(STATE_DIR), source))?;
+            if let Some(name) = e.file_name().to_str()
+                && crate::plan::naming::is_network_id(name)
+                && e.file_type().is_ok_and(|t| t.is_dir())
+            {
+                ids.push(name.to_owned());
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(io_err("reading", Path::new(STATE_DIR), source)),
         }
         ids.sort();
         Ok(ids)
@@ -130,9 +229,19 @@ impl State {
     /// Removes the record of `id`; a missing one is fine.
     ///
     /// # Errors
-    /// When it exists but cannot be removed.
+    /// When `id` is not a network id, or the record exists but cannot be removed.
     pub fn remove(id: &str) -> Result<(), StateError> {
+        check_id(id)?;
+        if !check_dir(Path::new(STATE_DIR))? {
+            return Ok(());
+        }
         let dir = dir(id);
+        if fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(StateError::Untrusted {
+                path: dir.display().to_string(),
+                why: "is not a directory".into(),
+            });
+        }
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -29,6 +29,8 @@ pub enum StatsError {
     },
     #[error(transparent)]
     Entries(#[from] entries::EntriesError),
+    #[error(transparent)]
+    Untrusted(#[from] crate::state::StateError),
 }
 
 /// Packets and bytes, in total and by class.
@@ -140,6 +142,8 @@ fn sum<T: aya::Pod>(
 /// # Errors
 /// The maps are not pinned (the network is not up) or cannot be read.
 pub fn read(plan: &Plan) -> Result<Snapshot, StatsError> {
+    // pins are only read from dvnet's own directory, never one planted in bpffs
+    crate::datapath::ebpf::check_pins(&plan.id)?;
     let dir = pin_dir(&plan.id);
     let stats = per_cpu::<LinkStats>(&dir, maps::LINK_STATS)?;
     let mut per_link = Vec::with_capacity(plan.links.len());

@@ -176,6 +176,14 @@ fn a_port_published_twice_is_refused() {
     // the same host port from another network, in the same host
     let mut topo = lab("192.168.241.0/24");
     topo["name"] = json!("other");
+    // subnets of its own: the host routes the first network's subnets already
+    for (subnet, cidr) in [
+        ("A", "10.1.0.0/24"),
+        ("B", "10.1.1.0/24"),
+        ("C", "10.1.2.0/24"),
+    ] {
+        topo["subnets"][subnet]["cidr"] = json!(cidr);
+    }
     let second = TestNet::new("pub2", topo);
     let file = second.file.to_str().unwrap().to_owned();
     let out = first.host.dvnet(&["up", &file]);

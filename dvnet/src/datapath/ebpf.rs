@@ -86,6 +86,8 @@ pub enum BpfError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    #[error(transparent)]
+    Untrusted(#[from] crate::state::StateError),
     #[error("{op} {path}: {source}")]
     Pin {
         op: &'static str,
@@ -192,11 +194,8 @@ impl Loaded {
     /// When bpffs cannot be mounted or a pin cannot be made.
     pub fn pin(&self, dir: &Path) -> Result<(), BpfError> {
         ensure_bpffs()?;
-        std::fs::create_dir_all(dir).map_err(|source| BpfError::Pin {
-            op: "creating",
-            path: dir.display().to_string(),
-            source,
-        })?;
+        secure_pin_root()?;
+        crate::state::secure_dir(dir, 0o700)?;
         for name in maps::ALL {
             let map = self
                 .ebpf
@@ -284,19 +283,49 @@ pub fn ensure_bpffs() -> Result<(), BpfError> {
     })
 }
 
-/// Where a network's maps are pinned.
+/// Where a network's maps are pinned. `id` must be a network id (checked where it enters).
 #[must_use]
 pub fn pin_dir(id: &str) -> PathBuf {
+    debug_assert!(crate::plan::naming::is_network_id(id), "{id:?}");
     Path::new(PIN_ROOT).join(id)
 }
 
-/// Removes a network's pins (the maps are freed once no program holds them).
+/// Creates dvnet's part of bpffs, `/sys/fs/bpf/dvnet`, root's alone (mode 0700): bpffs is
+/// often writable by everyone (sticky, like `/tmp`), so a directory someone else made there,
+/// or a symbolic link, is refused rather than used.
 ///
 /// # Errors
-/// When the directory exists but cannot be removed.
-pub fn remove_pins(id: &str) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(pin_dir(id)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+/// [`crate::state::StateError::Untrusted`] for such a directory.
+pub fn secure_pin_root() -> Result<(), crate::state::StateError> {
+    crate::state::secure_dir(Path::new(PIN_ROOT), 0o700)
+}
+
+/// Checks, without creating anything, that the pin root and network `id`'s pin directory are
+/// trustworthy if they exist; `true` when the network has pins.
+///
+/// # Errors
+/// [`crate::state::StateError::Untrusted`] when either is not.
+pub fn check_pins(id: &str) -> Result<bool, crate::state::StateError> {
+    crate::state::check_id(id)?;
+    Ok(crate::state::check_dir(Path::new(PIN_ROOT))? && crate::state::check_dir(&pin_dir(id))?)
+}
+
+/// Removes a network's pins (the maps are freed once no program holds them). Only a
+/// trustworthy pin directory of a network id is removed.
+///
+/// # Errors
+/// When the directory is untrusted, or exists but cannot be removed.
+pub fn remove_pins(id: &str) -> Result<(), crate::state::StateError> {
+    if !check_pins(id)? {
+        return Ok(());
+    }
+    let dir = pin_dir(id);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(crate::state::StateError::Io {
+            op: "removing",
+            path: dir.display().to_string(),
+            source: e,
+        }),
         _ => Ok(()),
     }
 }

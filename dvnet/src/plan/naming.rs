@@ -23,6 +23,14 @@ pub const IFNAME_MAX: usize = 15;
 /// Prefix of every namespace and container dvnet creates.
 pub const PREFIX: &str = "dv-";
 
+/// Whether `text` is a network id: what [`crate::topology::network_id`] makes of a name
+/// (lowercase ASCII letters, digits and single `-` inside, at most 24 characters), and
+/// therefore its own id. Only such ids ever become part of a path or an object's name.
+#[must_use]
+pub fn is_network_id(text: &str) -> bool {
+    crate::topology::network_id(text).as_deref() == Some(text)
+}
+
 /// The namespace holding a network's segments.
 #[must_use]
 pub fn fabric_netns(id: &str) -> String {
@@ -129,6 +137,32 @@ mod tests {
         assert_eq!(network_of("dv-lab-2.r-1"), Some("lab-2"));
         assert_eq!(network_of("dv-lab"), Some("lab"));
         assert_eq!(network_of("lab"), None);
+    }
+
+    #[test]
+    fn only_ids_are_ids_never_paths() {
+        for id in ["lab", "test-net-0", "a", "lab-2"] {
+            assert!(is_network_id(id), "{id}");
+        }
+        for not in [
+            "",
+            ".",
+            "..",
+            "/",
+            "/tmp/x",
+            "../../tmp/x",
+            "lab/..",
+            "Lab",
+            "lab x",
+            "-lab",
+            "lab-",
+            "la--b",
+            ".lock",
+            "lab\n",
+            "a-very-long-network-name-indeed",
+        ] {
+            assert!(!is_network_id(not), "{not:?}");
+        }
     }
 
     #[test]

@@ -196,6 +196,72 @@ pub enum NodeRef {
     Host(usize),
 }
 
+/// The largest topology file dvnet reads (a 10,000-node lab is a few MB).
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads a topology file's text, refusing what is not a regular file (a FIFO would block, a
+/// device like `/dev/zero` never ends) and files over [`MAX_FILE_BYTES`]; a UTF-8 byte-order
+/// mark is dropped.
+///
+/// # Errors
+/// The file cannot be opened, is not a regular file, is too large or is not UTF-8.
+pub fn read_text(path: &std::path::Path) -> Result<String, TopologyError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let origin = path.display().to_string();
+    let read_err = |source| TopologyError::Read {
+        path: origin.clone(),
+        source,
+    };
+    // O_NONBLOCK: opening a FIFO with no writer must not hang before the type is checked.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file; give a topology file (JSON)",
+        )));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} bytes is more than the {} MiB a topology file may hold",
+                meta.len(),
+                MAX_FILE_BYTES >> 20
+            ),
+        )));
+    }
+    let mut bytes = Vec::new();
+    // `take`: the file may grow while it is read
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "more than the {} MiB a topology file may hold",
+                MAX_FILE_BYTES >> 20
+            ),
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        ))
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
+}
+
 impl Topology {
     /// Reads and validates a topology file's text. `origin` names the file in messages.
     ///
@@ -213,10 +279,7 @@ impl Topology {
     /// The file cannot be read, or [`Topology::from_json`] fails.
     pub fn from_file(path: &std::path::Path) -> Result<Topology, TopologyError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
-            path: origin.clone(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::from_json(&text, &origin)
     }
 

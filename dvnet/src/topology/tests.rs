@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 
 use super::{
-    Endpoint, Firewall, FwRule, Host, NodeRef, Outbound, Policy, Proto, Router, Routing, Subnet,
-    Topology, TopologyError, network_id, sanitize,
+    Endpoint, Firewall, FwRule, Host, MAX_FILE_BYTES, NodeRef, Outbound, Policy, Proto, Router,
+    Routing, Subnet, Topology, TopologyError, network_id, read_text, sanitize,
 };
 
 fn fixtures() -> PathBuf {
@@ -491,4 +491,351 @@ fn sanitize_keeps_one_character_per_character() {
     assert_eq!(sanitize("R-1"), "r-1");
     assert_eq!(sanitize("r 1"), "r-1");
     assert_eq!(sanitize("Ab_é"), "ab--");
+}
+
+/// Runs `f` on another thread; panics if it takes more than five seconds (a read that blocks).
+fn promptly<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()));
+    rx.recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{what} did not return promptly: {e}"))
+}
+
+/// The message of a [`read_text`] error.
+fn read_error(path: &Path) -> String {
+    match read_text(path) {
+        Err(TopologyError::Read { source, .. }) => source.to_string(),
+        other => panic!("expected a read error for {path:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn read_text_refuses_a_fifo_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("net.json");
+    nix::unistd::mkfifo(
+        &fifo,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap();
+    let message = promptly("reading a FIFO with no writer", move || read_error(&fifo));
+    assert!(message.contains("not a regular file"), "{message}");
+}
+
+#[test]
+fn read_text_refuses_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let message = read_error(dir.path());
+    assert!(message.contains("not a regular file"), "{message}");
+}
+
+#[test]
+fn read_text_refuses_dev_zero() {
+    let zero = Path::new("/dev/zero");
+    if !zero.exists() {
+        eprintln!("skipping: no /dev/zero");
+        return;
+    }
+    let message = promptly("reading /dev/zero", move || read_error(zero));
+    assert!(message.contains("not a regular file"), "{message}");
+}
+
+#[test]
+fn read_text_refuses_an_oversized_file_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.json");
+    // Sparse: nothing is written, so reading it all would be slow and use 64 MiB.
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(MAX_FILE_BYTES + 1)
+        .unwrap();
+    let message = promptly("reading an oversized file", move || read_error(&path));
+    assert_eq!(
+        message,
+        format!(
+            "{} bytes is more than the 64 MiB a topology file may hold",
+            MAX_FILE_BYTES + 1
+        )
+    );
+}
+
+#[test]
+fn read_text_drops_a_byte_order_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.json");
+    let json = r#"{"name": "lab", "subnets": {"A": {"cidr": "10.0.0.0/24"}}}"#;
+    std::fs::write(&path, format!("\u{feff}{json}")).unwrap();
+    assert_eq!(read_text(&path).unwrap(), json);
+    let topology = Topology::from_file(&path).expect("a file with a BOM reads");
+    assert_eq!(topology.name, "lab");
+}
+
+#[test]
+fn read_text_refuses_what_is_not_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.json");
+    std::fs::write(&path, b"{\"name\": \"l\xffb\"}").unwrap();
+    assert_eq!(read_error(&path), "not UTF-8 text (byte 11)");
+}
+
+/// A topology of one subnet with `hosts` hosts and `routers` routers, with outbound access
+/// when asked.
+fn one_subnet(hosts: usize, routers: usize, outbound: bool) -> String {
+    let hosts: Vec<String> = (0..hosts).map(|i| format!("\"h{i}\": {{}}")).collect();
+    let routers: Vec<String> = (0..routers)
+        .map(|i| format!("\"r{i}\": {{\"subnets\": [\"A\"]}}"))
+        .collect();
+    let outbound = if outbound {
+        r#""outbound_access": {"enabled": true, "cidr": "192.168.240.0/24"},"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"name": "lab", {outbound}
+            "subnets": {{"A": {{"cidr": "10.0.0.0/16", "hosts": {{{}}}}}}},
+            "routers": {{{}}}}}"#,
+        hosts.join(", "),
+        routers.join(", ")
+    )
+}
+
+#[test]
+fn a_subnet_of_1023_members_fits_a_bridge() {
+    let topology = read(&one_subnet(1021, 2, true));
+    assert_eq!(topology.hosts.len() + topology.routers.len(), 1023);
+}
+
+#[test]
+fn a_subnet_of_more_members_than_a_bridge_holds_is_refused() {
+    let message = r#"subnets."A": 1024 members (hosts and routers) on one subnet, more than the 1023 ports a Linux bridge holds; split it into several subnets joined by a router"#;
+    assert_eq!(errors(&one_subnet(1022, 2, false)), [message]);
+    assert_eq!(errors(&one_subnet(1024, 0, false)), [message]);
+}
+
+/// A file with these network, subnet, host and router names.
+fn named(network: &str, subnet: &str, host: &str, router: &str) -> String {
+    serde_json::json!({
+        "name": network,
+        "subnets": {subnet: {"cidr": "10.0.0.0/24", "hosts": {host: {}}}},
+        "routers": {router: {"subnets": [subnet]}},
+    })
+    .to_string()
+}
+
+#[test]
+fn names_at_the_length_limits_are_accepted() {
+    let topology = read(&named(
+        &"n".repeat(255),
+        &"s".repeat(63),
+        &"h".repeat(63),
+        &"é".repeat(63),
+    ));
+    assert_eq!(topology.routers[0].name.chars().count(), 63);
+}
+
+#[test]
+fn names_over_the_length_limits_are_refused() {
+    let (subnet, host, router) = ("s".repeat(64), "h".repeat(64), "é".repeat(64));
+    let node = "(a node's name becomes its hostname and part of its namespace and container names)";
+    assert_eq!(
+        errors(&named(&"n".repeat(256), &subnet, &host, &router)),
+        [
+            "name: the network name is 256 characters long, more than 255; shorten it".to_owned(),
+            format!(
+                "subnets.{subnet:?}: subnet name is 64 characters long, more than 63; shorten it"
+            ),
+            format!(
+                "subnets.{subnet:?}.hosts.{host:?}: node name is 64 characters long, more than \
+                 63 {node}; shorten it"
+            ),
+            format!(
+                "routers.{router:?}: node name is 64 characters long, more than 63 {node}; \
+                 shorten it"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn node_names_with_whitespace_or_control_characters_are_refused() {
+    for (name, what) in [
+        ("A-1\n10.0.0.9 evil", "a newline (U+000A)"),
+        ("A-1\r", "a carriage return (U+000D)"),
+        ("A\t1", "a tab (U+0009)"),
+        ("A 1", "a space (U+0020)"),
+        ("A\u{7f}1", "a control character (U+007F)"),
+        ("A\u{85}1", "a control character (U+0085)"),
+        ("A\u{a0}1", "a whitespace character (U+00A0)"),
+        ("A\u{2028}1", "a whitespace character (U+2028)"),
+        ("A\u{3000}1", "a whitespace character (U+3000)"),
+    ] {
+        let why = "a node's name becomes its hostname and a line of /etc/hosts, so it cannot \
+                   hold whitespace or control characters; use letters, digits and \"-\", such as \
+                   \"R-1\"";
+        assert_eq!(
+            errors(&named("lab", "A", name, "R")),
+            [format!(
+                "subnets.\"A\".hosts.{name:?}: node name holds {what}: {why}"
+            )],
+            "host {name:?}"
+        );
+        assert_eq!(
+            errors(&named("lab", "A", "h", name)),
+            [format!("routers.{name:?}: node name holds {what}: {why}")],
+            "router {name:?}"
+        );
+    }
+}
+
+#[test]
+fn subnet_and_network_names_refuse_control_characters_only() {
+    let topology = read(&named("Test Net\u{a0}0", "LAN of the lab", "h", "R"));
+    assert_eq!(topology.subnets[0].name, "LAN of the lab");
+    assert_eq!(
+        errors(&named("lab\n", "A\u{1b}", "h", "R")),
+        [
+            "name: the network name holds a newline (U+000A): control characters are not allowed \
+             (spaces are); remove it",
+            r#"subnets."A\u{1b}": subnet name holds a control character (U+001B): control characters are not allowed; remove it"#,
+        ]
+    );
+}
+
+#[test]
+fn node_names_may_hold_other_characters() {
+    // What the original accepted and sanitizes into kernel names.
+    let topology = read(&named("lab", "A", "école_1", "R.1"));
+    assert_eq!(topology.hosts[0].name, "école_1");
+    assert_eq!(topology.routers[0].name, "R.1");
+}
+
+/// A topology file in `dir` whose router takes `frr_config`; the diagnostics if it is refused.
+fn with_frr_config(dir: &Path, frr_config: &str) -> Result<PathBuf, Vec<String>> {
+    let file = dir.join("net.json");
+    let json = serde_json::json!({
+        "name": "lab",
+        "subnets": {"A": {"cidr": "10.0.0.0/24"}},
+        "routers": {"R": {"subnets": ["A"], "frr_config": frr_config}},
+    });
+    std::fs::write(&file, json.to_string()).unwrap();
+    match Topology::from_file(&file) {
+        Ok(topology) => Ok(topology.routers[0].frr_config.clone().unwrap()),
+        Err(TopologyError::Invalid { diagnostics, .. }) => {
+            Err(diagnostics.iter().map(ToString::to_string).collect())
+        }
+        Err(other) => panic!("expected a valid or invalid file, got {other}"),
+    }
+}
+
+/// The one error of an `frr_config`.
+fn frr_config_error(dir: &Path, frr_config: &str) -> String {
+    match with_frr_config(dir, frr_config) {
+        Ok(path) => panic!("{frr_config:?} accepted as {path:?}"),
+        Err(mut errors) => {
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            errors.remove(0)
+        }
+    }
+}
+
+const FRR_OUTSIDE: &str = "is outside the topology file's directory: dvnet reads FRR \
+    configurations as root, so the file must be under the topology file's directory \
+    (subdirectories are fine); move it there and give its path relative to the topology file";
+
+#[test]
+fn frr_config_under_the_topology_directory_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(root.join("frr")).unwrap();
+    std::fs::write(root.join("frr/r1.conf"), "hostname R\n").unwrap();
+    std::os::unix::fs::symlink("frr/r1.conf", root.join("link.conf")).unwrap();
+    let expected = root.join("frr/r1.conf");
+    assert_eq!(with_frr_config(&root, "frr/r1.conf"), Ok(expected.clone()));
+    assert_eq!(
+        with_frr_config(&root, "./frr/../frr/r1.conf"),
+        Ok(expected.clone())
+    );
+    assert_eq!(
+        with_frr_config(&root, "link.conf"),
+        Ok(expected.clone()),
+        "a symlink within the directory is followed"
+    );
+    let absolute = expected.to_str().unwrap();
+    assert_eq!(with_frr_config(&root, absolute), Ok(expected.clone()));
+    // Exactly the limit.
+    std::fs::File::create(root.join("big.conf"))
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    assert!(with_frr_config(&root, "big.conf").is_ok());
+}
+
+#[test]
+fn frr_config_outside_the_topology_directory_is_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.conf");
+    std::fs::write(&secret, "SECRET-CONTENT\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("escape.conf")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.join("sub/out")).unwrap();
+    let secret = secret.to_str().unwrap();
+    let parent = format!(
+        "../{}/secret.conf",
+        outside.path().file_name().unwrap().to_str().unwrap()
+    );
+    for path in [
+        secret,
+        "escape.conf",
+        "sub/out/secret.conf",
+        "sub/../../x",
+        &parent,
+    ] {
+        let error = frr_config_error(root, path);
+        assert_eq!(
+            error,
+            format!(r#"routers."R".frr_config: {path:?} {FRR_OUTSIDE}"#)
+        );
+        assert!(!error.contains("SECRET"), "{error}");
+    }
+}
+
+#[test]
+fn frr_config_must_be_a_small_utf8_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    std::fs::create_dir(root.join("frr")).unwrap();
+    assert_eq!(
+        frr_config_error(&root, "frr"),
+        r#"routers."R".frr_config: "frr" is not a regular file; name an FRR configuration file"#
+    );
+    nix::unistd::mkfifo(
+        &root.join("fifo.conf"),
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap();
+    let fifo_root = root.clone();
+    assert_eq!(
+        promptly("validating a FIFO frr_config", move || frr_config_error(
+            &fifo_root,
+            "fifo.conf"
+        )),
+        r#"routers."R".frr_config: "fifo.conf" is not a regular file; name an FRR configuration file"#
+    );
+    std::fs::File::create(root.join("big.conf"))
+        .unwrap()
+        .set_len((1 << 20) + 1)
+        .unwrap();
+    assert_eq!(
+        frr_config_error(&root, "big.conf"),
+        r#"routers."R".frr_config: "big.conf" is larger than the 1 MiB an FRR configuration may hold"#
+    );
+    std::fs::write(root.join("bin.conf"), b"hostname SECRET\n\xff\xfe").unwrap();
+    let error = frr_config_error(&root, "bin.conf");
+    assert_eq!(
+        error,
+        r#"routers."R".frr_config: "bin.conf" is not UTF-8 text (invalid byte at offset 16); an FRR configuration is a text file"#
+    );
+    assert!(!error.contains("SECRET"), "{error}");
 }

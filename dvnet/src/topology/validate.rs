@@ -17,6 +17,16 @@ use super::{
 const ID_MAX: usize = 24;
 /// The longest subnet prefix: a /30 holds two nodes; /31 and /32 are not supported.
 const PREFIX_MAX: u8 = 30;
+/// The most members a subnet may have: one of three or more members is a Linux bridge with a
+/// port per member, and a bridge holds 1023 ports (`BR_MAX_PORTS` is 1024, port 0 unused).
+const BRIDGE_PORTS_MAX: usize = 1023;
+/// The longest node or subnet name, in characters: a node's name becomes its hostname (at
+/// most 64) and part of its namespace and container name, `dv-<id>.<node>`.
+const NAME_MAX: usize = 63;
+/// The longest network name, in characters.
+const NETWORK_NAME_MAX: usize = 255;
+/// The largest `frr_config` file.
+const FRR_CONFIG_MAX: u64 = 1 << 20;
 
 const TOP_FIELDS: &[&str] = &[
     "name",
@@ -237,6 +247,9 @@ impl<'a> Validator<'a> {
         let name = self
             .require(&f, "name", "the network's name, such as \"lab 1\"")
             .and_then(|(value, path)| Some((self.string(value, &path)?, path)));
+        if let Some((name, path)) = &name {
+            self.check_name(name, path, NameKind::Network);
+        }
         let id = name
             .as_ref()
             .and_then(|(name, path)| self.network_id(name, path));
@@ -258,6 +271,7 @@ impl<'a> Validator<'a> {
             .get("routers")
             .map(|(value, path)| self.routers(value, &path));
         self.check_capacity();
+        self.check_bridges();
         if let Some((cidr, path, _)) = &outbound {
             self.check_outbound(*cidr, path);
         }
@@ -437,6 +451,7 @@ impl<'a> Validator<'a> {
         }
         for (name, value, path) in self.named(entries, path) {
             let index = self.subnets.len();
+            self.check_name(name, &path, NameKind::Subnet);
             if let Err(message) = self.subnet_names.insert(name, &path, index, "subnet") {
                 self.error(&path, message);
             }
@@ -475,6 +490,7 @@ impl<'a> Validator<'a> {
 
     fn host(&mut self, name: &'a str, value: &'a Json, path: &Path, subnet: usize) {
         let index = self.hosts.len();
+        self.check_name(name, path, NameKind::Node);
         if let Err(message) = self
             .node_names
             .insert(name, path, NodeRef::Host(index), "node")
@@ -508,6 +524,7 @@ impl<'a> Validator<'a> {
         let named = self.named(entries, path);
         // Every node name first: firewall entries may name routers listed later.
         for (index, (name, _, path)) in named.iter().enumerate() {
+            self.check_name(name, path, NameKind::Node);
             if let Err(message) = self
                 .node_names
                 .insert(name, path, NodeRef::Router(index), "node")
@@ -585,19 +602,9 @@ impl<'a> Validator<'a> {
         router.publish = self.publish(&f, name);
         router.frr_config = f.get("frr_config").and_then(|(value, path)| {
             let text = self.string(value, &path)?;
-            let file = self.base_dir.join(text);
-            if file.is_file() {
-                Some(std::path::absolute(&file).unwrap_or(file))
-            } else {
-                self.error(
-                    &path,
-                    format!(
-                        "no FRR configuration at {} (paths are relative to the topology file)",
-                        file.display()
-                    ),
-                );
-                None
-            }
+            frr_config_file(&self.base_dir, text)
+                .map_err(|message| self.error(&path, message))
+                .ok()
         });
         router.firewall = f
             .get("fw_rules")
@@ -871,6 +878,10 @@ impl<'a> Validator<'a> {
     fn prefix(&mut self, value: &Json, path: &Path) -> Option<Ipv4Net> {
         let text = self.string(value, path)?;
         let message = match parse_prefix(text) {
+            Ok(net) if let Some((range, what)) = special_range(net) => format!(
+                "{net} overlaps {range}, {what}: nodes cannot use it as a subnet; use a private \
+                 prefix such as 10.0.0.0/24 or 192.168.1.0/24"
+            ),
             Ok(net) if net.prefix_len() <= PREFIX_MAX => return Some(net),
             Ok(net) => format!(
                 "prefix /{} is too long: a subnet needs /{PREFIX_MAX} or shorter to hold nodes \
@@ -987,6 +998,60 @@ impl<'a> Validator<'a> {
                 let path = path.join("cidr");
                 self.error(&path, message);
             }
+        }
+    }
+
+    /// Every subnet fits on a Linux bridge. (The uplink, absent from the file, is not checked.)
+    fn check_bridges(&mut self) {
+        for index in 0..self.subnets.len() {
+            let SubnetDraft {
+                ref path, nodes, ..
+            } = self.subnets[index];
+            if nodes > BRIDGE_PORTS_MAX {
+                let message = format!(
+                    "{nodes} members (hosts and routers) on one subnet, more than the \
+                     {BRIDGE_PORTS_MAX} ports a Linux bridge holds; split it into several subnets \
+                     joined by a router"
+                );
+                let path = path.clone();
+                self.error(&path, message);
+            }
+        }
+    }
+
+    /// A name's length and characters: nothing that breaks a kernel or file name, or that
+    /// would start a new line in a file dvnet writes (`/etc/hosts`, FRR configurations).
+    fn check_name(&mut self, name: &str, path: &Path, kind: NameKind) {
+        let (max, what) = match kind {
+            NameKind::Network => (NETWORK_NAME_MAX, "the network name"),
+            NameKind::Subnet => (NAME_MAX, "subnet name"),
+            NameKind::Node => (NAME_MAX, "node name"),
+        };
+        let refused = |c: char| c.is_control() || (kind == NameKind::Node && c.is_whitespace());
+        if let Some(c) = name.chars().find(|&c| refused(c)) {
+            let why = match kind {
+                NameKind::Node => {
+                    "a node's name becomes its hostname and a line of /etc/hosts, so it cannot \
+                     hold whitespace or control characters; use letters, digits and \"-\", such \
+                     as \"R-1\""
+                }
+                NameKind::Subnet => "control characters are not allowed; remove it",
+                NameKind::Network => "control characters are not allowed (spaces are); remove it",
+            };
+            self.error(path, format!("{what} holds {}: {why}", describe(c)));
+        }
+        let length = name.chars().count();
+        if length > max {
+            let why = if kind == NameKind::Node {
+                " (a node's name becomes its hostname and part of its namespace and container \
+                 names)"
+            } else {
+                ""
+            };
+            self.error(
+                path,
+                format!("{what} is {length} characters long, more than {max}{why}; shorten it"),
+            );
         }
     }
 
@@ -1211,6 +1276,130 @@ impl<'a> Validator<'a> {
     }
 }
 
+/// What a name names, for [`Validator::check_name`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NameKind {
+    Network,
+    Subnet,
+    Node,
+}
+
+/// A character refused in a name, for a message: `a newline (U+000A)`.
+fn describe(c: char) -> String {
+    let what = match c {
+        '\n' => "a newline",
+        '\r' => "a carriage return",
+        '\t' => "a tab",
+        ' ' => "a space",
+        c if c.is_control() => "a control character",
+        _ => "a whitespace character",
+    };
+    format!("{what} (U+{:04X})", u32::from(c))
+}
+
+/// A router's `frr_config`: `text`, relative to `base_dir` (the topology file's directory),
+/// names a regular file of at most [`FRR_CONFIG_MAX`] bytes of UTF-8 text that lies under
+/// `base_dir` once symlinks are resolved. dvnet reads it as root and copies it into a
+/// root-owned directory, so a path such as `/etc/shadow`, `../x` or a symlink leading out
+/// is refused. Returns the resolved (canonical) path. Messages never quote the contents.
+///
+/// This is the one place that decides which paths are allowed: a later option to read
+/// configurations from elsewhere relaxes the two "outside" checks here.
+fn frr_config_file(base_dir: &std::path::Path, text: &str) -> Result<std::path::PathBuf, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        base_dir
+    };
+    let outside = || {
+        format!(
+            "{text:?} is outside the topology file's directory: dvnet reads FRR configurations \
+             as root, so the file must be under the topology file's directory (subdirectories \
+             are fine); move it there and give its path relative to the topology file"
+        )
+    };
+    let base = base_dir.canonicalize().map_err(|e| {
+        format!(
+            "cannot resolve the topology file's directory {}: {e}",
+            base_dir.display()
+        )
+    })?;
+    // Refused before the file system is asked anything about it.
+    if !lexically_under(&base, std::path::Path::new(text)) {
+        return Err(outside());
+    }
+    let file = base_dir.join(text);
+    let Ok(resolved) = file.canonicalize() else {
+        return Err(format!(
+            "no FRR configuration at {} (paths are relative to the topology file)",
+            file.display()
+        ));
+    };
+    // A symlink may lead out.
+    if !resolved.starts_with(&base) {
+        return Err(outside());
+    }
+    let not_regular = || format!("{text:?} is not a regular file; name an FRR configuration file");
+    let cannot_read = |e: std::io::Error| format!("cannot read {text:?}: {e}");
+    // Checked before opening (opening a device may do something), and again on what was
+    // opened, without blocking (it may have been replaced by a FIFO meanwhile).
+    if !std::fs::metadata(&resolved).map_err(cannot_read)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&resolved)
+        .map_err(cannot_read)?;
+    let meta = file.metadata().map_err(cannot_read)?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    let too_large = || {
+        format!(
+            "{text:?} is larger than the {} MiB an FRR configuration may hold",
+            FRR_CONFIG_MAX >> 20
+        )
+    };
+    if meta.len() > FRR_CONFIG_MAX {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(FRR_CONFIG_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > FRR_CONFIG_MAX {
+        return Err(too_large());
+    }
+    if let Err(e) = std::str::from_utf8(&bytes) {
+        return Err(format!(
+            "{text:?} is not UTF-8 text (invalid byte at offset {}); an FRR configuration is a \
+             text file",
+            e.valid_up_to()
+        ));
+    }
+    Ok(resolved)
+}
+
+/// Whether `relative`, joined to the directory `base` and with `.` and `..` resolved without
+/// following symlinks, stays under `base`. An absolute `relative` replaces `base`.
+fn lexically_under(base: &std::path::Path, relative: &std::path::Path) -> bool {
+    use std::path::Component;
+    let mut path = std::path::PathBuf::new();
+    for component in base.join(relative).components() {
+        match component {
+            Component::ParentDir => {
+                path.pop();
+            }
+            Component::CurDir => {}
+            other => path.push(other),
+        }
+    }
+    path.starts_with(base)
+}
+
 /// An IPv4 prefix, normalized to its network address.
 fn parse_prefix(text: &str) -> Result<Ipv4Net, String> {
     if let Ok(net) = text.parse::<Ipv4Net>() {
@@ -1226,6 +1415,23 @@ fn parse_prefix(text: &str) -> Result<Ipv4Net, String> {
             "invalid CIDR {text:?}: expected an IPv4 prefix such as \"10.0.0.0/24\""
         ))
     }
+}
+
+/// The special range `net` overlaps, if any: addresses no segment of nodes can use.
+fn special_range(net: Ipv4Net) -> Option<(Ipv4Net, &'static str)> {
+    const SPECIAL: [(&str, &str); 4] = [
+        ("0.0.0.0/8", "\"this network\" (RFC 1122)"),
+        ("127.0.0.0/8", "the loopback range"),
+        ("224.0.0.0/4", "the multicast range"),
+        (
+            "240.0.0.0/4",
+            "the reserved range (and the broadcast address)",
+        ),
+    ];
+    SPECIAL.iter().find_map(|&(range, what)| {
+        let range: Ipv4Net = range.parse().expect("a valid prefix");
+        (range.contains(&net.network()) || net.contains(&range.network())).then_some((range, what))
+    })
 }
 
 /// An IPv4 address, alone.
