@@ -144,8 +144,8 @@ pub fn preflight(plan: &Plan) -> Result<Configs, FrrError> {
 /// A configuration file: a regular file of at most [`MAX_CONFIG_BYTES`] of UTF-8 text.
 fn read_config(path: &Path) -> std::io::Result<String> {
     use std::io::Read as _;
-    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned());
     use std::os::unix::fs::OpenOptionsExt as _;
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned());
     // Validation resolved every link in the path: a link put in its place since is refused
     // (O_NOFOLLOW), and a FIFO does not block the open (O_NONBLOCK).
     let file = std::fs::OpenOptions::new()

@@ -242,7 +242,13 @@ pub fn leftovers_of(id: &str) -> Vec<String> {
             }
         }
     }
-    for record in [Path::new("/run/dvnet"), Path::new("/sys/fs/bpf/dvnet")].map(|d| d.join(id)) {
+    for record in [
+        Path::new("/run/dvnet"),
+        Path::new("/run/dvnet/.locks"),
+        Path::new("/sys/fs/bpf/dvnet"),
+    ]
+    .map(|d| d.join(id))
+    {
         if record.exists() {
             found.push(record.display().to_string());
         }
