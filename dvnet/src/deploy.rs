@@ -359,7 +359,7 @@ async fn up_locked(plan: &Plan, options: &UpOptions) -> Result<UpReport, DeployE
     // The datapath is checked before anything exists: its map entries, then the kernel's
     // verdict on the programs. Loading changes nothing on the host.
     let entries = entries::entries(plan)?;
-    let loaded = tokio::task::block_in_place(|| Loaded::new(&entries, plan.links.len()))?;
+    let loaded = tokio::task::block_in_place(|| Loaded::new(&entries, plan.link_slots()))?;
     // Outbound access: nftables there, no clash with the host's routes, ports free.
     if let Some(uplink) = &plan.uplink {
         // published ports only collide within one host (namespace)

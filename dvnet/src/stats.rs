@@ -146,26 +146,30 @@ pub fn read(plan: &Plan) -> Result<Snapshot, StatsError> {
     crate::datapath::ebpf::check_pins(&plan.id)?;
     let dir = pin_dir(&plan.id);
     let stats = per_cpu::<LinkStats>(&dir, maps::LINK_STATS)?;
-    let mut per_link = Vec::with_capacity(plan.links.len());
+    // by link id (a link's slot in the counters)
+    let mut per_link = std::collections::HashMap::with_capacity(plan.links.len());
     for link in &plan.links {
-        per_link.push(sum(
-            &stats,
+        per_link.insert(
             link.id,
-            &dir,
-            maps::LINK_STATS,
-            LinkStats::add,
-            LinkStats::default(),
-        )?);
+            sum(
+                &stats,
+                link.id,
+                &dir,
+                maps::LINK_STATS,
+                LinkStats::add,
+                LinkStats::default(),
+            )?,
+        );
     }
     let links = plan
         .links
         .iter()
         .map(|link| {
-            let own = &per_link[link.id as usize];
+            let own = &per_link[&link.id];
             let sent = if link.fabric_port.is_some() {
                 own.traffic[dir::FROM_NODE]
             } else if let Some(peer) = plan.peer_of(link) {
-                per_link[peer.id as usize].traffic[dir::TO_NODE]
+                per_link[&peer.id].traffic[dir::TO_NODE]
             } else {
                 LinkStats::default().traffic[dir::FROM_NODE]
             };
@@ -190,14 +194,14 @@ pub fn read(plan: &Plan) -> Result<Snapshot, StatsError> {
     let mut rules = Vec::with_capacity(e.rule_slots.len());
     if !e.rule_slots.is_empty() {
         let hits = per_cpu::<u64>(&dir, maps::RULE_HITS)?;
-        for (slot, rule) in e.rule_slots.iter().enumerate() {
+        for rule in &e.rule_slots {
             let node = &plan.nodes[rule.router];
             let action = node
                 .firewall
                 .as_ref()
                 .and_then(|fw| fw.rules.iter().find(|r| r.origin == rule.origin))
                 .map_or(Action::Accept, |r| r.action);
-            let slot = u32::try_from(slot).expect("fewer than 2^32 rules");
+            let slot = rule.slot;
             rules.push(RuleRow {
                 router: node.name.clone(),
                 rule: rule.origin.clone(),

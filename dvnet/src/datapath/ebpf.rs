@@ -47,7 +47,12 @@ impl MapSizes {
             routes: n(entries.routes.len()),
             classes: n(entries.classes.len()),
             rules: n(entries.rules.len()),
-            rule_hits: n(entries.rule_slots.len()),
+            rule_hits: n(entries
+                .rule_slots
+                .iter()
+                .map(|r| r.slot as usize + 1)
+                .max()
+                .unwrap_or(0)),
             conntrack: if entries.firewalled {
                 CONNTRACK_ENTRIES
             } else {

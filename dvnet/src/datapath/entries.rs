@@ -41,6 +41,8 @@ pub enum EntriesError {
 pub struct RuleSlot {
     /// Index into `Plan::nodes` of the router.
     pub router: usize,
+    /// Index into `DV_RULE_HITS`.
+    pub slot: u32,
     pub origin: String,
 }
 
@@ -53,7 +55,7 @@ pub struct MapEntries {
     /// (router id, prefix) → class.
     pub classes: Vec<((u32, Ipv4Net), u32)>,
     pub rules: Vec<(RuleKey, RuleVerdict)>,
-    /// `DV_RULE_HITS` slots, in order.
+    /// The rules and their `DV_RULE_HITS` slots.
     pub rule_slots: Vec<RuleSlot>,
     /// Whether any router filters (the connection map is needed).
     pub firewalled: bool,
@@ -88,7 +90,7 @@ pub fn entries(plan: &Plan) -> Result<MapEntries, EntriesError> {
                 }
             }
         }
-        let id = u32::try_from(n).expect("fewer than 2^32 nodes");
+        let id = node.id;
         for link in plan.links_of(node) {
             out.ifaces.push((
                 link.ifindex,
@@ -124,7 +126,7 @@ pub fn entries(plan: &Plan) -> Result<MapEntries, EntriesError> {
 
 fn routes(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv4Net), Route)>) {
     let node = &plan.nodes[n];
-    let id = u32::try_from(n).expect("fewer than 2^32 nodes");
+    let id = node.id;
     // On a point-to-point link the next hop is the other end, whose MAC dvnet chose: the
     // program rewrites the MACs and hands the packet to the peer directly.
     let route = |link: &LinkPlan, nexthop: u32, flags: u32| {
@@ -169,7 +171,7 @@ fn firewall(plan: &Plan, n: usize, out: &mut MapEntries) -> Result<(), EntriesEr
     let Some(fw) = &node.firewall else {
         return Ok(());
     };
-    let id = u32::try_from(n).expect("fewer than 2^32 nodes");
+    let id = node.id;
 
     // Classes: every prefix named, sorted so that each prefix is followed by the prefixes
     // inside it (network ascending, shorter first).
@@ -182,7 +184,9 @@ fn firewall(plan: &Plan, n: usize, out: &mut MapEntries) -> Result<(), EntriesEr
         .collect();
     prefixes.sort_by_key(|p| (u32::from(p.network()), p.prefix_len()));
     prefixes.dedup();
-    let first_class = u32::try_from(out.classes.len()).expect("fewer than 2^32 classes") + 1;
+    // numbered per router (keys carry the router): an edit of one router's rules renumbers
+    // no other router's classes
+    let first_class = 1;
     let class_of: HashMap<Ipv4Net, usize> =
         prefixes.iter().enumerate().map(|(i, p)| (*p, i)).collect();
     for (i, p) in prefixes.iter().enumerate() {
@@ -218,9 +222,10 @@ fn firewall(plan: &Plan, n: usize, out: &mut MapEntries) -> Result<(), EntriesEr
 
     let mut keys: HashMap<RuleKey, RuleVerdict> = HashMap::new();
     for rule in &fw.rules {
-        let slot = u32::try_from(out.rule_slots.len()).expect("fewer than 2^32 rules");
+        let slot = rule.slot;
         out.rule_slots.push(RuleSlot {
             router: n,
+            slot,
             origin: rule.origin.clone(),
         });
         let verdict = match rule.action {
@@ -357,6 +362,7 @@ mod tests {
             e.rule_slots,
             vec![RuleSlot {
                 router: 0,
+                slot: 0,
                 origin: r#"routers."R-1".fw_rules.drop[0]"#.into()
             }]
         );

@@ -134,6 +134,7 @@ mod tests {
             policy: Policy::Drop,
             rules: vec![
                 RulePlan {
+                    slot: 0,
                     action: Action::Accept,
                     src: vec!["10.0.0.0/24".parse().unwrap()],
                     dst: vec!["0.0.0.0/0".parse().unwrap()],
@@ -142,6 +143,7 @@ mod tests {
                     origin: "routers.\"R\".fw_rules.accept[0]".into(),
                 },
                 RulePlan {
+                    slot: 1,
                     action: Action::Drop,
                     src: vec![
                         "10.0.0.3/32".parse().unwrap(),

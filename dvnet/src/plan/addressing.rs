@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::PlanError;
+use super::identity::Previous;
 use crate::topology::Topology;
 
 /// Addresses of every router interface (parallel to `Router::subnets`) and every host.
@@ -46,12 +47,22 @@ impl Pool {
     }
 }
 
-/// Assigns every address.
+/// Assigns every address. Explicit addresses first; then each node keeps the address it had
+/// in `previous` (when its subnet kept its prefix and nobody claims it explicitly); then the
+/// rest, lowest first, routers before hosts in file order. `reserved` addresses (the host's
+/// end of the uplink) are never handed out.
 ///
 /// # Errors
 /// A subnet runs out of addresses (validation rejects such files first).
-pub fn assign(topo: &Topology) -> Result<Addresses, PlanError> {
+pub fn assign(
+    topo: &Topology,
+    previous: &Previous,
+    reserved: &[(usize, Ipv4Addr)],
+) -> Result<Addresses, PlanError> {
     let mut pools: Vec<Pool> = topo.subnets.iter().map(|s| Pool::new(s.cidr)).collect();
+    for &(s, ip) in reserved {
+        pools[s].taken.insert(u32::from(ip));
+    }
     for r in &topo.routers {
         for (&s, ip) in r.subnets.iter().zip(&r.ips) {
             if let Some(ip) = ip {
@@ -64,8 +75,32 @@ pub fn assign(topo: &Topology) -> Result<Addresses, PlanError> {
             pools[h.subnet].taken.insert(u32::from(ip));
         }
     }
-    let mut take = |subnet: usize, explicit: Option<Ipv4Addr>| {
-        explicit
+    // what each node had, where still free
+    let keep = |pools: &mut Vec<Pool>, node: &str, s: usize| {
+        let subnet = &topo.subnets[s];
+        let ip = previous.address(node, &subnet.name, subnet.cidr)?;
+        let n = u32::from(ip);
+        let inside = n > u32::from(subnet.cidr.network()) && n < u32::from(subnet.cidr.broadcast());
+        (inside && pools[s].taken.insert(n)).then_some(ip)
+    };
+    let kept_routers: Vec<Vec<Option<Ipv4Addr>>> = topo
+        .routers
+        .iter()
+        .map(|r| {
+            r.subnets
+                .iter()
+                .zip(&r.ips)
+                .map(|(&s, ip)| ip.or_else(|| keep(&mut pools, &r.name, s)))
+                .collect()
+        })
+        .collect();
+    let kept_hosts: Vec<Option<Ipv4Addr>> = topo
+        .hosts
+        .iter()
+        .map(|h| h.ip.or_else(|| keep(&mut pools, &h.name, h.subnet)))
+        .collect();
+    let mut take = |subnet: usize, known: Option<Ipv4Addr>| {
+        known
             .or_else(|| pools[subnet].take())
             .ok_or_else(|| PlanError::SubnetExhausted {
                 subnet: topo.subnets[subnet].name.clone(),
@@ -75,18 +110,20 @@ pub fn assign(topo: &Topology) -> Result<Addresses, PlanError> {
     let routers = topo
         .routers
         .iter()
-        .map(|r| {
+        .zip(kept_routers)
+        .map(|(r, kept)| {
             r.subnets
                 .iter()
-                .zip(&r.ips)
-                .map(|(&s, &ip)| take(s, ip))
+                .zip(kept)
+                .map(|(&s, ip)| take(s, ip))
                 .collect()
         })
         .collect::<Result<Vec<Vec<_>>, _>>()?;
     let hosts = topo
         .hosts
         .iter()
-        .map(|h| take(h.subnet, h.ip))
+        .zip(kept_hosts)
+        .map(|(h, ip)| take(h.subnet, ip))
         .collect::<Result<_, _>>()?;
     Ok(Addresses { routers, hosts })
 }

@@ -15,6 +15,7 @@ pub use frr::FrrPlan;
 
 mod addressing;
 pub mod frr;
+pub mod identity;
 pub mod naming;
 mod routing;
 
@@ -65,7 +66,9 @@ pub struct Plan {
     pub fabric_netns: String,
     pub subnets: Vec<SubnetPlan>,
     pub nodes: Vec<NodePlan>,
-    /// One per node interface; `links[i].id == i`.
+    /// One per node interface. References inside the plan (`NodePlan::links`,
+    /// `SubnetPlan::links`, `RoutePlan::link`) are positions in this list; `LinkPlan::id` is
+    /// the link's stable identity.
     pub links: Vec<LinkPlan>,
     /// Outbound access: the uplink joining the host to the border routers.
     pub uplink: Option<UplinkPlan>,
@@ -79,7 +82,7 @@ pub struct SubnetPlan {
     pub cidr: Ipv4Net,
     /// How the subnet's links are joined.
     pub segment: Segment,
-    /// Links on this subnet.
+    /// Links on this subnet (positions in [`Plan::links`]).
     pub links: Vec<u32>,
 }
 
@@ -110,13 +113,15 @@ pub enum NodeKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodePlan {
     pub name: String,
+    /// The node's stable identity: the router id in BPF keys.
+    pub id: u32,
     pub kind: NodeKind,
     /// Namespace name (and container name for container nodes).
     pub netns: String,
     pub image: Option<String>,
     /// Runs as a Docker container (it names an image, and the runtime is not `netns`).
     pub container: bool,
-    /// This node's links, in interface order.
+    /// This node's links, in interface order (positions in [`Plan::links`]).
     pub links: Vec<u32>,
     /// Routes beyond the connected ones.
     pub routes: Vec<RoutePlan>,
@@ -132,6 +137,7 @@ pub struct NodePlan {
 /// other member; on a bridged segment, wired to its fabric port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkPlan {
+    /// The link's stable identity: its slot in the counters.
     pub id: u32,
     /// Index into [`Plan::nodes`].
     pub node: usize,
@@ -162,7 +168,7 @@ pub struct RoutePlan {
     pub via: Ipv4Addr,
     /// Outgoing interface (name inside the node).
     pub dev: String,
-    /// Outgoing link.
+    /// Outgoing link (position in [`Plan::links`]).
     pub link: u32,
 }
 
@@ -182,6 +188,8 @@ pub enum Action {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RulePlan {
+    /// The rule's stable slot in the hit counters.
+    pub slot: u32,
     pub action: Action,
     /// Source prefixes (`0.0.0.0/0` for any).
     pub src: Vec<Ipv4Net>,
@@ -229,27 +237,19 @@ pub const UPLINK: &str = "uplink";
 
 /// `topo` with the uplink as one more subnet of the border routers, which take the addresses
 /// after the host's.
-fn with_uplink(topo: &Topology, out: &crate::topology::Outbound) -> Result<Topology, PlanError> {
+fn with_uplink(topo: &Topology, out: &crate::topology::Outbound) -> Topology {
     let mut t = topo.clone();
     let uplink = t.subnets.len();
     t.subnets.push(crate::topology::Subnet {
         name: UPLINK.to_owned(),
         cidr: out.cidr,
     });
-    let first = u32::from(out.cidr.network()) + 1;
-    let last = u32::from(out.cidr.broadcast()) - 1;
-    for (k, &r) in out.routers.iter().enumerate() {
-        let addr = first + 1 + u32::try_from(k).expect("fewer than 2^32 routers");
-        if addr > last {
-            return Err(PlanError::SubnetExhausted {
-                subnet: UPLINK.to_owned(),
-                cidr: out.cidr,
-            });
-        }
+    // the host holds the first address (reserved); border routers take the next ones
+    for &r in &out.routers {
         t.routers[r].subnets.push(uplink);
-        t.routers[r].ips.push(Some(Ipv4Addr::from(addr)));
+        t.routers[r].ips.push(None);
     }
-    Ok(t)
+    t
 }
 
 /// The uplink's plan, and the default routes toward it.
@@ -263,26 +263,27 @@ fn uplink_plan(
     subnets: &[SubnetPlan],
 ) -> UplinkPlan {
     let host_address = Ipv4Addr::from(u32::from(out.cidr.network()) + 1);
-    let uplink_links: Vec<Option<LinkPlan>> = nodes
+    // (position, link) of each node on the uplink
+    let uplink_links: Vec<Option<(u32, LinkPlan)>> = nodes
         .iter()
         .map(|n| {
             n.links
                 .iter()
-                .map(|&l| &links[l as usize])
-                .find(|l| l.subnet == subnet)
-                .cloned()
+                .map(|&l| (l, &links[l as usize]))
+                .find(|(_, l)| l.subnet == subnet)
+                .map(|(at, l)| (at, l.clone()))
         })
         .collect();
-    let on_uplink = |n: usize| uplink_links[n].clone();
+    let on_uplink = |n: usize| uplink_links[n].clone().map(|(_, l)| l);
     // default routes: border routers to the host; other routers toward their route to the
     // uplink (static routing; a routing daemon spreads the default itself)
     for (node, uplink_link) in nodes.iter_mut().zip(&uplink_links).take(topo.routers.len()) {
-        let default = if let Some(link) = uplink_link {
+        let default = if let Some((position, link)) = uplink_link {
             Some(RoutePlan {
                 dest: Ipv4Net::default(),
                 via: host_address,
                 dev: link.ifname.clone(),
-                link: link.id,
+                link: *position,
             })
         } else {
             node.routes
@@ -373,25 +374,46 @@ impl Plan {
     /// # Errors
     /// A subnet runs out of addresses (validation rejects such files before this).
     pub fn build(topo: &Topology, options: PlanOptions) -> Result<Plan, PlanError> {
+        Self::build_from(topo, options, None)
+    }
+
+    /// Plans `topo` as an edit of `previous` (the plan a running network was built from):
+    /// everything still there keeps its identities (see [`identity`]).
+    ///
+    /// # Errors
+    /// A subnet runs out of addresses (validation rejects such files before this).
+    pub fn build_from(
+        topo: &Topology,
+        options: PlanOptions,
+        previous: Option<&Plan>,
+    ) -> Result<Plan, PlanError> {
+        let prev = previous.map(identity::Previous::of).unwrap_or_default();
         // With outbound access, the uplink is planned as one more subnet of the border routers
         // (the host, which is not a node, holds its first address).
         let augmented;
         let topo = match &topo.outbound {
             Some(out) => {
-                augmented = with_uplink(topo, out)?;
+                augmented = with_uplink(topo, out);
                 &augmented
             }
             None => topo,
         };
         let uplink_subnet = topo.outbound.as_ref().map(|_| topo.subnets.len() - 1);
-        let addrs = addressing::assign(topo)?;
-        let id = topo.id.clone();
-        let mut next_ifindex = FIRST_IFINDEX;
-        let mut alloc_ifindex = || {
-            let i = next_ifindex;
-            next_ifindex += 1;
-            i
+        let reserved: Vec<(usize, Ipv4Addr)> = match (&topo.outbound, uplink_subnet) {
+            (Some(out), Some(u)) => vec![(u, Ipv4Addr::from(u32::from(out.cidr.network()) + 1))],
+            _ => Vec::new(),
         };
+        let addrs = addressing::assign(topo, &prev, &reserved)?;
+        let id = topo.id.clone();
+        let mut ifindexes = identity::Pool::new(FIRST_IFINDEX, prev.all_ifindexes.iter().copied());
+        let mut link_ids = identity::Pool::new(0, prev.all_link_ids.iter().copied());
+        let mut node_ids = identity::Pool::new(0, prev.all_node_ids.iter().copied());
+        let mut rule_slots = identity::Pool::new(0, prev.all_rule_slots.iter().copied());
+        let kept_bridge_names: std::collections::BTreeSet<String> = topo
+            .subnets
+            .iter()
+            .filter_map(|s| prev.bridges.get(&s.name).map(|(name, _)| name.clone()))
+            .collect();
 
         // members per subnet decide how it is carried
         let mut members = vec![0usize; topo.subnets.len()];
@@ -411,16 +433,12 @@ impl Plan {
                 name: s.name.clone(),
                 cidr: s.cidr,
                 segment: match members[i] {
-                    _ if Some(i) == uplink_subnet => Segment::Bridge {
-                        name: naming::bridge_ifname(&s.name, i),
-                        ifindex: alloc_ifindex(),
-                    },
+                    _ if Some(i) == uplink_subnet => {
+                        bridge(&s.name, i, &prev, &kept_bridge_names, &mut ifindexes)
+                    }
                     0 => Segment::Empty,
                     2 => Segment::PointToPoint,
-                    _ => Segment::Bridge {
-                        name: naming::bridge_ifname(&s.name, i),
-                        ifindex: alloc_ifindex(),
-                    },
+                    _ => bridge(&s.name, i, &prev, &kept_bridge_names, &mut ifindexes),
                 },
                 links: Vec::new(),
             })
@@ -456,35 +474,66 @@ impl Plan {
             };
             let node_index = nodes.len();
             let mut node_links = Vec::with_capacity(node_subnets.len());
+            // the names this node keeps: a new short name must avoid them
+            let mut names: std::collections::BTreeSet<String> = node_subnets
+                .iter()
+                .filter_map(|&s| prev.link(name, &topo.subnets[s].name))
+                .map(|l| l.ifname.clone())
+                .collect();
             for (position, (&s, &address)) in node_subnets.iter().zip(&node_addrs).enumerate() {
-                let link = u32::try_from(links.len()).expect("fewer than 2^32 links");
+                let at = u32::try_from(links.len()).expect("fewer than 2^32 links");
                 let subnet = &topo.subnets[s];
+                let kept = prev.link(name, &subnet.name);
+                let link = kept.map_or_else(|| link_ids.take(), |l| l.id);
+                let ifname = kept.map_or_else(
+                    || {
+                        let n = node_ifname(name, &subnet.name, position, &names);
+                        names.insert(n.clone());
+                        n
+                    },
+                    |l| l.ifname.clone(),
+                );
+                let ifindex = kept.map_or_else(|| ifindexes.take(), |l| l.ifindex);
+                let bridged = matches!(subnets[s].segment, Segment::Bridge { .. });
+                let fabric_port = bridged.then(|| {
+                    let (ifname, ifindex) =
+                        kept.and_then(|l| l.port.clone()).unwrap_or_else(|| {
+                            (
+                                naming::fabric_port_ifname(name, &subnet.name, link),
+                                ifindexes.take(),
+                            )
+                        });
+                    FabricPort {
+                        ifname,
+                        ifindex,
+                        mac: naming::mac_for(address, true),
+                    }
+                });
                 links.push(LinkPlan {
                     id: link,
                     node: node_index,
                     subnet: s,
-                    ifname: naming::node_ifname(name, &subnet.name, position),
-                    ifindex: alloc_ifindex(),
+                    ifname,
+                    ifindex,
                     mac: naming::mac_for(address, false),
                     address,
                     prefix_len: subnet.cidr.prefix_len(),
-                    fabric_port: matches!(subnets[s].segment, Segment::Bridge { .. }).then(|| {
-                        FabricPort {
-                            ifname: naming::fabric_port_ifname(name, &subnet.name, link),
-                            ifindex: alloc_ifindex(),
-                            mac: naming::mac_for(address, true),
-                        }
-                    }),
+                    fabric_port,
                 });
-                subnets[s].links.push(link);
-                node_links.push(link);
+                subnets[s].links.push(at);
+                node_links.push(at);
             }
             let firewall = match node {
-                NodeRef::Router(r) => Some(firewall_plan(topo, &addrs, r)),
+                NodeRef::Router(r) => Some(firewall_plan(topo, &addrs, r, &prev, &mut rule_slots)),
                 NodeRef::Host(_) => None,
             };
             nodes.push(NodePlan {
                 name: name.to_owned(),
+                id: prev
+                    .node_ids
+                    .get(name)
+                    .copied()
+                    .unwrap_or_else(|| node_ids.take()),
                 kind,
                 netns: naming::node_netns(&id, name),
                 image: topo.node_image(node).map(str::to_owned),
@@ -622,7 +671,7 @@ impl Plan {
 
         let uplink = match (&topo.outbound, uplink_subnet) {
             (Some(out), Some(u)) => {
-                let port = alloc_ifindex();
+                let port = prev.uplink_port.unwrap_or_else(|| ifindexes.take());
                 Some(uplink_plan(
                     topo,
                     out,
@@ -649,6 +698,16 @@ impl Plan {
             uplink,
             warnings,
         })
+    }
+
+    /// Slots the counters need: one past the highest link id.
+    #[must_use]
+    pub fn link_slots(&self) -> usize {
+        self.links
+            .iter()
+            .map(|l| l.id as usize + 1)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Finds a node by name.
@@ -706,7 +765,58 @@ impl Plan {
     }
 }
 
-fn firewall_plan(topo: &Topology, addrs: &addressing::Addresses, router: usize) -> FirewallPlan {
+/// A bridge for subnet `name` (the `index`-th): the one it had, or a new one whose name
+/// avoids the bridges kept.
+fn bridge(
+    name: &str,
+    index: usize,
+    prev: &identity::Previous,
+    kept: &std::collections::BTreeSet<String>,
+    ifindexes: &mut identity::Pool,
+) -> Segment {
+    if let Some((bridge, ifindex)) = prev.bridges.get(name) {
+        return Segment::Bridge {
+            name: bridge.clone(),
+            ifindex: *ifindex,
+        };
+    }
+    let mut bridge = naming::bridge_ifname(name, index);
+    let mut k = index;
+    while kept.contains(&bridge) {
+        k += 1;
+        bridge = naming::bridge_ifname(name, k);
+    }
+    Segment::Bridge {
+        name: bridge,
+        ifindex: ifindexes.take(),
+    }
+}
+
+/// A new interface name for `node` on `subnet`: the readable form, or `eth<k>` with the
+/// lowest `k` from `position` on that the node does not use.
+fn node_ifname(
+    node: &str,
+    subnet: &str,
+    position: usize,
+    used: &std::collections::BTreeSet<String>,
+) -> String {
+    let mut k = position;
+    loop {
+        let name = naming::node_ifname(node, subnet, k);
+        if !used.contains(&name) {
+            return name;
+        }
+        k += 1;
+    }
+}
+
+fn firewall_plan(
+    topo: &Topology,
+    addrs: &addressing::Addresses,
+    router: usize,
+    prev: &identity::Previous,
+    slots: &mut identity::Pool,
+) -> FirewallPlan {
     let fw = &topo.routers[router].firewall;
     let resolve = |e: &Endpoint| -> Vec<Ipv4Net> {
         match e {
@@ -726,12 +836,26 @@ fn firewall_plan(topo: &Topology, addrs: &addressing::Addresses, router: usize) 
         .map(|r| (Action::Drop, r))
         .chain(fw.accept.iter().map(|r| (Action::Accept, r)))
         .map(|(action, r)| RulePlan {
+            slot: 0,
             action,
             src: resolve(&r.src),
             dst: resolve(&r.dst),
             proto: r.proto.map(crate::topology::Proto::number),
             dport: r.dport,
             origin: r.origin.clone(),
+        })
+        .collect::<Vec<_>>();
+    // slots: a rule keeps its slot (and its hit count) wherever it moves in the file
+    let kept = prev.rule_slots.get(&topo.routers[router].name);
+    let keys = identity::rule_keys(&rules);
+    let rules = rules
+        .into_iter()
+        .zip(keys)
+        .map(|(mut rule, key)| {
+            rule.slot = kept
+                .and_then(|k| k.get(&key).copied())
+                .unwrap_or_else(|| slots.take());
+            rule
         })
         .collect();
     FirewallPlan {

@@ -231,3 +231,213 @@ fn ospf_routers_get_a_generated_frr_configuration() {
     assert_eq!(via(&p, "A-1", "0.0.0.0/0"), "10.0.0.1");
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }
+
+fn plan_text(json: &str, previous: Option<&Plan>) -> Plan {
+    let topo = Topology::from_json(json, "test.json").expect("valid");
+    Plan::build_from(
+        &topo,
+        PlanOptions {
+            datapath: Datapath::Ebpf,
+            ..PlanOptions::default()
+        },
+        previous,
+    )
+    .expect("plan")
+}
+
+/// Every identity of a plan that reaches the kernel, by name.
+fn identities(plan: &Plan) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for node in &plan.nodes {
+        out.insert(format!("node {}", node.name), node.id.to_string());
+        for link in plan.links_of(node) {
+            let subnet = &plan.subnets[link.subnet].name;
+            out.insert(
+                format!("link {}/{subnet}", node.name),
+                format!(
+                    "id {} {} ifindex {} {} {} port {:?}",
+                    link.id,
+                    link.ifname,
+                    link.ifindex,
+                    link.address,
+                    super::format_mac(&link.mac),
+                    link.fabric_port
+                ),
+            );
+        }
+        if let Some(fw) = &node.firewall {
+            for rule in &fw.rules {
+                out.insert(
+                    format!("rule {} {:?} {:?}", node.name, rule.src, rule.dst),
+                    rule.slot.to_string(),
+                );
+            }
+        }
+    }
+    for subnet in &plan.subnets {
+        if let Segment::Bridge { name, ifindex } = &subnet.segment {
+            out.insert(
+                format!("bridge {}", subnet.name),
+                format!("{name} {ifindex}"),
+            );
+        }
+    }
+    if let Some(u) = &plan.uplink {
+        out.insert("uplink".into(), format!("{:?}", u.fabric_port));
+    }
+    out
+}
+
+/// Identities of `before` that `after` has under the same name with another value.
+fn renumbered(before: &Plan, after: &Plan) -> Vec<String> {
+    let a = identities(before);
+    let b = identities(after);
+    a.iter()
+        .filter_map(|(k, v)| {
+            b.get(k)
+                .filter(|w| *w != v)
+                .map(|w| format!("{k}: {v} -> {w}"))
+        })
+        .collect()
+}
+
+const LAB: &str = r#"{
+    "name": "lab", "automatic_routing": true,
+    "outbound_access": {"enabled": true, "cidr": "192.168.240.0/24"},
+    "subnets": {
+        "A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {}, "A-2": {}}},
+        "B": {"cidr": "10.0.1.0/24", "hosts": {"B-1": {}, "B-2": {}}},
+        "C": {"cidr": "10.0.2.0/24", "hosts": {}}
+    },
+    "routers": {
+        "R-1": {"subnets": ["A", "C"], "fw_rules": {"drop": [["A-2", "B"]], "accept": [["A", "B"]]}},
+        "R-2": {"subnets": ["C", "B"]}
+    }
+}"#;
+
+#[test]
+fn a_subnet_and_router_added_at_the_top_renumber_nothing() {
+    let before = plan_text(LAB, None);
+    let edited = LAB
+        .replace(
+            r#""subnets": {
+        "A""#,
+            r#""subnets": {
+        "Z": {"cidr": "10.9.0.0/24", "hosts": {"Z-1": {}, "Z-2": {}, "Z-3": {}}},
+        "A""#,
+        )
+        .replace(
+            r#""routers": {
+        "R-1""#,
+            r#""routers": {
+        "R-0": {"subnets": ["Z", "A"]},
+        "R-1""#,
+        );
+    let after = plan_text(&edited, Some(&before));
+    assert_eq!(renumbered(&before, &after), Vec::<String>::new());
+    // and the new things got identities nobody had
+    let old = identities(&before);
+    let new = identities(&after);
+    assert!(new.contains_key("node R-0") && new.contains_key("bridge Z"));
+    let old_values: std::collections::BTreeSet<&String> = old.values().collect();
+    for (k, v) in new.iter().filter(|(k, _)| !old.contains_key(*k)) {
+        if k.starts_with("node ") {
+            assert!(!old_values.contains(v), "{k} reuses {v}");
+        }
+    }
+    // a fresh plan of the edited file would have renumbered: that is what the seam avoids
+    let fresh = plan_text(&edited, None);
+    assert!(!renumbered(&before, &fresh).is_empty());
+}
+
+#[test]
+fn removing_things_keeps_the_rest_and_frees_nothing_within_the_same_edit() {
+    let before = plan_text(LAB, None);
+    let edited = LAB
+        .replace(r#""A-1": {}, "A-2": {}"#, r#""A-2": {}, "A-3": {}"#)
+        .replace(
+            r#""B-1": {}, "B-2": {}"#,
+            r#""B-1": {}, "B-2": {}, "B-3": {}"#,
+        );
+    let after = plan_text(&edited, Some(&before));
+    assert_eq!(renumbered(&before, &after), Vec::<String>::new());
+    let gone = before.node("A-1").unwrap();
+    let new = after.node("B-3").unwrap();
+    assert_ne!(
+        new.id, gone.id,
+        "a removed node's id is not reused in the same edit"
+    );
+    let gone_link = &before.links[gone.links[0] as usize];
+    let new_link = &after.links[new.links[0] as usize];
+    assert_ne!(new_link.id, gone_link.id);
+    assert_ne!(new_link.ifindex, gone_link.ifindex);
+    // the next edit may reuse them
+    let later = plan_text(
+        &edited.replace(r#", "B-3": {}"#, r#", "B-3": {}, "B-4": {}"#),
+        Some(&after),
+    );
+    assert_eq!(renumbered(&after, &later), Vec::<String>::new());
+}
+
+#[test]
+fn a_rule_moved_in_the_file_keeps_its_slot() {
+    let before = plan_text(LAB, None);
+    let slot_of = |p: &Plan, src: &str| {
+        p.node("R-1")
+            .unwrap()
+            .firewall
+            .as_ref()
+            .unwrap()
+            .rules
+            .iter()
+            .find(|r| r.src[0].to_string() == src)
+            .map(|r| (r.slot, r.origin.clone()))
+            .unwrap()
+    };
+    // the accept rule becomes the first drop rule's neighbour: its origin changes, not its slot
+    let edited = LAB.replace(
+        r#""drop": [["A-2", "B"]], "accept": [["A", "B"]]"#,
+        r#""drop": [["B-1", "A"], ["A-2", "B"]], "accept": [["A", "B"]]"#,
+    );
+    let after = plan_text(&edited, Some(&before));
+    let (slot_before, origin_before) = slot_of(&before, "10.0.0.3/32");
+    let (slot_after, origin_after) = slot_of(&after, "10.0.0.3/32");
+    assert_eq!(slot_before, slot_after);
+    assert_ne!(origin_before, origin_after);
+}
+
+#[test]
+fn addresses_stay_with_their_nodes() {
+    let before = plan_text(LAB, None);
+    // a host inserted before the others would take the lowest address in a fresh plan
+    let edited = LAB.replace(
+        r#""A-1": {}, "A-2": {}"#,
+        r#""A-0": {}, "A-1": {}, "A-2": {}"#,
+    );
+    let after = plan_text(&edited, Some(&before));
+    assert_eq!(address(&after, "A-1", "A"), address(&before, "A-1", "A"));
+    assert_eq!(address(&after, "A-2", "A"), address(&before, "A-2", "A"));
+    assert_eq!(
+        address(&after, "A-0", "A"),
+        "10.0.0.4".parse::<Ipv4Addr>().unwrap()
+    );
+    // an explicit address wins over a kept one, and the node that had it moves
+    let claimed = LAB.replace(
+        r#""A-1": {}, "A-2": {}"#,
+        r#""A-1": {}, "A-2": {"ip": "10.0.0.2"}"#,
+    );
+    let after = plan_text(&claimed, Some(&before));
+    assert_eq!(
+        address(&after, "A-2", "A"),
+        "10.0.0.2".parse::<Ipv4Addr>().unwrap()
+    );
+    assert_ne!(address(&after, "A-1", "A"), address(&after, "A-2", "A"));
+    // a subnet's new prefix moves its addresses
+    let moved = LAB.replace("10.0.0.0/24", "10.5.0.0/24");
+    let after = plan_text(&moved, Some(&before));
+    assert!(
+        address(&after, "A-1", "A")
+            .to_string()
+            .starts_with("10.5.0.")
+    );
+}

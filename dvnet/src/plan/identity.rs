@@ -1,0 +1,166 @@
+//! Stable identities: every number and name a network's objects carry in the kernel (node
+//! ids in BPF keys, link ids indexing the counters, interface indexes, interface names,
+//! addresses, rule slots) is handed out by name and kept from one plan to the next. A plan
+//! built from a previous one ([`super::Plan::build_from`]) keeps the identity of everything
+//! that is still there, whatever its position in the file; only what is new gets a new one.
+//!
+//! New identities are the lowest free ones, and never one the previous plan used: an object
+//! removed by an edit may still be on its way out of the kernel while the edit creates new
+//! ones. With no previous plan, identities follow file order, as they always have.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::{LinkPlan, Plan, RulePlan, Segment};
+
+/// Hands out numbers: kept ones as they were, new ones lowest first, never one in use.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    used: BTreeSet<u32>,
+    next: u32,
+}
+
+impl Pool {
+    /// A pool whose numbers start at `first`, with `used` taken already.
+    pub fn new(first: u32, used: impl IntoIterator<Item = u32>) -> Pool {
+        Pool {
+            used: used.into_iter().collect(),
+            next: first,
+        }
+    }
+
+    /// The lowest free number.
+    pub fn take(&mut self) -> u32 {
+        while self.used.contains(&self.next) {
+            self.next += 1;
+        }
+        let n = self.next;
+        self.used.insert(n);
+        self.next += 1;
+        n
+    }
+}
+
+/// One link of a previous plan, by (node, subnet).
+#[derive(Clone, Debug)]
+pub struct PrevLink {
+    pub id: u32,
+    pub ifname: String,
+    pub ifindex: u32,
+    pub address: Ipv4Addr,
+    /// The subnet's prefix then: an address is kept only while its subnet keeps its prefix.
+    pub cidr: Ipv4Net,
+    pub port: Option<(String, u32)>,
+}
+
+/// What a previous plan had, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Previous {
+    pub node_ids: HashMap<String, u32>,
+    pub links: HashMap<(String, String), PrevLink>,
+    /// subnet → (bridge name, ifindex)
+    pub bridges: HashMap<String, (String, u32)>,
+    pub uplink_port: Option<u32>,
+    /// router → rule key → slot
+    pub rule_slots: HashMap<String, HashMap<String, u32>>,
+    /// Every number the previous plan used, by kind: new identities avoid them all.
+    pub all_node_ids: Vec<u32>,
+    pub all_link_ids: Vec<u32>,
+    pub all_ifindexes: Vec<u32>,
+    pub all_rule_slots: Vec<u32>,
+}
+
+impl Previous {
+    /// The identities of `plan`.
+    #[must_use]
+    pub fn of(plan: &Plan) -> Previous {
+        let mut p = Previous::default();
+        for node in &plan.nodes {
+            p.node_ids.insert(node.name.clone(), node.id);
+            p.all_node_ids.push(node.id);
+            if let Some(fw) = &node.firewall {
+                let slots = p.rule_slots.entry(node.name.clone()).or_default();
+                for (key, rule) in rule_keys(&fw.rules).into_iter().zip(&fw.rules) {
+                    slots.insert(key, rule.slot);
+                    p.all_rule_slots.push(rule.slot);
+                }
+            }
+        }
+        for link in &plan.links {
+            let node = &plan.nodes[link.node].name;
+            let subnet = &plan.subnets[link.subnet];
+            p.links.insert(
+                (node.clone(), subnet.name.clone()),
+                PrevLink {
+                    id: link.id,
+                    ifname: link.ifname.clone(),
+                    ifindex: link.ifindex,
+                    address: link.address,
+                    cidr: subnet.cidr,
+                    port: link
+                        .fabric_port
+                        .as_ref()
+                        .map(|port| (port.ifname.clone(), port.ifindex)),
+                },
+            );
+            p.all_link_ids.push(link.id);
+            p.all_ifindexes.push(link.ifindex);
+            p.all_ifindexes
+                .extend(link.fabric_port.as_ref().map(|port| port.ifindex));
+        }
+        for subnet in &plan.subnets {
+            if let Segment::Bridge { name, ifindex } = &subnet.segment {
+                p.bridges
+                    .insert(subnet.name.clone(), (name.clone(), *ifindex));
+                p.all_ifindexes.push(*ifindex);
+            }
+        }
+        if let Some(uplink) = &plan.uplink {
+            p.uplink_port = Some(uplink.fabric_port.ifindex);
+            p.all_ifindexes.push(uplink.fabric_port.ifindex);
+        }
+        p
+    }
+
+    /// The previous address of `node` on `subnet`, if its subnet still has the same prefix.
+    #[must_use]
+    pub fn address(&self, node: &str, subnet: &str, cidr: Ipv4Net) -> Option<Ipv4Addr> {
+        self.links
+            .get(&(node.to_owned(), subnet.to_owned()))
+            .filter(|l| l.cidr == cidr)
+            .map(|l| l.address)
+    }
+
+    /// The link `node` had on `subnet`.
+    #[must_use]
+    pub fn link(&self, node: &str, subnet: &str) -> Option<&PrevLink> {
+        self.links.get(&(node.to_owned(), subnet.to_owned()))
+    }
+}
+
+/// A rule's identity within its router: what it matches and does, and which occurrence of
+/// such a rule it is (a rule moved in the file keeps its slot and its hits).
+#[must_use]
+pub fn rule_keys(rules: &[RulePlan]) -> Vec<String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    rules
+        .iter()
+        .map(|r| {
+            let base = format!(
+                "{:?} {:?} {:?} {:?} {:?}",
+                r.action, r.src, r.dst, r.proto, r.dport
+            );
+            let n = seen.entry(base.clone()).or_insert(0);
+            *n += 1;
+            format!("{base} #{n}")
+        })
+        .collect()
+}
+
+/// The link names a node already uses, so a new short name (`eth<k>`) avoids them.
+#[must_use]
+pub fn names_in_use<'a>(links: impl Iterator<Item = &'a LinkPlan>) -> BTreeSet<String> {
+    links.map(|l| l.ifname.clone()).collect()
+}
