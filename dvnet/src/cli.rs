@@ -73,6 +73,14 @@ pub enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Show what `dvnet apply FILE` would change in the running network, touching nothing.
+    Diff {
+        /// The topology file, edited.
+        file: PathBuf,
+        /// Print the changes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a topology file and report every problem at once.
     Validate {
         /// The topology file.
@@ -157,6 +165,35 @@ fn network_id(arg: &str) -> anyhow::Result<String> {
     })?;
     same_network(&id, arg)?;
     Ok(id)
+}
+
+/// The record of the running network a topology file describes, and the file planned as an
+/// edit of it (same datapath and runtime, identities kept).
+fn edit_of(file: &std::path::Path) -> anyhow::Result<(State, Plan)> {
+    let topo = Topology::from_file(file)?;
+    let record = match State::load(&topo.id) {
+        Ok(record) => record,
+        Err(crate::state::StateError::NotFound { id }) => anyhow::bail!(
+            "network {id} is not up; `dvnet up {}` builds it",
+            file.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    same_network(&topo.id, &topo.name)?;
+    let options = PlanOptions {
+        datapath: record.plan.datapath,
+        runtime: record.plan.runtime,
+    };
+    let plan = Plan::build_from(&topo, options, Some(&record.plan))?;
+    Ok((record, plan))
+}
+
+/// The eBPF map writes between two plans of one network.
+fn map_changes(old: &Plan, new: &Plan) -> anyhow::Result<crate::datapath::entries::EntriesDiff> {
+    use crate::datapath::entries;
+    let before = entries::entries(old)?;
+    let after = entries::entries(new)?;
+    Ok(entries::diff(old, &before, new, &after))
 }
 
 /// Refuses a name that gives the id of a network with another name (`"lab x"` and `"LAB_X"`
@@ -279,6 +316,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let frr_dir = crate::frr::dir(&id, node);
             match crate::exec::exec_in(&node.netns, Some(&frr_dir), &command)? {}
+        }
+        Command::Diff { file, json } => {
+            let (record, plan) = edit_of(&file)?;
+            let changes = crate::plan::diff::diff(Some(&record.plan), Some(&plan));
+            let maps = map_changes(&record.plan, &plan)?;
+            if json {
+                let out = serde_json::json!({
+                    "network": plan.id,
+                    "changes": changes,
+                    "map_entries": {
+                        "interfaces": maps.ifaces.len(),
+                        "routes": maps.routes.len(),
+                        "firewall_classes": maps.classes.len(),
+                        "firewall_rules": maps.rules.len(),
+                    },
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print!("{}", changes.render());
+                if !maps.is_empty() {
+                    println!("~ eBPF map entries: {}", maps.summary());
+                }
+            }
         }
         Command::Validate { file } => {
             let topo = Topology::from_file(&file)?;

@@ -274,6 +274,151 @@ fn firewall(plan: &Plan, n: usize, out: &mut MapEntries) -> Result<(), EntriesEr
     Ok(())
 }
 
+/// The writes that turn one map's entries into another's: keys to insert or overwrite, and
+/// keys to delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delta<K, V> {
+    pub put: Vec<(K, V)>,
+    pub delete: Vec<K>,
+}
+
+impl<K, V> Default for Delta<K, V> {
+    fn default() -> Self {
+        Delta {
+            put: Vec::new(),
+            delete: Vec::new(),
+        }
+    }
+}
+
+impl<K, V> Delta<K, V> {
+    /// How many keys change.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.put.len() + self.delete.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn delta<K: Clone + Eq + std::hash::Hash, V: Clone + PartialEq>(
+    old: &[(K, V)],
+    new: &[(K, V)],
+) -> Delta<K, V> {
+    let before: HashMap<&K, &V> = old.iter().map(|(k, v)| (k, v)).collect();
+    let after: HashMap<&K, &V> = new.iter().map(|(k, v)| (k, v)).collect();
+    Delta {
+        put: new
+            .iter()
+            .filter(|(k, v)| before.get(k) != Some(&v))
+            .cloned()
+            .collect(),
+        delete: old
+            .iter()
+            .filter(|(k, _)| !after.contains_key(k))
+            .map(|(k, _)| k.clone())
+            .collect(),
+    }
+}
+
+/// What changes in every map between two plans' entries: only these keys are written.
+#[derive(Clone, Debug, Default)]
+pub struct EntriesDiff {
+    pub ifaces: Delta<u32, IfaceInfo>,
+    pub routes: Delta<(u32, Ipv4Net), Route>,
+    pub classes: Delta<(u32, Ipv4Net), u32>,
+    pub rules: Delta<RuleKey, RuleVerdict>,
+    /// Counter slots of links and rules that are new: zeroed before use.
+    pub fresh_links: Vec<u32>,
+    pub fresh_rules: Vec<u32>,
+    /// Routers that are gone: their tracked flows are forgotten.
+    pub gone_routers: Vec<u32>,
+}
+
+impl EntriesDiff {
+    /// Entries written or deleted, in all.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.ifaces.len() + self.routes.len() + self.classes.len() + self.rules.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `routes +3 -1, ifaces +2`, for people.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for (name, put, delete) in [
+            (
+                "interfaces",
+                self.ifaces.put.len(),
+                self.ifaces.delete.len(),
+            ),
+            ("routes", self.routes.put.len(), self.routes.delete.len()),
+            (
+                "firewall classes",
+                self.classes.put.len(),
+                self.classes.delete.len(),
+            ),
+            (
+                "firewall rules",
+                self.rules.put.len(),
+                self.rules.delete.len(),
+            ),
+        ] {
+            if put + delete > 0 {
+                parts.push(format!("{name} +{put} -{delete}"));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+/// The map writes from `old`'s entries to `new`'s (plans of one network, `new` built from
+/// `old`, so ids are stable).
+#[must_use]
+pub fn diff(
+    old: &Plan,
+    old_entries: &MapEntries,
+    new: &Plan,
+    new_entries: &MapEntries,
+) -> EntriesDiff {
+    let old_links: std::collections::HashSet<u32> = old.links.iter().map(|l| l.id).collect();
+    let old_slots: std::collections::HashSet<u32> =
+        old_entries.rule_slots.iter().map(|r| r.slot).collect();
+    let new_routers: std::collections::HashSet<u32> = new.nodes.iter().map(|n| n.id).collect();
+    EntriesDiff {
+        ifaces: delta(&old_entries.ifaces, &new_entries.ifaces),
+        routes: delta(&old_entries.routes, &new_entries.routes),
+        classes: delta(&old_entries.classes, &new_entries.classes),
+        rules: delta(&old_entries.rules, &new_entries.rules),
+        fresh_links: new
+            .links
+            .iter()
+            .map(|l| l.id)
+            .filter(|id| !old_links.contains(id))
+            .collect(),
+        fresh_rules: new_entries
+            .rule_slots
+            .iter()
+            .map(|r| r.slot)
+            .filter(|s| !old_slots.contains(s))
+            .collect(),
+        gone_routers: old
+            .nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Router && !new_routers.contains(&n.id))
+            .map(|n| n.id)
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

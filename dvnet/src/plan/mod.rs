@@ -14,6 +14,7 @@ use crate::topology::{Endpoint, NodeRef, Policy, Routing, Topology};
 pub use frr::FrrPlan;
 
 mod addressing;
+pub mod diff;
 pub mod frr;
 pub mod identity;
 pub mod naming;
@@ -60,6 +61,9 @@ pub struct Plan {
     pub name: String,
     pub id: String,
     pub datapath: Datapath,
+    /// Where nodes run (`--runtime`); kept so that edits plan the same way.
+    #[serde(default)]
+    pub runtime: Runtime,
     pub routing: Routing,
     pub update_hosts: bool,
     /// The namespace holding the segments.
@@ -179,7 +183,7 @@ pub struct FirewallPlan {
     pub rules: Vec<RulePlan>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Accept,
@@ -689,6 +693,7 @@ impl Plan {
             name: topo.name.clone(),
             id: id.clone(),
             datapath: options.datapath,
+            runtime: options.runtime,
             routing: topo.routing,
             update_hosts: topo.update_hosts,
             fabric_netns: naming::fabric_netns(&id),

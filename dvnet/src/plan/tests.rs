@@ -441,3 +441,93 @@ fn addresses_stay_with_their_nodes() {
             .starts_with("10.5.0.")
     );
 }
+
+/// The diff from LAB to `edited` (planned as an edit of LAB), as `dvnet diff` prints it.
+fn diff_of(edited: &str) -> String {
+    let before = plan_text(LAB, None);
+    let after = plan_text(edited, Some(&before));
+    super::diff::diff(Some(&before), Some(&after)).render()
+}
+
+#[test]
+fn diff_of_the_same_file_is_empty() {
+    let before = plan_text(LAB, None);
+    let again = plan_text(LAB, Some(&before));
+    assert_eq!(before, again, "planning a file over itself changes nothing");
+    assert_eq!(diff_of(LAB), "no changes\n");
+}
+
+#[test]
+fn diff_goldens() {
+    let cases: [(&str, String, &str); 6] = [
+        (
+            "a host added to a bridged subnet",
+            LAB.replace(r#""A-2": {}"#, r#""A-2": {}, "A-3": {}"#),
+            "+ host A-3, 10.0.0.4 on A\n",
+        ),
+        (
+            "a subnet with a host behind a new router (C: veth pair -> bridge)",
+            LAB.replace(
+                r#""C": {"cidr": "10.0.2.0/24", "hosts": {}}"#,
+                r#""C": {"cidr": "10.0.2.0/24", "hosts": {}},
+        "D": {"cidr": "10.0.3.0/24", "hosts": {"D-1": {}}}"#,
+            )
+            .replace(
+                r#""R-2": {"subnets": ["C", "B"]}"#,
+                r#""R-2": {"subnets": ["C", "B"]}, "R-3": {"subnets": ["C", "D"]}"#,
+            ),
+            "+ router R-3, 10.0.2.3 on C, 10.0.3.1 on D, 192.168.240.4 on uplink\n\
+             + host D-1, 10.0.3.2 on D\n\
+             ~ subnet C: veth pair -> bridge, 3 members\n\
+             + subnet D (veth pair)\n\
+             ~ link R-1 on C: rewired (veth pair -> bridge)\n\
+             ~ link R-2 on C: rewired (veth pair -> bridge)\n\
+             ~ routes of R-1: +10.0.3.0/24 via 10.0.2.3\n\
+             ~ routes of R-2: +10.0.3.0/24 via 10.0.2.3\n\
+             ~ host: routes +10.0.3.0/24 via 192.168.240.4\n\
+             ~ host: NAT table (sources, published ports)\n",
+        ),
+        (
+            "a host removed (B: bridge -> veth pair)",
+            LAB.replace(r#""B-1": {}, "B-2": {}"#, r#""B-1": {}"#),
+            "- node B-2\n\
+             ~ subnet B: bridge, 3 members -> veth pair\n\
+             ~ link B-1 on B: rewired (bridge -> veth pair)\n\
+             ~ link R-2 on B: rewired (bridge -> veth pair)\n",
+        ),
+        (
+            "a firewall rule and the policy",
+            LAB.replace(
+                r#""drop": [["A-2", "B"]], "accept": [["A", "B"]]"#,
+                r#""policy": "DROP", "drop": [["A-2", "B"]], "accept": [["A", "B"], ["B", "A"]]"#,
+            ),
+            "~ firewall of R-1: policy ACCEPT -> DROP +routers.\"R-1\".fw_rules.accept[1]\n",
+        ),
+        (
+            "a node's image",
+            LAB.replace(r#""A-1": {}"#, r#""A-1": {"image": "dvnet/host"}"#),
+            "~ node A-1: recreated (namespace -> container)\n",
+        ),
+        (
+            "an explicit address",
+            LAB.replace(r#""B-2": {}"#, r#""B-2": {"ip": "10.0.1.99"}"#),
+            "~ link B-2 on B: address 10.0.1.3 -> 10.0.1.99\n",
+        ),
+    ];
+    for (edit, edited, expected) in cases {
+        assert_eq!(diff_of(&edited), expected, "{edit}");
+    }
+}
+
+#[test]
+fn up_and_down_are_diffs_from_and_to_nothing() {
+    let plan = plan_text(LAB, None);
+    let up = super::diff::diff(None, Some(&plan));
+    assert_eq!(up.built_nodes().len(), plan.nodes.len());
+    assert!(up.links.is_empty(), "links come with their nodes");
+    assert_eq!(up.host, [super::diff::HostChange::AddUplink]);
+    let down = super::diff::diff(Some(&plan), None);
+    assert_eq!(down.removed_nodes().len(), plan.nodes.len());
+    assert_eq!(down.host, [super::diff::HostChange::RemoveUplink]);
+    assert_eq!(down.subnets.len(), plan.subnets.len());
+}
