@@ -19,8 +19,12 @@ use dvnet_common::{
 pub static DV_LINK_STATS: PerCpuArray<LinkStats> = PerCpuArray::with_max_entries(1, 0);
 
 /// ifindex → where a program runs.
+/// `BPF_F_NO_PREALLOC`: entries are allocated as userspace writes them, so a map sized with
+/// room for edits costs only what it holds.
+const NO_PREALLOC: u32 = 1;
+
 #[map(name = "DV_IFACES")]
-pub static DV_IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(1, 0);
+pub static DV_IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(1, NO_PREALLOC);
 
 /// (router, destination) → route; every router's table in one trie.
 #[map(name = "DV_ROUTES")]
@@ -32,7 +36,7 @@ pub static DV_FW_CLASSES: LpmTrie<RouterAddr, u32> = LpmTrie::with_max_entries(1
 
 /// Rules, expanded to classes, with wildcards.
 #[map(name = "DV_FW_RULES")]
-pub static DV_FW_RULES: HashMap<RuleKey, RuleVerdict> = HashMap::with_max_entries(1, 0);
+pub static DV_FW_RULES: HashMap<RuleKey, RuleVerdict> = HashMap::with_max_entries(1, NO_PREALLOC);
 
 /// Accepted flows, so their later packets and replies pass. LRU: a full map evicts.
 #[map(name = "DV_CONNTRACK")]

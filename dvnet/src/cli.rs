@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::deploy::{self, UpOptions};
+use crate::apply::{self, UpOptions};
 use crate::generate::{self, GenSpec, Shape};
 use crate::inspect;
 use crate::plan::{Datapath, Plan, PlanOptions, Runtime};
@@ -36,6 +36,18 @@ pub enum Command {
         /// Where nodes run: containers for nodes that name an image (auto), or namespaces only.
         #[arg(long, value_enum, default_value_t)]
         runtime: Runtime,
+        /// Report the phases and what was built as JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a running network to match its edited topology file, touching only what
+    /// changed (`dvnet diff FILE` shows what that is).
+    Apply {
+        /// The topology file, edited.
+        file: PathBuf,
+        /// Report the changes, phases and counts as JSON on standard output.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove everything a network owns (idempotent; works after a crash too).
     Down {
@@ -221,6 +233,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             datapath,
             runtime,
+            json,
         } => {
             let topo = Topology::from_file(&file)?;
             let plan = Plan::build(&topo, PlanOptions { datapath, runtime })?;
@@ -229,16 +242,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let options = UpOptions {
                 source: Some(file.clone()),
-                progress: deploy::stderr_is_terminal(),
             };
-            let started = std::time::Instant::now();
-            let report = async_runtime()?.block_on(deploy::up(&plan, &options))?;
+            let bars = Bars::on_terminal();
+            let report = async_runtime()?.block_on(apply::up(&plan, &options, &bars))?;
+            bars.clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
             println!(
                 "network \"{}\" is up: {} nodes, {} links in {:.2} s",
                 plan.name,
                 plan.nodes.len(),
-                report.links,
-                started.elapsed().as_secs_f64()
+                report.counts.links_created,
+                report.seconds
             );
             if let Some(node) = plan
                 .nodes
@@ -251,9 +268,38 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Apply { file, json } => {
+            let topo = Topology::from_file(&file)?;
+            let bars = Bars::on_terminal();
+            let applied =
+                async_runtime()?.block_on(apply::apply(&topo, Some(file.clone()), &bars))?;
+            bars.clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&applied)?);
+                return Ok(());
+            }
+            print!("{}", applied.changes.render());
+            if !applied.map_changes.is_empty() {
+                println!("~ eBPF map entries: {}", applied.map_changes);
+            }
+            if !applied.changes.is_empty() || !applied.map_changes.is_empty() {
+                let c = &applied.report.counts;
+                println!(
+                    "network {}: applied in {:.2} s ({} nodes built, {} removed; {} links made, \
+                     {} removed; {} map entries written)",
+                    applied.report.network,
+                    applied.report.seconds,
+                    c.nodes_built,
+                    c.nodes_removed,
+                    c.links_created,
+                    c.links_removed,
+                    applied.report.map_entries
+                );
+            }
+        }
         Command::Down { network } => {
             let id = network_id(&network)?;
-            let report = async_runtime()?.block_on(deploy::down(&id))?;
+            let report = async_runtime()?.block_on(apply::down(&id, &apply::Silent))?;
             if report.found_anything() {
                 print!(
                     "network {id} is down: removed {} namespaces",
@@ -391,6 +437,64 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Progress bars on a terminal (stderr), one per phase that counts its steps.
+struct Bars {
+    enabled: bool,
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl Bars {
+    fn on_terminal() -> Bars {
+        use std::io::IsTerminal as _;
+        Bars {
+            enabled: std::io::stderr().is_terminal(),
+            bar: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(bar) = self.bar.lock().expect("bars").take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl apply::Observer for Bars {
+    fn start(&self, phase: &'static str, total: usize) {
+        if !self.enabled || total == 0 {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(phase);
+        if let Some(old) = self.bar.lock().expect("bars").replace(bar) {
+            old.finish_and_clear();
+        }
+    }
+
+    fn advance(&self, n: usize) {
+        if let Some(bar) = self.bar.lock().expect("bars").as_ref() {
+            bar.inc(n as u64);
+        }
+    }
+
+    fn done(&self, _phase: &'static str, _elapsed: std::time::Duration) {
+        self.clear();
+    }
+
+    fn waiting(&self, what: &str) {
+        if self.enabled {
+            eprintln!("{what}");
+        }
+    }
+}
+
 /// `dvnet stats`: once, or refreshed with rates (`--watch`).
 fn stats(network: &str, json: bool, watch: bool, interval: f64) -> anyhow::Result<()> {
     let id = network_id(network)?;
@@ -460,7 +564,7 @@ fn ls(json: bool) -> anyhow::Result<()> {
     }
     // containers of a network with no record (a crash, or an `up` killed at the wrong time)
     let containers = async_runtime()?.block_on(async {
-        match crate::docker::Containers::connect().await {
+        match crate::runtime::docker::Containers::connect().await {
             Ok(docker) => docker.networks().await.unwrap_or_default(),
             Err(_) => std::collections::HashMap::new(),
         }

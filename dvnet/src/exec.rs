@@ -14,8 +14,8 @@ use std::path::Path;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 
-use crate::deploy::etc_netns_dir;
 use crate::netns;
+use crate::runtime::netns::etc_dir as etc_netns_dir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {

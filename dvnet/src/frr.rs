@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 
-use crate::docker::Containers;
 use crate::netns;
 use crate::plan::{FrrPlan, NodePlan, Plan};
+use crate::runtime::docker::Containers;
 use crate::state;
 
 /// Where the host's FRR daemons are.
@@ -99,15 +99,19 @@ pub struct Config {
     pub file: Option<PathBuf>,
 }
 
-/// Checks, before anything is created, what starting FRR will need: the host's FRR and its
-/// user for namespace routers, and every router's configuration, read now.
+/// Checks, before anything is created, what starting FRR will need in the routers `starts`
+/// picks: the host's FRR and its user for namespace routers, and each configuration, read
+/// now.
 ///
 /// # Errors
 /// FRR or its user is missing, or a configuration cannot be read.
-pub fn preflight(plan: &Plan) -> Result<Configs, FrrError> {
+pub fn preflight(plan: &Plan, starts: impl Fn(&NodePlan) -> bool) -> Result<Configs, FrrError> {
     let mut configs = Vec::new();
     for (i, node) in plan.nodes.iter().enumerate() {
         let Some(frr) = &node.frr else { continue };
+        if !starts(node) {
+            continue;
+        }
         if !node.container {
             if !Path::new(FRR_LIB).join("zebra").exists() {
                 return Err(FrrError::NotInstalled {
@@ -322,8 +326,11 @@ fn in_namespace(id: &str, node: &NodePlan, config: &Config) -> Result<(), FrrErr
     nix::unistd::chown(&dir, Some(uid), Some(gid)).map_err(|e| err("chown", e.to_string()))?;
 
     let net = netns::open(&node.netns).map_err(|e| err("opening its namespace", e.to_string()))?;
-    let uts = uts_namespace(&dir.join("uts"), &crate::docker::hostname(&node.name))
-        .map_err(io("creating its UTS namespace"))?;
+    let uts = uts_namespace(
+        &dir.join("uts"),
+        &crate::runtime::docker::hostname(&node.name),
+    )
+    .map_err(io("creating its UTS namespace"))?;
     let d = dir.display().to_string();
     for daemon in ["zebra", "staticd"].into_iter().chain(daemons(text)) {
         let mut cmd = Command::new(Path::new(FRR_LIB).join(daemon));
@@ -440,6 +447,85 @@ fn run_inside(cmd: &mut Command, net: &OwnedFd, uts: &OwnedFd) -> Result<(), Str
         .trim()
         .to_owned())
     }
+}
+
+/// Stops FRR in one router (its configuration changed, or it no longer runs FRR): the
+/// daemons get SIGTERM and are waited for; a namespace router's FRR directory goes too.
+///
+/// # Errors
+/// When the daemons cannot be stopped.
+pub async fn stop(id: &str, node: &NodePlan, docker: Option<&Containers>) -> Result<(), FrrError> {
+    let err = |op: &str, detail: String| FrrError::Start {
+        router: node.name.clone(),
+        op: op.to_owned(),
+        detail,
+    };
+    if node.container {
+        let docker = docker.expect("container nodes come with a Docker connection");
+        let exec = docker
+            .client()
+            .create_exec(
+                &node.netns,
+                CreateExecOptions {
+                    cmd: Some(vec!["dvnet-frr".to_owned(), "stop".to_owned()]),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..CreateExecOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| err("docker exec", e.to_string()))?;
+        if let StartExecResults::Attached { mut output, .. } = docker
+            .client()
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| err("docker exec", e.to_string()))?
+        {
+            while output.next().await.is_some() {}
+        }
+        return Ok(());
+    }
+    let dir = dir(id, node);
+    let pids: Vec<i32> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .collect();
+    let (_, errors) = netns::stop_processes(&pids, std::time::Duration::from_secs(3));
+    if let Some(e) = errors.into_iter().next() {
+        return Err(err("stopping its daemons", e));
+    }
+    release_one(&dir).map_err(|e| err("removing its directory", e))
+}
+
+/// Unmounts a namespace router's UTS namespace and removes its FRR directory.
+fn release_one(dir: &Path) -> Result<(), String> {
+    let uts = dir.join("uts");
+    if uts.exists() {
+        match nix::mount::umount2(&uts, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
+            Err(e) => return Err(format!("unmounting {}: {e}", uts.display())),
+        }
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("removing {}: {e}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Releases the FRR directories of routers that are gone (their daemons died with their
+/// namespaces).
+#[must_use]
+pub fn release_nodes(id: &str, nodes: &[&NodePlan]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|n| !n.container)
+        .filter_map(|n| release_one(&dir(id, n)).err())
+        .collect()
 }
 
 /// Unmounts the UTS namespaces of a network's namespace routers (before its record goes).

@@ -1,7 +1,6 @@
 //! What a running network looks like, read back from the kernel (`dvnet inspect`).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsFd as _;
 
 use futures::{StreamExt as _, stream};
 use netlink_packet_route::address::AddressAttribute;
@@ -56,14 +55,7 @@ pub struct LiveRoute {
 /// # Errors
 /// The namespace does not exist or the socket cannot be opened.
 pub fn netlink_in(ns: &str) -> Result<Netlink, InspectError> {
-    let fd = netns::open(ns)?;
-    let socket = netns::on_thread(fd.as_fd(), crate::netlink::socket_here)
-        .and_then(|r| r)
-        .map_err(|source| InspectError::Socket {
-            ns: ns.to_owned(),
-            source,
-        })?;
-    Netlink::from_socket(socket, ns).map_err(|source| InspectError::Socket {
+    Netlink::open_in(ns).map_err(|source| InspectError::Socket {
         ns: ns.to_owned(),
         source,
     })

@@ -2,25 +2,34 @@
 //!
 //! Data flows one way:
 //! - [`topology`]: file → validated [`topology::Topology`] (every error at once, with its path).
-//! - [`plan`]: topology → [`plan::Plan`], pure: addresses, names, routes, firewall entries.
-//! - [`datapath`]: map entries from a plan, the embedded eBPF object, loading and pinning.
+//! - [`plan`]: topology → [`plan::Plan`], pure: addresses, names, routes, firewall entries,
+//!   identities kept from the running network's plan; [`plan::diff`] says what changes.
+//! - [`apply`]: a diff worked through on the machine — `up` (from nothing), `apply` (an edit),
+//!   `down` (to nothing) — with checks before anything changes, one network's lock, rollback.
+//! - [`state`]: the record of a running network, so later processes find it.
 //!
-//! Around them: [`generate`] writes generated topologies, [`render`] draws tables, [`cli`]
-//! is the command line.
+//! The backends, each behind a small trait or module: [`runtime`] (where nodes run:
+//! namespaces, Docker containers), [`datapath`] (eBPF maps and programs, the kernel's
+//! iptables), [`host`] (the host's side of outbound access), [`frr`] (routing daemons).
+//! Below them: [`netns`] (named namespaces), [`netlink`] (typed rtnetlink), [`lock`].
+//!
+//! Around them: [`generate`] writes generated topologies, [`inspect`] reads a network back
+//! from the kernel, [`stats`] reads the counters, [`render`] draws tables, [`exec`] enters
+//! nodes, [`cli`] is the command line.
+pub mod apply;
 pub mod cli;
 pub mod datapath;
-pub mod deploy;
-pub mod docker;
 pub mod exec;
 pub mod frr;
 pub mod generate;
+pub mod host;
 pub mod inspect;
 pub mod lock;
 pub mod netlink;
 pub mod netns;
-pub mod outbound;
 pub mod plan;
 pub mod render;
+pub mod runtime;
 pub mod state;
 pub mod stats;
 pub mod topology;

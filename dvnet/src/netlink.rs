@@ -78,6 +78,18 @@ impl Netlink {
         })
     }
 
+    /// A handle inside the named namespace `ns` (`/run/netns/<ns>`): its socket is opened on
+    /// a short-lived thread that enters the namespace. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// When the namespace does not exist or the socket cannot be opened.
+    pub fn open_in(ns: &str) -> io::Result<Netlink> {
+        use std::os::fd::AsFd as _;
+        let fd = crate::netns::open(ns).map_err(io::Error::other)?;
+        let socket = crate::netns::on_thread(fd.as_fd(), socket_here).and_then(|r| r)?;
+        Netlink::from_socket(socket, ns)
+    }
+
     /// The namespace this handle talks to.
     #[must_use]
     pub fn namespace(&self) -> &str {
@@ -190,6 +202,116 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| self.err(format_args!("adding route {dest} via {via}"), e))
+    }
+
+    fn route_message(dest: Ipv4Net, via: Ipv4Addr, ifindex: u32) -> RouteMessage {
+        RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest.network(), dest.prefix_len())
+            .gateway(via)
+            .output_interface(ifindex)
+            .build()
+    }
+
+    /// Adds a route, or replaces the one to the same destination.
+    ///
+    /// # Errors
+    /// When the gateway is not reachable on the link.
+    pub async fn replace_route(
+        &self,
+        dest: Ipv4Net,
+        via: Ipv4Addr,
+        ifindex: u32,
+    ) -> Result<(), NetlinkError> {
+        self.handle
+            .route()
+            .add(Self::route_message(dest, via, ifindex))
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| self.err(format_args!("setting route {dest} via {via}"), e))
+    }
+
+    /// Deletes a route; one that is gone already is fine.
+    ///
+    /// # Errors
+    /// When the kernel refuses for another reason.
+    pub async fn delete_route(
+        &self,
+        dest: Ipv4Net,
+        via: Ipv4Addr,
+        ifindex: u32,
+    ) -> Result<(), NetlinkError> {
+        match self
+            .handle
+            .route()
+            .del(Self::route_message(dest, via, ifindex))
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::ESRCH) || is_errno(&e, libc::ENODEV) => Ok(()),
+            Err(e) => Err(self.err(format_args!("deleting route {dest} via {via}"), e)),
+        }
+    }
+
+    /// Deletes an address from a link; one that is gone already is fine.
+    ///
+    /// # Errors
+    /// When the kernel refuses for another reason.
+    pub async fn delete_address(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NetlinkError> {
+        let mut dump = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .map_err(|e| self.err(format_args!("listing addresses of link {ifindex}"), e))?
+        {
+            let here = msg.attributes.iter().any(|a| {
+                matches!(a, netlink_packet_route::address::AddressAttribute::Address(std::net::IpAddr::V4(v)) if *v == addr)
+            });
+            if here {
+                return self
+                    .handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(|e| self.err(format_args!("deleting address {addr}"), e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a link's MAC address.
+    ///
+    /// # Errors
+    /// When the link does not exist.
+    pub async fn set_mac(&self, ifindex: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(ifindex)
+            .address(mac.to_vec())
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| self.err(format_args!("setting the MAC of link {ifindex}"), e))
+    }
+
+    /// Deletes a link if it exists (a veth takes its peer with it).
+    ///
+    /// # Errors
+    /// When the kernel refuses for another reason than its absence.
+    pub async fn delete_link_if_there(&self, index: u32) -> Result<bool, NetlinkError> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if is_errno(&e, libc::ENODEV) || is_errno(&e, libc::ENOENT) => Ok(false),
+            Err(e) => Err(self.err(format_args!("deleting link {index}"), e)),
+        }
     }
 
     /// Sends one request and waits for its acknowledgement.
@@ -340,6 +462,12 @@ impl Netlink {
             .await
             .map_err(|e| self.err(format_args!("listing routes"), e))
     }
+}
+
+/// Whether a netlink error is the kernel's `errno`.
+#[must_use]
+pub fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
 }
 
 fn index_i32(ifindex: u32) -> i32 {

@@ -278,7 +278,7 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
             cidr.prefix_len(),
             uplink.host_ifname,
             cidr,
-            crate::outbound::table_name(&plan.id)
+            crate::host::nat::table_name(&plan.id)
         );
         if !uplink.published.is_empty() {
             let mut t = table(["host port", "node", "address", "node port"]);

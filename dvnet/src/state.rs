@@ -56,6 +56,8 @@ pub enum Status {
     /// `up` is running (or died while running).
     Creating,
     Up,
+    /// `apply` is changing it (or died while doing so): `target` is where it was going.
+    Applying,
 }
 
 /// The record of one network.
@@ -72,7 +74,10 @@ pub struct State {
     pub plan: Plan,
     /// Changes to the host beyond the network's own objects (outbound access).
     #[serde(default)]
-    pub host: Option<crate::outbound::HostChanges>,
+    pub host: Option<crate::host::HostChanges>,
+    /// While an `apply` runs: the plan it is changing the network to.
+    #[serde(default)]
+    pub target: Option<Plan>,
 }
 
 /// The directory of a network's record. `id` must be a network id

@@ -35,29 +35,33 @@ pub struct MapSizes {
     pub conntrack: u32,
 }
 
+/// Room for edits: a map holding `n` entries at `up` is made for this many. Arrays
+/// (counters) cost their size in memory; the hash maps and tries allocate as they fill.
+#[must_use]
+pub fn with_room(n: usize, least: usize) -> u32 {
+    u32::try_from((n * 2).max(n + least).max(1)).unwrap_or(u32::MAX)
+}
+
 impl MapSizes {
-    /// Sizes that fit `entries` for a network of `links` links (every map at least 1).
+    /// Sizes that fit `entries` for a network whose links use `link_slots` counter slots,
+    /// with room for edits (see [`with_room`]).
     #[must_use]
-    pub fn for_entries(entries: &MapEntries, links: usize) -> MapSizes {
-        let n = |v: usize| u32::try_from(v.max(1)).unwrap_or(u32::MAX);
+    pub fn for_entries(entries: &MapEntries, link_slots: usize) -> MapSizes {
+        let rule_slots = entries
+            .rule_slots
+            .iter()
+            .map(|r| r.slot as usize + 1)
+            .max()
+            .unwrap_or(0);
         MapSizes {
-            links: n(links),
-            // a few spare slots: interfaces added after `up` (an uplink, a test device)
-            ifaces: n(entries.ifaces.len() + 8),
-            routes: n(entries.routes.len()),
-            classes: n(entries.classes.len()),
-            rules: n(entries.rules.len()),
-            rule_hits: n(entries
-                .rule_slots
-                .iter()
-                .map(|r| r.slot as usize + 1)
-                .max()
-                .unwrap_or(0)),
-            conntrack: if entries.firewalled {
-                CONNTRACK_ENTRIES
-            } else {
-                1
-            },
+            links: with_room(link_slots, 256),
+            ifaces: with_room(entries.ifaces.len(), 1024),
+            routes: with_room(entries.routes.len(), 4096),
+            classes: with_room(entries.classes.len(), 4096),
+            rules: with_room(entries.rules.len(), 4096),
+            rule_hits: with_room(rule_slots, 256),
+            // LRU maps are preallocated; a firewall added by an edit needs it whole
+            conntrack: CONNTRACK_ENTRIES,
         }
     }
 }
@@ -193,14 +197,28 @@ impl Loaded {
             .as_fd()
     }
 
-    /// Pins every map under `dir` (created; bpffs mounted if needed).
+    /// Pins every map, and the two programs, under `dir` (created; bpffs mounted if needed):
+    /// stats read the maps, edits write them and attach the programs to new interfaces.
     ///
     /// # Errors
     /// When bpffs cannot be mounted or a pin cannot be made.
-    pub fn pin(&self, dir: &Path) -> Result<(), BpfError> {
+    pub fn pin(&mut self, dir: &Path) -> Result<(), BpfError> {
         ensure_bpffs()?;
         secure_pin_root()?;
         crate::state::secure_dir(dir, 0o700)?;
+        for name in [programs::NODE_INGRESS, programs::FABRIC_INGRESS] {
+            let path = dir.join(name);
+            let program: &mut aya::programs::SchedClassifier = self
+                .ebpf
+                .program_mut(name)
+                .and_then(|p| p.try_into().ok())
+                .expect("a loaded classifier");
+            program.pin(&path).map_err(|e| BpfError::Pin {
+                op: "pinning",
+                path: path.display().to_string(),
+                source: std::io::Error::other(e),
+            })?;
+        }
         for name in maps::ALL {
             let map = self
                 .ebpf
@@ -332,5 +350,175 @@ pub fn remove_pins(id: &str) -> Result<(), crate::state::StateError> {
             source: e,
         }),
         _ => Ok(()),
+    }
+}
+
+/// A running network's pinned maps and programs, for an edit.
+pub struct Pinned {
+    dir: PathBuf,
+    node: aya::programs::SchedClassifier,
+    fabric: aya::programs::SchedClassifier,
+}
+
+fn pin_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(String) -> BpfError + 'a {
+    move |e| BpfError::Pin {
+        op,
+        path: path.display().to_string(),
+        source: std::io::Error::other(e),
+    }
+}
+
+impl Pinned {
+    /// Opens the pins of network `id`.
+    ///
+    /// # Errors
+    /// When they are missing (the network is not up) or untrustworthy.
+    pub fn open(id: &str) -> Result<Pinned, BpfError> {
+        if !check_pins(id)? {
+            return Err(BpfError::Pin {
+                op: "opening",
+                path: pin_dir(id).display().to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let dir = pin_dir(id);
+        let program = |name: &str| {
+            let path = dir.join(name);
+            aya::programs::SchedClassifier::from_pin(&path)
+                .map_err(|e| pin_err("opening", &path)(e.to_string()))
+        };
+        Ok(Pinned {
+            node: program(programs::NODE_INGRESS)?,
+            fabric: program(programs::FABRIC_INGRESS)?,
+            dir,
+        })
+    }
+
+    /// The program attached to node interfaces, and the one on fabric ports.
+    ///
+    /// # Panics
+    /// Never: pinned programs are loaded.
+    #[must_use]
+    pub fn programs(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
+        (
+            self.node.fd().expect("a pinned program").as_fd(),
+            self.fabric.fd().expect("a pinned program").as_fd(),
+        )
+    }
+
+    fn data(&self, name: &str) -> Result<MapData, BpfError> {
+        let path = self.dir.join(name);
+        MapData::from_pin(&path).map_err(|e| pin_err("opening", &path)(e.to_string()))
+    }
+
+    fn map(&self, name: &str) -> Result<aya::maps::Map, BpfError> {
+        aya::maps::Map::from_map_data(self.data(name)?).map_err(map_err(name))
+    }
+
+    /// How many entries map `name` holds at most.
+    ///
+    /// # Errors
+    /// When the map cannot be opened.
+    pub fn capacity(&self, name: &str) -> Result<u32, BpfError> {
+        let map = self.data(name)?;
+        let info = map.info().map_err(map_err(name))?;
+        Ok(info.max_entries())
+    }
+
+    /// Writes `diff` into the maps: deletions, then insertions; new counter slots zeroed
+    /// first; flows of routers that are gone forgotten.
+    ///
+    /// # Errors
+    /// When the kernel refuses an entry.
+    pub fn write(&self, diff: &super::entries::EntriesDiff) -> Result<(), BpfError> {
+        use aya::maps::PerCpuArray;
+        use aya::maps::PerCpuValues;
+        use dvnet_common::{FlowKey, LinkStats};
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| BpfError::Pin {
+                op: "counting CPUs for",
+                path: self.dir.display().to_string(),
+                source: e,
+            })?
+            .get() as usize;
+        if !diff.fresh_links.is_empty() {
+            let mut stats: PerCpuArray<MapData, LinkStats> =
+                PerCpuArray::try_from(self.map(maps::LINK_STATS)?)
+                    .map_err(map_err(maps::LINK_STATS))?;
+            for &slot in &diff.fresh_links {
+                let zero: PerCpuValues<LinkStats> =
+                    PerCpuValues::try_from(vec![LinkStats::default(); cpus])
+                        .expect("one value per CPU");
+                stats
+                    .set(slot, zero, 0)
+                    .map_err(map_err(maps::LINK_STATS))?;
+            }
+        }
+        if !diff.fresh_rules.is_empty() {
+            let mut hits: PerCpuArray<MapData, u64> =
+                PerCpuArray::try_from(self.map(maps::RULE_HITS)?)
+                    .map_err(map_err(maps::RULE_HITS))?;
+            for &slot in &diff.fresh_rules {
+                let zero: PerCpuValues<u64> =
+                    PerCpuValues::try_from(vec![0_u64; cpus]).expect("one value per CPU");
+                hits.set(slot, zero, 0).map_err(map_err(maps::RULE_HITS))?;
+            }
+        }
+        let lpm_key = |(router, prefix): &(u32, ipnet::Ipv4Net)| {
+            Key::new(
+                32 + u32::from(prefix.prefix_len()),
+                RouterAddr::new(*router, u32::from(prefix.network()).to_be()),
+            )
+        };
+        let mut routes: LpmTrie<MapData, RouterAddr, Route> =
+            LpmTrie::try_from(self.map(maps::ROUTES)?).map_err(map_err(maps::ROUTES))?;
+        for k in &diff.routes.delete {
+            let _ = routes.remove(&lpm_key(k));
+        }
+        for (k, v) in &diff.routes.put {
+            routes
+                .insert(&lpm_key(k), v, 0)
+                .map_err(map_err(maps::ROUTES))?;
+        }
+        let mut classes: LpmTrie<MapData, RouterAddr, u32> =
+            LpmTrie::try_from(self.map(maps::FW_CLASSES)?).map_err(map_err(maps::FW_CLASSES))?;
+        for k in &diff.classes.delete {
+            let _ = classes.remove(&lpm_key(k));
+        }
+        for (k, v) in &diff.classes.put {
+            classes
+                .insert(&lpm_key(k), v, 0)
+                .map_err(map_err(maps::FW_CLASSES))?;
+        }
+        let mut rules: HashMap<MapData, RuleKey, RuleVerdict> =
+            HashMap::try_from(self.map(maps::FW_RULES)?).map_err(map_err(maps::FW_RULES))?;
+        for k in &diff.rules.delete {
+            let _ = rules.remove(k);
+        }
+        for (k, v) in &diff.rules.put {
+            rules.insert(k, v, 0).map_err(map_err(maps::FW_RULES))?;
+        }
+        // interfaces last: a new interface's program finds its routes and rules in place
+        let mut ifaces: HashMap<MapData, u32, IfaceInfo> =
+            HashMap::try_from(self.map(maps::IFACES)?).map_err(map_err(maps::IFACES))?;
+        for k in &diff.ifaces.delete {
+            let _ = ifaces.remove(k);
+        }
+        for (k, v) in &diff.ifaces.put {
+            ifaces.insert(k, v, 0).map_err(map_err(maps::IFACES))?;
+        }
+        if !diff.gone_routers.is_empty() {
+            let mut flows: HashMap<MapData, FlowKey, u32> =
+                HashMap::try_from(self.map(maps::CONNTRACK)?).map_err(map_err(maps::CONNTRACK))?;
+            let stale: Vec<FlowKey> = flows
+                .keys()
+                .flatten()
+                .filter(|k| diff.gone_routers.contains(&k.router))
+                .collect();
+            for k in stale {
+                let _ = flows.remove(&k);
+            }
+        }
+        Ok(())
     }
 }

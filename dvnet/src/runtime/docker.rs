@@ -13,7 +13,10 @@ use bollard::query_parameters::{
 };
 use futures::{StreamExt as _, stream};
 
+use super::{NodeRuntime, Origin, RuntimeError};
 use crate::plan::{NodePlan, Plan};
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 
 /// Label keys on every container dvnet creates.
 pub const LABEL_NETWORK: &str = "org.dvnet.network";
@@ -102,9 +105,9 @@ impl Containers {
     ///
     /// # Errors
     /// Lists every missing image and the nodes that need it.
-    pub async fn check_images(&self, plan: &Plan) -> Result<(), DockerError> {
+    pub async fn check_images(&self, nodes: &[&NodePlan]) -> Result<(), DockerError> {
         let mut wanted: Vec<(String, Vec<String>)> = Vec::new();
-        for node in plan.nodes.iter().filter(|n| n.container) {
+        for node in nodes.iter().filter(|n| n.container) {
             let image = node.image.clone().expect("container nodes have an image");
             match wanted.iter_mut().find(|(i, _)| *i == image) {
                 Some((_, nodes)) => nodes.push(node.name.clone()),
@@ -124,21 +127,29 @@ impl Containers {
         }
     }
 
-    /// Checks, before anything is created, that no container holds a name the plan's
-    /// container nodes need, and that no container of this network is left from before.
+    /// Checks, before anything is created, that no container holds a name `nodes` need. With
+    /// `fresh` (a network being built from nothing), no container of this network may be left
+    /// from before either.
     ///
     /// # Errors
     /// [`DockerError::NamesTaken`] (a foreign container) or [`DockerError::Orphans`].
-    pub async fn check_names(&self, plan: &Plan) -> Result<(), DockerError> {
-        let ours = self.of_network(&plan.id).await?;
-        if !ours.is_empty() {
-            return Err(DockerError::Orphans {
-                id: plan.id.clone(),
-                names: ours.into_iter().map(|(_, name)| name).collect(),
-            });
+    pub async fn check_names(
+        &self,
+        plan: &Plan,
+        nodes: &[&NodePlan],
+        fresh: bool,
+    ) -> Result<(), DockerError> {
+        if fresh {
+            let ours = self.of_network(&plan.id).await?;
+            if !ours.is_empty() {
+                return Err(DockerError::Orphans {
+                    id: plan.id.clone(),
+                    names: ours.into_iter().map(|(_, name)| name).collect(),
+                });
+            }
         }
         let mut taken = Vec::new();
-        for node in plan.nodes.iter().filter(|n| n.container) {
+        for node in nodes.iter().filter(|n| n.container) {
             match self.docker.inspect_container(&node.netns, None).await {
                 Ok(_) => taken.push(node.netns.clone()),
                 Err(bollard::errors::Error::DockerResponseServerError {
@@ -220,15 +231,14 @@ impl Containers {
         Ok(out)
     }
 
-    /// Creates and starts the containers of every container node; returns the process id of
-    /// each (in plan order of container nodes), whose network namespace dvnet then adopts.
-    /// When one fails, the others still in flight are waited for (never abandoned halfway,
-    /// where Docker would finish them after the rollback looked), then the first error is
-    /// returned.
+    /// Creates and starts the containers of `nodes`; returns the process id of each, in order,
+    /// whose network namespace dvnet then adopts. When one fails, the others still in flight
+    /// are waited for (never abandoned halfway, where Docker would finish them after the
+    /// rollback looked), then the first error is returned.
     ///
     /// # Errors
     /// When Docker refuses a container or it does not keep running.
-    pub async fn create(&self, plan: &Plan) -> Result<Vec<(usize, u32)>, DockerError> {
+    pub async fn create(&self, plan: &Plan, nodes: &[&NodePlan]) -> Result<Vec<u32>, DockerError> {
         let extra_hosts: Vec<String> = if plan.update_hosts {
             plan.host_entries()
                 .into_iter()
@@ -237,20 +247,66 @@ impl Containers {
         } else {
             Vec::new()
         };
-        stream::iter(plan.nodes.iter().enumerate().filter(|(_, n)| n.container))
-            .map(|(i, node)| {
-                let extra_hosts = extra_hosts.clone();
-                async move {
-                    self.create_one(plan, node, extra_hosts)
-                        .await
-                        .map(|pid| (i, pid))
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await
+        // bounded by hand: a stream combinator's closure over borrowed nodes trips the
+        // compiler's Send analysis behind the boxed runtime future
+        let mut pending = futures::stream::FuturesUnordered::new();
+        let mut results: Vec<(usize, Result<u32, DockerError>)> = Vec::with_capacity(nodes.len());
+        let mut next = 0;
+        while next < nodes.len() || !pending.is_empty() {
+            while next < nodes.len() && pending.len() < CONCURRENCY {
+                let (i, node, extra_hosts) = (next, nodes[next], extra_hosts.clone());
+                pending.push(async move { (i, self.create_one(plan, node, extra_hosts).await) });
+                next += 1;
+            }
+            if let Some(done) = pending.next().await {
+                results.push(done);
+            }
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Removes the containers of `nodes` that are labelled as network `id`'s (never one
+    /// dvnet did not make for it).
+    pub async fn remove_nodes(&self, id: &str, nodes: &[&NodePlan]) -> (usize, Vec<String>) {
+        let names: std::collections::HashSet<&str> =
+            nodes.iter().map(|n| n.netns.as_str()).collect();
+        let ours = match self.of_network(id).await {
+            Ok(ours) => ours,
+            Err(e) => return (0, vec![e.to_string()]),
+        };
+        let ids: Vec<String> = ours
             .into_iter()
-            .collect()
+            .filter(|(_, name)| names.contains(name.as_str()))
+            .map(|(cid, _)| cid)
+            .collect();
+        let mut removed = std::collections::HashSet::new();
+        let mut errors = Vec::new();
+        self.remove_all(ids, &mut removed, &mut errors).await;
+        (removed.len(), errors)
+    }
+
+    /// The process id of a running container.
+    ///
+    /// # Errors
+    /// When it cannot be inspected or does not run.
+    pub async fn pid_of(&self, name: &str) -> Result<u32, DockerError> {
+        let state = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|source| DockerError::Container {
+                op: "inspecting",
+                name: name.to_owned(),
+                source,
+            })?
+            .state;
+        match state.and_then(|s| if s.running == Some(true) { s.pid } else { None }) {
+            Some(pid) if pid > 0 => Ok(u32::try_from(pid).expect("positive pid")),
+            _ => Err(DockerError::NotRunning {
+                name: name.to_owned(),
+            }),
+        }
     }
 
     async fn create_one(
@@ -300,16 +356,7 @@ impl Containers {
             .start_container(&name, None)
             .await
             .map_err(err("starting"))?;
-        let state = self
-            .docker
-            .inspect_container(&name, None)
-            .await
-            .map_err(err("inspecting"))?
-            .state;
-        match state.and_then(|s| if s.running == Some(true) { s.pid } else { None }) {
-            Some(pid) if pid > 0 => Ok(u32::try_from(pid).expect("positive pid")),
-            _ => Err(DockerError::NotRunning { name }),
-        }
+        self.pid_of(&name).await
     }
 
     /// Removes every container of network `id` (found by label), running or not.
@@ -429,4 +476,86 @@ pub fn hostname(node: &str) -> String {
     } else {
         crate::topology::sanitize(node)
     }
+}
+
+impl NodeRuntime for Containers {
+    fn name(&self) -> &'static str {
+        "container"
+    }
+
+    fn preflight<'a>(
+        &'a self,
+        plan: &'a Plan,
+        nodes: &'a [&'a NodePlan],
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        async move {
+            self.check_images(nodes).await?;
+            self.check_names(plan, nodes, false).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn start<'a>(
+        &'a self,
+        plan: &'a Plan,
+        nodes: &'a [&'a NodePlan],
+    ) -> BoxFuture<'a, Result<Vec<Origin>, RuntimeError>> {
+        async move {
+            Ok(self
+                .create(plan, nodes)
+                .await?
+                .into_iter()
+                .map(Origin::Adopt)
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn remove<'a>(
+        &'a self,
+        id: &'a str,
+        nodes: &'a [&'a NodePlan],
+    ) -> BoxFuture<'a, (usize, Vec<String>)> {
+        self.remove_nodes(id, nodes).boxed()
+    }
+
+    fn write_hosts(&self, node: &NodePlan, text: &str) -> std::io::Result<()> {
+        write_hosts(node, text)
+    }
+}
+
+/// Writes a container node's `/etc/hosts`: Docker bind-mounts a file of its own there, so
+/// it is written through the container's root and seen at once inside.
+///
+/// # Errors
+/// When no process runs in the node, or the file cannot be written.
+pub fn write_hosts(node: &NodePlan, text: &str) -> std::io::Result<()> {
+    let pid = node_pid(&node.netns)?;
+    std::fs::write(format!("/proc/{pid}/root/etc/hosts"), text)
+}
+
+/// The process whose network namespace is the adopted `/run/netns/<name>`: the container's
+/// main process, found without asking Docker.
+fn node_pid(name: &str) -> std::io::Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ino = std::fs::metadata(crate::netns::path(name))?.ino();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino)
+            && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok()
+        {
+            return Ok(pid);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("no process runs in {name}"),
+    ))
 }

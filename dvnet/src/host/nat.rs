@@ -170,6 +170,7 @@ pub fn preflight(
     plan: &Plan,
     host_routes: &[Ipv4Net],
     others: &[Plan],
+    edit: bool,
 ) -> Result<(), OutboundError> {
     let Some(uplink) = &plan.uplink else {
         return Ok(());
@@ -202,7 +203,7 @@ pub fn preflight(
         }
     }
     let table = table_name(&plan.id);
-    if run("nft", &["list", "table", "ip", &table], None).is_ok() {
+    if !edit && run("nft", &["list", "table", "ip", &table], None).is_ok() {
         return Err(OutboundError::TableTaken { table });
     }
     for p in &uplink.published {
@@ -328,6 +329,28 @@ pub fn apply(plan: &Plan, changes: &mut HostChanges) -> Result<(), OutboundError
         }
     }
     Ok(())
+}
+
+/// Replaces the network's NAT table with the one its plan asks for now (sources, published
+/// ports), in one nftables transaction: no moment without NAT.
+///
+/// # Errors
+/// When nftables refuses.
+pub fn reload(plan: &Plan) -> Result<(), OutboundError> {
+    let Some(uplink) = &plan.uplink else {
+        return Ok(());
+    };
+    let table = table_name(&plan.id);
+    let text = format!(
+        "table ip {table}\ndelete table ip {table}\n{}",
+        ruleset(&plan.id, uplink)
+    );
+    run("nft", &["-f", "-"], Some(&text))
+        .map(|_| ())
+        .map_err(|detail| OutboundError::Host {
+            op: "reloading the NAT table".into(),
+            detail,
+        })
 }
 
 /// Undoes what [`apply`] recorded doing for network `id` (`changes`): its nftables table, its

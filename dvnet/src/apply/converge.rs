@@ -1,0 +1,827 @@
+//! The executor: turns the network of one plan into that of another by working through
+//! their [`Diff`], touching only what it names. `up` is the diff from no network; an edit
+//! is the diff between the running plan and the edited file's.
+//!
+//! Order: what goes goes first (FRR stopped, links deleted from the side of the nodes that
+//! stay, nodes and their namespaces removed, bridges deleted), then what comes is built
+//! (bridges, nodes: containers started and namespaces made with their sysctls on a few
+//! dedicated threads, veths created with both ends in place, interfaces up with addresses,
+//! routes, programs attached once every qdisc exists), then the firewalls of the kernel
+//! datapath. Map entries, FRR, hosts files and the host side are the caller's (they differ
+//! between `up` and an edit).
+//!
+//! In [`Mode::Rollback`] (putting a network back after an edit failed halfway) a node whose
+//! namespace exists, or a link whose interface exists, is taken as already there.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
+
+use futures::{StreamExt as _, TryStreamExt as _, stream};
+use tracing::debug;
+
+use super::ApplyError;
+use super::progress::Phases;
+use crate::netlink::{Netlink, VethEnd};
+use crate::netns::{self, NetnsError};
+use crate::plan::diff::{Diff, LinkChange};
+use crate::plan::{Datapath, FabricPort, LinkPlan, NodeKind, NodePlan, Plan, Segment};
+use crate::runtime::docker::Containers;
+use crate::runtime::{NodeRuntime as _, Origin};
+use crate::topology::Routing;
+use dvnet_common::programs;
+
+/// Netlink requests in flight at once.
+const CONCURRENCY: usize = 64;
+
+/// Forward, or putting things back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Forward,
+    Rollback,
+}
+
+/// What the executor needs beyond the plans.
+pub struct Ctx<'a> {
+    pub old: &'a Plan,
+    pub new: &'a Plan,
+    pub diff: &'a Diff,
+    pub mode: Mode,
+    pub docker: Option<&'a Containers>,
+    /// The programs to attach: on node interfaces, on fabric ports.
+    pub node_prog: BorrowedFd<'a>,
+    pub fabric_prog: BorrowedFd<'a>,
+}
+
+/// What was done, in numbers.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Counts {
+    pub nodes_built: usize,
+    pub nodes_removed: usize,
+    pub links_created: usize,
+    pub links_removed: usize,
+    pub bridges_created: usize,
+    pub bridges_removed: usize,
+    pub nodes_rerouted: usize,
+    pub processes_stopped: usize,
+}
+
+/// The work a diff means, by position in the old and new plans.
+#[derive(Debug, Default)]
+struct Work {
+    /// Old nodes removed (or recreated).
+    removed: Vec<usize>,
+    /// New nodes built (added or recreated).
+    built: Vec<usize>,
+    /// Old links deleted from the side of a node that stays.
+    links_gone: Vec<usize>,
+    /// Fabric ports (ifindex) of removed nodes, deleted from the fabric.
+    ports_gone: Vec<u32>,
+    /// New links created (of built nodes, added, rewired).
+    links_new: Vec<usize>,
+    bridges_gone: Vec<usize>,
+    bridges_new: Vec<usize>,
+    /// (old link, new link) whose address changes in place.
+    readdressed: Vec<(usize, usize)>,
+    /// New nodes that stay and whose routes are set again.
+    rerouted: Vec<usize>,
+}
+
+fn link_key(plan: &Plan, l: &LinkPlan) -> (String, String) {
+    (
+        plan.nodes[l.node].name.clone(),
+        plan.subnets[l.subnet].name.clone(),
+    )
+}
+
+fn work(ctx: &Ctx<'_>) -> Work {
+    let (old, new, diff) = (ctx.old, ctx.new, ctx.diff);
+    let mut w = Work::default();
+    let removed = diff.removed_nodes();
+    let built = diff.built_nodes();
+    w.removed = old
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| removed.contains(n.name.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    w.built = new
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| built.contains(n.name.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let old_links: HashMap<(String, String), usize> = old
+        .links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (link_key(old, l), i))
+        .collect();
+    let new_links: HashMap<(String, String), usize> = new
+        .links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (link_key(new, l), i))
+        .collect();
+    for &n in &w.removed {
+        for &l in &old.nodes[n].links {
+            if let Some(port) = &old.links[l as usize].fabric_port {
+                w.ports_gone.push(port.ifindex);
+            }
+        }
+    }
+    for &n in &w.built {
+        w.links_new
+            .extend(new.nodes[n].links.iter().map(|&l| l as usize));
+    }
+    let mut rerouted: BTreeSet<usize> = BTreeSet::new();
+    let node_of = |name: &str| new.nodes.iter().position(|n| n.name == name);
+    for change in &diff.links {
+        match change {
+            LinkChange::Remove { node, subnet } => {
+                w.links_gone
+                    .extend(old_links.get(&(node.clone(), subnet.clone())));
+                rerouted.extend(node_of(node));
+            }
+            LinkChange::Add { node, subnet, .. } => {
+                w.links_new
+                    .extend(new_links.get(&(node.clone(), subnet.clone())));
+                rerouted.extend(node_of(node));
+            }
+            LinkChange::Rewire { node, subnet, .. } => {
+                let k = (node.clone(), subnet.clone());
+                w.links_gone.extend(old_links.get(&k));
+                w.links_new.extend(new_links.get(&k));
+                rerouted.extend(node_of(node));
+            }
+            LinkChange::Address { node, subnet, .. } => {
+                let k = (node.clone(), subnet.clone());
+                if let (Some(&o), Some(&n)) = (old_links.get(&k), new_links.get(&k)) {
+                    w.readdressed.push((o, n));
+                }
+                rerouted.extend(node_of(node));
+            }
+        }
+    }
+    for r in &diff.routes {
+        rerouted.extend(node_of(&r.node));
+    }
+    // a readdressed link that is also rewired is made anew with its new address
+    let made: BTreeSet<usize> = w.links_new.iter().copied().collect();
+    w.readdressed.retain(|(_, n)| !made.contains(n));
+    w.rerouted = rerouted
+        .into_iter()
+        .filter(|n| !built.contains(new.nodes[*n].name.as_str()))
+        .collect();
+    let old_bridges: BTreeMap<&str, &Segment> = old
+        .subnets
+        .iter()
+        .map(|s| (s.name.as_str(), &s.segment))
+        .collect();
+    let new_bridges: BTreeMap<&str, &Segment> = new
+        .subnets
+        .iter()
+        .map(|s| (s.name.as_str(), &s.segment))
+        .collect();
+    w.bridges_gone = old
+        .subnets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s.segment, Segment::Bridge { .. }))
+        .filter(|(_, s)| new_bridges.get(s.name.as_str()) != Some(&&s.segment))
+        .map(|(i, _)| i)
+        .collect();
+    w.bridges_new = new
+        .subnets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s.segment, Segment::Bridge { .. }))
+        .filter(|(_, s)| old_bridges.get(s.name.as_str()) != Some(&&s.segment))
+        .map(|(i, _)| i)
+        .collect();
+    w
+}
+
+/// The sysctls (below `/proc/sys/net`) of a node, set from inside its namespace before any
+/// interface exists (new interfaces take the `default` values). New namespaces copy
+/// `net.ipv4.conf.{all,default}` from the host's, so everything that matters is set
+/// explicitly.
+#[must_use]
+pub fn node_sysctls(plan: &Plan, node: &NodePlan) -> Vec<(&'static str, &'static str)> {
+    let fib_fallback = node.kind == NodeKind::Router
+        && plan.datapath == Datapath::Ebpf
+        && plan.routing != Routing::Static;
+    let mut sysctls = if fib_fallback {
+        // An eBPF router fed by a routing daemon. FRR installs no transit routes unless it
+        // reads `ip_forward` as 1, and the program looks routes up in the kernel's FIB as if
+        // packets came in on `lo`, which needs forwarding there. The kernel decides forwarding
+        // per device: `ip_forward` sets every device (lo included) and the default, and the
+        // default back to 0 leaves every interface created later not forwarding. So the
+        // kernel forwards nothing; the program does.
+        vec![
+            ("ipv4/ip_forward", "1"),
+            ("ipv4/conf/default/forwarding", "0"),
+        ]
+    } else {
+        vec![("ipv4/ip_forward", if node.ip_forward { "1" } else { "0" })]
+    };
+    sysctls.extend([
+        // IPv6 is not supported yet: without this, router solicitations, MLD and DAD chatter
+        // would land on every link and in every counter.
+        ("ipv6/conf/all/disable_ipv6", "1"),
+        ("ipv6/conf/default/disable_ipv6", "1"),
+        // Labs route asymmetrically on purpose at times; reverse-path filtering would drop it.
+        ("ipv4/conf/all/rp_filter", "0"),
+        ("ipv4/conf/default/rp_filter", "0"),
+        // Every traceroute probe deserves its answer.
+        ("ipv4/icmp_ratelimit", "0"),
+    ]);
+    sysctls
+}
+
+fn fabric_sysctls() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("ipv4/ip_forward", "0"),
+        ("ipv6/conf/all/disable_ipv6", "1"),
+        ("ipv6/conf/default/disable_ipv6", "1"),
+    ]
+}
+
+/// A namespace to create and how to set it up.
+struct NsJob {
+    name: String,
+    sysctls: Vec<(&'static str, &'static str)>,
+    /// A container's main process, whose namespace is adopted instead of a new one.
+    adopt: Option<u32>,
+}
+
+/// A created namespace: its descriptor and a netlink socket inside it.
+struct NsCreated {
+    fd: OwnedFd,
+    socket: OwnedFd,
+}
+
+/// Creates namespaces on `workers` dedicated threads; results in job order.
+fn create_namespaces(
+    jobs: &[NsJob],
+    workers: usize,
+    observer: &dyn super::Observer,
+) -> Result<Vec<NsCreated>, NetnsError> {
+    let chunk = jobs.len().div_ceil(workers.max(1)).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|jobs| {
+                s.spawn(move || -> Result<Vec<NsCreated>, NetnsError> {
+                    let home = netns::current().map_err(|source| NetnsError::Io {
+                        op: "opening",
+                        name: "the current namespace".into(),
+                        source,
+                    })?;
+                    let mut out = Vec::with_capacity(jobs.len());
+                    let mut proc_sys = netns::ProcSys::new();
+                    for job in jobs {
+                        let init = || {
+                            let sysctls = proc_sys.net()?;
+                            for (key, value) in &job.sysctls {
+                                // Some keys are absent on some kernels (no IPv6); the ones that
+                                // matter exist everywhere dvnet runs.
+                                if let Err(e) = sysctls.write(key, value)
+                                    && e.kind() != std::io::ErrorKind::NotFound
+                                {
+                                    return Err(e);
+                                }
+                            }
+                            crate::netlink::socket_here()
+                        };
+                        let (fd, socket) = match job.adopt {
+                            Some(pid) => {
+                                netns::adopt_on_this_thread(&job.name, pid, home.as_fd(), init)?
+                            }
+                            None => netns::create_on_this_thread(&job.name, home.as_fd(), init)?,
+                        };
+                        out.push(NsCreated { fd, socket });
+                        observer.advance(1);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(jobs.len());
+        let mut first_err = None;
+        for h in handles {
+            match h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
+                Ok(v) => all.extend(v),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(all),
+        }
+    })
+}
+
+/// A veth pair to create.
+enum Wire<'a> {
+    /// A link on a bridged segment and its fabric port.
+    ToBridge {
+        link: &'a LinkPlan,
+        port: &'a FabricPort,
+        bridge: u32,
+    },
+    /// The two links of a point-to-point segment.
+    PointToPoint(&'a LinkPlan, &'a LinkPlan),
+}
+
+/// The veths that make links `made` (positions in `plan.links`), by subnet.
+fn wires<'a>(plan: &'a Plan, made: &BTreeSet<usize>) -> Result<Vec<Wire<'a>>, ApplyError> {
+    let mut out = Vec::with_capacity(made.len());
+    for subnet in &plan.subnets {
+        let links: Vec<&LinkPlan> = subnet
+            .links
+            .iter()
+            .filter(|&&l| made.contains(&(l as usize)))
+            .map(|&l| &plan.links[l as usize])
+            .collect();
+        match &subnet.segment {
+            Segment::Empty => {}
+            Segment::PointToPoint => match links.as_slice() {
+                [] => {}
+                [a, b] => out.push(Wire::PointToPoint(a, b)),
+                [one] => {
+                    return Err(ApplyError::Internal(format!(
+                        "subnet {}: a veth pair with one new end ({})",
+                        subnet.name, one.ifname
+                    )));
+                }
+                _ => unreachable!("a point-to-point subnet has two links"),
+            },
+            Segment::Bridge { ifindex, .. } => {
+                for link in links {
+                    out.push(Wire::ToBridge {
+                        link,
+                        port: link
+                            .fabric_port
+                            .as_ref()
+                            .expect("a bridged link has a fabric port"),
+                        bridge: *ifindex,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Handles on the namespaces the work touches.
+struct Handles {
+    fabric: Option<Netlink>,
+    /// By node position in the new plan: (namespace, netlink).
+    nodes: HashMap<usize, (OwnedFd, Netlink)>,
+}
+
+/// Does the work of `ctx.diff` but for map entries, FRR, hosts files and the host side.
+/// Phases are timed in `phases`.
+///
+/// # Errors
+/// The first step that fails (the caller rolls back).
+#[expect(clippy::too_many_lines, reason = "one phase after the other, in order")]
+pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Counts, ApplyError> {
+    let (old, new) = (ctx.old, ctx.new);
+    let w = work(ctx);
+    let mut counts = Counts::default();
+    let observer = phases.observer();
+    let rollback = ctx.mode == Mode::Rollback;
+    debug!(?w, "work");
+
+    // ---- what goes ------------------------------------------------------------------
+    let fabric_exists = netns::exists(&new.fabric_netns);
+    let fabric_old = if fabric_exists && !old.nodes.is_empty() {
+        Some(
+            Netlink::open_in(&old.fabric_netns).map_err(|source| ApplyError::Io {
+                op: format!("opening netlink in {}", old.fabric_netns),
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
+    if !w.links_gone.is_empty() || !w.ports_gone.is_empty() || !w.bridges_gone.is_empty() {
+        let mut by_node: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        for &l in &w.links_gone {
+            let link = &old.links[l];
+            by_node.entry(link.node).or_default().push(link.ifindex);
+        }
+        for (n, ifindexes) in by_node {
+            let ns = &old.nodes[n].netns;
+            let Ok(nl) = Netlink::open_in(ns) else {
+                continue; // the node is gone already
+            };
+            for ifindex in ifindexes {
+                nl.delete_link_if_there(ifindex).await?;
+                counts.links_removed += 1;
+            }
+        }
+        if let Some(fabric) = &fabric_old {
+            for &port in &w.ports_gone {
+                fabric.delete_link_if_there(port).await?;
+            }
+            for &s in &w.bridges_gone {
+                if let Segment::Bridge { ifindex, .. } = old.subnets[s].segment {
+                    fabric.delete_link_if_there(ifindex).await?;
+                    counts.bridges_removed += 1;
+                }
+            }
+        }
+    }
+    if !w.removed.is_empty() {
+        let gone: Vec<&NodePlan> = w.removed.iter().map(|&n| &old.nodes[n]).collect();
+        let report = super::teardown::nodes(&old.id, &gone, ctx.docker).await;
+        if let Some(e) = report.errors.first() {
+            return Err(ApplyError::Teardown(e.clone()));
+        }
+        counts.nodes_removed = gone.len();
+        counts.processes_stopped = report.processes;
+    }
+    if !w.links_gone.is_empty() || !w.removed.is_empty() {
+        phases.end("removals");
+    }
+
+    // ---- what comes -------------------------------------------------------------------
+    netns::prepare_dir()?;
+    // nodes to build; in a rollback, those still there are kept
+    let built: Vec<usize> = w
+        .built
+        .iter()
+        .copied()
+        .filter(|&n| !(rollback && netns::exists(&new.nodes[n].netns)))
+        .collect();
+    let kept_in_rollback: BTreeSet<usize> = w
+        .built
+        .iter()
+        .copied()
+        .filter(|n| !built.contains(n))
+        .collect();
+    // containers first: their namespaces are adopted below
+    let containers: Vec<&NodePlan> = built
+        .iter()
+        .map(|&n| &new.nodes[n])
+        .filter(|n| n.container)
+        .collect();
+    let mut adopt: HashMap<&str, u32> = HashMap::new();
+    if !containers.is_empty() {
+        let docker = ctx.docker.ok_or_else(|| {
+            ApplyError::Internal("container nodes to start, but no Docker connection".into())
+        })?;
+        observer.start("containers", containers.len());
+        let origins = docker.start(new, &containers).await?;
+        for (node, origin) in containers.iter().zip(origins) {
+            if let Origin::Adopt(pid) = origin {
+                adopt.insert(node.netns.as_str(), pid);
+            }
+        }
+        phases.end("containers");
+    }
+    let make_fabric = !fabric_exists;
+    let mut jobs = Vec::with_capacity(built.len() + 1);
+    if make_fabric {
+        jobs.push(NsJob {
+            name: new.fabric_netns.clone(),
+            sysctls: fabric_sysctls(),
+            adopt: None,
+        });
+    }
+    jobs.extend(built.iter().map(|&n| {
+        let node = &new.nodes[n];
+        NsJob {
+            name: node.netns.clone(),
+            sysctls: node_sysctls(new, node),
+            adopt: adopt.get(node.netns.as_str()).copied(),
+        }
+    }));
+    let mut handles = Handles {
+        fabric: fabric_old,
+        nodes: HashMap::new(),
+    };
+    if !jobs.is_empty() {
+        observer.start("namespaces", jobs.len());
+        let workers = std::thread::available_parallelism()
+            .map_or(2, std::num::NonZero::get)
+            .clamp(1, 4);
+        let created = tokio::task::block_in_place(|| create_namespaces(&jobs, workers, observer))?;
+        let mut created = created.into_iter();
+        if make_fabric {
+            let fabric = created
+                .next()
+                .expect("the fabric namespace was created first");
+            handles.fabric = Some(
+                Netlink::from_socket(fabric.socket, &new.fabric_netns).map_err(|source| {
+                    ApplyError::Io {
+                        op: "opening netlink in the fabric".into(),
+                        source,
+                    }
+                })?,
+            );
+        }
+        for (c, &n) in created.zip(&built) {
+            let nl = Netlink::from_socket(c.socket, &new.nodes[n].netns).map_err(|source| {
+                ApplyError::Io {
+                    op: format!("opening netlink in {}", new.nodes[n].netns),
+                    source,
+                }
+            })?;
+            handles.nodes.insert(n, (c.fd, nl));
+        }
+        counts.nodes_built = built.len();
+        phases.end("namespaces");
+    }
+    let fabric = match handles.fabric.take() {
+        Some(f) => f,
+        None => Netlink::open_in(&new.fabric_netns).map_err(|source| ApplyError::Io {
+            op: format!("opening netlink in {}", new.fabric_netns),
+            source,
+        })?,
+    };
+    // handles on the nodes that stay but change
+    let links_new: BTreeSet<usize> = w
+        .links_new
+        .iter()
+        .copied()
+        .filter(|&l| !kept_in_rollback.contains(&new.links[l].node))
+        .filter(|&l| {
+            // in a rollback, an interface still there is kept
+            !(rollback
+                && !built.contains(&new.links[l].node)
+                && link_exists(&new.nodes[new.links[l].node].netns, &new.links[l].ifname))
+        })
+        .collect();
+    let mut touched: BTreeSet<usize> = links_new.iter().map(|&l| new.links[l].node).collect();
+    touched.extend(w.readdressed.iter().map(|&(_, l)| new.links[l].node));
+    touched.extend(w.rerouted.iter().copied());
+    for n in touched {
+        if handles.nodes.contains_key(&n) {
+            continue;
+        }
+        let ns = &new.nodes[n].netns;
+        let fd = netns::open(ns)?;
+        let nl = Netlink::open_in(ns).map_err(|source| ApplyError::Io {
+            op: format!("opening netlink in {ns}"),
+            source,
+        })?;
+        handles.nodes.insert(n, (fd, nl));
+    }
+
+    // segments
+    if !w.bridges_new.is_empty() {
+        stream::iter(
+            w.bridges_new
+                .iter()
+                .filter_map(|&s| match &new.subnets[s].segment {
+                    Segment::Bridge { name, ifindex } => Some((name, *ifindex)),
+                    Segment::PointToPoint | Segment::Empty => None,
+                }),
+        )
+        .map(|(name, ifindex)| {
+            let fabric = &fabric;
+            async move {
+                if rollback && fabric.index_of(name).await.is_ok() {
+                    return Ok(());
+                }
+                fabric.add_bridge(name, ifindex).await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
+        counts.bridges_created = w.bridges_new.len();
+        phases.end("bridges");
+    }
+
+    // wires: one veth each, both ends created in place by one message (fabric ports get
+    // their counting program's qdisc right away)
+    let wires = wires(new, &links_new)?;
+    if !wires.is_empty() {
+        observer.start("links", wires.len());
+        let nodes = &handles.nodes;
+        stream::iter(&wires)
+            .map(|wire| {
+                let fabric = &fabric;
+                let node_end = |link: &'a LinkPlan| VethEnd {
+                    name: &link.ifname,
+                    ifindex: link.ifindex,
+                    mac: link.mac,
+                    netns: Some(nodes[&link.node].0.as_fd()),
+                    master: None,
+                };
+                async move {
+                    match *wire {
+                        Wire::ToBridge { link, port, bridge } => {
+                            let fabric_end = VethEnd {
+                                name: &port.ifname,
+                                ifindex: port.ifindex,
+                                mac: port.mac,
+                                netns: None,
+                                master: Some(bridge),
+                            };
+                            fabric.add_veth(&fabric_end, &node_end(link)).await?;
+                            fabric.add_clsact(port.ifindex).await?;
+                        }
+                        Wire::PointToPoint(a, b) => {
+                            fabric.add_veth(&node_end(a), &node_end(b)).await?;
+                        }
+                    }
+                    observer.advance(1);
+                    Ok::<_, ApplyError>(())
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
+        counts.links_created = links_new.len();
+        phases.end("links");
+    }
+
+    // the host's end of the uplink, when it comes now
+    if let Some(uplink) = &new.uplink
+        && old.uplink.is_none()
+        && ctx.mode == Mode::Forward
+    {
+        crate::host::add_uplink(new, uplink, &fabric).await?;
+        phases.end("uplink");
+    }
+
+    // inside the nodes: loopback and interfaces up, addresses, routes
+    let built_set: BTreeSet<usize> = built.iter().copied().collect();
+    let mut configure: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &l in &links_new {
+        configure.entry(new.links[l].node).or_default().push(l);
+    }
+    for &n in &built {
+        configure.entry(n).or_default();
+    }
+    for &n in &w.rerouted {
+        configure.entry(n).or_default();
+    }
+    for &(_, l) in &w.readdressed {
+        configure.entry(new.links[l].node).or_default();
+    }
+    if !configure.is_empty() {
+        observer.start("addresses", configure.len());
+        let readdressed: HashMap<usize, usize> =
+            w.readdressed.iter().map(|&(o, n)| (n, o)).collect();
+        let removed_routes: HashMap<&str, &Vec<crate::plan::RoutePlan>> = ctx
+            .diff
+            .routes
+            .iter()
+            .map(|r| (r.node.as_str(), &r.remove))
+            .collect();
+        let nodes = &handles.nodes;
+        let fabric = &fabric;
+        stream::iter(configure)
+            .map(|(n, made)| {
+                let readdressed = &readdressed;
+                let removed_routes = &removed_routes;
+                let built = built_set.contains(&n);
+                async move {
+                    let node = &new.nodes[n];
+                    let nl = &nodes[&n].1;
+                    if built {
+                        nl.set_up(1).await?;
+                    }
+                    for &l in &made {
+                        let link = &new.links[l];
+                        nl.set_up(link.ifindex).await?;
+                        nl.add_address(link.ifindex, link.address, link.prefix_len)
+                            .await?;
+                    }
+                    for &position in &node.links {
+                        let l = &new.links[position as usize];
+                        if let Some(&o) = readdressed.get(&(position as usize)) {
+                            let before = &old.links[o];
+                            nl.delete_address(l.ifindex, before.address).await?;
+                            nl.set_mac(l.ifindex, l.mac).await?;
+                            nl.add_address(l.ifindex, l.address, l.prefix_len).await?;
+                            if let Some(port) = &l.fabric_port {
+                                fabric.set_mac(port.ifindex, port.mac).await?;
+                            }
+                        }
+                    }
+                    if let Some(remove) = removed_routes.get(node.name.as_str()) {
+                        for r in *remove {
+                            let dev = old.links.get(r.link as usize).map_or(0, |l| l.ifindex);
+                            nl.delete_route(r.dest, r.via, dev).await?;
+                        }
+                    }
+                    for r in &node.routes {
+                        let ifindex = new.links[r.link as usize].ifindex;
+                        if built {
+                            nl.add_route(r.dest, r.via, ifindex).await?;
+                        } else {
+                            nl.replace_route(r.dest, r.via, ifindex).await?;
+                        }
+                    }
+                    for &l in &made {
+                        nl.add_clsact(new.links[l].ifindex).await?;
+                    }
+                    observer.advance(1);
+                    Ok::<_, ApplyError>(())
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
+        counts.nodes_rerouted = w.rerouted.len();
+        phases.end("addresses+routes");
+    }
+
+    // Programs are attached in a pass of their own, once every clsact qdisc exists: the
+    // first filter on a qdisc waits for an RCU grace period since the qdisc was created
+    // (`mini_qdisc_pair_swap`); by now one has passed for nearly all of them, instead of
+    // an expedited grace period per interface.
+    if !links_new.is_empty() {
+        let nodes = &handles.nodes;
+        let on_nodes = links_new.iter().map(|&l| {
+            let link = &new.links[l];
+            (
+                &nodes[&link.node].1,
+                link.ifindex,
+                ctx.node_prog,
+                programs::NODE_INGRESS,
+            )
+        });
+        let on_fabric = links_new.iter().filter_map(|&l| {
+            let port = new.links[l].fabric_port.as_ref()?;
+            Some((
+                &fabric,
+                port.ifindex,
+                ctx.fabric_prog,
+                programs::FABRIC_INGRESS,
+            ))
+        });
+        stream::iter(on_nodes.chain(on_fabric))
+            .map(|(nl, ifindex, prog, name)| nl.attach_ingress(ifindex, prog, name))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
+        phases.end("programs");
+    }
+
+    // the kernel datapath's firewalls: routers built, and routers whose rules changed
+    if new.datapath == Datapath::Kernel {
+        let changed: BTreeSet<&str> = ctx
+            .diff
+            .firewalls
+            .iter()
+            .map(|f| f.router.as_str())
+            .collect();
+        let jobs: Vec<(String, crate::plan::FirewallPlan)> = new
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| built_set.contains(i) || changed.contains(n.name.as_str()))
+            .filter_map(|(_, n)| {
+                let fw = n.firewall.as_ref()?;
+                (!fw.rules.is_empty()
+                    || fw.policy == crate::topology::Policy::Drop
+                    || changed.contains(n.name.as_str()))
+                .then(|| (n.netns.clone(), fw.clone()))
+            })
+            .collect();
+        if !jobs.is_empty() {
+            stream::iter(jobs)
+                .map(|(ns, fw)| {
+                    tokio::task::spawn_blocking(move || crate::datapath::kernel::apply(&ns, &fw))
+                })
+                .buffer_unordered(4)
+                .map(|joined| {
+                    joined
+                        .expect("iptables worker panicked")
+                        .map_err(ApplyError::from)
+                })
+                .try_collect::<()>()
+                .await?;
+            phases.end("firewalls");
+        }
+    }
+    Ok(counts)
+}
+
+/// Whether namespace `ns` has an interface called `name` (rollback: kept as it is).
+fn link_exists(ns: &str, name: &str) -> bool {
+    let Ok(fd) = netns::open(ns) else {
+        return false;
+    };
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: if_nametoindex reads a NUL-terminated name
+    netns::on_thread(
+        fd.as_fd(),
+        move || unsafe { libc::if_nametoindex(name.as_ptr()) } != 0,
+    )
+    .unwrap_or(false)
+}

@@ -1,0 +1,715 @@
+//! Applying plans to the machine: [`up`] builds a network from nothing, [`apply`] changes a
+//! running one to match an edited file, [`down`] removes one. All three are a diff worked
+//! through by one executor, each under the network's lock:
+//!
+//! - [`preflight`]: everything that can be checked before anything is created or changed.
+//! - [`converge`]: the executor (nodes, segments, links, addresses, routes, programs,
+//!   firewalls of the kernel datapath), driven by [`crate::plan::diff::Diff`].
+//! - [`teardown`]: removing a whole network, or some of its nodes.
+//! - [`inventory`]: what a network owns, found by name.
+//! - [`progress`]: an observer the caller draws; the library prints nothing.
+//!
+//! An edit that fails halfway is undone: the executor runs again from where the edit was
+//! going back to where it started. A failed `up` removes everything it made.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+use tracing::{info, instrument};
+
+use crate::datapath::ebpf::{self, Loaded, Pinned};
+use crate::datapath::entries;
+use crate::frr;
+use crate::plan::diff::{self, Diff, FrrChange, HostChange};
+use crate::plan::{Datapath, NodePlan, Plan, PlanOptions};
+use crate::runtime::NodeRuntime as _;
+use crate::runtime::docker::Containers;
+use crate::runtime::netns::Namespaces;
+use crate::state::{self, State, StateError, Status};
+use crate::topology::Topology;
+
+mod converge;
+pub mod inventory;
+mod preflight;
+pub mod progress;
+mod teardown;
+
+pub use converge::{Counts, node_sysctls};
+pub use progress::{Observer, Phase, Silent};
+pub use teardown::DownReport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("dvnet {0} needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN); try `sudo dvnet {0} ...`")]
+    NotRoot(&'static str),
+    #[error(
+        "network {id} is already up; `dvnet apply FILE` changes it to match an edited file, \
+         `dvnet down {id}` removes it"
+    )]
+    AlreadyUp { id: String },
+    #[error(
+        "the name {ours:?} gives the id {id}, which network {theirs:?} already has; rename this \
+         network, or `dvnet down {id}` removes the other one"
+    )]
+    IdTaken {
+        id: String,
+        ours: String,
+        theirs: String,
+    },
+    #[error(
+        "network {id} was not torn down completely ({leftovers} leftover(s), e.g. {example}); \
+         `dvnet down {id}` removes them"
+    )]
+    Leftovers {
+        id: String,
+        leftovers: usize,
+        example: String,
+    },
+    #[error("network {id} is not up; `dvnet up FILE` builds it")]
+    NotUp { id: String },
+    #[error(
+        "network {id} was left {status} by a dvnet that died (pid {pid}); `dvnet down {id}` \
+         removes it, then `dvnet up` builds it again"
+    )]
+    Unsettled {
+        id: String,
+        status: String,
+        pid: u32,
+    },
+    #[error(
+        "the edit needs {need} entries in eBPF map {map}, which was made for {have} when the \
+         network came up; `dvnet down` and `dvnet up` build it with room for this size"
+    )]
+    Capacity { map: String, need: u64, have: u32 },
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+    #[error(transparent)]
+    Entries(#[from] crate::datapath::entries::EntriesError),
+    #[error(transparent)]
+    Docker(#[from] crate::runtime::docker::DockerError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Frr(#[from] crate::frr::FrrError),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
+    #[error(transparent)]
+    Outbound(#[from] crate::host::OutboundError),
+    #[error(transparent)]
+    Bpf(#[from] crate::datapath::ebpf::BpfError),
+    #[error(transparent)]
+    KernelFirewall(#[from] crate::datapath::kernel::KernelFirewallError),
+    #[error(transparent)]
+    Netlink(#[from] crate::netlink::NetlinkError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Teardown(String),
+    #[error("dvnet bug: {0}")]
+    Internal(String),
+    #[error("{error}\n(everything `up` had created was removed again{})", note(.cleanup))]
+    RolledBack {
+        #[source]
+        error: Box<ApplyError>,
+        cleanup: Vec<String>,
+    },
+    #[error("{error}\n(the network was put back as it was{})", note(.problems))]
+    Restored {
+        #[source]
+        error: Box<ApplyError>,
+        problems: Vec<String>,
+    },
+}
+
+fn note(problems: &[String]) -> String {
+    if problems.is_empty() {
+        String::new()
+    } else {
+        format!("; but: {}", problems.join("; "))
+    }
+}
+
+impl ApplyError {
+    /// Whether the network does not exist after this error: refused before anything was
+    /// created, or rolled back cleanly.
+    fn left_nothing(&self) -> bool {
+        match self {
+            ApplyError::AlreadyUp { .. }
+            | ApplyError::IdTaken { .. }
+            | ApplyError::Leftovers { .. } => false,
+            ApplyError::RolledBack { cleanup, .. } => cleanup.is_empty(),
+            _ => true,
+        }
+    }
+}
+
+/// Options of `up`.
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    /// The topology file, recorded for `dvnet ls` and `apply`.
+    pub source: Option<PathBuf>,
+}
+
+/// What `up` or `apply` did and how long each phase took (`up --json`, benchmarks).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub network: String,
+    pub seconds: f64,
+    pub phases: Vec<Phase>,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Routers where FRR was started (or restarted).
+    pub frr_routers: usize,
+    /// eBPF map entries written or deleted.
+    pub map_entries: usize,
+}
+
+fn require_root(command: &'static str) -> Result<(), ApplyError> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(ApplyError::NotRoot(command))
+    }
+}
+
+/// Raises the open-file limit to its hard maximum: `up` holds two descriptors per node.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// Takes network `id`'s lock for `operation`, telling the observer when another operation
+/// holds it.
+fn lock_network(
+    id: &str,
+    operation: &str,
+    observer: &dyn Observer,
+) -> Result<crate::lock::Lock, ApplyError> {
+    Ok(crate::lock::Lock::acquire(id, operation, |holder| {
+        let who = holder.map_or_else(|| "another dvnet".to_owned(), |h| h.to_string());
+        let what = format!("network {id} is busy: waiting for {who} to finish");
+        tracing::warn!("{what}");
+        observer.waiting(&what);
+    })?)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Builds the network described by `plan`.
+///
+/// # Errors
+/// Not root, the network is already up, or a step fails (then everything created so far is
+/// removed again, and the error says so).
+#[instrument(skip_all, fields(net = %plan.id))]
+pub async fn up(
+    plan: &Plan,
+    options: &UpOptions,
+    observer: &dyn Observer,
+) -> Result<Report, ApplyError> {
+    require_root("up")?;
+    state::check_id(&plan.id)?;
+    preflight::roots()?;
+    // one operation per network: a second `up` waits here, then finds the network up
+    let lock = lock_network(&plan.id, "up", observer)?;
+    let result = up_locked(plan, options, observer).await;
+    // a refused or rolled-back `up` leaves nothing, its lock file included
+    if let Err(e) = &result
+        && e.left_nothing()
+    {
+        lock.remove_file();
+    }
+    result
+}
+
+async fn up_locked(
+    plan: &Plan,
+    options: &UpOptions,
+    observer: &dyn Observer,
+) -> Result<Report, ApplyError> {
+    let started = Instant::now();
+    let id = plan.id.clone();
+    preflight::nothing_there(plan)?;
+    raise_fd_limit();
+    // The datapath is checked before anything exists: its map entries, then the kernel's
+    // verdict on the programs. Loading changes nothing on the host.
+    let entries = entries::entries(plan)?;
+    let mut loaded = tokio::task::block_in_place(|| Loaded::new(&entries, plan.link_slots()))?;
+    preflight::host(plan, None).await?;
+    let all: Vec<&NodePlan> = plan.nodes.iter().collect();
+    let docker = preflight::runtimes(plan, &all, true, false).await?;
+    let frr_configs = frr::preflight(plan, |_| true)?;
+
+    let mut record = State {
+        version: state::VERSION,
+        status: Status::Creating,
+        source: options.source.clone(),
+        created: now(),
+        pid: std::process::id(),
+        plan: plan.clone(),
+        // what will change on the host, recorded before it is made (preflight found none of
+        // it there): a rollback or `down` undoes exactly this
+        host: plan.uplink.as_ref().map(|u| crate::host::HostChanges {
+            netns: crate::host::netns_inode(),
+            uplink: Some(u.host_ifname.clone()),
+            ..crate::host::HostChanges::default()
+        }),
+        target: None,
+    };
+    record.save()?;
+
+    let mut phases = progress::Phases::new(observer);
+    let empty = Plan::empty(&id);
+    let changes = diff::diff(None, Some(plan));
+    let built = async {
+        let (node_prog, fabric_prog) = (
+            loaded.program_fd(dvnet_common::programs::NODE_INGRESS),
+            loaded.program_fd(dvnet_common::programs::FABRIC_INGRESS),
+        );
+        let ctx = converge::Ctx {
+            old: &empty,
+            new: plan,
+            diff: &changes,
+            mode: converge::Mode::Forward,
+            docker: docker.as_ref(),
+            node_prog,
+            fabric_prog,
+        };
+        let counts = converge::converge(&ctx, &mut phases).await?;
+        loaded.pin(&ebpf::pin_dir(&id))?;
+        phases.end("datapath");
+        let frr_routers = frr::start(plan, &frr_configs, docker.as_ref()).await?;
+        if frr_routers > 0 {
+            phases.end("frr");
+        }
+        if plan.update_hosts {
+            write_hosts(plan, plan.nodes.iter().filter(|n| !n.container))?;
+            phases.end("hosts files");
+        }
+        if plan.uplink.is_some() {
+            crate::host::add_nat(plan, &mut record)?;
+            phases.end("host side");
+        }
+        Ok::<_, ApplyError>((counts, frr_routers))
+    }
+    .await;
+    match built {
+        Ok((counts, frr_routers)) => {
+            record.status = Status::Up;
+            if let Err(e) = record.save() {
+                let cleanup = teardown::network(&id).await.errors;
+                return Err(ApplyError::RolledBack {
+                    error: Box::new(e.into()),
+                    cleanup,
+                });
+            }
+            Ok(Report {
+                network: id,
+                seconds: started.elapsed().as_secs_f64(),
+                phases: phases.done,
+                counts,
+                frr_routers,
+                map_entries: entries.ifaces.len()
+                    + entries.routes.len()
+                    + entries.classes.len()
+                    + entries.rules.len(),
+            })
+        }
+        Err(error) if std::env::var_os("DVNET_NO_ROLLBACK").is_some_and(|v| v == "1") => {
+            tracing::warn!(
+                "up failed; DVNET_NO_ROLLBACK=1 keeps what was built for inspection (`dvnet down {id}` removes it)"
+            );
+            Err(error)
+        }
+        Err(error) => {
+            info!("up failed, rolling back: {error}");
+            let cleanup = teardown::network(&id).await.errors;
+            Err(ApplyError::RolledBack {
+                error: Box::new(error),
+                cleanup,
+            })
+        }
+    }
+}
+
+/// Writes the hosts file (`update_hosts`) of `nodes`.
+fn write_hosts<'a>(
+    plan: &Plan,
+    nodes: impl Iterator<Item = &'a NodePlan>,
+) -> Result<(), ApplyError> {
+    let text = plan.hosts_file();
+    for node in nodes {
+        let result = if node.container {
+            crate::runtime::docker::write_hosts(node, &text)
+        } else {
+            Namespaces.write_hosts(node, &text)
+        };
+        result.map_err(|source| ApplyError::Io {
+            op: format!("writing the hosts file of {}", node.name),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// What `apply` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    pub report: Report,
+    pub changes: Diff,
+    /// eBPF map entries written, by map, for people (`routes +3 -1`).
+    pub map_changes: String,
+}
+
+/// Changes the running network `topo` describes to match it, touching only what changed.
+///
+/// # Errors
+/// Not root, the network is not up, the edit cannot be made (checked before anything is
+/// touched), or a step fails: then the network is put back as it was, and the error says so.
+#[instrument(skip_all, fields(net = %topo.id))]
+pub async fn apply(
+    topo: &Topology,
+    source: Option<PathBuf>,
+    observer: &dyn Observer,
+) -> Result<Applied, ApplyError> {
+    require_root("apply")?;
+    state::check_id(&topo.id)?;
+    preflight::roots()?;
+    let _lock = lock_network(&topo.id, "apply", observer)?;
+    raise_fd_limit();
+    let started = Instant::now();
+    let mut record = match State::load(&topo.id) {
+        Ok(r) => r,
+        Err(StateError::NotFound { id }) => return Err(ApplyError::NotUp { id }),
+        Err(e) => return Err(e.into()),
+    };
+    if record.plan.name != topo.name {
+        return Err(ApplyError::IdTaken {
+            id: topo.id.clone(),
+            ours: topo.name.clone(),
+            theirs: record.plan.name.clone(),
+        });
+    }
+    if record.status != Status::Up {
+        return Err(ApplyError::Unsettled {
+            id: topo.id.clone(),
+            status: format!("{:?}", record.status).to_lowercase(),
+            pid: record.pid,
+        });
+    }
+    let old = record.plan.clone();
+    let options = PlanOptions {
+        datapath: old.datapath,
+        runtime: old.runtime,
+    };
+    let new = Plan::build_from(topo, options, Some(&old))?;
+    let changes = diff::diff(Some(&old), Some(&new));
+    let old_entries = entries::entries(&old)?;
+    let new_entries = entries::entries(&new)?;
+    let map_diff = entries::diff(&old, &old_entries, &new, &new_entries);
+    if changes.is_empty() && map_diff.is_empty() {
+        if source.is_some() && record.source != source {
+            record.source = source;
+            record.save()?;
+        }
+        return Ok(Applied {
+            report: Report {
+                network: new.id.clone(),
+                seconds: started.elapsed().as_secs_f64(),
+                ..Report::default()
+            },
+            changes,
+            map_changes: String::new(),
+        });
+    }
+
+    // ---- checks, before anything changes
+    let pinned = Pinned::open(&new.id)?;
+    check_capacity(&pinned, &new, &new_entries)?;
+    preflight::host(&new, Some(&old)).await?;
+    let built = changes.built_nodes();
+    let building: Vec<&NodePlan> = new
+        .nodes
+        .iter()
+        .filter(|n| built.contains(n.name.as_str()))
+        .collect();
+    let needs_docker = old.nodes.iter().chain(&new.nodes).any(|n| n.container);
+    let docker = preflight::runtimes(&new, &building, false, needs_docker).await?;
+    let frr_configs = preflight::frr(&new, &changes)?;
+
+    // ---- the edit, recorded first
+    record.status = Status::Applying;
+    record.target = Some(new.clone());
+    record.pid = std::process::id();
+    if changes.host.contains(&HostChange::AddUplink)
+        && let Some(u) = &new.uplink
+    {
+        record.host = Some(crate::host::HostChanges {
+            netns: crate::host::netns_inode(),
+            uplink: Some(u.host_ifname.clone()),
+            ..crate::host::HostChanges::default()
+        });
+    }
+    record.save()?;
+    let mut phases = progress::Phases::new(observer);
+    let forward = edit(
+        &old,
+        &new,
+        &changes,
+        &map_diff,
+        Edit {
+            mode: converge::Mode::Forward,
+            pinned: &pinned,
+            docker: docker.as_ref(),
+            frr: &frr_configs,
+            record: &mut record,
+        },
+        &mut phases,
+    )
+    .await;
+    match forward {
+        Ok((counts, frr_routers)) => {
+            record.plan = new.clone();
+            record.target = None;
+            record.status = Status::Up;
+            if source.is_some() {
+                record.source = source;
+            }
+            record.save()?;
+            Ok(Applied {
+                report: Report {
+                    network: new.id.clone(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    phases: phases.done,
+                    counts,
+                    frr_routers,
+                    map_entries: map_diff.len(),
+                },
+                changes,
+                map_changes: map_diff.summary(),
+            })
+        }
+        Err(error) => {
+            info!("apply failed, putting the network back: {error}");
+            let back = diff::diff(Some(&new), Some(&old));
+            let back_maps = entries::diff(&new, &new_entries, &old, &old_entries);
+            // FRR of the old plan, for the routers the way back starts it again in
+            let back_frr = preflight::frr(&old, &back).unwrap_or_default();
+            let mut problems = Vec::new();
+            let mut phases = progress::Phases::new(observer);
+            if let Err(e) = edit(
+                &new,
+                &old,
+                &back,
+                &back_maps,
+                Edit {
+                    mode: converge::Mode::Rollback,
+                    pinned: &pinned,
+                    docker: docker.as_ref(),
+                    frr: &back_frr,
+                    record: &mut record,
+                },
+                &mut phases,
+            )
+            .await
+            {
+                problems.push(format!(
+                    "{e} (`dvnet down {}` removes the network whole)",
+                    old.id
+                ));
+            }
+            record.plan = old;
+            record.target = None;
+            record.status = Status::Up;
+            if let Err(e) = record.save() {
+                problems.push(e.to_string());
+            }
+            Err(ApplyError::Restored {
+                error: Box::new(error),
+                problems,
+            })
+        }
+    }
+}
+
+/// What an edit works with beyond the plans.
+struct Edit<'a> {
+    mode: converge::Mode,
+    pinned: &'a Pinned,
+    docker: Option<&'a Containers>,
+    frr: &'a frr::Configs,
+    record: &'a mut State,
+}
+
+/// One edit, `old` → `new`: FRR stopped where it stops, the executor, the maps, FRR started
+/// where it starts, hosts files, the host side.
+async fn edit(
+    old: &Plan,
+    new: &Plan,
+    changes: &Diff,
+    map_diff: &entries::EntriesDiff,
+    e: Edit<'_>,
+    phases: &mut progress::Phases<'_>,
+) -> Result<(Counts, usize), ApplyError> {
+    let rollback = e.mode == converge::Mode::Rollback;
+    // FRR that stops or restarts, before its router changes
+    for c in &changes.frr {
+        if let FrrChange::Stop { router } | FrrChange::Restart { router } = c
+            && let Some(node) = old.node(router)
+        {
+            let r = frr::stop(&old.id, node, e.docker).await;
+            if !rollback {
+                r?;
+            }
+        }
+    }
+    let (node_prog, fabric_prog) = e.pinned.programs();
+    let ctx = converge::Ctx {
+        old,
+        new,
+        diff: changes,
+        mode: e.mode,
+        docker: e.docker,
+        node_prog,
+        fabric_prog,
+    };
+    let counts = converge::converge(&ctx, phases).await?;
+    if new.datapath == Datapath::Ebpf || !map_diff.is_empty() {
+        e.pinned.write(map_diff)?;
+        phases.end("map entries");
+    }
+    let frr_routers = frr::start(new, e.frr, e.docker).await?;
+    if frr_routers > 0 {
+        phases.end("frr");
+    }
+    if changes.hosts_files {
+        write_hosts(new, new.nodes.iter())?;
+        phases.end("hosts files");
+    } else if new.update_hosts {
+        let built = changes.built_nodes();
+        write_hosts(
+            new,
+            new.nodes
+                .iter()
+                .filter(|n| !n.container && built.contains(n.name.as_str())),
+        )?;
+    }
+    host_side(old, new, changes, e.record).await?;
+    if !changes.host.is_empty() {
+        phases.end("host side");
+    }
+    Ok((counts, frr_routers))
+}
+
+/// The host side of an edit.
+async fn host_side(
+    old: &Plan,
+    new: &Plan,
+    changes: &Diff,
+    record: &mut State,
+) -> Result<(), ApplyError> {
+    for c in &changes.host {
+        match c {
+            HostChange::AddUplink => {
+                // the uplink itself came with the wiring
+                crate::host::add_nat(new, record)?;
+            }
+            HostChange::RemoveUplink => {
+                let errors = crate::host::undo(&old.id, record.host.as_ref()).await;
+                if let Some(e) = errors.into_iter().next() {
+                    return Err(ApplyError::Teardown(e));
+                }
+                record.host = None;
+                record.save()?;
+            }
+            HostChange::Address { from, .. } => {
+                let uplink = new
+                    .uplink
+                    .as_ref()
+                    .expect("an address change has an uplink");
+                crate::host::change_address(
+                    uplink,
+                    *from,
+                    new.subnets[uplink.subnet].cidr.prefix_len(),
+                )
+                .await?;
+            }
+            HostChange::Routes { add, remove } => {
+                let uplink = new.uplink.as_ref().expect("a route change has an uplink");
+                crate::host::change_routes(uplink, add, remove).await?;
+            }
+            HostChange::Nat => {
+                let _host = crate::host::lock(&new.id)?;
+                crate::host::nat::reload(new)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pinned maps hold what `new` needs.
+fn check_capacity(
+    pinned: &Pinned,
+    new: &Plan,
+    entries: &entries::MapEntries,
+) -> Result<(), ApplyError> {
+    use dvnet_common::maps;
+    let rule_slots = entries
+        .rule_slots
+        .iter()
+        .map(|r| u64::from(r.slot) + 1)
+        .max()
+        .unwrap_or(0);
+    for (map, need) in [
+        (maps::LINK_STATS, new.link_slots() as u64),
+        (maps::IFACES, entries.ifaces.len() as u64),
+        (maps::ROUTES, entries.routes.len() as u64),
+        (maps::FW_CLASSES, entries.classes.len() as u64),
+        (maps::FW_RULES, entries.rules.len() as u64),
+        (maps::RULE_HITS, rule_slots),
+    ] {
+        let have = pinned.capacity(map)?;
+        if need > u64::from(have) {
+            return Err(ApplyError::Capacity {
+                map: map.to_owned(),
+                need,
+                have,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything network `id` owns, holding its lock: a `down` while an `up` runs
+/// waits for it to finish, then removes what it built.
+///
+/// # Errors
+/// Not root, `id` is not a network id, dvnet's directories are untrustworthy, or the lock
+/// cannot be taken; problems met while removing are in the report.
+pub async fn down(id: &str, observer: &dyn Observer) -> Result<DownReport, ApplyError> {
+    require_root("down")?;
+    state::check_id(id)?;
+    preflight::roots()?;
+    let lock = lock_network(id, "down", observer)?;
+    let report = teardown::network(id).await;
+    if report.errors.is_empty() {
+        lock.remove_file();
+    }
+    Ok(report)
+}
