@@ -227,33 +227,14 @@ impl Drop for TestNet {
     }
 }
 
-/// Everything a network `id` could have left behind.
+/// Everything a network `id` could have left behind: what dvnet's own inventory finds
+/// (namespaces, `/etc/netns` directories, record, lock, pins).
 #[must_use]
 pub fn leftovers_of(id: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let prefix = format!("dv-{id}");
-    for dir in ["/run/netns", "/etc/netns"] {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name == prefix || name.starts_with(&format!("{prefix}.")) {
-                    found.push(format!("{dir}/{name}"));
-                }
-            }
-        }
-    }
-    for record in [
-        Path::new("/run/dvnet"),
-        Path::new("/run/dvnet/.locks"),
-        Path::new("/sys/fs/bpf/dvnet"),
-    ]
-    .map(|d| d.join(id))
-    {
-        if record.exists() {
-            found.push(record.display().to_string());
-        }
-    }
-    found
+    dvnet::apply::inventory::Inventory::of(id).map_or_else(
+        |e| vec![format!("the inventory of {id} failed: {e}")],
+        |i| i.paths(),
+    )
 }
 
 /// Returns `true` when a Docker daemon answers and dvnet's images are there; otherwise prints
