@@ -329,7 +329,6 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const ETH_HLEN: usize = 14;
-pub const IPPROTO_OSPF: u8 = 89;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -152,23 +152,3 @@ async fn read_node(nl: &Netlink, name: &str) -> Result<LiveNode, InspectError> {
         routes,
     })
 }
-
-/// The destination prefix of a main-table IPv4 route.
-#[must_use]
-pub fn route_prefix(r: &netlink_packet_route::route::RouteMessage) -> Option<ipnet::Ipv4Net> {
-    if r.header.table != netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN {
-        return None;
-    }
-    let dest = r
-        .attributes
-        .iter()
-        .find_map(|a| {
-            if let RouteAttribute::Destination(RouteAddress::Inet(d)) = a {
-                Some(*d)
-            } else {
-                None
-            }
-        })
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    ipnet::Ipv4Net::new(dest, r.header.destination_prefix_length).ok()
-}

@@ -3,7 +3,6 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use dvnet::cli::{Cli, EXIT_INVALID_INPUT, run};
-use dvnet::topology::TopologyError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,15 +24,17 @@ fn main() -> ExitCode {
             // A cause already quoted by the message above it is not repeated.
             let mut shown = err.to_string();
             eprint!("error: {shown}");
-            for cause in err.chain().skip(1) {
-                let text = cause.to_string();
+            let mut cause = std::error::Error::source(&err);
+            while let Some(c) = cause {
+                let text = c.to_string();
                 if !shown.contains(&text) {
                     eprint!("\n  caused by: {text}");
                 }
                 shown = text;
+                cause = c.source();
             }
             eprintln!();
-            if err.downcast_ref::<TopologyError>().is_some() {
+            if err.is_invalid_input() {
                 ExitCode::from(EXIT_INVALID_INPUT)
             } else {
                 ExitCode::FAILURE

@@ -464,6 +464,29 @@ impl Netlink {
     }
 }
 
+/// The destination prefix of a main-table IPv4 route.
+#[must_use]
+pub fn route_prefix(r: &netlink_packet_route::route::RouteMessage) -> Option<ipnet::Ipv4Net> {
+    if r.header.table != netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN {
+        return None;
+    }
+    let dest = r
+        .attributes
+        .iter()
+        .find_map(|a| {
+            if let netlink_packet_route::route::RouteAttribute::Destination(
+                netlink_packet_route::route::RouteAddress::Inet(d),
+            ) = a
+            {
+                Some(*d)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    ipnet::Ipv4Net::new(dest, r.header.destination_prefix_length).ok()
+}
+
 /// Whether a netlink error is the kernel's `errno`.
 #[must_use]
 pub fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {

@@ -130,7 +130,8 @@ pub fn plan(plan: &Plan) -> String {
                 },
                 nets(&r.src),
                 nets(&r.dst),
-                r.proto.map_or_else(|| "any".to_owned(), proto_name),
+                r.proto
+                    .map_or_else(|| "any".to_owned(), crate::plan::proto_name),
                 r.dport.map_or_else(String::new, |p| p.to_string()),
                 r.origin.clone(),
             ]);
@@ -189,17 +190,6 @@ fn kind(k: NodeKind) -> &'static str {
     match k {
         NodeKind::Router => "router",
         NodeKind::Host => "host",
-    }
-}
-
-/// `tcp`, `udp`, `icmp`, or the number.
-#[must_use]
-pub fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".to_owned(),
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
-        n => n.to_string(),
     }
 }
 

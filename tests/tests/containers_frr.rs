@@ -137,6 +137,25 @@ fn a_missing_image_is_refused_before_anything_is_created() {
     assert!(containers_of(&net.id).is_empty());
 }
 
+#[test]
+fn a_router_image_without_dvnet_frr_is_refused_before_anything_is_created() {
+    if !require_docker("a_router_image_without_dvnet_frr_is_refused_before_anything_is_created") {
+        return;
+    }
+    // dvnet/host has no FRR: found out before any namespace or container exists
+    let net = TestNet::new("nofrr", ospf_lab(Some("dvnet/host")));
+    let out = net.host.dvnet(&["up", net.file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("has no `dvnet-frr`") && err.contains("dvnet/router"),
+        "{err}"
+    );
+    assert!(!err.contains("removed again"), "nothing was created: {err}");
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+    assert!(containers_of(&net.id).is_empty());
+}
+
 /// The OSPF lab of the original dvnet slides: 4 hosts, 2 routers, a transit subnet.
 fn ospf_lab(router_image: Option<&str>) -> Value {
     json!({

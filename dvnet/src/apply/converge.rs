@@ -24,10 +24,9 @@ use super::progress::Phases;
 use crate::netlink::{Netlink, VethEnd};
 use crate::netns::{self, NetnsError};
 use crate::plan::diff::{Diff, LinkChange};
-use crate::plan::{Datapath, FabricPort, LinkPlan, NodeKind, NodePlan, Plan, Segment};
+use crate::plan::{FabricPort, Forwarder, LinkPlan, NodePlan, Plan, Segment};
 use crate::runtime::docker::Containers;
 use crate::runtime::{NodeRuntime as _, Origin};
-use crate::topology::Routing;
 use dvnet_common::programs;
 
 /// Netlink requests in flight at once.
@@ -208,11 +207,8 @@ fn work(ctx: &Ctx<'_>) -> Work {
 /// `net.ipv4.conf.{all,default}` from the host's, so everything that matters is set
 /// explicitly.
 #[must_use]
-pub fn node_sysctls(plan: &Plan, node: &NodePlan) -> Vec<(&'static str, &'static str)> {
-    let fib_fallback = node.kind == NodeKind::Router
-        && plan.datapath == Datapath::Ebpf
-        && plan.routing != Routing::Static;
-    let mut sysctls = if fib_fallback {
+pub fn node_sysctls(node: &NodePlan) -> Vec<(&'static str, &'static str)> {
+    let mut sysctls = if node.forwarder == (Forwarder::Program { fib_fallback: true }) {
         // An eBPF router fed by a routing daemon. FRR installs no transit routes unless it
         // reads `ip_forward` as 1, and the program looks routes up in the kernel's FIB as if
         // packets came in on `lo`, which needs forwarding there. The kernel decides forwarding
@@ -224,7 +220,8 @@ pub fn node_sysctls(plan: &Plan, node: &NodePlan) -> Vec<(&'static str, &'static
             ("ipv4/conf/default/forwarding", "0"),
         ]
     } else {
-        vec![("ipv4/ip_forward", if node.ip_forward { "1" } else { "0" })]
+        let on = node.forwarder == Forwarder::Kernel;
+        vec![("ipv4/ip_forward", if on { "1" } else { "0" })]
     };
     sysctls.extend([
         // IPv6 is not supported yet: without this, router solicitations, MLD and DAD chatter
@@ -499,7 +496,7 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
         let node = &new.nodes[n];
         NsJob {
             name: node.netns.clone(),
-            sysctls: node_sysctls(new, node),
+            sysctls: node_sysctls(node),
             adopt: adopt.get(node.netns.as_str()).copied(),
         }
     }));
@@ -770,42 +767,33 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
         phases.end("programs");
     }
 
-    // the kernel datapath's firewalls: routers built, and routers whose rules changed
-    if new.datapath == Datapath::Kernel {
-        let changed: BTreeSet<&str> = ctx
-            .diff
-            .firewalls
-            .iter()
-            .map(|f| f.router.as_str())
-            .collect();
-        let jobs: Vec<(String, crate::plan::FirewallPlan)> = new
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, n)| built_set.contains(i) || changed.contains(n.name.as_str()))
-            .filter_map(|(_, n)| {
-                let fw = n.firewall.as_ref()?;
-                (!fw.rules.is_empty()
-                    || fw.policy == crate::topology::Policy::Drop
-                    || changed.contains(n.name.as_str()))
-                .then(|| (n.netns.clone(), fw.clone()))
-            })
-            .collect();
-        if !jobs.is_empty() {
-            stream::iter(jobs)
-                .map(|(ns, fw)| {
-                    tokio::task::spawn_blocking(move || crate::datapath::kernel::apply(&ns, &fw))
-                })
-                .buffer_unordered(4)
-                .map(|joined| {
-                    joined
-                        .expect("iptables worker panicked")
-                        .map_err(ApplyError::from)
-                })
-                .try_collect::<()>()
-                .await?;
-            phases.end("firewalls");
-        }
+    // firewalls the datapath keeps outside its maps (the kernel's iptables): routers built,
+    // and routers whose rules changed
+    let changed: BTreeSet<&str> = ctx
+        .diff
+        .firewalls
+        .iter()
+        .map(|f| f.router.as_str())
+        .collect();
+    let routers: Vec<&NodePlan> = new
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| {
+            // a new router without rules needs none
+            (built_set.contains(i)
+                && n.firewall
+                    .as_ref()
+                    .is_some_and(crate::plan::FirewallPlan::active))
+                || changed.contains(n.name.as_str())
+        })
+        .map(|(_, n)| n)
+        .collect();
+    if crate::datapath::of(new.datapath)
+        .apply_firewalls(&routers)
+        .await?
+    {
+        phases.end("firewalls");
     }
     Ok(counts)
 }

@@ -254,7 +254,7 @@ async fn up_locked(
     preflight::host(plan, None).await?;
     let all: Vec<&NodePlan> = plan.nodes.iter().collect();
     let docker = preflight::runtimes(plan, &all, true, false).await?;
-    let frr_configs = frr::preflight(plan, |_| true)?;
+    let frr_configs = preflight::frr(plan, &diff::diff(None, Some(plan)), docker.as_ref()).await?;
 
     let mut record = State {
         version: state::VERSION,
@@ -451,7 +451,7 @@ pub async fn apply(
         .collect();
     let needs_docker = old.nodes.iter().chain(&new.nodes).any(|n| n.container);
     let docker = preflight::runtimes(&new, &building, false, needs_docker).await?;
-    let frr_configs = preflight::frr(&new, &changes)?;
+    let frr_configs = preflight::frr(&new, &changes, docker.as_ref()).await?;
 
     // ---- the edit, recorded first
     record.status = Status::Applying;
@@ -510,7 +510,7 @@ pub async fn apply(
             let back = diff::diff(Some(&new), Some(&old));
             let back_maps = entries::diff(&new, &new_entries, &old, &old_entries);
             // FRR of the old plan, for the routers the way back starts it again in
-            let back_frr = preflight::frr(&old, &back).unwrap_or_default();
+            let back_frr = preflight::frr(&old, &back, None).await.unwrap_or_default();
             let mut problems = Vec::new();
             let mut phases = progress::Phases::new(observer);
             if let Err(e) = edit(

@@ -95,7 +95,7 @@ pub async fn host(new: &Plan, old: Option<&Plan>) -> Result<(), ApplyError> {
                 })
             })
         })
-        .filter_map(crate::inspect::route_prefix)
+        .filter_map(crate::netlink::route_prefix)
         .collect();
     if had_uplink.is_none() && host.index_of(&uplink.host_ifname).await.is_ok() {
         return Err(crate::host::OutboundError::InterfaceTaken {
@@ -138,7 +138,11 @@ pub async fn runtimes(
 ///
 /// # Errors
 /// The first problem found.
-pub fn frr(plan: &Plan, diff: &Diff) -> Result<crate::frr::Configs, ApplyError> {
+pub async fn frr(
+    plan: &Plan,
+    diff: &Diff,
+    docker: Option<&Containers>,
+) -> Result<crate::frr::Configs, ApplyError> {
     let built = diff.built_nodes();
     let starting: std::collections::BTreeSet<&str> = diff
         .frr
@@ -149,7 +153,31 @@ pub fn frr(plan: &Plan, diff: &Diff) -> Result<crate::frr::Configs, ApplyError> 
         })
         .chain(built)
         .collect();
-    Ok(crate::frr::preflight(plan, |n| {
-        starting.contains(n.name.as_str())
-    })?)
+    let configs = crate::frr::preflight(plan, |n| starting.contains(n.name.as_str()))?;
+    // container routers start FRR with the image's `dvnet-frr`: checked once per image
+    let mut checked: std::collections::BTreeMap<&str, bool> = std::collections::BTreeMap::new();
+    for node in plan
+        .nodes
+        .iter()
+        .filter(|n| n.container && n.frr.is_some() && starting.contains(n.name.as_str()))
+    {
+        let (Some(image), Some(docker)) = (node.image.as_deref(), docker) else {
+            continue;
+        };
+        let has = if let Some(&has) = checked.get(image) {
+            has
+        } else {
+            let has = docker.image_has(image, "dvnet-frr").await?;
+            checked.insert(image, has);
+            has
+        };
+        if !has {
+            return Err(crate::runtime::docker::DockerError::NoFrrStarter {
+                router: node.name.clone(),
+                image: image.to_owned(),
+            }
+            .into());
+        }
+    }
+    Ok(configs)
 }

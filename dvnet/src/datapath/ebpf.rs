@@ -14,6 +14,20 @@ use dvnet_common::{IfaceInfo, Route, RouterAddr, RuleKey, RuleVerdict, maps, pro
 
 use super::entries::MapEntries;
 
+/// The eBPF datapath: routers forward and filter with the programs, driven by the maps
+/// (their firewalls are map entries, written with the rest).
+pub struct Programs;
+
+impl super::Forwarding for Programs {
+    fn apply_firewalls<'a>(
+        &'a self,
+        _routers: &'a [&'a crate::plan::NodePlan],
+    ) -> futures::future::BoxFuture<'a, Result<bool, super::kernel::KernelFirewallError>> {
+        use futures::FutureExt as _;
+        async { Ok(false) }.boxed()
+    }
+}
+
 /// The eBPF object built by `build.rs`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dvnet"));
 

@@ -21,8 +21,8 @@ use dvnet_common::{
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::plan::{Action, Datapath, LinkPlan, NodeKind, Plan};
-use crate::topology::{Policy, Routing};
+use crate::plan::{Action, Forwarder, LinkPlan, NodeKind, Plan};
+use crate::topology::Policy;
 
 /// Rule expansions beyond this are refused (nested prefixes multiply).
 pub const MAX_RULE_ENTRIES: usize = 4_000_000;
@@ -71,18 +71,18 @@ fn be(addr: std::net::Ipv4Addr) -> u32 {
 /// A router's rules expand to too many entries.
 pub fn entries(plan: &Plan) -> Result<MapEntries, EntriesError> {
     let mut out = MapEntries::default();
-    let ebpf = plan.datapath == Datapath::Ebpf;
     for (n, node) in plan.nodes.iter().enumerate() {
         let router = node.kind == NodeKind::Router;
         let mut flags = 0;
-        if router && ebpf {
+        let program = matches!(node.forwarder, Forwarder::Program { .. });
+        if let Forwarder::Program { fib_fallback } = node.forwarder {
             flags |= IFACE_FORWARD;
-            if plan.routing != Routing::Static {
+            if fib_fallback {
                 // routes come from a routing daemon: a route-map miss asks the kernel's FIB
                 flags |= IFACE_FIB_FALLBACK;
             }
             if let Some(fw) = &node.firewall
-                && (!fw.rules.is_empty() || fw.policy == Policy::Drop)
+                && fw.active()
             {
                 flags |= IFACE_FIREWALL;
                 if fw.policy == Policy::Drop {
@@ -113,7 +113,7 @@ pub fn entries(plan: &Plan) -> Result<MapEntries, EntriesError> {
                 ));
             }
         }
-        if router && ebpf {
+        if program {
             routes(plan, n, &mut out.routes);
         }
         if flags & IFACE_FIREWALL != 0 {
@@ -430,7 +430,7 @@ mod tests {
         Plan::build(
             &topo,
             PlanOptions {
-                datapath: Datapath::Ebpf,
+                datapath: crate::plan::Datapath::Ebpf,
                 ..PlanOptions::default()
             },
         )
@@ -529,7 +529,7 @@ mod tests {
         let p = Plan::build(
             &topo,
             PlanOptions {
-                datapath: Datapath::Kernel,
+                datapath: crate::plan::Datapath::Kernel,
                 ..PlanOptions::default()
             },
         )

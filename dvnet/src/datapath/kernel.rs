@@ -28,6 +28,34 @@ pub enum KernelFirewallError {
     Refused { ns: String, stderr: String },
 }
 
+/// The kernel datapath: kernel forwarding in the routers, firewalls as iptables rules in
+/// each router's namespace.
+pub struct Iptables;
+
+impl super::Forwarding for Iptables {
+    fn apply_firewalls<'a>(
+        &'a self,
+        routers: &'a [&'a crate::plan::NodePlan],
+    ) -> futures::future::BoxFuture<'a, Result<bool, KernelFirewallError>> {
+        use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
+        let jobs: Vec<(String, FirewallPlan)> = routers
+            .iter()
+            .filter_map(|n| Some((n.netns.clone(), n.firewall.clone()?)))
+            .collect();
+        async move {
+            let any = !jobs.is_empty();
+            futures::stream::iter(jobs)
+                .map(|(ns, fw)| tokio::task::spawn_blocking(move || apply(&ns, &fw)))
+                .buffer_unordered(4)
+                .map(|joined| joined.expect("iptables worker panicked"))
+                .try_collect::<()>()
+                .await?;
+            Ok(any)
+        }
+        .boxed()
+    }
+}
+
 /// The iptables-restore input for a router's firewall.
 #[must_use]
 pub fn ruleset(fw: &FirewallPlan) -> String {
@@ -65,7 +93,7 @@ pub fn ruleset(fw: &FirewallPlan) -> String {
         out.push_str(&side("-s", &rule.src));
         out.push_str(&side("-d", &rule.dst));
         if let Some(p) = rule.proto {
-            let name = crate::render::proto_name(p);
+            let name = crate::plan::proto_name(p);
             let _ = write!(out, " -p {name}");
             if let Some(port) = rule.dport {
                 let _ = write!(out, " -m {name} --dport {port}");

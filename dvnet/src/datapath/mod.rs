@@ -8,3 +8,28 @@
 pub mod ebpf;
 pub mod entries;
 pub mod kernel;
+
+use futures::future::BoxFuture;
+
+use crate::plan::{Datapath, NodePlan};
+
+/// What differs between datapaths beyond the plan's facts (who forwards in each node is
+/// [`crate::plan::Forwarder`]; which map entries exist is [`entries`]). A new datapath is
+/// a new file implementing this.
+pub trait Forwarding: Sync {
+    /// Makes the firewalls of `routers` what their plans say, where the datapath keeps them
+    /// outside its maps; `true` when there was anything to do.
+    fn apply_firewalls<'a>(
+        &'a self,
+        routers: &'a [&'a NodePlan],
+    ) -> BoxFuture<'a, Result<bool, kernel::KernelFirewallError>>;
+}
+
+/// The datapath's backend.
+#[must_use]
+pub fn of(datapath: Datapath) -> &'static dyn Forwarding {
+    match datapath {
+        Datapath::Ebpf => &ebpf::Programs,
+        Datapath::Kernel => &kernel::Iptables,
+    }
+}

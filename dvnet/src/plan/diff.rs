@@ -302,12 +302,12 @@ impl Diff {
 }
 
 /// What a node runs on: a change means making it anew.
-fn substrate(node: &NodePlan) -> (NodeKind, bool, Option<&str>, bool) {
+fn substrate(node: &NodePlan) -> (NodeKind, bool, Option<&str>, super::Forwarder) {
     (
         node.kind,
         node.container,
         node.image.as_deref().filter(|_| node.container),
-        node.ip_forward,
+        node.forwarder,
     )
 }
 
@@ -320,6 +320,12 @@ fn why_recreated(old: &NodePlan, new: &NodePlan) -> Option<String> {
         } else {
             "container -> namespace".into()
         })
+    } else if old.forwarder != new.forwarder {
+        // its sysctls are set when its namespace is made
+        Some(format!(
+            "forwarding {:?} -> {:?}",
+            old.forwarder, new.forwarder
+        ))
     } else if substrate(old) != substrate(new) {
         Some(format!(
             "image {} -> {}",

@@ -129,12 +129,34 @@ pub struct NodePlan {
     pub links: Vec<u32>,
     /// Routes beyond the connected ones.
     pub routes: Vec<RoutePlan>,
-    /// Whether the kernel forwards in this node (kernel-datapath routers only).
-    pub ip_forward: bool,
+    /// Who forwards in this node: decided here, once, for every later step.
+    pub forwarder: Forwarder,
     /// Routers only: the firewall, resolved to prefixes.
     pub firewall: Option<FirewallPlan>,
     /// Routers that run FRR.
     pub frr: Option<FrrPlan>,
+}
+
+/// Who forwards packets in a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Forwarder {
+    /// Nobody: a host.
+    #[default]
+    None,
+    /// The kernel (`--datapath kernel` routers): forwarding on, iptables firewall.
+    Kernel,
+    /// dvnet's eBPF program on every interface, kernel forwarding off; with
+    /// `fib_fallback`, a route-map miss asks the kernel's FIB (a routing daemon fills it).
+    Program { fib_fallback: bool },
+}
+
+impl FirewallPlan {
+    /// Whether the firewall filters anything (rules, or a DROP policy).
+    #[must_use]
+    pub fn active(&self) -> bool {
+        !self.rules.is_empty() || self.policy == Policy::Drop
+    }
 }
 
 /// A node's interface: on a point-to-point segment, one end of the veth pair joining it to the
@@ -236,8 +258,7 @@ pub struct PublishPlan {
     pub node_port: u16,
 }
 
-/// The name of the uplink subnet (reserved when outbound access is on).
-pub const UPLINK: &str = "uplink";
+pub use crate::topology::UPLINK;
 
 /// `topo` with the uplink as one more subnet of the border routers, which take the addresses
 /// after the host's.
@@ -544,7 +565,13 @@ impl Plan {
                 container: topo.node_image(node).is_some() && options.runtime == Runtime::Auto,
                 links: node_links,
                 routes: Vec::new(),
-                ip_forward: kind == NodeKind::Router && options.datapath == Datapath::Kernel,
+                forwarder: match (kind, options.datapath) {
+                    (NodeKind::Host, _) => Forwarder::None,
+                    (NodeKind::Router, Datapath::Kernel) => Forwarder::Kernel,
+                    (NodeKind::Router, Datapath::Ebpf) => Forwarder::Program {
+                        fib_fallback: topo.routing != Routing::Static,
+                    },
+                },
                 firewall,
                 frr: None,
             });
@@ -866,6 +893,17 @@ fn firewall_plan(
     FirewallPlan {
         policy: fw.policy,
         rules,
+    }
+}
+
+/// An IP protocol's name: `tcp`, `udp`, `icmp`, or the number.
+#[must_use]
+pub fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".to_owned(),
+        6 => "tcp".to_owned(),
+        17 => "udp".to_owned(),
+        n => n.to_string(),
     }
 }
 

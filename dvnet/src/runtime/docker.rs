@@ -68,6 +68,12 @@ pub enum DockerError {
         names.join(", ")
     )]
     Orphans { id: String, names: Vec<String> },
+    #[error(
+        "router {router} runs FRR in a container of image {image}, which has no `dvnet-frr` to \
+         start it\nhint: use dvnet/router (`./setup.sh --docker` builds it), or an image built \
+         from images/router"
+    )]
+    NoFrrStarter { router: String, image: String },
 }
 
 /// A connection to the Docker daemon.
@@ -169,6 +175,54 @@ impl Containers {
         } else {
             Err(DockerError::NamesTaken { names: taken })
         }
+    }
+
+    /// Whether `image` has the program `command` on its `PATH`: a throwaway container, no
+    /// network, that runs `command -v`.
+    ///
+    /// # Errors
+    /// When Docker cannot run it.
+    pub async fn image_has(&self, image: &str, command: &str) -> Result<bool, DockerError> {
+        let err = |op| {
+            let name = format!("checking {image} for {command}");
+            move |source| DockerError::Container { op, name, source }
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            entrypoint: Some(vec!["sh".into(), "-c".into()]),
+            cmd: Some(vec![format!("command -v {command} >/dev/null")]),
+            labels: Some(HashMap::from([(LABEL_NETWORK.to_owned(), String::new())])),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let created = self
+            .docker
+            .create_container(None::<CreateContainerOptions>, body)
+            .await
+            .map_err(err("creating"))?;
+        let id = created.id;
+        let outcome = async {
+            self.docker
+                .start_container(&id, None)
+                .await
+                .map_err(err("starting"))?;
+            let mut wait = self.docker.wait_container(&id, None);
+            let code = match wait.next().await {
+                Some(Ok(r)) => r.status_code,
+                // a non-zero exit arrives as an error carrying the code
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                Some(Err(e)) => return Err(err("waiting for")(e)),
+                None => -1,
+            };
+            Ok(code == 0)
+        }
+        .await;
+        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+        let _ = self.docker.remove_container(&id, Some(options)).await;
+        outcome
     }
 
     /// The containers labelled as network `id`'s, running or not: (id, name).

@@ -20,6 +20,10 @@ mod tests;
 pub use error::{Diagnostic, TopologyError};
 pub use validate::{network_id, sanitize};
 
+/// The name of the uplink subnet: reserved when outbound access is on (the plan adds the
+/// uplink as one more subnet).
+pub const UPLINK: &str = "uplink";
+
 /// A network described by a topology file, validated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Topology {
@@ -120,14 +124,6 @@ pub struct Firewall {
     pub policy: Policy,
     pub accept: Vec<FwRule>,
     pub drop: Vec<FwRule>,
-}
-
-impl Firewall {
-    /// True when the firewall lets everything through (no rules, ACCEPT policy).
-    #[must_use]
-    pub fn is_open(&self) -> bool {
-        self.policy == Policy::Accept && self.accept.is_empty() && self.drop.is_empty()
-    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -306,11 +302,5 @@ impl Topology {
         (0..self.routers.len())
             .map(NodeRef::Router)
             .chain((0..self.hosts.len()).map(NodeRef::Host))
-    }
-
-    /// Finds a node by name.
-    #[must_use]
-    pub fn find_node(&self, name: &str) -> Option<NodeRef> {
-        self.nodes().find(|&n| self.node_name(n) == name)
     }
 }

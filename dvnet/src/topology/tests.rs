@@ -144,7 +144,9 @@ fn original_demo_reads_unchanged() {
         assert_eq!(router.subnets, subnets, "{}", router.name);
         assert_eq!(router.image.as_deref(), Some("pcollado/drouter"));
         assert!(
-            router.firewall.is_open(),
+            router.firewall.policy == Policy::Accept
+                && router.firewall.accept.is_empty()
+                && router.firewall.drop.is_empty(),
             "{} has an open firewall",
             router.name
         );

@@ -1060,7 +1060,7 @@ impl<'a> Validator<'a> {
         if let Some(s) = self
             .subnets
             .iter()
-            .find(|s| sanitize(s.name) == crate::plan::UPLINK)
+            .find(|s| sanitize(s.name) == super::UPLINK)
         {
             let message = format!(
                 "with outbound access on, the name {:?} is taken by the uplink; rename this subnet",

@@ -3,7 +3,6 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::apply::{self, UpOptions};
@@ -12,7 +11,67 @@ use crate::inspect;
 use crate::plan::{Datapath, Plan, PlanOptions, Runtime};
 use crate::render;
 use crate::state::State;
-use crate::topology::Topology;
+use crate::topology::{Topology, TopologyError};
+
+mod network;
+mod progress;
+
+use network::{edit_of, map_changes, network_id};
+use progress::Bars;
+
+/// Why a command failed: the library's own errors, and the command line's.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Inspect(#[from] crate::inspect::InspectError),
+    #[error(transparent)]
+    Stats(#[from] crate::stats::StatsError),
+    #[error(transparent)]
+    Entries(#[from] crate::datapath::entries::EntriesError),
+    #[error(transparent)]
+    Exec(#[from] crate::exec::ExecError),
+    #[error(transparent)]
+    Generate(#[from] crate::generate::GenError),
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A mistake on the command line, said plainly.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    /// Whether the input (a topology file) was bad: `main` exits with
+    /// [`EXIT_INVALID_INPUT`].
+    #[must_use]
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, CliError::Topology(_))
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(source: std::io::Error) -> Self {
+        CliError::Io {
+            what: "writing the output".into(),
+            source,
+        }
+    }
+}
 
 /// Emulated IP networks on one Linux machine: real namespaces, real veths, eBPF routers.
 #[derive(Debug, Parser)]
@@ -133,101 +192,22 @@ pub enum Command {
 /// What `main` should exit with when a command fails.
 pub const EXIT_INVALID_INPUT: u8 = 2;
 
-fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn async_runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("starting the async runtime")
-}
-
-/// The id of the network a command-line argument names: a network id (`test-net-0`), a
-/// topology file, or the network's name as its file writes it (`"Test Net 0"`). Nothing
-/// else: an argument is never used as a path to anything but a topology file to read.
-fn network_id(arg: &str) -> anyhow::Result<String> {
-    use crate::plan::naming::is_network_id;
-    let path = std::path::Path::new(arg);
-    let is_file = std::fs::metadata(path).is_ok_and(|m| m.is_file());
-    if is_network_id(arg) && !is_file {
-        return Ok(arg.to_owned());
-    }
-    if is_file {
-        // Only the name is needed: a file that has become invalid since `up` still works.
-        let text = crate::topology::read_text(path)?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{arg} is not JSON; give the network's id instead"))?;
-        let name = value
-            .as_object()
-            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("name")))
-            .and_then(|(_, v)| v.as_str())
-            .with_context(|| format!("{arg} has no \"name\"; give the network's id instead"))?;
-        let id = crate::topology::network_id(name)
-            .with_context(|| format!("{arg}: the name {name:?} has no usable id"))?;
-        same_network(&id, name)?;
-        return Ok(id);
-    }
-    if std::fs::symlink_metadata(path).is_ok() || arg.contains('/') {
-        anyhow::bail!(
-            "{arg:?} is neither a network id nor a topology file; give the network's id \
-             (`dvnet ls` lists them) or its topology file"
-        );
-    }
-    let id = crate::topology::network_id(arg).with_context(|| {
-        format!("{arg:?} is neither a network nor a topology file; `dvnet ls` lists the networks")
-    })?;
-    same_network(&id, arg)?;
-    Ok(id)
-}
-
-/// The record of the running network a topology file describes, and the file planned as an
-/// edit of it (same datapath and runtime, identities kept).
-fn edit_of(file: &std::path::Path) -> anyhow::Result<(State, Plan)> {
-    let topo = Topology::from_file(file)?;
-    let record = match State::load(&topo.id) {
-        Ok(record) => record,
-        Err(crate::state::StateError::NotFound { id }) => anyhow::bail!(
-            "network {id} is not up; `dvnet up {}` builds it",
-            file.display()
-        ),
-        Err(e) => return Err(e.into()),
-    };
-    same_network(&topo.id, &topo.name)?;
-    let options = PlanOptions {
-        datapath: record.plan.datapath,
-        runtime: record.plan.runtime,
-    };
-    let plan = Plan::build_from(&topo, options, Some(&record.plan))?;
-    Ok((record, plan))
-}
-
-/// The eBPF map writes between two plans of one network.
-fn map_changes(old: &Plan, new: &Plan) -> anyhow::Result<crate::datapath::entries::EntriesDiff> {
-    use crate::datapath::entries;
-    let before = entries::entries(old)?;
-    let after = entries::entries(new)?;
-    Ok(entries::diff(old, &before, new, &after))
-}
-
-/// Refuses a name that gives the id of a network with another name (`"lab x"` and `"LAB_X"`
-/// both give `lab-x`): acting on one must never touch the other.
-fn same_network(id: &str, name: &str) -> anyhow::Result<()> {
-    if let Ok(record) = State::load(id)
-        && record.plan.name != name
-    {
-        anyhow::bail!(
-            "network {id} is named {:?}, not {name:?} (the two names give the same id); name \
-             it by its id, `{id}`, if that is the network you mean",
-            record.plan.name
-        );
-    }
-    Ok(())
+        .map_err(|source| CliError::Io {
+            what: "starting the async runtime".into(),
+            source,
+        })
 }
 
 /// Runs a parsed command line.
 ///
 /// # Errors
 /// Whatever the command fails with; a [`crate::topology::TopologyError`] means bad input.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Up {
             file,
@@ -319,10 +299,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("network {id} is not up: nothing to remove");
             }
             if !report.errors.is_empty() {
-                anyhow::bail!(
+                return Err(CliError::Usage(format!(
                     "some objects could not be removed:\n  {}",
                     report.errors.join("\n  ")
-                );
+                )));
             }
         }
         Command::Ls { json } => ls(json)?,
@@ -352,10 +332,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let record = State::load(&id)?;
             let Some(node) = record.plan.node(&node) else {
                 let names: Vec<&str> = record.plan.nodes.iter().map(|n| n.name.as_str()).collect();
-                anyhow::bail!(
+                return Err(CliError::Usage(format!(
                     "network {id} has no node {node:?}; its nodes are {}",
                     names.join(", ")
-                );
+                )));
             };
             if node.container {
                 match crate::exec::exec_in_container(&node.netns, &command)? {}
@@ -428,8 +408,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             let text = serde_json::to_string_pretty(&value)? + "\n";
             match output {
-                Some(path) => std::fs::write(&path, text)
-                    .with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => std::fs::write(&path, text).map_err(|source| CliError::Io {
+                    what: format!("writing {}", path.display()),
+                    source,
+                })?,
                 None => std::io::stdout().lock().write_all(text.as_bytes())?,
             }
         }
@@ -437,66 +419,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Progress bars on a terminal (stderr), one per phase that counts its steps.
-struct Bars {
-    enabled: bool,
-    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
-}
-
-impl Bars {
-    fn on_terminal() -> Bars {
-        use std::io::IsTerminal as _;
-        Bars {
-            enabled: std::io::stderr().is_terminal(),
-            bar: std::sync::Mutex::new(None),
-        }
-    }
-
-    fn clear(&self) {
-        if let Some(bar) = self.bar.lock().expect("bars").take() {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl apply::Observer for Bars {
-    fn start(&self, phase: &'static str, total: usize) {
-        if !self.enabled || total == 0 {
-            return;
-        }
-        let bar = indicatif::ProgressBar::new(total as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(phase);
-        if let Some(old) = self.bar.lock().expect("bars").replace(bar) {
-            old.finish_and_clear();
-        }
-    }
-
-    fn advance(&self, n: usize) {
-        if let Some(bar) = self.bar.lock().expect("bars").as_ref() {
-            bar.inc(n as u64);
-        }
-    }
-
-    fn done(&self, _phase: &'static str, _elapsed: std::time::Duration) {
-        self.clear();
-    }
-
-    fn waiting(&self, what: &str) {
-        if self.enabled {
-            eprintln!("{what}");
-        }
-    }
-}
-
 /// `dvnet stats`: once, or refreshed with rates (`--watch`).
-fn stats(network: &str, json: bool, watch: bool, interval: f64) -> anyhow::Result<()> {
+fn stats(network: &str, json: bool, watch: bool, interval: f64) -> Result<(), CliError> {
     let id = network_id(network)?;
     let record = State::load(&id)?;
     let plan = &record.plan;
@@ -531,7 +455,7 @@ fn stats(network: &str, json: bool, watch: bool, interval: f64) -> anyhow::Resul
 }
 
 /// `dvnet ls`: recorded networks, plus namespaces left by a crashed `up` with no record.
-fn ls(json: bool) -> anyhow::Result<()> {
+fn ls(json: bool) -> Result<(), CliError> {
     let mut rows = Vec::new();
     for id in State::ids()? {
         match State::load(&id) {
@@ -554,14 +478,12 @@ fn ls(json: bool) -> anyhow::Result<()> {
         .iter()
         .filter_map(|r| r["id"].as_str().map(str::to_owned))
         .collect();
-    let mut orphans = std::collections::BTreeSet::new();
-    for ns in crate::netns::list()? {
-        if let Some(id) = crate::plan::naming::network_of(&ns)
-            && !recorded.contains(id)
-        {
-            orphans.insert(id.to_owned());
-        }
-    }
+    // what dvnet's inventory finds of networks with no record: namespaces, containers
+    let mut orphans: std::collections::BTreeSet<String> =
+        apply::inventory::networks_with_namespaces()
+            .into_iter()
+            .filter(|id| !recorded.contains(id))
+            .collect();
     // containers of a network with no record (a crash, or an `up` killed at the wrong time)
     let containers = async_runtime()?.block_on(async {
         match crate::runtime::docker::Containers::connect().await {

@@ -1,0 +1,103 @@
+//! Naming a network on the command line: by its id, its topology file, or its name — never
+//! by a path to anything else.
+
+use super::CliError;
+use crate::plan::{Plan, PlanOptions};
+use crate::state::State;
+use crate::topology::Topology;
+
+/// The id of the network a command-line argument names: a network id (`test-net-0`), a
+/// topology file, or the network's name as its file writes it (`"Test Net 0"`). Nothing
+/// else: an argument is never used as a path to anything but a topology file to read.
+pub fn network_id(arg: &str) -> Result<String, CliError> {
+    use crate::plan::naming::is_network_id;
+    let path = std::path::Path::new(arg);
+    let is_file = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+    if is_network_id(arg) && !is_file {
+        return Ok(arg.to_owned());
+    }
+    if is_file {
+        // Only the name is needed: a file that has become invalid since `up` still works.
+        let text = crate::topology::read_text(path)?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            CliError::Usage(format!(
+                "{arg} is not JSON ({e}); give the network's id instead"
+            ))
+        })?;
+        let name = value
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("name")))
+            .and_then(|(_, v)| v.as_str())
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "{arg} has no \"name\"; give the network's id instead"
+                ))
+            })?;
+        let id = crate::topology::network_id(name)
+            .ok_or_else(|| CliError::Usage(format!("{arg}: the name {name:?} has no usable id")))?;
+        same_network(&id, name)?;
+        return Ok(id);
+    }
+    if std::fs::symlink_metadata(path).is_ok() || arg.contains('/') {
+        return Err(CliError::Usage(format!(
+            "{arg:?} is neither a network id nor a topology file; give the network's id \
+             (`dvnet ls` lists them) or its topology file"
+        )));
+    }
+    let id = crate::topology::network_id(arg).ok_or_else(|| {
+        CliError::Usage(format!(
+            "{arg:?} is neither a network nor a topology file; `dvnet ls` lists the networks"
+        ))
+    })?;
+    same_network(&id, arg)?;
+    Ok(id)
+}
+
+/// The record of the running network a topology file describes, and the file planned as an
+/// edit of it (same datapath and runtime, identities kept).
+pub fn edit_of(file: &std::path::Path) -> Result<(State, Plan), CliError> {
+    let topo = Topology::from_file(file)?;
+    let record = match State::load(&topo.id) {
+        Ok(record) => record,
+        Err(crate::state::StateError::NotFound { id }) => {
+            return Err(CliError::Usage(format!(
+                "network {id} is not up; `dvnet up {}` builds it",
+                file.display()
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    same_network(&topo.id, &topo.name)?;
+    let options = PlanOptions {
+        datapath: record.plan.datapath,
+        runtime: record.plan.runtime,
+    };
+    let plan = Plan::build_from(&topo, options, Some(&record.plan))?;
+    Ok((record, plan))
+}
+
+/// The eBPF map writes between two plans of one network.
+pub fn map_changes(
+    old: &Plan,
+    new: &Plan,
+) -> Result<crate::datapath::entries::EntriesDiff, CliError> {
+    use crate::datapath::entries;
+    let before = entries::entries(old)?;
+    let after = entries::entries(new)?;
+    Ok(entries::diff(old, &before, new, &after))
+}
+
+/// Refuses a name that gives the id of a network with another name (`"lab x"` and `"LAB_X"`
+/// both give `lab-x`): acting on one must never touch the other.
+fn same_network(id: &str, name: &str) -> Result<(), CliError> {
+    if let Ok(record) = State::load(id)
+        && record.plan.name != name
+    {
+        return Err(CliError::Usage(format!(
+            "network {id} is named {:?}, not {name:?} (the two names give the same id); name \
+             it by its id, `{id}`, if that is the network you mean",
+            record.plan.name
+        )));
+    }
+    Ok(())
+}
