@@ -709,9 +709,69 @@ macro_rules! both_datapaths {
     };
 }
 
+/// An explicit address changes in place (the interface, its MAC, the routes through it and
+/// every hosts file follow); an image turns a namespace node into a container, recreated
+/// alone.
+fn an_address_in_place_and_an_image_by_recreating_the_node(datapath: &str) {
+    if !require_docker(&format!(
+        "{datapath}::an_address_in_place_and_an_image_by_recreating_the_node"
+    )) {
+        return;
+    }
+    let mut topo = classic();
+    let net = TestNet::new("readdress", topo.clone());
+    net.up(&["--datapath", datapath]);
+    let before = net.inspect();
+    let a1_ifindex = live_interfaces(live_nodes(&before)["A-1"]);
+
+    topo["subnets"]["B"]["hosts"]["B-2"] = json!({"ip": "10.0.1.99"});
+    let printed = apply_ok(&net, &topo, &format!("{datapath}, B-2's address"));
+    assert!(
+        printed.contains("~ link B-2 on B: address 10.0.1.3 -> 10.0.1.99"),
+        "{printed}"
+    );
+    let after = net.inspect();
+    live_matches_plan(&after, datapath, &format!("{datapath}, B-2's address"));
+    every_host_reaches_every_host(&net, &after, nothing_blocked, "B-2's address");
+    // names follow (update_hosts)
+    let out = net.exec("A-1", &["getent", "hosts", "B-2"]);
+    assert!(
+        stdout(&out).starts_with("10.0.1.99"),
+        "A-1's hosts file still has B-2's old address: {}",
+        text(&out)
+    );
+    assert!(net.ping("A-1", "B-2"), "A-1 cannot ping B-2 by name");
+
+    // B-1 becomes a container: it alone is recreated
+    topo["subnets"]["B"]["hosts"]["B-1"] = json!({"image": "dvnet/host"});
+    let printed = apply_ok(&net, &topo, &format!("{datapath}, B-1's image"));
+    assert!(
+        printed.contains("~ node B-1: recreated (namespace -> container)"),
+        "{printed}"
+    );
+    let after = net.inspect();
+    live_matches_plan(&after, datapath, &format!("{datapath}, B-1's image"));
+    every_host_reaches_every_host(&net, &after, nothing_blocked, "B-1's image");
+    assert_eq!(
+        containers_of(&net.id),
+        [format!("dv-{}.b-1", net.id)],
+        "B-1 runs as a container"
+    );
+    assert_eq!(
+        live_interfaces(live_nodes(&after)["A-1"]),
+        a1_ifindex,
+        "A-1 was touched"
+    );
+    let out = net.down();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(containers_of(&net.id).is_empty());
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
+
 both_datapaths!(
     edits_in_sequence_keep_the_network_consistent,
     the_same_file_twice_changes_nothing,
+    an_address_in_place_and_an_image_by_recreating_the_node,
 );
 
 #[test]

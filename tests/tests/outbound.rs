@@ -195,3 +195,103 @@ fn a_port_published_twice_is_refused() {
     );
     assert_eq!(second.leftovers(), Vec::<String>::new());
 }
+
+/// Rewrites the network's file with `topo` (keeping its unique name) and applies it.
+fn apply(net: &TestNet, mut topo: Value) -> std::process::Output {
+    topo["name"] = json!(net.id);
+    std::fs::write(&net.file, topo.to_string()).unwrap();
+    net.host.dvnet(&["apply", net.file.to_str().unwrap()])
+}
+
+/// An iperf3 exchange from the internet to the host's `port`, answered by a server on `port
+/// 80` in node `node`.
+fn published_port_answers(net: &TestNet, inet: &Internet, node: &str, port: &str) -> bool {
+    let srv = iperf_server(net.host.command(dvnet_tests::dvnet_bin()).args([
+        "exec", &net.id, node, "--", "timeout", "5", "iperf3", "-s", "-1", "-p", "80",
+    ]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let client = dvnet_tests::run(inet.command("iperf3").args([
+        "-c",
+        Internet::HOST,
+        "-p",
+        port,
+        "-n",
+        "10K",
+    ]));
+    let _ = srv.wait_with_output();
+    client.status.success()
+}
+
+#[test]
+fn apply_turns_outbound_access_on_grows_it_and_turns_it_off() {
+    if !require_root("apply_turns_outbound_access_on_grows_it_and_turns_it_off") {
+        return;
+    }
+    let mut topo = lab("192.168.240.0/24");
+    let outbound = topo
+        .as_object_mut()
+        .unwrap()
+        .remove("outbound_access")
+        .unwrap();
+    topo["subnets"]["A"]["hosts"]["A-1"] = json!({});
+    let net = TestNet::new("outapply", topo.clone());
+    let inet = Internet::behind(&net.host);
+    let before = host_state(&net.host);
+    let links_before = net.host.ip(&["-o", "link"]);
+    net.up(&[]);
+    assert!(!net.ping("B-1", Internet::ADDRESS), "no way out yet");
+
+    // on, with a published port
+    topo["outbound_access"] = outbound;
+    topo["subnets"]["A"]["hosts"]["A-1"] = json!({"publish": ["8080:80/tcp"]});
+    let out = apply(&net, topo.clone());
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("+ host: uplink, routes and NAT"), "{said}");
+    assert!(net.ping("B-1", Internet::ADDRESS), "B-1 does not reach out");
+    assert!(published_port_answers(&net, &inet, "A-1", "8080"));
+
+    // a subnet more: the host routes to it, its host reaches out, a port more is published
+    topo["subnets"]["D"] =
+        json!({"cidr": "10.0.3.0/24", "hosts": {"D-1": {"publish": ["8081:80/tcp"]}}});
+    topo["routers"]["R-3"] = json!({"subnets": ["C", "D"]});
+    let out = apply(&net, topo.clone());
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("~ host: NAT table") && said.contains("+ router R-3"),
+        "{said}"
+    );
+    assert!(net.ping("D-1", Internet::ADDRESS), "D-1 does not reach out");
+    let out = dvnet_tests::run(
+        net.host
+            .command("ping")
+            .args(["-c", "1", "-W", "2", "10.0.3.2"]),
+    );
+    assert!(out.status.success(), "host → D-1: {}", text(&out));
+    assert!(published_port_answers(&net, &inet, "D-1", "8081"));
+    assert!(published_port_answers(&net, &inet, "A-1", "8080"));
+
+    // off again: the host is as it was before the network came up
+    topo.as_object_mut().unwrap().remove("outbound_access");
+    for (subnet, host) in [("A", "A-1"), ("D", "D-1")] {
+        topo["subnets"][subnet]["hosts"][host] = json!({});
+    }
+    let out = apply(&net, topo.clone());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!net.ping("B-1", Internet::ADDRESS), "still a way out");
+    assert_eq!(
+        host_state(&net.host),
+        before,
+        "the host's firewall and forwarding"
+    );
+    assert_eq!(
+        net.host.ip(&["-o", "link"]),
+        links_before,
+        "the host's links"
+    );
+    let out = net.down();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(host_state(&net.host), before);
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
