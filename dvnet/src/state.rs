@@ -16,6 +16,8 @@ use crate::plan::Plan;
 /// Where records live.
 pub const STATE_DIR: &str = "/run/dvnet";
 const STATE_FILE: &str = "state.json";
+/// Present while an edit runs (or after one died): its process id.
+const APPLYING_FILE: &str = "applying";
 /// Bumped when the record's shape changes incompatibly.
 pub const VERSION: u32 = 1;
 
@@ -56,7 +58,7 @@ pub enum Status {
     /// `up` is running (or died while running).
     Creating,
     Up,
-    /// `apply` is changing it (or died while doing so): `target` is where it was going.
+    /// `apply` is changing it (or died while doing so).
     Applying,
 }
 
@@ -75,9 +77,6 @@ pub struct State {
     /// Changes to the host beyond the network's own objects (outbound access).
     #[serde(default)]
     pub host: Option<crate::host::HostChanges>,
-    /// While an `apply` runs: the plan it is changing the network to.
-    #[serde(default)]
-    pub target: Option<Plan>,
 }
 
 /// The directory of a network's record. `id` must be a network id
@@ -172,15 +171,53 @@ impl State {
     /// # Errors
     /// When the directory or file cannot be written.
     pub fn save(&self) -> Result<(), StateError> {
+        self.save_serialized(&self.serialize())
+    }
+
+    /// The record as it will be written (serializing a large plan takes a while: an edit
+    /// does it while the kernel works).
+    #[must_use]
+    pub fn serialize(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a plan always serializes")
+    }
+
+    /// Writes a record made by [`State::serialize`] of `self`, atomically; an edit's mark
+    /// (see [`State::mark_applying`]) goes once the record is in place.
+    ///
+    /// # Errors
+    /// When the directory or file cannot be written.
+    pub fn save_serialized(&self, text: &[u8]) -> Result<(), StateError> {
         check_id(&self.plan.id)?;
         secure_dir(Path::new(STATE_DIR), 0o755)?;
         let dir = dir(&self.plan.id);
         secure_dir(&dir, 0o755)?;
         let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        let text = serde_json::to_vec(self).expect("a plan always serializes");
         fs::write(&tmp, text).map_err(|source| io_err("writing", &tmp, source))?;
         let path = dir.join(STATE_FILE);
-        fs::rename(&tmp, &path).map_err(|source| io_err("writing", &path, source))
+        fs::rename(&tmp, &path).map_err(|source| io_err("writing", &path, source))?;
+        if self.status != Status::Applying {
+            let mark = dir.join(APPLYING_FILE);
+            match fs::remove_file(&mark) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_err("removing", &mark, e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the network as being edited by this process, cheaply (the record itself, with
+    /// its large plan, is written once, when the edit is done): a `dvnet` that dies
+    /// mid-edit leaves the mark, and later ones see the network as `applying`.
+    ///
+    /// # Errors
+    /// When the mark cannot be written.
+    pub fn mark_applying(&mut self) -> Result<(), StateError> {
+        self.status = Status::Applying;
+        self.pid = std::process::id();
+        let path = dir(&self.plan.id).join(APPLYING_FILE);
+        fs::write(&path, self.pid.to_string()).map_err(|source| io_err("writing", &path, source))
     }
 
     /// Reads the record of network `id`.
@@ -200,10 +237,17 @@ impl State {
             }
             Err(source) => return Err(io_err("reading", &path, source)),
         };
-        serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
-            path: path.display().to_string(),
-            source,
-        })
+        let mut state: State =
+            serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
+                path: path.display().to_string(),
+                source,
+            })?;
+        // an edit in progress (or one that died)
+        if let Ok(pid) = fs::read_to_string(dir(id).join(APPLYING_FILE)) {
+            state.status = Status::Applying;
+            state.pid = pid.trim().parse().unwrap_or(0);
+        }
+        Ok(state)
     }
 
     /// Every network that has a record, by id (entries that are not network ids, such as

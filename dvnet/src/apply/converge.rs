@@ -407,43 +407,64 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
     } else {
         None
     };
-    if !w.links_gone.is_empty() || !w.ports_gone.is_empty() || !w.bridges_gone.is_empty() {
-        let mut by_node: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
-        for &l in &w.links_gone {
-            let link = &old.links[l];
-            by_node.entry(link.node).or_default().push(link.ifindex);
+    // Links go from the fabric where they have a port (the veth's node end goes with it),
+    // all in one batch; veth pairs between two nodes from a node's side. Removed nodes go at
+    // the same time.
+    let mut in_fabric: Vec<u32> = w.ports_gone.clone();
+    let mut pairs: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    for &l in &w.links_gone {
+        let link = &old.links[l];
+        match &link.fabric_port {
+            Some(port) if fabric_old.is_some() => in_fabric.push(port.ifindex),
+            _ => pairs.entry(link.node).or_default().push(link.ifindex),
         }
-        for (n, ifindexes) in by_node {
+    }
+    for &s in &w.bridges_gone {
+        if let Segment::Bridge { ifindex, .. } = old.subnets[s].segment {
+            in_fabric.push(ifindex);
+        }
+    }
+    let fabric_side = async {
+        if let Some(fabric) = &fabric_old
+            && !in_fabric.is_empty()
+        {
+            fabric.delete_links(&in_fabric).await?;
+        }
+        Ok::<_, ApplyError>(())
+    };
+    let node_side = stream::iter(pairs)
+        .map(|(n, ifindexes)| async move {
             let ns = &old.nodes[n].netns;
             let Ok(nl) = Netlink::open_in(ns) else {
-                continue; // the node is gone already
+                return Ok(()); // the node is gone already
             };
             for ifindex in ifindexes {
                 nl.delete_link_if_there(ifindex).await?;
-                counts.links_removed += 1;
             }
+            Ok::<_, ApplyError>(())
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<()>();
+    let gone: Vec<&NodePlan> = w.removed.iter().map(|&n| &old.nodes[n]).collect();
+    let whole_nodes = async {
+        if gone.is_empty() {
+            None
+        } else {
+            Some(super::teardown::nodes(&old.id, &gone, ctx.docker).await)
         }
-        if let Some(fabric) = &fabric_old {
-            for &port in &w.ports_gone {
-                fabric.delete_link_if_there(port).await?;
-            }
-            for &s in &w.bridges_gone {
-                if let Segment::Bridge { ifindex, .. } = old.subnets[s].segment {
-                    fabric.delete_link_if_there(ifindex).await?;
-                    counts.bridges_removed += 1;
-                }
-            }
-        }
-    }
-    if !w.removed.is_empty() {
-        let gone: Vec<&NodePlan> = w.removed.iter().map(|&n| &old.nodes[n]).collect();
-        let report = super::teardown::nodes(&old.id, &gone, ctx.docker).await;
+    };
+    let (fabric_done, nodes_done, removed) = futures::join!(fabric_side, node_side, whole_nodes);
+    fabric_done?;
+    nodes_done?;
+    if let Some(report) = removed {
         if let Some(e) = report.errors.first() {
             return Err(ApplyError::Teardown(e.clone()));
         }
         counts.nodes_removed = gone.len();
         counts.processes_stopped = report.processes;
     }
+    counts.links_removed = w.links_gone.len();
+    counts.bridges_removed = w.bridges_gone.len();
     if !w.links_gone.is_empty() || !w.removed.is_empty() {
         phases.end("removals");
     }

@@ -270,7 +270,6 @@ async fn up_locked(
             uplink: Some(u.host_ifname.clone()),
             ..crate::host::HostChanges::default()
         }),
-        target: None,
     };
     record.save()?;
 
@@ -394,6 +393,7 @@ pub async fn apply(
     let _lock = lock_network(&topo.id, "apply", observer)?;
     raise_fd_limit();
     let started = Instant::now();
+    let mut phases = progress::Phases::new(observer);
     let mut record = match State::load(&topo.id) {
         Ok(r) => r,
         Err(StateError::NotFound { id }) => return Err(ApplyError::NotUp { id }),
@@ -414,15 +414,28 @@ pub async fn apply(
         });
     }
     let old = record.plan.clone();
+    phases.end("record read");
     let options = PlanOptions {
         datapath: old.datapath,
         runtime: old.runtime,
     };
-    let new = Plan::build_from(topo, options, Some(&old))?;
-    let changes = diff::diff(Some(&old), Some(&new));
-    let old_entries = entries::entries(&old)?;
-    let new_entries = entries::entries(&new)?;
+    // on both cores: the old plan's map entries while the new plan is made, then the diff
+    // while the new plan's entries are
+    let (new, old_entries) = std::thread::scope(|s| {
+        let old_entries = s.spawn(|| entries::entries(&old));
+        let new = Plan::build_from(topo, options, Some(&old));
+        (new, old_entries.join().expect("entries panicked"))
+    });
+    let (new, old_entries) = (new?, old_entries?);
+    phases.end("plan");
+    let (changes, new_entries) = std::thread::scope(|s| {
+        let changes = s.spawn(|| diff::diff(Some(&old), Some(&new)));
+        let new_entries = entries::entries(&new);
+        (changes.join().expect("diff panicked"), new_entries)
+    });
+    let new_entries = new_entries?;
     let map_diff = entries::diff(&old, &old_entries, &new, &new_entries);
+    phases.end("diff");
     if changes.is_empty() && map_diff.is_empty() {
         if source.is_some() && record.source != source {
             record.source = source;
@@ -452,22 +465,36 @@ pub async fn apply(
     let needs_docker = old.nodes.iter().chain(&new.nodes).any(|n| n.container);
     let docker = preflight::runtimes(&new, &building, false, needs_docker).await?;
     let frr_configs = preflight::frr(&new, &changes, docker.as_ref()).await?;
+    phases.end("checks");
 
-    // ---- the edit, recorded first
-    record.status = Status::Applying;
-    record.target = Some(new.clone());
-    record.pid = std::process::id();
+    // ---- the edit, marked first
     if changes.host.contains(&HostChange::AddUplink)
         && let Some(u) = &new.uplink
     {
+        // the host changes, recorded before they are made
         record.host = Some(crate::host::HostChanges {
             netns: crate::host::netns_inode(),
             uplink: Some(u.host_ifname.clone()),
             ..crate::host::HostChanges::default()
         });
+        record.save()?;
     }
-    record.save()?;
-    let mut phases = progress::Phases::new(observer);
+    record.mark_applying()?;
+    // the record as it will be, serialized while the kernel works (unless the host side
+    // changes it on the way)
+    let finished = {
+        let mut done = record.clone();
+        done.plan = new.clone();
+        done.status = Status::Up;
+        if source.is_some() {
+            done.source.clone_from(&source);
+        }
+        std::thread::spawn(move || {
+            let text = done.serialize();
+            (done, text)
+        })
+    };
+    phases.end("record");
     let forward = edit(
         &old,
         &new,
@@ -485,13 +512,16 @@ pub async fn apply(
     .await;
     match forward {
         Ok((counts, frr_routers)) => {
-            record.plan = new.clone();
-            record.target = None;
-            record.status = Status::Up;
-            if source.is_some() {
-                record.source = source;
+            let (done, text) = finished.join().expect("serializing the record panicked");
+            if done.host == record.host {
+                done.save_serialized(&text)?;
+            } else {
+                record.plan = new.clone();
+                record.status = Status::Up;
+                record.source = done.source;
+                record.save()?;
             }
-            record.save()?;
+            phases.end("record");
             Ok(Applied {
                 report: Report {
                     network: new.id.clone(),
@@ -534,8 +564,8 @@ pub async fn apply(
                     old.id
                 ));
             }
+            drop(finished);
             record.plan = old;
-            record.target = None;
             record.status = Status::Up;
             if let Err(e) = record.save() {
                 problems.push(e.to_string());

@@ -208,6 +208,12 @@ impl Scratch {
                 let _ = std::fs::remove_dir_all(Path::new(dir).join(n));
             }
         }
+        for n in list_dir("/run/dvnet/.locks")
+            .into_iter()
+            .filter(|n| self.owns(n))
+        {
+            let _ = std::fs::remove_file(Path::new("/run/dvnet/.locks").join(n));
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
 
         let mut left = Vec::new();

@@ -5,6 +5,7 @@
 //! - [`datapath`]: forwarding and firewall figures, eBPF vs kernel vs a bare veth pair.
 //! - [`containers`]: container nodes vs sequential `docker run`.
 //! - [`plan`]: parsing, validation and planning of a large topology, in-process.
+//! - [`apply`]: an edit of a running network (one host added) beside its `up`.
 //! - [`suite`]: all of the above in one run, with JSON, SVG plots and the README summary.
 //!
 //! All of them run from a release build: a debug xtask re-executes itself with
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
+mod apply;
 mod containers;
 mod datapath;
 mod deploy;
@@ -47,6 +49,8 @@ enum Command {
     Deploy(deploy::Args),
     /// Time parsing, validation and planning of a large generated topology.
     Plan(plan::Args),
+    /// `dvnet apply` of one added host beside `dvnet up` of the whole network (needs root).
+    Apply(apply::Args),
     /// (helper, run inside a benchmark's namespace) Send small UDP packets over many flows.
     #[command(hide = true)]
     Udpgen(udpgen::GenArgs),
@@ -75,6 +79,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         Command::Datapath(a) => datapath::run(&a),
         Command::Deploy(a) => deploy::run(&a),
         Command::Plan(a) => plan::run(&a),
+        Command::Apply(a) => apply::run(&a),
         Command::Udpgen(_) | Command::Udpsink(_) => unreachable!("handled above"),
     }
 }
