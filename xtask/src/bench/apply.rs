@@ -11,6 +11,7 @@
 //! Each run ends with `down`; medians of `--runs`. The target (DESIGN.md): one added host in
 //! a 1,000-node lab costs at most 2 % of `up`.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -246,24 +247,28 @@ pub fn table(r: &Report) -> String {
         r.shape,
         r.runs.len()
     );
-    t += &format!("| `dvnet up` (the baseline) | {} | 100 % |\n", cell(&r.up));
-    t += &format!(
-        "| `dvnet apply`: a host on a bridged LAN | {} | {} |\n",
+    let _ = writeln!(t, "| `dvnet up` (the baseline) | {} | 100 % |", cell(&r.up));
+    let _ = writeln!(
+        t,
+        "| `dvnet apply`: a host on a bridged LAN | {} | {} |",
         cell(&r.add_host),
         pct(r.add_host_pct)
     );
-    t += &format!(
-        "| `dvnet apply`: a host on a one-host LAN (it becomes a bridge) | {} | {} |\n",
+    let _ = writeln!(
+        t,
+        "| `dvnet apply`: a host on a one-host LAN (it becomes a bridge) | {} | {} |",
         cell(&r.add_rewiring),
         pct(r.add_rewiring_pct)
     );
-    t += &format!(
-        "| `dvnet apply`: both removed (a veth pair again) | {} | |\n",
+    let _ = writeln!(
+        t,
+        "| `dvnet apply`: both removed (a veth pair again) | {} | |",
         cell(&r.remove_hosts)
     );
     if let Some(p) = r.add_host_pct {
-        t += &format!(
-            "\nTarget: one added host ≤ 2 % of `up`: {p:.1} % ({}).\n",
+        let _ = writeln!(
+            t,
+            "\nTarget: one added host ≤ 2 % of `up`: {p:.1} % ({}).",
             if p <= 2.0 { "met" } else { "missed" }
         );
     }
