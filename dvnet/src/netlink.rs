@@ -346,12 +346,19 @@ impl Netlink {
         }
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::Group(DOOMED));
-        self.request(
-            RouteNetlinkMessage::DelLink(msg),
-            0,
-            format_args!("deleting {} links", ifindexes.len()),
-        )
-        .await
+        match self
+            .request(
+                RouteNetlinkMessage::DelLink(msg),
+                0,
+                format_args!("deleting {} links", ifindexes.len()),
+            )
+            .await
+        {
+            // none left in the group: they went meanwhile (a node's namespace going takes
+            // its veths' fabric ends with it)
+            Err(e) if is_errno(&e.source, libc::ENODEV) => Ok(()),
+            other => other,
+        }
     }
 
     /// Sends one request and waits for its acknowledgement.

@@ -298,6 +298,7 @@ fn create_namespaces(
                             }
                             None => netns::create_on_this_thread(&job.name, home.as_fd(), init)?,
                         };
+                        debug!(ns = %job.name, adopted = job.adopt.is_some(), "namespace");
                         out.push(NsCreated { fd, socket });
                         observer.advance(1);
                     }
@@ -387,6 +388,7 @@ struct Handles {
 /// # Errors
 /// The first step that fails (the caller rolls back).
 #[expect(clippy::too_many_lines, reason = "one phase after the other, in order")]
+#[tracing::instrument(skip_all, fields(net = %ctx.new.id, mode = ?ctx.mode))]
 pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Counts, ApplyError> {
     let (old, new) = (ctx.old, ctx.new);
     let w = work(ctx);
@@ -428,6 +430,7 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
         if let Some(fabric) = &fabric_old
             && !in_fabric.is_empty()
         {
+            debug!(links = ?in_fabric, "deleting in the fabric");
             fabric.delete_links(&in_fabric).await?;
         }
         Ok::<_, ApplyError>(())
@@ -439,6 +442,7 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
                 return Ok(()); // the node is gone already
             };
             for ifindex in ifindexes {
+                debug!(node = %old.nodes[n].name, ifindex, "deleting a veth pair");
                 nl.delete_link_if_there(ifindex).await?;
             }
             Ok::<_, ApplyError>(())
@@ -609,6 +613,7 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
                 if rollback && fabric.index_of(name).await.is_ok() {
                     return Ok(());
                 }
+                debug!(bridge = %name, ifindex, "bridge");
                 fabric.add_bridge(name, ifindex).await
             }
         })
@@ -638,6 +643,13 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
                 async move {
                     match *wire {
                         Wire::ToBridge { link, port, bridge } => {
+                            debug!(
+                                link = %link.ifname,
+                                ifindex = link.ifindex,
+                                port = %port.ifname,
+                                bridge,
+                                "veth to a bridge"
+                            );
                             let fabric_end = VethEnd {
                                 name: &port.ifname,
                                 ifindex: port.ifindex,
@@ -649,6 +661,7 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
                             fabric.add_clsact(port.ifindex).await?;
                         }
                         Wire::PointToPoint(a, b) => {
+                            debug!(a = %a.ifname, b = %b.ifname, "veth pair");
                             fabric.add_veth(&node_end(a), &node_end(b)).await?;
                         }
                     }
@@ -707,6 +720,12 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
                 async move {
                     let node = &new.nodes[n];
                     let nl = &nodes[&n].1;
+                    debug!(
+                        node = %node.name,
+                        links = made.len(),
+                        routes = node.routes.len(),
+                        "addresses and routes"
+                    );
                     if built {
                         nl.set_up(1).await?;
                     }

@@ -33,7 +33,7 @@ use dvnet::plan::{Datapath, PlanOptions};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::harness::{Background, OnDrop, Scratch, check, in_ns, timed, up_phases};
+use super::harness::{Background, OnDrop, Scratch, check, in_ns, timed, up_report};
 use super::idle::{self, IdleSettings, Waiter};
 use super::stats::{Summary, secs, sig3};
 use super::udpgen;
@@ -840,16 +840,9 @@ impl Bench<'_> {
         let guard = OnDrop(Some(|| {
             let _ = scratch.dvnet().args(["down", id]).output();
         }));
-        let (took, out) = timed(
-            scratch
-                .dvnet()
-                .env("RUST_LOG", "warn,dvnet::deploy=info")
-                .env("NO_COLOR", "1")
-                .arg("up")
-                .arg(file),
-        )?;
+        let (took, out) = timed(scratch.dvnet().arg("up").arg(file).arg("--json"))?;
         check("dvnet up", &out)?;
-        let phases = up_phases(&String::from_utf8_lossy(&out.stderr));
+        let (phases, _) = up_report(&out.stdout);
         let settled = idle::check_interrupted().and_then(|()| self.wait.settle("dvnet down"));
         let (down, out) = timed(scratch.dvnet().args(["down", id]))?;
         guard.disarm();

@@ -27,7 +27,7 @@ use dvnet::topology::Topology;
 use serde::Serialize;
 
 use super::harness::{
-    OnDrop, Scratch, check, in_ns, kill_mininet_shells, timed, timed_rss, up_phases,
+    OnDrop, Scratch, check, in_ns, kill_mininet_shells, timed, timed_rss, up_report,
 };
 use super::idle::{self, IdleSettings, Waiter};
 use super::stats::{Summary, secs};
@@ -525,30 +525,18 @@ impl Bench<'_> {
         }));
         let mem_before = mem_used_mib()?;
         let start = Instant::now();
-        // dvnet logs each phase of `up` at info level: five lines, no measurable cost
-        let (took, out, rss) = timed_rss(
-            scratch
-                .dvnet()
-                .env("RUST_LOG", "warn,dvnet::deploy=info")
-                .env("NO_COLOR", "1")
-                .arg("up")
-                .arg(file),
-        )?;
+        // `up --json` reports its phases: read, not scraped from logs
+        let (took, out, rss) = timed_rss(scratch.dvnet().arg("up").arg(file).arg("--json"))?;
         check("dvnet up", &out)?;
         rec.up = Some(took.as_secs_f64());
         rec.rss_mib = rss;
         all_reachable(pairs, Duration::from_secs(30))?;
         rec.reachable = Some(start.elapsed().as_secs_f64());
         rec.kernel_mib = Some(mem_used_mib()? - mem_before);
-        // "network "x" is up: N nodes, M links in 0.42 s"
-        let reported = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-            l.rsplit_once(" in ")
-                .and_then(|(_, t)| t.strip_suffix(" s"))
-                .and_then(|t| t.parse::<f64>().ok())
-        });
+        let (phases, reported) = up_report(&out.stdout);
         rec.detail = Some(serde_json::json!({
             "up_reported": reported,
-            "phases": up_phases(&String::from_utf8_lossy(&out.stderr)),
+            "phases": phases,
         }));
 
         let interrupted = idle::check_interrupted();

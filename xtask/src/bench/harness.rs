@@ -346,25 +346,26 @@ pub(super) fn timed_rss(cmd: &mut Command) -> anyhow::Result<(Duration, Output, 
     Ok((took, output, rss))
 }
 
-/// The phases `dvnet up` logs (`phase done phase="links" elapsed_ms=6`), in seconds.
-pub(super) fn up_phases(stderr: &str) -> serde_json::Map<String, serde_json::Value> {
+/// What `dvnet up --json` reports of itself: its phases (name → seconds; a phase that runs
+/// twice adds up) and its own time, seconds.
+pub(super) fn up_report(
+    stdout: &[u8],
+) -> (serde_json::Map<String, serde_json::Value>, Option<f64>) {
     let mut phases = serde_json::Map::new();
-    for line in stderr.lines().filter(|l| l.contains("phase done")) {
-        let field = |key: &str| {
-            line.split_once(key).map(|(_, rest)| {
-                rest.split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .trim_matches('"')
-            })
-        };
-        if let (Some(name), Some(ms)) = (field("phase="), field("elapsed_ms="))
-            && let Ok(ms) = ms.parse::<f64>()
-        {
-            phases.insert(name.to_owned(), (ms / 1e3).into());
+    let Ok(report) = serde_json::from_slice::<serde_json::Value>(stdout) else {
+        return (phases, None);
+    };
+    for p in report["phases"].as_array().into_iter().flatten() {
+        if let (Some(name), Some(s)) = (p["name"].as_str(), p["seconds"].as_f64()) {
+            let sum = phases
+                .get(name)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+                + s;
+            phases.insert(name.to_owned(), sum.into());
         }
     }
-    phases
+    (phases, report["seconds"].as_f64())
 }
 
 /// `program` inside the namespace `/run/netns/<ns>` (nsenter execs it: the child's pid is the
