@@ -350,36 +350,29 @@ fn segment_name(segment: &Segment, members: usize) -> String {
 
 /// What joins a link to its segment: a change means a new veth.
 #[derive(PartialEq, Eq)]
-enum Wire {
+enum Wire<'a> {
     /// The other end of the veth pair: (node, ifname, ifindex).
-    Peer(String, String, u32),
+    Peer(&'a str, &'a str, u32),
     /// The bridge and the fabric port.
-    Bridge(u32, String, u32),
+    Bridge(u32, &'a str, u32),
     None,
 }
 
-fn wire(plan: &Plan, link: &LinkPlan) -> Wire {
+fn wire<'a>(plan: &'a Plan, link: &'a LinkPlan) -> Wire<'a> {
     match (&plan.subnets[link.subnet].segment, &link.fabric_port) {
         (Segment::Bridge { ifindex, .. }, Some(port)) => {
-            Wire::Bridge(*ifindex, port.ifname.clone(), port.ifindex)
+            Wire::Bridge(*ifindex, &port.ifname, port.ifindex)
         }
         (Segment::PointToPoint, _) => plan.peer_of(link).map_or(Wire::None, |peer| {
-            Wire::Peer(
-                plan.nodes[peer.node].name.clone(),
-                peer.ifname.clone(),
-                peer.ifindex,
-            )
+            Wire::Peer(&plan.nodes[peer.node].name, &peer.ifname, peer.ifindex)
         }),
         _ => Wire::None,
     }
 }
 
 /// A link's key: (node, subnet) names.
-fn key(plan: &Plan, link: &LinkPlan) -> (String, String) {
-    (
-        plan.nodes[link.node].name.clone(),
-        plan.subnets[link.subnet].name.clone(),
-    )
+fn key<'a>(plan: &'a Plan, link: &LinkPlan) -> (&'a str, &'a str) {
+    (&plan.nodes[link.node].name, &plan.subnets[link.subnet].name)
 }
 
 /// A route as the kernel sees it.
@@ -473,29 +466,26 @@ pub fn diff(old: Option<&Plan>, new: Option<&Plan>) -> Diff {
     }
 
     // links
-    let old_links: BTreeMap<(String, String), &LinkPlan> =
+    let old_links: BTreeMap<(&str, &str), &LinkPlan> =
         old.links.iter().map(|l| (key(old, l), l)).collect();
-    let new_links: BTreeMap<(String, String), &LinkPlan> =
+    let new_links: BTreeMap<(&str, &str), &LinkPlan> =
         new.links.iter().map(|l| (key(new, l), l)).collect();
     for k in old_links.keys() {
-        if !new_links.contains_key(k)
-            && !recreated.contains(k.0.as_str())
-            && new_nodes.contains_key(k.0.as_str())
-        {
+        if !new_links.contains_key(k) && !recreated.contains(k.0) && new_nodes.contains_key(k.0) {
             d.links.push(LinkChange::Remove {
-                node: k.0.clone(),
-                subnet: k.1.clone(),
+                node: k.0.to_owned(),
+                subnet: k.1.to_owned(),
             });
         }
     }
     for (k, l) in &new_links {
-        if built(&k.0) {
+        if built(k.0) {
             continue;
         }
         let Some(o) = old_links.get(k) else {
             d.links.push(LinkChange::Add {
-                node: k.0.clone(),
-                subnet: k.1.clone(),
+                node: k.0.to_owned(),
+                subnet: k.1.to_owned(),
                 address: l.address,
             });
             continue;
@@ -525,15 +515,15 @@ pub fn diff(old: Option<&Plan>, new: Option<&Plan>) -> Diff {
         };
         if let Some(why) = why {
             d.links.push(LinkChange::Rewire {
-                node: k.0.clone(),
-                subnet: k.1.clone(),
+                node: k.0.to_owned(),
+                subnet: k.1.to_owned(),
                 why,
             });
         }
         if o.address != l.address || o.prefix_len != l.prefix_len {
             d.links.push(LinkChange::Address {
-                node: k.0.clone(),
-                subnet: k.1.clone(),
+                node: k.0.to_owned(),
+                subnet: k.1.to_owned(),
                 from: o.address,
                 to: l.address,
             });
