@@ -412,6 +412,21 @@ impl Plan {
         options: PlanOptions,
         previous: Option<&Plan>,
     ) -> Result<Plan, PlanError> {
+        Self::build_inner(topo, options, previous, true).map(|(plan, _)| plan)
+    }
+
+    /// [`Plan::build_from`], with the previous plan's routes taken over when nothing routes
+    /// depend on changed (`reuse`), or always computed; says whether they were taken over.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over the topology, in order"
+    )]
+    fn build_inner(
+        topo: &Topology,
+        options: PlanOptions,
+        previous: Option<&Plan>,
+        reuse: bool,
+    ) -> Result<(Plan, bool), PlanError> {
         let prev = previous.map(identity::Previous::of).unwrap_or_default();
         // With outbound access, the uplink is planned as one more subnet of the border routers
         // (the host, which is not a node, holds its first address).
@@ -606,10 +621,20 @@ impl Plan {
             };
         }
 
-        let routing = if topo.routing == Routing::Static {
-            routing::compute(topo)
-        } else {
-            routing::gateways_only(topo)
+        // An edit that leaves routers, subnets and router addresses as they were leaves every
+        // route as it was: taken from the previous plan instead of searched again.
+        let reused = reuse
+            .then(|| reusable_routes(topo, &addrs, previous, &nodes, &links))
+            .flatten();
+        let routing = match (&reused, topo.routing) {
+            (Some(_), _) => routing::Routing {
+                routers: Vec::new(),
+                default_gateway: Vec::new(),
+                host_routes: Vec::new(),
+                islands: routing::islands_of(topo),
+            },
+            (None, Routing::Static) => routing::compute(topo),
+            (None, _) => routing::gateways_only(topo),
         };
         let mut warnings = Vec::new();
         let runs_frr =
@@ -647,6 +672,13 @@ impl Plan {
         }
 
         let router_count = topo.routers.len();
+        let computed = reused.is_none();
+        let took_over = !computed;
+        if let Some(reused) = reused {
+            for (node, routes) in nodes.iter_mut().zip(reused) {
+                node.routes = routes;
+            }
+        }
         // routers
         for (r, table) in routing.routers.iter().enumerate() {
             let node = &nodes[r];
@@ -672,7 +704,7 @@ impl Plan {
             nodes[r].routes = routes;
         }
         // hosts
-        for (h, host) in topo.hosts.iter().enumerate() {
+        for (h, host) in topo.hosts.iter().enumerate().filter(|_| computed) {
             let node = &nodes[router_count + h];
             let link = node.links[0];
             let dev = links[link as usize].ifname.clone();
@@ -716,20 +748,23 @@ impl Plan {
             _ => None,
         };
 
-        Ok(Plan {
-            name: topo.name.clone(),
-            id: id.clone(),
-            datapath: options.datapath,
-            runtime: options.runtime,
-            routing: topo.routing,
-            update_hosts: topo.update_hosts,
-            fabric_netns: naming::fabric_netns(&id),
-            subnets,
-            nodes,
-            links,
-            uplink,
-            warnings,
-        })
+        Ok((
+            Plan {
+                name: topo.name.clone(),
+                id: id.clone(),
+                datapath: options.datapath,
+                runtime: options.runtime,
+                routing: topo.routing,
+                update_hosts: topo.update_hosts,
+                fabric_netns: naming::fabric_netns(&id),
+                subnets,
+                nodes,
+                links,
+                uplink,
+                warnings,
+            },
+            took_over,
+        ))
     }
 
     /// Slots the counters need: one past the highest link id.
@@ -795,6 +830,108 @@ impl Plan {
         }
         out
     }
+}
+
+/// The routes of every node (in plan order: routers, then hosts) when an edit leaves them
+/// as they were: routing is static, the subnets are the same (names, prefixes, order), the
+/// routers are the same (names, order, subnets, addresses), and every subnet with hosts had
+/// hosts before (theirs are its routes, through each host's own interface). `None` otherwise:
+/// then they are computed.
+fn reusable_routes(
+    topo: &Topology,
+    addrs: &addressing::Addresses,
+    previous: Option<&Plan>,
+    nodes: &[NodePlan],
+    links: &[LinkPlan],
+) -> Option<Vec<Vec<RoutePlan>>> {
+    let prev = previous?;
+    if topo.routing != Routing::Static || prev.routing != Routing::Static {
+        return None;
+    }
+    if prev.subnets.len() != topo.subnets.len()
+        || prev
+            .subnets
+            .iter()
+            .zip(&topo.subnets)
+            .any(|(p, s)| p.name != s.name || p.cidr != s.cidr)
+    {
+        return None;
+    }
+    let prev_routers: Vec<&NodePlan> = prev
+        .nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::Router)
+        .collect();
+    if prev_routers.len() != topo.routers.len() {
+        return None;
+    }
+    for (r, (router, p)) in topo.routers.iter().zip(&prev_routers).enumerate() {
+        if p.name != router.name || p.links.len() != router.subnets.len() {
+            return None;
+        }
+        for ((&s, &addr), pl) in router
+            .subnets
+            .iter()
+            .zip(&addrs.routers[r])
+            .zip(prev.links_of(p))
+        {
+            if prev.subnets[pl.subnet].name != topo.subnets[s].name || pl.address != addr {
+                return None;
+            }
+        }
+    }
+    // each subnet's host routes, from a host it had
+    let mut by_subnet: std::collections::HashMap<&str, &[RoutePlan]> =
+        std::collections::HashMap::new();
+    for n in prev.nodes.iter().filter(|n| n.kind == NodeKind::Host) {
+        if let Some(l) = prev.links_of(n).next() {
+            by_subnet
+                .entry(prev.subnets[l.subnet].name.as_str())
+                .or_insert(&n.routes);
+        }
+    }
+    let default = Ipv4Net::default();
+    let mut out = Vec::with_capacity(nodes.len());
+    for (i, node) in nodes.iter().enumerate() {
+        let position_of = |dev: &str| {
+            node.links
+                .iter()
+                .copied()
+                .find(|&l| links[l as usize].ifname == dev)
+        };
+        if i < prev_routers.len() {
+            // the default routes toward the uplink are added again afterwards
+            let routes = prev_routers[i]
+                .routes
+                .iter()
+                .filter(|r| r.dest != default)
+                .map(|r| {
+                    Some(RoutePlan {
+                        link: position_of(&r.dev)?,
+                        ..r.clone()
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?;
+            out.push(routes);
+        } else {
+            let at = *node.links.first()?;
+            let link = &links[at as usize];
+            let subnet = topo.subnets[link.subnet].name.as_str();
+            let routes = by_subnet.get(subnet)?;
+            out.push(
+                routes
+                    .iter()
+                    .map(|r| RoutePlan {
+                        dest: r.dest,
+                        via: r.via,
+                        dev: link.ifname.clone(),
+                        link: at,
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Some(out)
 }
 
 /// A bridge for subnet `name` (the `index`-th): the one it had, or a new one whose name

@@ -146,6 +146,26 @@ impl Graph {
 
 /// Computes every route of the network.
 #[must_use]
+/// The islands alone: groups of subnets that cannot reach each other (one search).
+#[must_use]
+pub fn islands_of(topo: &Topology) -> Vec<Vec<usize>> {
+    let nr = topo.routers.len();
+    let ns = topo.subnets.len();
+    let mut on_subnet: Vec<Vec<(usize, usize)>> = vec![Vec::new(); ns];
+    for (r, router) in topo.routers.iter().enumerate() {
+        for (pos, &s) in router.subnets.iter().enumerate() {
+            on_subnet[s].push((r, pos));
+        }
+    }
+    let graph = Graph::new(topo, &on_subnet, |_| false);
+    let mut search = Search {
+        dist: vec![UNSEEN; nr + ns],
+        label: vec![0; nr + ns],
+        order: Vec::with_capacity(nr + ns),
+    };
+    islands(&graph, &mut search, ns)
+}
+
 pub fn compute(topo: &Topology) -> Routing {
     let nr = topo.routers.len();
     let ns = topo.subnets.len();

@@ -531,3 +531,59 @@ fn up_and_down_are_diffs_from_and_to_nothing() {
     assert_eq!(down.host, [super::diff::HostChange::RemoveUplink]);
     assert_eq!(down.subnets.len(), plan.subnets.len());
 }
+
+#[test]
+fn routes_taken_over_from_the_previous_plan_are_the_routes_computed_anew() {
+    // the seam that skips routing when only hosts change must give exactly the routes a
+    // search gives, border routers' defaults toward the uplink included
+    let value = crate::generate::generate(&crate::generate::GenSpec {
+        shape: crate::generate::Shape::Tree,
+        nodes: 60,
+        hosts_per_lan: 2,
+        fanout: 2,
+        name: Some("reuse".into()),
+    })
+    .unwrap();
+    let mut lab = value;
+    lab["outbound_access"] = serde_json::json!({"enabled": true, "cidr": "192.168.240.0/24"});
+    let before = plan_text(&lab.to_string(), None);
+    // a host added to one LAN, one removed from another
+    let subnets = lab["subnets"].as_object_mut().unwrap();
+    let lans: Vec<String> = subnets
+        .iter()
+        .filter(|(_, s)| s["hosts"].as_object().is_some_and(|h| h.len() >= 2))
+        .map(|(n, _)| n.clone())
+        .collect();
+    subnets[&lans[0]]["hosts"]["extra"] = serde_json::json!({});
+    let first = subnets[&lans[1]]["hosts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    subnets[&lans[1]]["hosts"]
+        .as_object_mut()
+        .unwrap()
+        .remove(&first);
+    let topo = Topology::from_json(&lab.to_string(), "test.json").unwrap();
+    let options = PlanOptions {
+        datapath: Datapath::Ebpf,
+        ..PlanOptions::default()
+    };
+    let (reused, took_over) = Plan::build_inner(&topo, options, Some(&before), true).unwrap();
+    assert!(took_over, "only hosts changed: the routes are taken over");
+    let (computed, _) = Plan::build_inner(&topo, options, Some(&before), false).unwrap();
+    assert_eq!(reused, computed);
+    assert!(reused.nodes.iter().map(|n| n.routes.len()).sum::<usize>() > 100);
+    // and where a router changes (it leaves a transit subnet), routes are searched again
+    let routers = lab["routers"].as_object_mut().unwrap();
+    let (name, router) = routers.iter_mut().next().unwrap();
+    let name = name.clone();
+    router["subnets"].as_array_mut().unwrap().pop();
+    let topo = Topology::from_json(&lab.to_string(), "test.json").unwrap();
+    let (changed, took_over) = Plan::build_inner(&topo, options, Some(&before), true).unwrap();
+    assert!(!took_over, "{name} changed: routes are searched again");
+    let (searched, _) = Plan::build_inner(&topo, options, Some(&before), false).unwrap();
+    assert_eq!(changed, searched, "after {name} changed");
+}
