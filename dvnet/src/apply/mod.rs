@@ -419,21 +419,10 @@ pub async fn apply(
         datapath: old.datapath,
         runtime: old.runtime,
     };
-    // on both cores: the old plan's map entries while the new plan is made, then the diff
-    // while the new plan's entries are
-    let (new, old_entries) = std::thread::scope(|s| {
-        let old_entries = s.spawn(|| entries::entries(&old));
-        let new = Plan::build_from(topo, options, Some(&old));
-        (new, old_entries.join().expect("entries panicked"))
-    });
-    let (new, old_entries) = (new?, old_entries?);
+    let new = Plan::build_from(topo, options, Some(&old))?;
     phases.end("plan");
-    let (changes, new_entries) = std::thread::scope(|s| {
-        let changes = s.spawn(|| diff::diff(Some(&old), Some(&new)));
-        let new_entries = entries::entries(&new);
-        (changes.join().expect("diff panicked"), new_entries)
-    });
-    let new_entries = new_entries?;
+    let changes = diff::diff(Some(&old), Some(&new));
+    let (old_entries, new_entries) = touched_entries(&old, &new, &changes)?;
     let map_diff = entries::diff(&old, &old_entries, &new, &new_entries);
     phases.end("diff");
     if changes.is_empty() && map_diff.is_empty() {
@@ -454,7 +443,7 @@ pub async fn apply(
 
     // ---- checks, before anything changes
     let pinned = Pinned::open(&new.id)?;
-    check_capacity(&pinned, &new, &new_entries)?;
+    check_capacity(&pinned, &new)?;
     preflight::host(&new, Some(&old)).await?;
     let built = changes.built_nodes();
     let building: Vec<&NodePlan> = new
@@ -538,6 +527,7 @@ pub async fn apply(
         Err(error) => {
             info!("apply failed, putting the network back: {error}");
             let back = diff::diff(Some(&new), Some(&old));
+            // every key the edit wrote, written back (those of the same nodes)
             let back_maps = entries::diff(&new, &new_entries, &old, &old_entries);
             // FRR of the old plan, for the routers the way back starts it again in
             let back_frr = preflight::frr(&old, &back, None).await.unwrap_or_default();
@@ -693,26 +683,83 @@ async fn host_side(
     Ok(())
 }
 
-/// The pinned maps hold what `new` needs.
-fn check_capacity(
-    pinned: &Pinned,
+/// The map entries, before and after, of the nodes an edit touches (see [`touched`]): the
+/// other nodes' entries are the same in both plans, so comparing these finds every change.
+///
+/// # Errors
+/// A router's rules expand to too many entries.
+pub fn touched_entries(
+    old: &Plan,
     new: &Plan,
-    entries: &entries::MapEntries,
-) -> Result<(), ApplyError> {
+    changes: &Diff,
+) -> Result<(entries::MapEntries, entries::MapEntries), entries::EntriesError> {
+    let (in_old, in_new) = touched(old, new, changes);
+    Ok((
+        entries::entries_of(old, in_old)?,
+        entries::entries_of(new, in_new)?,
+    ))
+}
+
+/// The positions, in the old plan and in the new, of the nodes whose map entries an edit
+/// may change: those it names (added, removed, recreated; links, routes or firewall
+/// changed), and the peers of their veth pairs (a route to a peer carries its MAC).
+fn touched(old: &Plan, new: &Plan, changes: &Diff) -> (Vec<usize>, Vec<usize>) {
+    use crate::plan::diff::{LinkChange, NodeChange};
+    let mut names: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for c in &changes.nodes {
+        names.insert(match c {
+            NodeChange::Add { node, .. }
+            | NodeChange::Remove { node }
+            | NodeChange::Recreate { node, .. } => node,
+        });
+    }
+    for c in &changes.links {
+        names.insert(match c {
+            LinkChange::Add { node, .. }
+            | LinkChange::Remove { node, .. }
+            | LinkChange::Rewire { node, .. }
+            | LinkChange::Address { node, .. } => node,
+        });
+    }
+    names.extend(changes.routes.iter().map(|r| r.node.as_str()));
+    names.extend(changes.firewalls.iter().map(|f| f.router.as_str()));
+    let mut peers = Vec::new();
+    for plan in [old, new] {
+        for node in plan
+            .nodes
+            .iter()
+            .filter(|n| names.contains(n.name.as_str()))
+        {
+            for link in plan.links_of(node) {
+                if let Some(peer) = plan.peer_of(link) {
+                    peers.push(plan.nodes[peer.node].name.as_str());
+                }
+            }
+        }
+    }
+    names.extend(peers);
+    let positions = |plan: &Plan| {
+        plan.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| names.contains(n.name.as_str()))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    (positions(old), positions(new))
+}
+
+/// The pinned maps hold what `new` needs.
+fn check_capacity(pinned: &Pinned, new: &Plan) -> Result<(), ApplyError> {
     use dvnet_common::maps;
-    let rule_slots = entries
-        .rule_slots
-        .iter()
-        .map(|r| u64::from(r.slot) + 1)
-        .max()
-        .unwrap_or(0);
+    let counts = entries::counts(new)?;
     for (map, need) in [
         (maps::LINK_STATS, new.link_slots() as u64),
-        (maps::IFACES, entries.ifaces.len() as u64),
-        (maps::ROUTES, entries.routes.len() as u64),
-        (maps::FW_CLASSES, entries.classes.len() as u64),
-        (maps::FW_RULES, entries.rules.len() as u64),
-        (maps::RULE_HITS, rule_slots),
+        (maps::IFACES, counts.ifaces as u64),
+        (maps::ROUTES, counts.routes as u64),
+        (maps::FW_CLASSES, counts.classes as u64),
+        (maps::FW_RULES, counts.rules as u64),
+        (maps::RULE_HITS, counts.rule_slots as u64),
     ] {
         let have = pinned.capacity(map)?;
         if need > u64::from(have) {
@@ -742,4 +789,84 @@ pub async fn down(id: &str, observer: &dyn Observer) -> Result<DownReport, Apply
         lock.remove_file();
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAB: &str = r#"{
+        "name": "lab", "automatic_routing": true,
+        "outbound_access": {"enabled": true, "cidr": "192.168.240.0/24"},
+        "subnets": {
+            "A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {}, "A-2": {}}},
+            "B": {"cidr": "10.0.1.0/24", "hosts": {"B-1": {}, "B-2": {}}},
+            "C": {"cidr": "10.0.2.0/24", "hosts": {}}
+        },
+        "routers": {
+            "R-1": {"subnets": ["A", "C"], "fw_rules": {"drop": [["A-2", "B"]], "accept": [["A", "B"]]}},
+            "R-2": {"subnets": ["C", "B"]}
+        }
+    }"#;
+
+    fn plan(json: &str, previous: Option<&Plan>) -> Plan {
+        let topo = Topology::from_json(json, "test.json").expect("valid");
+        Plan::build_from(&topo, PlanOptions::default(), previous).expect("plan")
+    }
+
+    /// Keys and values a delta writes, and keys it deletes, in a comparable form.
+    fn writes(d: &entries::EntriesDiff) -> Vec<String> {
+        let mut out: Vec<String> = d
+            .ifaces
+            .put
+            .iter()
+            .map(|e| format!("iface {e:?}"))
+            .chain(d.ifaces.delete.iter().map(|k| format!("-iface {k:?}")))
+            .chain(d.routes.put.iter().map(|e| format!("route {e:?}")))
+            .chain(d.routes.delete.iter().map(|k| format!("-route {k:?}")))
+            .chain(d.classes.put.iter().map(|e| format!("class {e:?}")))
+            .chain(d.classes.delete.iter().map(|k| format!("-class {k:?}")))
+            .chain(d.rules.put.iter().map(|e| format!("rule {e:?}")))
+            .chain(d.rules.delete.iter().map(|k| format!("-rule {k:?}")))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_touched_nodes_entries_find_every_change_a_full_comparison_finds() {
+        let before = plan(LAB, None);
+        for edited in [
+            LAB.replace(r#""A-2": {}"#, r#""A-2": {}, "A-3": {}"#),
+            LAB.replace(r#""B-1": {}, "B-2": {}"#, r#""B-1": {}"#),
+            LAB.replace(r#""B-2": {}"#, r#""B-2": {"ip": "10.0.1.99"}"#),
+            LAB.replace(r#""drop": [["A-2", "B"]], "#, r#""policy": "DROP", "#),
+            LAB.replace(
+                r#""C": {"cidr": "10.0.2.0/24", "hosts": {}}"#,
+                r#""C": {"cidr": "10.0.2.0/24", "hosts": {}},
+                "D": {"cidr": "10.0.3.0/24", "hosts": {"D-1": {}}}"#,
+            )
+            .replace(
+                r#""R-2": {"subnets": ["C", "B"]}"#,
+                r#""R-2": {"subnets": ["C", "B"]}, "R-3": {"subnets": ["C", "D"]}"#,
+            ),
+            LAB.replace(
+                r#", "fw_rules": {"drop": [["A-2", "B"]], "accept": [["A", "B"]]}"#,
+                "",
+            ),
+        ] {
+            let after = plan(&edited, Some(&before));
+            let changes = diff::diff(Some(&before), Some(&after));
+            let (o, n) = touched_entries(&before, &after, &changes).unwrap();
+            let partial = entries::diff(&before, &o, &after, &n);
+            let full = entries::diff(
+                &before,
+                &entries::entries(&before).unwrap(),
+                &after,
+                &entries::entries(&after).unwrap(),
+            );
+            assert_eq!(writes(&partial), writes(&full), "{edited}");
+            assert!(!writes(&full).is_empty(), "{edited}");
+        }
+    }
 }

@@ -82,8 +82,8 @@ pub fn map_changes(
     new: &Plan,
 ) -> Result<crate::datapath::entries::EntriesDiff, CliError> {
     use crate::datapath::entries;
-    let before = entries::entries(old)?;
-    let after = entries::entries(new)?;
+    let changes = crate::plan::diff::diff(Some(old), Some(new));
+    let (before, after) = crate::apply::touched_entries(old, new, &changes)?;
     Ok(entries::diff(old, &before, new, &after))
 }
 

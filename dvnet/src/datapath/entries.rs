@@ -70,8 +70,72 @@ fn be(addr: std::net::Ipv4Addr) -> u32 {
 /// # Errors
 /// A router's rules expand to too many entries.
 pub fn entries(plan: &Plan) -> Result<MapEntries, EntriesError> {
-    let mut out = MapEntries::default();
+    entries_of(plan, 0..plan.nodes.len())
+}
+
+/// How many entries each map needs for a plan.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    pub ifaces: usize,
+    /// At most this many (a route may share its key with a connected one).
+    pub routes: usize,
+    pub classes: usize,
+    pub rules: usize,
+    /// One past the highest rule slot.
+    pub rule_slots: usize,
+}
+
+/// How many entries each map needs for `plan`, without making them all: interfaces and
+/// routes are counted, firewalls expanded (they are few).
+///
+/// # Errors
+/// A router's rules expand to too many entries.
+pub fn counts(plan: &Plan) -> Result<Counts, EntriesError> {
+    let mut c = Counts::default();
+    let mut firewalled = Vec::new();
     for (n, node) in plan.nodes.iter().enumerate() {
+        let links = node.links.len();
+        c.ifaces += links
+            + plan
+                .links_of(node)
+                .filter(|l| l.fabric_port.is_some())
+                .count();
+        if matches!(node.forwarder, Forwarder::Program { .. }) {
+            // a connected route and two local ones per interface, then the plan's
+            c.routes += 3 * links + node.routes.len();
+            if node
+                .firewall
+                .as_ref()
+                .is_some_and(crate::plan::FirewallPlan::active)
+            {
+                firewalled.push(n);
+            }
+        }
+    }
+    let fw = entries_of(plan, firewalled)?;
+    c.classes = fw.classes.len();
+    c.rules = fw.rules.len();
+    c.rule_slots = fw
+        .rule_slots
+        .iter()
+        .map(|r| r.slot as usize + 1)
+        .max()
+        .unwrap_or(0);
+    Ok(c)
+}
+
+/// The map entries of the nodes `nodes` (positions in `plan.nodes`): what an edit compares
+/// for the nodes it touches.
+///
+/// # Errors
+/// A router's rules expand to too many entries.
+pub fn entries_of(
+    plan: &Plan,
+    nodes: impl IntoIterator<Item = usize>,
+) -> Result<MapEntries, EntriesError> {
+    let mut out = MapEntries::default();
+    for n in nodes {
+        let node = &plan.nodes[n];
         let router = node.kind == NodeKind::Router;
         let mut flags = 0;
         let program = matches!(node.forwarder, Forwarder::Program { .. });

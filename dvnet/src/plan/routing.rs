@@ -144,8 +144,6 @@ impl Graph {
     }
 }
 
-/// Computes every route of the network.
-#[must_use]
 /// The islands alone: groups of subnets that cannot reach each other (one search).
 #[must_use]
 pub fn islands_of(topo: &Topology) -> Vec<Vec<usize>> {
@@ -166,6 +164,7 @@ pub fn islands_of(topo: &Topology) -> Vec<Vec<usize>> {
     islands(&graph, &mut search, ns)
 }
 
+/// Computes every route of the network.
 pub fn compute(topo: &Topology) -> Routing {
     let nr = topo.routers.len();
     let ns = topo.subnets.len();
