@@ -15,7 +15,9 @@ use crate::plan::Plan;
 
 /// Where records live.
 pub const STATE_DIR: &str = "/run/dvnet";
-const STATE_FILE: &str = "state.json";
+/// MessagePack (with field names): a few times faster to read than JSON for a large plan,
+/// which every `apply`, `stats` and `inspect` reads whole; `dvnet inspect --json` shows it.
+const STATE_FILE: &str = "state.msgpack";
 /// Present while an edit runs (or after one died): its process id.
 const APPLYING_FILE: &str = "applying";
 /// Bumped when the record's shape changes incompatibly.
@@ -38,7 +40,7 @@ pub enum StateError {
     Corrupt {
         path: String,
         #[source]
-        source: serde_json::Error,
+        source: rmp_serde::decode::Error,
     },
     #[error(
         "refusing to use {path}: it {why}. dvnet keeps its records, locks and pins only in \
@@ -178,7 +180,7 @@ impl State {
     /// does it while the kernel works).
     #[must_use]
     pub fn serialize(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a plan always serializes")
+        rmp_serde::to_vec_named(self).expect("a plan always serializes")
     }
 
     /// Writes a record made by [`State::serialize`] of `self`, atomically; an edit's mark
@@ -238,7 +240,7 @@ impl State {
             Err(source) => return Err(io_err("reading", &path, source)),
         };
         let mut state: State =
-            serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
+            rmp_serde::from_slice(&text).map_err(|source| StateError::Corrupt {
                 path: path.display().to_string(),
                 source,
             })?;

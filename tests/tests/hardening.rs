@@ -52,8 +52,8 @@ fn down_of_a_path_dot_or_dotdot_is_refused_and_deletes_nothing() {
     let v = victim.path().to_str().unwrap().to_owned();
     // a record planted at a path: inspect and exec must not obey it
     std::fs::copy(
-        format!("/run/dvnet/{}/state.json", net.id),
-        victim.path().join("state.json"),
+        format!("/run/dvnet/{}/state.msgpack", net.id),
+        victim.path().join("state.msgpack"),
     )
     .unwrap();
     let relative = format!("../../../..{v}");
@@ -86,7 +86,7 @@ fn down_of_a_path_dot_or_dotdot_is_refused_and_deletes_nothing() {
         assert!(intact(victim.path()), "{args:?} deleted the victim's files");
         assert!(Path::new("/run/dvnet").is_dir() && Path::new("/run/netns").is_dir());
         assert!(
-            Path::new(&format!("/run/dvnet/{}/state.json", net.id)).exists(),
+            Path::new(&format!("/run/dvnet/{}/state.msgpack", net.id)).exists(),
             "{args:?} removed another network's record"
         );
     }
