@@ -315,11 +315,25 @@ impl ProcSys {
     /// replacement costs an RCU grace period when the old one goes).
     pub const REFRESH: usize = 32;
 
+    /// Namespaces below which the shared `/proc/sys/net` is cheaper than an instance of
+    /// procfs of its own (making one, and letting it go, costs more than a few long lookups).
+    pub const FEW: usize = 8;
+
     #[must_use]
     pub fn new() -> ProcSys {
         ProcSys {
             instance: None,
             uses: 0,
+        }
+    }
+
+    /// For `namespaces` namespaces to come: a private procfs instance only when they are not
+    /// [`ProcSys::FEW`].
+    #[must_use]
+    pub fn for_namespaces(namespaces: usize) -> ProcSys {
+        ProcSys {
+            instance: None,
+            uses: if namespaces < Self::FEW { usize::MAX } else { 0 },
         }
     }
 
@@ -330,6 +344,9 @@ impl ProcSys {
     pub fn net(&mut self) -> io::Result<NetSysctls> {
         use nix::fcntl::{OFlag, openat};
         use nix::sys::stat::Mode;
+        if self.uses == usize::MAX {
+            return NetSysctls::open();
+        }
         if self.uses.is_multiple_of(Self::REFRESH) {
             self.instance = detached_procfs().ok();
         }

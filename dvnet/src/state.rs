@@ -81,6 +81,27 @@ pub struct State {
     pub host: Option<crate::host::HostChanges>,
 }
 
+/// A record to write, borrowing its plan: serialized exactly as a [`State`] is (an edit
+/// serializes the record it will write while the kernel works, without copying the plan).
+#[derive(Serialize)]
+pub struct StateView<'a> {
+    pub version: u32,
+    pub status: Status,
+    pub source: Option<PathBuf>,
+    pub created: u64,
+    pub pid: u32,
+    pub plan: &'a Plan,
+    pub host: Option<crate::host::HostChanges>,
+}
+
+impl StateView<'_> {
+    /// The record's bytes, for [`State::save_serialized`].
+    #[must_use]
+    pub fn serialize(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("a plan always serializes")
+    }
+}
+
 /// The directory of a network's record. `id` must be a network id
 /// ([`crate::plan::naming::is_network_id`]): callers check it where it enters.
 #[must_use]

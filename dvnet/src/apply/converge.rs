@@ -277,7 +277,7 @@ fn create_namespaces(
                         source,
                     })?;
                     let mut out = Vec::with_capacity(jobs.len());
-                    let mut proc_sys = netns::ProcSys::new();
+                    let mut proc_sys = netns::ProcSys::for_namespaces(jobs.len());
                     for job in jobs {
                         let init = || {
                             let sysctls = proc_sys.net()?;
@@ -474,7 +474,11 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
     }
 
     // ---- what comes -------------------------------------------------------------------
-    netns::prepare_dir()?;
+    // /run/netns made a shared mount point once, by `up` (with a thousand namespaces under
+    // it, doing it again costs milliseconds)
+    if !fabric_exists {
+        netns::prepare_dir()?;
+    }
     // nodes to build; in a rollback, those still there are kept
     let built: Vec<usize> = w
         .built

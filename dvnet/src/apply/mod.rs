@@ -469,45 +469,52 @@ pub async fn apply(
         record.save()?;
     }
     record.mark_applying()?;
-    // the record as it will be, serialized while the kernel works (unless the host side
-    // changes it on the way)
-    let finished = {
-        let mut done = record.clone();
-        done.plan = new.clone();
-        done.status = Status::Up;
-        if source.is_some() {
-            done.source.clone_from(&source);
-        }
-        std::thread::spawn(move || {
-            let text = done.serialize();
-            (done, text)
-        })
-    };
     phases.end("record");
-    let forward = edit(
-        &old,
-        &new,
-        &changes,
-        &map_diff,
-        Edit {
-            mode: converge::Mode::Forward,
-            pinned: &pinned,
-            docker: docker.as_ref(),
-            frr: &frr_configs,
-            record: &mut record,
-        },
-        &mut phases,
-    )
-    .await;
+    // the record as it will be, serialized on the other core while the kernel works (the
+    // host side may change it on the way: then it is serialized again)
+    let done_view = state::StateView {
+        version: record.version,
+        status: Status::Up,
+        source: source.clone().or_else(|| record.source.clone()),
+        created: record.created,
+        pid: record.pid,
+        plan: &new,
+        host: record.host.clone(),
+    };
+    let (forward, done) = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            let serialized = s.spawn(|| done_view.serialize());
+            let forward = tokio::runtime::Handle::current().block_on(edit(
+                &old,
+                &new,
+                &changes,
+                &map_diff,
+                Edit {
+                    mode: converge::Mode::Forward,
+                    pinned: &pinned,
+                    docker: docker.as_ref(),
+                    frr: &frr_configs,
+                    record: &mut record,
+                },
+                &mut phases,
+            ));
+            (
+                forward,
+                serialized.join().expect("serializing the record panicked"),
+            )
+        })
+    });
     match forward {
         Ok((counts, frr_routers)) => {
-            let (done, text) = finished.join().expect("serializing the record panicked");
-            if done.host == record.host {
-                done.save_serialized(&text)?;
+            if done_view.host == record.host {
+                record.status = Status::Up;
+                record.source.clone_from(&done_view.source);
+                // the record's plan is still the old one in memory: the bytes say the new
+                record.save_serialized(&done)?;
             } else {
                 record.plan = new.clone();
                 record.status = Status::Up;
-                record.source = done.source;
+                record.source.clone_from(&done_view.source);
                 record.save()?;
             }
             phases.end("record");
@@ -554,7 +561,6 @@ pub async fn apply(
                     old.id
                 ));
             }
-            drop(finished);
             record.plan = old;
             record.status = Status::Up;
             if let Err(e) = record.save() {
