@@ -333,7 +333,11 @@ impl ProcSys {
     pub fn for_namespaces(namespaces: usize) -> ProcSys {
         ProcSys {
             instance: None,
-            uses: if namespaces < Self::FEW { usize::MAX } else { 0 },
+            uses: if namespaces < Self::FEW {
+                usize::MAX
+            } else {
+                0
+            },
         }
     }
 

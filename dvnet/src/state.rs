@@ -81,6 +81,32 @@ pub struct State {
     pub host: Option<crate::host::HostChanges>,
 }
 
+/// One version of a record on disk: it changes whenever the record is written (each write
+/// is a new file, renamed over the old one) or an edit marks or unmarks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    ino: u64,
+    mtime_ns: i128,
+    marked: bool,
+}
+
+impl Stamp {
+    /// The stamp of network `id`'s record now, if it has one.
+    #[must_use]
+    pub fn of(id: &str) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt as _;
+        if !crate::plan::naming::is_network_id(id) {
+            return None;
+        }
+        let meta = fs::metadata(dir(id).join(STATE_FILE)).ok()?;
+        Some(Stamp {
+            ino: meta.ino(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            marked: dir(id).join(APPLYING_FILE).exists(),
+        })
+    }
+}
+
 /// A record to write, borrowing its plan: serialized exactly as a [`State`] is (an edit
 /// serializes the record it will write while the kernel works, without copying the plan).
 #[derive(Serialize)]
@@ -271,6 +297,24 @@ impl State {
             state.pid = pid.trim().parse().unwrap_or(0);
         }
         Ok(state)
+    }
+
+    /// Reads the record of network `id` with its [`Stamp`]: a record read early (before the
+    /// network's lock is taken) can later be told to be still current.
+    ///
+    /// # Errors
+    /// As [`State::load`].
+    pub fn load_stamped(id: &str) -> Result<(State, Stamp), StateError> {
+        loop {
+            let before = Stamp::of(id);
+            let state = State::load(id)?;
+            let after = Stamp::of(id);
+            if let Some(stamp) = after
+                && before == after
+            {
+                return Ok((state, stamp));
+            }
+        }
     }
 
     /// Every network that has a record, by id (entries that are not network ids, such as

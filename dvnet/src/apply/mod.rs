@@ -377,6 +377,7 @@ pub struct Applied {
 }
 
 /// Changes the running network `topo` describes to match it, touching only what changed.
+/// `preloaded` is its record as read earlier (it is used only if it is still current).
 ///
 /// # Errors
 /// Not root, the network is not up, the edit cannot be made (checked before anything is
@@ -385,6 +386,7 @@ pub struct Applied {
 pub async fn apply(
     topo: &Topology,
     source: Option<PathBuf>,
+    preloaded: Option<(State, state::Stamp)>,
     observer: &dyn Observer,
 ) -> Result<Applied, ApplyError> {
     require_root("apply")?;
@@ -394,7 +396,12 @@ pub async fn apply(
     raise_fd_limit();
     let started = Instant::now();
     let mut phases = progress::Phases::new(observer);
-    let mut record = match State::load(&topo.id) {
+    // a record read before the lock (while the file was parsed) serves if still current
+    let loaded = match preloaded {
+        Some((record, stamp)) if state::Stamp::of(&topo.id) == Some(stamp) => Ok(record),
+        _ => State::load(&topo.id),
+    };
+    let mut record = match loaded {
         Ok(r) => r,
         Err(StateError::NotFound { id }) => return Err(ApplyError::NotUp { id }),
         Err(e) => return Err(e.into()),

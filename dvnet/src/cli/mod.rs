@@ -249,10 +249,20 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Apply { file, json } => {
-            let topo = Topology::from_file(&file)?;
+            // the running network's record is read while the file is parsed
+            let (topo, preloaded) = std::thread::scope(|s| {
+                let preloaded = s.spawn(|| network::preload(&file));
+                let topo = Topology::from_file(&file);
+                (topo, preloaded.join().ok().flatten())
+            });
+            let topo = topo?;
             let bars = Bars::on_terminal();
-            let applied =
-                async_runtime()?.block_on(apply::apply(&topo, Some(file.clone()), &bars))?;
+            let applied = async_runtime()?.block_on(apply::apply(
+                &topo,
+                Some(file.clone()),
+                preloaded,
+                &bars,
+            ))?;
             bars.clear();
             if json {
                 println!("{}", serde_json::to_string_pretty(&applied)?);

@@ -45,26 +45,27 @@ impl Pool {
 
 /// One link of a previous plan, by (node, subnet).
 #[derive(Clone, Debug)]
-pub struct PrevLink {
+pub struct PrevLink<'a> {
     pub id: u32,
-    pub ifname: String,
+    pub ifname: &'a str,
     pub ifindex: u32,
     pub address: Ipv4Addr,
     /// The subnet's prefix then: an address is kept only while its subnet keeps its prefix.
     pub cidr: Ipv4Net,
-    pub port: Option<(String, u32)>,
+    pub port: Option<(&'a str, u32)>,
 }
 
-/// What a previous plan had, by name.
+/// What a previous plan had, by name (borrowing the plan's names).
 #[derive(Clone, Debug, Default)]
-pub struct Previous {
-    pub node_ids: HashMap<String, u32>,
-    pub links: HashMap<(String, String), PrevLink>,
+pub struct Previous<'a> {
+    pub node_ids: HashMap<&'a str, u32>,
+    /// node → subnet → link
+    pub links: HashMap<&'a str, HashMap<&'a str, PrevLink<'a>>>,
     /// subnet → (bridge name, ifindex)
-    pub bridges: HashMap<String, (String, u32)>,
+    pub bridges: HashMap<&'a str, (&'a str, u32)>,
     pub uplink_port: Option<u32>,
     /// router → rule key → slot
-    pub rule_slots: HashMap<String, HashMap<String, u32>>,
+    pub rule_slots: HashMap<&'a str, HashMap<String, u32>>,
     /// Every number the previous plan used, by kind: new identities avoid them all.
     pub all_node_ids: Vec<u32>,
     pub all_link_ids: Vec<u32>,
@@ -72,16 +73,16 @@ pub struct Previous {
     pub all_rule_slots: Vec<u32>,
 }
 
-impl Previous {
+impl<'a> Previous<'a> {
     /// The identities of `plan`.
     #[must_use]
-    pub fn of(plan: &Plan) -> Previous {
+    pub fn of(plan: &'a Plan) -> Previous<'a> {
         let mut p = Previous::default();
         for node in &plan.nodes {
-            p.node_ids.insert(node.name.clone(), node.id);
+            p.node_ids.insert(&node.name, node.id);
             p.all_node_ids.push(node.id);
             if let Some(fw) = &node.firewall {
-                let slots = p.rule_slots.entry(node.name.clone()).or_default();
+                let slots = p.rule_slots.entry(&node.name).or_default();
                 for (key, rule) in rule_keys(&fw.rules).into_iter().zip(&fw.rules) {
                     slots.insert(key, rule.slot);
                     p.all_rule_slots.push(rule.slot);
@@ -89,20 +90,20 @@ impl Previous {
             }
         }
         for link in &plan.links {
-            let node = &plan.nodes[link.node].name;
+            let node = plan.nodes[link.node].name.as_str();
             let subnet = &plan.subnets[link.subnet];
-            p.links.insert(
-                (node.clone(), subnet.name.clone()),
+            p.links.entry(node).or_default().insert(
+                subnet.name.as_str(),
                 PrevLink {
                     id: link.id,
-                    ifname: link.ifname.clone(),
+                    ifname: &link.ifname,
                     ifindex: link.ifindex,
                     address: link.address,
                     cidr: subnet.cidr,
                     port: link
                         .fabric_port
                         .as_ref()
-                        .map(|port| (port.ifname.clone(), port.ifindex)),
+                        .map(|port| (port.ifname.as_str(), port.ifindex)),
                 },
             );
             p.all_link_ids.push(link.id);
@@ -112,8 +113,7 @@ impl Previous {
         }
         for subnet in &plan.subnets {
             if let Segment::Bridge { name, ifindex } = &subnet.segment {
-                p.bridges
-                    .insert(subnet.name.clone(), (name.clone(), *ifindex));
+                p.bridges.insert(&subnet.name, (name, *ifindex));
                 p.all_ifindexes.push(*ifindex);
             }
         }
@@ -127,16 +127,15 @@ impl Previous {
     /// The previous address of `node` on `subnet`, if its subnet still has the same prefix.
     #[must_use]
     pub fn address(&self, node: &str, subnet: &str, cidr: Ipv4Net) -> Option<Ipv4Addr> {
-        self.links
-            .get(&(node.to_owned(), subnet.to_owned()))
+        self.link(node, subnet)
             .filter(|l| l.cidr == cidr)
             .map(|l| l.address)
     }
 
     /// The link `node` had on `subnet`.
     #[must_use]
-    pub fn link(&self, node: &str, subnet: &str) -> Option<&PrevLink> {
-        self.links.get(&(node.to_owned(), subnet.to_owned()))
+    pub fn link(&self, node: &str, subnet: &str) -> Option<&PrevLink<'a>> {
+        self.links.get(node)?.get(subnet)
     }
 }
 

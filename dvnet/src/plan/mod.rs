@@ -452,7 +452,11 @@ impl Plan {
         let kept_bridge_names: std::collections::BTreeSet<String> = topo
             .subnets
             .iter()
-            .filter_map(|s| prev.bridges.get(&s.name).map(|(name, _)| name.clone()))
+            .filter_map(|s| {
+                prev.bridges
+                    .get(s.name.as_str())
+                    .map(|(name, _)| (*name).to_owned())
+            })
             .collect();
 
         // members per subnet decide how it is carried
@@ -518,7 +522,7 @@ impl Plan {
             let mut names: std::collections::BTreeSet<String> = node_subnets
                 .iter()
                 .filter_map(|&s| prev.link(name, &topo.subnets[s].name))
-                .map(|l| l.ifname.clone())
+                .map(|l| l.ifname.to_owned())
                 .collect();
             for (position, (&s, &address)) in node_subnets.iter().zip(&node_addrs).enumerate() {
                 let at = u32::try_from(links.len()).expect("fewer than 2^32 links");
@@ -531,13 +535,14 @@ impl Plan {
                         names.insert(n.clone());
                         n
                     },
-                    |l| l.ifname.clone(),
+                    |l| l.ifname.to_owned(),
                 );
                 let ifindex = kept.map_or_else(|| ifindexes.take(), |l| l.ifindex);
                 let bridged = matches!(subnets[s].segment, Segment::Bridge { .. });
                 let fabric_port = bridged.then(|| {
-                    let (ifname, ifindex) =
-                        kept.and_then(|l| l.port.clone()).unwrap_or_else(|| {
+                    let (ifname, ifindex) = kept
+                        .and_then(|l| l.port.map(|(n, i)| (n.to_owned(), i)))
+                        .unwrap_or_else(|| {
                             (
                                 naming::fabric_port_ifname(name, &subnet.name, link),
                                 ifindexes.take(),
@@ -939,13 +944,13 @@ fn reusable_routes(
 fn bridge(
     name: &str,
     index: usize,
-    prev: &identity::Previous,
+    prev: &identity::Previous<'_>,
     kept: &std::collections::BTreeSet<String>,
     ifindexes: &mut identity::Pool,
 ) -> Segment {
     if let Some((bridge, ifindex)) = prev.bridges.get(name) {
         return Segment::Bridge {
-            name: bridge.clone(),
+            name: (*bridge).to_owned(),
             ifindex: *ifindex,
         };
     }
@@ -983,7 +988,7 @@ fn firewall_plan(
     topo: &Topology,
     addrs: &addressing::Addresses,
     router: usize,
-    prev: &identity::Previous,
+    prev: &identity::Previous<'_>,
     slots: &mut identity::Pool,
 ) -> FirewallPlan {
     let fw = &topo.routers[router].firewall;
@@ -1015,7 +1020,7 @@ fn firewall_plan(
         })
         .collect::<Vec<_>>();
     // slots: a rule keeps its slot (and its hit count) wherever it moves in the file
-    let kept = prev.rule_slots.get(&topo.routers[router].name);
+    let kept = prev.rule_slots.get(topo.routers[router].name.as_str());
     let keys = identity::rule_keys(&rules);
     let rules = rules
         .into_iter()
