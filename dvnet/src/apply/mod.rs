@@ -525,7 +525,7 @@ pub async fn apply(
                 record.save()?;
             }
             phases.end("record");
-            Ok(Applied {
+            let applied = Applied {
                 report: Report {
                     network: new.id.clone(),
                     seconds: started.elapsed().as_secs_f64(),
@@ -536,7 +536,11 @@ pub async fn apply(
                 },
                 changes,
                 map_changes: map_diff.summary(),
-            })
+            };
+            // two whole plans and their entries are many small allocations: they are freed
+            // on a thread of their own rather than before the answer
+            std::thread::spawn(move || drop((old, new, record, old_entries, new_entries)));
+            Ok(applied)
         }
         Err(error) => {
             info!("apply failed, putting the network back: {error}");

@@ -263,6 +263,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 preloaded,
                 &bars,
             ))?;
+            std::thread::spawn(move || drop(topo));
             bars.clear();
             if json {
                 println!("{}", serde_json::to_string_pretty(&applied)?);

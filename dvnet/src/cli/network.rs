@@ -105,14 +105,15 @@ fn same_network(id: &str, name: &str) -> Result<(), CliError> {
 /// The record of the network a topology file names, read ahead (no lock; see
 /// [`crate::state::Stamp`]), or nothing.
 pub fn preload(file: &std::path::Path) -> Option<(State, crate::state::Stamp)> {
+    /// The name alone: the rest of the file is skipped, not built (keys of any case are
+    /// accepted by the format; the common spellings are enough here).
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(alias = "Name", alias = "NAME")]
+        name: String,
+    }
     let text = crate::topology::read_text(file).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let name = value
-        .as_object()?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("name"))?
-        .1
-        .as_str()?;
-    let id = crate::topology::network_id(name)?;
+    let named: Named = serde_json::from_str(&text).ok()?;
+    let id = crate::topology::network_id(&named.name)?;
     State::load_stamped(&id).ok()
 }
