@@ -510,10 +510,12 @@ fn down_returns_only_after_frr_and_every_process_it_stopped_have_exited() {
     assert_eq!(daemons.len(), 6, "{daemons:?}");
     // and a server a user left in a host, which stops cleanly on SIGTERM but takes a second
     let stopped = net.dir.path().join("stopped");
+    let ready = net.dir.path().join("ready");
     let marker = format!("dvnet-test-{}", net.id);
     let script = format!(
-        "trap 'sleep 1; echo clean > {}; exit 0' TERM; while :; do sleep 0.1; done # {marker}",
-        stopped.display()
+        "trap 'sleep 1; echo clean > {}; exit 0' TERM; echo > {}; while :; do sleep 0.1; done # {marker}",
+        stopped.display(),
+        ready.display()
     );
     let server = net
         .host
@@ -523,8 +525,9 @@ fn down_returns_only_after_frr_and_every_process_it_stopped_have_exited() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn a server");
+    // ready once its trap is set (its command line shows earlier, in `dvnet exec`)
     assert!(
-        dvnet_tests::eventually(10, || !processes_naming(&marker).is_empty()),
+        dvnet_tests::eventually(10, || ready.exists()),
         "the server did not start"
     );
     let started = Instant::now();
