@@ -68,6 +68,16 @@ pub fn netlink_in(ns: &str) -> Result<Netlink, InspectError> {
 pub async fn live(plan: &Plan) -> Result<Vec<LiveNode>, InspectError> {
     stream::iter(&plan.nodes)
         .map(|node| async move {
+            // a container joined through the Docker driver shows once Docker has moved its
+            // interface in (dvnet then names its namespace)
+            if node.attached.is_some() && !netns::exists(&node.netns) {
+                return Ok(LiveNode {
+                    name: node.name.clone(),
+                    netns: node.netns.clone(),
+                    interfaces: Vec::new(),
+                    routes: Vec::new(),
+                });
+            }
             let nl = netlink_in(&node.netns)?;
             read_node(&nl, &node.name).await
         })

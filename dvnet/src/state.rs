@@ -79,6 +79,23 @@ pub struct State {
     /// Changes to the host beyond the network's own objects (outbound access).
     #[serde(default)]
     pub host: Option<crate::host::HostChanges>,
+    /// The topology file's text the network was last built or edited from: what the Docker
+    /// driver plans again when a container joins or leaves.
+    #[serde(default)]
+    pub source_text: Option<String>,
+    /// Hosts that joined from outside the file (containers, through the Docker driver):
+    /// planned with every edit.
+    #[serde(default)]
+    pub attached: Vec<AttachedHost>,
+}
+
+/// A container joined to a subnet through the Docker driver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedHost {
+    pub name: String,
+    pub subnet: String,
+    pub address: std::net::Ipv4Addr,
+    pub attachment: crate::plan::Attachment,
 }
 
 /// One version of a record on disk: it changes whenever the record is written (each write
@@ -118,6 +135,8 @@ pub struct StateView<'a> {
     pub pid: u32,
     pub plan: &'a Plan,
     pub host: Option<crate::host::HostChanges>,
+    pub source_text: Option<&'a str>,
+    pub attached: &'a [AttachedHost],
 }
 
 impl StateView<'_> {

@@ -449,7 +449,19 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect::<()>();
-    let gone: Vec<&NodePlan> = w.removed.iter().map(|&n| &old.nodes[n]).collect();
+    // attached containers are Docker's: only dvnet's name for their namespace goes
+    for &n in &w.removed {
+        let node = &old.nodes[n];
+        if node.attached.is_some() && netns::exists(&node.netns) {
+            netns::delete(&node.netns)?;
+        }
+    }
+    let gone: Vec<&NodePlan> = w
+        .removed
+        .iter()
+        .map(|&n| &old.nodes[n])
+        .filter(|n| n.attached.is_none())
+        .collect();
     let whole_nodes = async {
         if gone.is_empty() {
             None
@@ -521,7 +533,13 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
             adopt: None,
         });
     }
-    jobs.extend(built.iter().map(|&n| {
+    // containers joined through the Docker driver live in Docker's namespaces: none is made
+    let in_namespaces: Vec<usize> = built
+        .iter()
+        .copied()
+        .filter(|&n| new.nodes[n].attached.is_none())
+        .collect();
+    jobs.extend(in_namespaces.iter().map(|&n| {
         let node = &new.nodes[n];
         NsJob {
             name: node.netns.clone(),
@@ -553,7 +571,7 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
                 })?,
             );
         }
-        for (c, &n) in created.zip(&built) {
+        for (c, &n) in created.zip(&in_namespaces) {
             let nl = Netlink::from_socket(c.socket, &new.nodes[n].netns).map_err(|source| {
                 ApplyError::Io {
                     op: format!("opening netlink in {}", new.nodes[n].netns),
@@ -590,6 +608,16 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
     touched.extend(w.rerouted.iter().copied());
     for n in touched {
         if handles.nodes.contains_key(&n) {
+            continue;
+        }
+        if new.nodes[n].attached.is_some() {
+            // its interface is made here, in dvnet's namespace, for Docker to move
+            let fd = netns::current().map_err(|source| ApplyError::Io {
+                op: "opening dvnet's own namespace".into(),
+                source,
+            })?;
+            let nl = crate::host::netlink()?;
+            handles.nodes.insert(n, (fd, nl));
             continue;
         }
         let ns = &new.nodes[n].netns;
@@ -698,6 +726,8 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
     for &n in &built {
         configure.entry(n).or_default();
     }
+    // Docker configures an attached container's interface (address, routes) when it moves it
+    configure.retain(|&n, _| new.nodes[n].attached.is_none());
     for &n in &w.rerouted {
         configure.entry(n).or_default();
     }
@@ -785,15 +815,19 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
     // an expedited grace period per interface.
     if !links_new.is_empty() {
         let nodes = &handles.nodes;
-        let on_nodes = links_new.iter().map(|&l| {
-            let link = &new.links[l];
-            (
-                &nodes[&link.node].1,
-                link.ifindex,
-                ctx.node_prog,
-                programs::NODE_INGRESS,
-            )
-        });
+        // (an attached container's program is attached once Docker has moved its interface)
+        let on_nodes = links_new
+            .iter()
+            .filter(|&&l| new.nodes[new.links[l].node].attached.is_none())
+            .map(|&l| {
+                let link = &new.links[l];
+                (
+                    &nodes[&link.node].1,
+                    link.ifindex,
+                    ctx.node_prog,
+                    programs::NODE_INGRESS,
+                )
+            });
         let on_fabric = links_new.iter().filter_map(|&l| {
             let port = new.links[l].fabric_port.as_ref()?;
             Some((

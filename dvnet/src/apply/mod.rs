@@ -108,6 +108,10 @@ pub enum ApplyError {
     Lock(#[from] crate::lock::LockError),
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
+    #[error("{0}")]
+    Attached(String),
     #[error("{op}: {source}")]
     Io {
         op: String,
@@ -159,6 +163,8 @@ impl ApplyError {
 pub struct UpOptions {
     /// The topology file, recorded for `dvnet ls` and `apply`.
     pub source: Option<PathBuf>,
+    /// Its text, kept in the record (the Docker driver plans it again as containers join).
+    pub source_text: Option<String>,
 }
 
 /// What `up` or `apply` did and how long each phase took (`up --json`, benchmarks).
@@ -270,6 +276,8 @@ async fn up_locked(
             uplink: Some(u.host_ifname.clone()),
             ..crate::host::HostChanges::default()
         }),
+        source_text: options.source_text.clone(),
+        attached: Vec::new(),
     };
     record.save()?;
 
@@ -376,65 +384,180 @@ pub struct Applied {
     pub map_changes: String,
 }
 
+/// What an edit starts from.
+pub enum Change {
+    /// The topology file, edited: its text, parsed. `preloaded` is the network's record as
+    /// read earlier (used only if still current).
+    File {
+        topo: Box<Topology>,
+        text: String,
+        source: Option<PathBuf>,
+        preloaded: Option<Box<(State, state::Stamp)>>,
+    },
+    /// A container joins a subnet (the Docker driver).
+    Attach(state::AttachedHost),
+    /// The container of a Docker endpoint leaves.
+    Detach { endpoint: String },
+}
+
 /// Changes the running network `topo` describes to match it, touching only what changed.
 /// `preloaded` is its record as read earlier (it is used only if it is still current).
 ///
 /// # Errors
 /// Not root, the network is not up, the edit cannot be made (checked before anything is
 /// touched), or a step fails: then the network is put back as it was, and the error says so.
-#[instrument(skip_all, fields(net = %topo.id))]
 pub async fn apply(
-    topo: &Topology,
+    topo: Topology,
+    text: String,
     source: Option<PathBuf>,
     preloaded: Option<(State, state::Stamp)>,
     observer: &dyn Observer,
 ) -> Result<Applied, ApplyError> {
+    let id = topo.id.clone();
+    let change = Change::File {
+        topo: Box::new(topo),
+        text,
+        source,
+        preloaded: preloaded.map(Box::new),
+    };
+    apply_change(&id, change, observer).await
+}
+
+/// The topology of a running network as planned: its file's, with the hosts that joined
+/// from outside (containers) added to their subnets.
+fn with_attached(
+    topo: &Topology,
+    attached: &[state::AttachedHost],
+) -> Result<Topology, ApplyError> {
+    let mut topo = topo.clone();
+    for a in attached {
+        let docker = &a.attachment.docker_network;
+        let Some(subnet) = topo.subnets.iter().position(|s| s.name == a.subnet) else {
+            return Err(ApplyError::Attached(format!(
+                "container {} is attached to subnet {:?} (Docker network {docker}), which the \
+                 file no longer has; `docker network disconnect` it first",
+                a.name, a.subnet
+            )));
+        };
+        let cidr = topo.subnets[subnet].cidr;
+        if !cidr.contains(&a.address) {
+            return Err(ApplyError::Attached(format!(
+                "container {} ({}) is attached to subnet {:?}, which is {cidr} now; \
+                 `docker network disconnect` it first",
+                a.name, a.address, a.subnet
+            )));
+        }
+        let taken = topo.hosts.iter().any(|h| h.name == a.name)
+            || topo.routers.iter().any(|r| r.name == a.name);
+        if taken {
+            return Err(ApplyError::Attached(format!(
+                "the file names a node {:?}, the name of an attached container; rename it",
+                a.name
+            )));
+        }
+        topo.hosts.push(crate::topology::Host {
+            name: a.name.clone(),
+            subnet,
+            ip: Some(a.address),
+            image: None,
+            publish: Vec::new(),
+        });
+    }
+    Ok(topo)
+}
+
+/// Makes an edit of the running network `id`: see [`Change`] and [`apply`].
+///
+/// # Errors
+/// As [`apply`].
+#[instrument(skip_all, fields(net = %id))]
+pub async fn apply_change(
+    id: &str,
+    change: Change,
+    observer: &dyn Observer,
+) -> Result<Applied, ApplyError> {
     require_root("apply")?;
-    state::check_id(&topo.id)?;
+    state::check_id(id)?;
     preflight::roots()?;
-    let _lock = lock_network(&topo.id, "apply", observer)?;
+    let _lock = lock_network(id, "apply", observer)?;
     raise_fd_limit();
     let started = Instant::now();
     let mut phases = progress::Phases::new(observer);
+    let preloaded = match &change {
+        Change::File { preloaded, .. } => preloaded.clone(),
+        _ => None,
+    };
     // a record read before the lock (while the file was parsed) serves if still current
-    let loaded = match preloaded {
-        Some((record, stamp)) if state::Stamp::of(&topo.id) == Some(stamp) => Ok(record),
-        _ => State::load(&topo.id),
+    let loaded = match preloaded.map(|b| *b) {
+        Some((record, stamp)) if state::Stamp::of(id) == Some(stamp) => Ok(record),
+        _ => State::load(id),
     };
     let mut record = match loaded {
         Ok(r) => r,
         Err(StateError::NotFound { id }) => return Err(ApplyError::NotUp { id }),
         Err(e) => return Err(e.into()),
     };
-    if record.plan.name != topo.name {
-        return Err(ApplyError::IdTaken {
-            id: topo.id.clone(),
-            ours: topo.name.clone(),
-            theirs: record.plan.name.clone(),
-        });
-    }
     if record.status != Status::Up {
         return Err(ApplyError::Unsettled {
-            id: topo.id.clone(),
+            id: id.to_owned(),
             status: format!("{:?}", record.status).to_lowercase(),
             pid: record.pid,
         });
     }
+    // what to plan: the file (edited, or the one the network runs), and who is attached
+    let mut attached = record.attached.clone();
+    let (base, text, source) = match change {
+        Change::File {
+            topo, text, source, ..
+        } => {
+            if record.plan.name != topo.name {
+                return Err(ApplyError::IdTaken {
+                    id: id.to_owned(),
+                    ours: topo.name.clone(),
+                    theirs: record.plan.name.clone(),
+                });
+            }
+            (*topo, Some(text), source)
+        }
+        Change::Attach(host) => {
+            attached.retain(|a| a.attachment.endpoint != host.attachment.endpoint);
+            attached.push(host);
+            (running_topology(&record)?, record.source_text.clone(), None)
+        }
+        Change::Detach { endpoint } => {
+            attached.retain(|a| a.attachment.endpoint != endpoint);
+            (running_topology(&record)?, record.source_text.clone(), None)
+        }
+    };
+    let topo = with_attached(&base, &attached)?;
     let old = record.plan.clone();
     phases.end("record read");
     let options = PlanOptions {
         datapath: old.datapath,
         runtime: old.runtime,
     };
-    let new = Plan::build_from(topo, options, Some(&old))?;
+    let mut new = Plan::build_from(&topo, options, Some(&old))?;
+    new.mark_attached(
+        &attached
+            .iter()
+            .map(|a| (a.name.clone(), a.attachment.clone()))
+            .collect::<Vec<_>>(),
+    );
     phases.end("plan");
     let changes = diff::diff(Some(&old), Some(&new));
     let (old_entries, new_entries) = touched_entries(&old, &new, &changes)?;
     let map_diff = entries::diff(&old, &old_entries, &new, &new_entries);
     phases.end("diff");
     if changes.is_empty() && map_diff.is_empty() {
-        if source.is_some() && record.source != source {
-            record.source = source;
+        if (source.is_some() && record.source != source)
+            || record.source_text != text
+            || record.attached != attached
+        {
+            if source.is_some() {
+                record.source = source;
+            }
+            record.source_text = text;
+            record.attached = attached;
             record.save()?;
         }
         return Ok(Applied {
@@ -487,6 +610,8 @@ pub async fn apply(
         pid: record.pid,
         plan: &new,
         host: record.host.clone(),
+        source_text: text.as_deref(),
+        attached: &attached,
     };
     let (forward, done) = tokio::task::block_in_place(|| {
         std::thread::scope(|s| {
@@ -513,15 +638,15 @@ pub async fn apply(
     });
     match forward {
         Ok((counts, frr_routers)) => {
+            record.status = Status::Up;
+            record.source.clone_from(&done_view.source);
+            record.source_text.clone_from(&text);
+            record.attached.clone_from(&attached);
             if done_view.host == record.host {
-                record.status = Status::Up;
-                record.source.clone_from(&done_view.source);
                 // the record's plan is still the old one in memory: the bytes say the new
                 record.save_serialized(&done)?;
             } else {
                 record.plan = new.clone();
-                record.status = Status::Up;
-                record.source.clone_from(&done_view.source);
                 record.save()?;
             }
             phases.end("record");
@@ -539,7 +664,9 @@ pub async fn apply(
             };
             // two whole plans and their entries are many small allocations: they are freed
             // on a thread of their own rather than before the answer
-            std::thread::spawn(move || drop((old, new, record, old_entries, new_entries)));
+            std::thread::spawn(move || {
+                drop((old, new, record, old_entries, new_entries, base, topo));
+            });
             Ok(applied)
         }
         Err(error) => {
@@ -583,6 +710,23 @@ pub async fn apply(
             })
         }
     }
+}
+
+/// The topology a running network was last built or edited from (its file's text, kept in
+/// its record).
+fn running_topology(record: &State) -> Result<Topology, ApplyError> {
+    let text = record.source_text.as_deref().ok_or_else(|| {
+        ApplyError::Attached(format!(
+            "network {} keeps no copy of its file (it came up with an older dvnet); `dvnet \
+             apply FILE` once, then try again",
+            record.plan.id
+        ))
+    })?;
+    let origin = record
+        .source
+        .as_ref()
+        .map_or_else(|| record.plan.id.clone(), |p| p.display().to_string());
+    Ok(Topology::from_json(text, &origin)?)
 }
 
 /// What an edit works with beyond the plans.

@@ -87,7 +87,19 @@ pub async fn network(id: &str) -> DownReport {
     // Processes left running inside the nodes (a server started with `dvnet exec`) would keep
     // their namespaces alive, unseen, after the mounts are gone: they belong to the network.
     let names: Vec<&str> = inventory.namespaces.iter().map(String::as_str).collect();
-    stop_processes_in(&names, &mut report);
+    // (containers attached through the Docker driver are Docker's: their processes stay)
+    let attached: std::collections::BTreeSet<&str> = record
+        .iter()
+        .flat_map(|r| r.plan.nodes.iter())
+        .filter(|n| n.attached.is_some())
+        .map(|n| n.netns.as_str())
+        .collect();
+    let ours: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !attached.contains(n))
+        .collect();
+    stop_processes_in(&ours, &mut report);
     // nodes first, then the fabric: links die with the node namespaces
     let fabric = naming::fabric_netns(id);
     let ordered = names

@@ -215,13 +215,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             runtime,
             json,
         } => {
-            let topo = Topology::from_file(&file)?;
+            let text = crate::topology::read_text(&file)?;
+            let topo = Topology::from_json(&text, &file.display().to_string())?;
             let plan = Plan::build(&topo, PlanOptions { datapath, runtime })?;
             for w in &plan.warnings {
                 eprintln!("warning: {w}");
             }
             let options = UpOptions {
                 source: Some(file.clone()),
+                source_text: Some(text),
             };
             let bars = Bars::on_terminal();
             let report = async_runtime()?.block_on(apply::up(&plan, &options, &bars))?;
@@ -250,20 +252,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Apply { file, json } => {
             // the running network's record is read while the file is parsed
-            let (topo, preloaded) = std::thread::scope(|s| {
+            let (parsed, preloaded) = std::thread::scope(|s| {
                 let preloaded = s.spawn(|| network::preload(&file));
-                let topo = Topology::from_file(&file);
-                (topo, preloaded.join().ok().flatten())
+                let parsed = crate::topology::read_text(&file).and_then(|text| {
+                    Topology::from_json(&text, &file.display().to_string()).map(|t| (t, text))
+                });
+                (parsed, preloaded.join().ok().flatten())
             });
-            let topo = topo?;
+            let (topo, text) = parsed?;
             let bars = Bars::on_terminal();
             let applied = async_runtime()?.block_on(apply::apply(
-                &topo,
+                topo,
+                text,
                 Some(file.clone()),
                 preloaded,
                 &bars,
             ))?;
-            std::thread::spawn(move || drop(topo));
             bars.clear();
             if json {
                 println!("{}", serde_json::to_string_pretty(&applied)?);

@@ -135,6 +135,36 @@ pub struct NodePlan {
     pub firewall: Option<FirewallPlan>,
     /// Routers that run FRR.
     pub frr: Option<FrrPlan>,
+    /// A host that is a Docker container joined through dvnet's network driver: Docker owns
+    /// its namespace and configures its interface; dvnet wires the interface's other end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<Attachment>,
+}
+
+/// How a container joined a network through the Docker driver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Docker's endpoint id.
+    pub endpoint: String,
+    /// The Docker network it joined through.
+    pub docker_network: String,
+    /// Its interface's name while it waits, in dvnet's namespace, for Docker to move it
+    /// into the container (Docker renames it there).
+    pub src_name: String,
+}
+
+impl Attachment {
+    /// The host's name in the network for endpoint `endpoint` (`c-` and its first 12 hex).
+    #[must_use]
+    pub fn node_name(endpoint: &str) -> String {
+        format!("c-{}", &endpoint[..endpoint.len().min(12)])
+    }
+
+    /// The interface's name before Docker moves it (15 characters at most).
+    #[must_use]
+    pub fn src_name(endpoint: &str) -> String {
+        format!("dvc{}", &endpoint[..endpoint.len().min(12)])
+    }
 }
 
 /// Who forwards packets in a node.
@@ -594,6 +624,7 @@ impl Plan {
                 },
                 firewall,
                 frr: None,
+                attached: None,
             });
         }
 
@@ -770,6 +801,26 @@ impl Plan {
             },
             took_over,
         ))
+    }
+
+    /// Marks the hosts of `attached` (by name) as containers joined through the Docker
+    /// driver: their interfaces take the names Docker looks for.
+    pub fn mark_attached(&mut self, attached: &[(String, Attachment)]) {
+        for (name, attachment) in attached {
+            let Some(n) = self.nodes.iter().position(|n| &n.name == name) else {
+                continue;
+            };
+            for &l in &self.nodes[n].links.clone() {
+                self.links[l as usize]
+                    .ifname
+                    .clone_from(&attachment.src_name);
+            }
+            let src = attachment.src_name.clone();
+            for r in &mut self.nodes[n].routes {
+                r.dev.clone_from(&src);
+            }
+            self.nodes[n].attached = Some(attachment.clone());
+        }
     }
 
     /// Slots the counters need: one past the highest link id.
