@@ -483,8 +483,9 @@ pub async fn apply_change(
     raise_fd_limit();
     let started = Instant::now();
     let mut phases = progress::Phases::new(observer);
-    let preloaded = match &change {
-        Change::File { preloaded, .. } => preloaded.clone(),
+    let mut change = change;
+    let preloaded = match &mut change {
+        Change::File { preloaded, .. } => preloaded.take(),
         _ => None,
     };
     // a record read before the lock (while the file was parsed) serves if still current
