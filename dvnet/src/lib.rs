@@ -13,6 +13,8 @@
 //! iptables), [`host`] (the host's side of outbound access), [`frr`] (routing daemons).
 //! Below them: [`netns`] (named namespaces), [`netlink`] (typed rtnetlink), [`lock`].
 //!
+//! [`plugin`] serves it all to Docker as a network driver.
+//!
 //! Around them: [`generate`] writes generated topologies, [`inspect`] reads a network back
 //! from the kernel, [`stats`] reads the counters, [`render`] draws tables, [`exec`] enters
 //! nodes, [`cli`] is the command line.
@@ -28,8 +30,28 @@ pub mod lock;
 pub mod netlink;
 pub mod netns;
 pub mod plan;
+pub mod plugin;
 pub mod render;
 pub mod runtime;
 pub mod state;
 pub mod stats;
 pub mod topology;
+
+/// An error with its causes, one `caused by:` line each; a cause the line above already
+/// quotes is not repeated.
+#[must_use]
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    use std::fmt::Write as _;
+    let mut text = err.to_string();
+    let mut shown = text.clone();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !shown.contains(&line) {
+            let _ = write!(text, "\n  caused by: {line}");
+        }
+        shown = line;
+        cause = c.source();
+    }
+    text
+}

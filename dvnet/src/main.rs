@@ -21,19 +21,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // A cause already quoted by the message above it is not repeated.
-            let mut shown = err.to_string();
-            eprint!("error: {shown}");
-            let mut cause = std::error::Error::source(&err);
-            while let Some(c) = cause {
-                let text = c.to_string();
-                if !shown.contains(&text) {
-                    eprint!("\n  caused by: {text}");
-                }
-                shown = text;
-                cause = c.source();
-            }
-            eprintln!();
+            eprintln!("error: {}", dvnet::error_chain(&err));
             if err.is_invalid_input() {
                 ExitCode::from(EXIT_INVALID_INPUT)
             } else {

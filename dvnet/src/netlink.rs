@@ -332,7 +332,7 @@ impl Netlink {
                 .request(
                     RouteNetlinkMessage::SetLink(msg),
                     0,
-                    format_args!("marking link {ifindex} for deletion"),
+                    &format!("marking link {ifindex} for deletion"),
                 )
                 .await
             {
@@ -350,7 +350,7 @@ impl Netlink {
             .request(
                 RouteNetlinkMessage::DelLink(msg),
                 0,
-                format_args!("deleting {} links", ifindexes.len()),
+                &format!("deleting {} links", ifindexes.len()),
             )
             .await
         {
@@ -366,17 +366,19 @@ impl Netlink {
         &self,
         message: RouteNetlinkMessage,
         flags: u16,
-        what: std::fmt::Arguments<'_>,
+        what: &str,
     ) -> Result<(), NetlinkError> {
         let mut req = NetlinkMessage::from(message);
         req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
         let mut handle = self.handle.clone();
-        let mut response = handle.request(req).map_err(|e| self.err(what, e))?;
+        let mut response = handle
+            .request(req)
+            .map_err(|e| self.err(format_args!("{what}"), e))?;
         while let Some(msg) = response.next().await {
             if let NetlinkPayload::Error(e) = msg.payload
                 && e.code.is_some()
             {
-                return Err(self.err(what, rtnetlink::Error::NetlinkError(e)));
+                return Err(self.err(format_args!("{what}"), rtnetlink::Error::NetlinkError(e)));
             }
         }
         Ok(())
@@ -394,7 +396,7 @@ impl Netlink {
         self.request(
             RouteNetlinkMessage::NewQueueDiscipline(msg),
             NLM_F_CREATE | NLM_F_EXCL,
-            format_args!("adding clsact to link {ifindex}"),
+            &format!("adding clsact to link {ifindex}"),
         )
         .await
     }
@@ -428,7 +430,7 @@ impl Netlink {
         self.request(
             RouteNetlinkMessage::NewTrafficFilter(msg),
             NLM_F_CREATE | NLM_F_EXCL,
-            format_args!("attaching {name} to link {ifindex}"),
+            &format!("attaching {name} to link {ifindex}"),
         )
         .await
     }

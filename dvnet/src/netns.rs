@@ -225,6 +225,24 @@ pub fn adopt_on_this_thread<T>(
     })
 }
 
+/// Names the namespace at `source` (a container runtime's namespace file) `name`: a bind
+/// mount of it at `/run/netns/<name>`, as `ip netns attach` does for a process.
+///
+/// # Errors
+/// The name is taken, or the mount fails (then the name is removed again).
+pub fn name_path(name: &str, source: &Path) -> Result<(), NetnsError> {
+    with_mount_point(name, |target| {
+        mount(
+            Some(source),
+            target,
+            Some("none"),
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(nix_err("mounting", name))
+    })
+}
+
 /// Runs `f` inside the namespace `ns` on a new thread and returns its result.
 ///
 /// # Errors

@@ -42,6 +42,8 @@ pub enum CliError {
     Generate(#[from] crate::generate::GenError),
     #[error(transparent)]
     Netns(#[from] crate::netns::NetnsError),
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -152,6 +154,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve Docker's network driver protocol: `docker network create --driver dvnet`
+    /// (needs root; `dvnet plugin install` runs it as a systemd service).
+    Plugin {
+        /// The socket dockerd finds the driver on.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<PluginAction>,
+    },
     /// Check a topology file and report every problem at once.
     Validate {
         /// The topology file.
@@ -189,12 +200,25 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PluginAction {
+    /// Install the plugin as a systemd service (`--uninstall` removes it).
+    Install {
+        #[arg(long)]
+        uninstall: bool,
+    },
+}
+
 /// What `main` should exit with when a command fails.
 pub const EXIT_INVALID_INPUT: u8 = 2;
 
 fn async_runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    async_runtime_with(2)
+}
+
+fn async_runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .map_err(|source| CliError::Io {
@@ -378,6 +402,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 print!("{}", changes.render());
                 if !maps.is_empty() {
                     println!("~ eBPF map entries: {}", maps.summary());
+                }
+            }
+        }
+        Command::Plugin { socket, action } => {
+            let socket = crate::plugin::socket_or_default(socket);
+            match action {
+                Some(PluginAction::Install { uninstall }) => {
+                    println!("{}", crate::plugin::install(uninstall, &socket)?);
+                }
+                None => {
+                    if !nix::unistd::geteuid().is_root() {
+                        return Err(CliError::Usage(
+                            "dvnet plugin builds networks: run it as root".into(),
+                        ));
+                    }
+                    async_runtime_with(4)?.block_on(crate::plugin::serve(&socket))?;
                 }
             }
         }
