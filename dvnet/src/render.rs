@@ -220,11 +220,15 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
     ]);
     for (node, l) in plan.nodes.iter().zip(live) {
         for (i, link) in plan.links_of(node).enumerate() {
-            let iface = l.interfaces.iter().find(|x| x.name == link.ifname);
+            // Docker renames a joined container's interface as it moves it in (eth0, ...);
+            // moved, it keeps its index
+            let iface = l.interfaces.iter().find(|x| {
+                x.name == link.ifname || (node.attached.is_some() && x.ifindex == link.ifindex)
+            });
             t.add_row([
                 on_first(i == 0, node.name.clone()),
                 on_first(i == 0, kind(node.kind).to_owned()),
-                link.ifname.clone(),
+                iface.map_or_else(|| link.ifname.clone(), |x| x.name.clone()),
                 iface
                     .map_or("missing", |x| if x.up { "up" } else { "down" })
                     .to_owned(),
@@ -235,6 +239,11 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
                     i == 0,
                     if node.container {
                         format!("{} (container)", node.netns)
+                    } else if let Some(a) = &node.attached {
+                        format!(
+                            "{} (joined through Docker network {:.12})",
+                            node.netns, a.docker_network
+                        )
                     } else {
                         node.netns.clone()
                     },

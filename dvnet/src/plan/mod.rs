@@ -40,7 +40,15 @@ pub enum Runtime {
     Auto,
     /// Every node runs as a network namespace, images ignored (large benchmarks).
     Netns,
+    /// Every node runs as a Docker container: one that names no image runs
+    /// [`HOST_IMAGE`] or [`ROUTER_IMAGE`] (as labs built by the Docker driver do).
+    Docker,
 }
+
+/// The image of a host that names none, under [`Runtime::Docker`].
+pub const HOST_IMAGE: &str = "dvnet/host";
+/// The image of a router that names none, under [`Runtime::Docker`].
+pub const ROUTER_IMAGE: &str = "dvnet/router";
 
 /// Choices made at `up` time that shape the plan.
 #[derive(Clone, Copy, Debug, Default)]
@@ -611,8 +619,17 @@ impl Plan {
                     .unwrap_or_else(|| node_ids.take()),
                 kind,
                 netns: naming::node_netns(&id, name),
-                image: topo.node_image(node).map(str::to_owned),
-                container: topo.node_image(node).is_some() && options.runtime == Runtime::Auto,
+                image: match (options.runtime, kind) {
+                    (Runtime::Docker, NodeKind::Host) => {
+                        Some(topo.node_image(node).unwrap_or(HOST_IMAGE).to_owned())
+                    }
+                    (Runtime::Docker, NodeKind::Router) => {
+                        Some(topo.node_image(node).unwrap_or(ROUTER_IMAGE).to_owned())
+                    }
+                    _ => topo.node_image(node).map(str::to_owned),
+                },
+                container: options.runtime == Runtime::Docker
+                    || (options.runtime == Runtime::Auto && topo.node_image(node).is_some()),
                 links: node_links,
                 routes: Vec::new(),
                 forwarder: match (kind, options.datapath) {
@@ -819,6 +836,9 @@ impl Plan {
             for r in &mut self.nodes[n].routes {
                 r.dev.clone_from(&src);
             }
+            // Docker's own container, whatever the runtime says of the lab's nodes
+            self.nodes[n].image = None;
+            self.nodes[n].container = false;
             self.nodes[n].attached = Some(attachment.clone());
         }
     }

@@ -587,3 +587,56 @@ fn routes_taken_over_from_the_previous_plan_are_the_routes_computed_anew() {
     let (searched, _) = Plan::build_inner(&topo, options, Some(&before), false).unwrap();
     assert_eq!(changed, searched, "after {name} changed");
 }
+
+#[test]
+fn under_the_docker_runtime_every_node_is_a_container_but_a_joined_one() {
+    let docker = PlanOptions {
+        datapath: Datapath::Ebpf,
+        runtime: super::Runtime::Docker,
+    };
+    let plan_with = |json: &str, previous: Option<&Plan>| {
+        let topo = Topology::from_json(json, "test.json").expect("valid");
+        Plan::build_from(&topo, docker, previous).expect("plan")
+    };
+    let before = plan_with(LAB, None);
+    let images: Vec<(&str, Option<&str>, bool)> = before
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.image.as_deref(), n.container))
+        .collect();
+    assert_eq!(
+        images,
+        [
+            ("R-1", Some("dvnet/router"), true),
+            ("R-2", Some("dvnet/router"), true),
+            ("A-1", Some("dvnet/host"), true),
+            ("A-2", Some("dvnet/host"), true),
+            ("B-1", Some("dvnet/host"), true),
+            ("B-2", Some("dvnet/host"), true),
+        ]
+    );
+    // a container joining subnet A is a host of its own, the lab's containers stay
+    let mut after = plan_with(
+        &LAB.replace(
+            r#""A-2": {}"#,
+            r#""A-2": {}, "c-0123456789ab": {"ip": "10.0.0.9"}"#,
+        ),
+        Some(&before),
+    );
+    let attachment = super::Attachment {
+        endpoint: "0123456789abcdef".into(),
+        docker_network: "feedface".into(),
+        src_name: super::Attachment::src_name("0123456789abcdef"),
+    };
+    after.mark_attached(&[("c-0123456789ab".into(), attachment)]);
+    let joined = after.node("c-0123456789ab").unwrap();
+    assert!(!joined.container && joined.image.is_none() && joined.attached.is_some());
+    assert_eq!(
+        after.links_of(joined).next().unwrap().ifname,
+        "dvc0123456789ab"
+    );
+    assert_eq!(
+        super::diff::diff(Some(&before), Some(&after)).render(),
+        "+ host c-0123456789ab, 10.0.0.9 on A\n"
+    );
+}

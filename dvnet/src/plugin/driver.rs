@@ -35,10 +35,6 @@ pub const OPT_RUNTIME: &str = "net.dvnet.runtime";
 pub const OPT_DATAPATH: &str = "net.dvnet.datapath";
 pub const OPT_ATTACH: &str = "net.dvnet.attach";
 
-/// The images of nodes that name none, in a lab built by the driver (the original's).
-pub const HOST_IMAGE: &str = "dvnet/host";
-pub const ROUTER_IMAGE: &str = "dvnet/router";
-
 /// A failed call: its message reaches the user (`Error response from daemon: ...`).
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -108,12 +104,16 @@ pub struct Store {
     pub endpoints: BTreeMap<String, Endpoint>,
 }
 
-/// Where the store lives.
+/// Where the store of the plugin serving `socket` lives: one per socket (a driver's name
+/// is its socket's), so that two plugins never share one.
 #[must_use]
-pub fn store_path() -> PathBuf {
+pub fn store_path(socket: &Path) -> PathBuf {
+    let name = socket
+        .file_stem()
+        .map_or_else(|| "dvnet".into(), |s| s.to_string_lossy().into_owned());
     Path::new(state::STATE_DIR)
         .join(".plugin")
-        .join("store.json")
+        .join(format!("{name}.json"))
 }
 
 impl Store {
@@ -127,6 +127,10 @@ impl Store {
                 path.display()
             ))),
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.networks.is_empty() && self.endpoints.is_empty()
     }
 
     fn save(&self, path: &Path) -> Result<(), DriverError> {
@@ -158,6 +162,17 @@ impl Driver {
             path,
             store: Mutex::new(store),
         })
+    }
+
+    /// Forgets the store when it holds nothing (a stopping plugin leaves no file behind).
+    pub fn close(&self) {
+        if self.store.lock().expect("the store").is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+            if let Some(dir) = self.path.parent() {
+                // only when no other plugin keeps a store there
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
     }
 
     fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> Result<T, DriverError> {
@@ -227,11 +242,13 @@ impl Driver {
             )));
         }
         let runtime = match opts.get(OPT_RUNTIME).map(String::as_str) {
-            None | Some("docker" | "auto") => Runtime::Auto,
+            None | Some("docker") => Runtime::Docker,
+            Some("auto") => Runtime::Auto,
             Some("netns") => Runtime::Netns,
             Some(other) => {
                 return Err(DriverError::Refused(format!(
-                    "{OPT_RUNTIME}={other}: expected docker (the default) or netns"
+                    "{OPT_RUNTIME}={other}: expected docker (the default: every node a container), \
+                     auto (containers for the nodes that name an image) or netns"
                 )));
             }
         };
@@ -245,16 +262,7 @@ impl Driver {
             }
         };
         let text = crate::topology::read_text(path)?;
-        let mut topo = Topology::from_json(&text, def)?;
-        if runtime == Runtime::Auto {
-            // as the original: every node is a container
-            for h in &mut topo.hosts {
-                h.image.get_or_insert_with(|| HOST_IMAGE.to_owned());
-            }
-            for r in &mut topo.routers {
-                r.image.get_or_insert_with(|| ROUTER_IMAGE.to_owned());
-            }
-        }
+        let topo = Topology::from_json(&text, def)?;
         let plan = Plan::build(&topo, PlanOptions { datapath, runtime })?;
         let options = apply::UpOptions {
             source: Some(path.to_path_buf()),

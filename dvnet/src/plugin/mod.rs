@@ -78,7 +78,7 @@ fn make_way(path: &Path) -> Result<(), PluginError> {
 /// When the socket cannot be made, or the driver's store cannot be read.
 pub async fn serve(socket: &Path) -> Result<(), PluginError> {
     make_way(socket)?;
-    let driver = Arc::new(Driver::open(driver::store_path())?);
+    let driver = Arc::new(Driver::open(driver::store_path(socket))?);
     let listener =
         tokio::net::UnixListener::bind(socket).map_err(io_err("listening on", socket))?;
     tracing::info!(socket = %socket.display(), "dvnet plugin serving");
@@ -113,6 +113,7 @@ pub async fn serve(socket: &Path) -> Result<(), PluginError> {
         }
     }
     let _ = std::fs::remove_file(socket);
+    driver.close();
     tracing::info!("dvnet plugin stopped");
     Ok(())
 }
