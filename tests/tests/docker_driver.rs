@@ -52,7 +52,11 @@ impl Driver {
             .append(true)
             .open(&self.log)
             .expect("the plugin's log");
-        let child = Command::new(dvnet_bin())
+        let mut cmd = Command::new(dvnet_bin());
+        if let Some(host) = daemon_host() {
+            cmd.env("DOCKER_HOST", host);
+        }
+        let child = cmd
             .args(["plugin", "-v", "--socket"])
             .arg(&self.socket)
             .stdin(Stdio::null())
@@ -124,7 +128,16 @@ impl Driver {
         self.containers.push(name.to_owned());
         docker(
             &[
-                &["run", "-d", "--name", name, "--network", network],
+                &[
+                    "run",
+                    "-d",
+                    "--stop-timeout",
+                    "1",
+                    "--name",
+                    name,
+                    "--network",
+                    network,
+                ],
                 args,
                 &["dvnet/host", "sleep", "600"],
             ]
@@ -153,11 +166,137 @@ impl Drop for Driver {
     }
 }
 
+thread_local! {
+    /// The daemon this test (its thread) talks to: the machine's, or one it started.
+    static DAEMON: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn daemon_host() -> Option<String> {
+    DAEMON.with(|d| d.borrow().clone())
+}
+
 fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI")
+    let mut cmd = Command::new("docker");
+    if let Some(host) = daemon_host() {
+        cmd.args(["-H", &host]);
+    }
+    cmd.args(args).output().expect("the docker CLI")
+}
+
+/// A dockerd of the test's own (its own data, sockets and namespaces; the host's
+/// firewall, forwarding and links untouched), so that the test may restart it. Stopped by
+/// its pid when dropped.
+struct Daemon {
+    dir: tempfile::TempDir,
+    host: String,
+    flags: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start(flags: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let host = format!("unix://{}/docker.sock", dir.path().display());
+        let mut d = Daemon {
+            dir,
+            host,
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            child: None,
+        };
+        d.run();
+        DAEMON.with(|h| *h.borrow_mut() = Some(d.host.clone()));
+        d
+    }
+
+    fn run(&mut self) {
+        let root = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("dockerd.pid"))
+            .args(["-H", &self.host])
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-forward=false",
+                "--bridge=none",
+            ])
+            .args(&self.flags)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd");
+        self.child = Some(child);
+        let host = self.host.clone();
+        assert!(
+            eventually(20, || Command::new("docker")
+                .args(["-H", &host, "version"])
+                .output()
+                .is_ok_and(|o| o.status.success())),
+            "the test's dockerd answers: {}",
+            std::fs::read_to_string(root.join("dockerd.log")).unwrap_or_default()
+        );
+    }
+
+    /// Copies `images` from the machine's daemon.
+    fn load(&self, images: &[&str]) {
+        let mut save = Command::new("docker")
+            .env_remove("DOCKER_HOST")
+            .arg("save")
+            .args(images)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("docker save");
+        let out = Command::new("docker")
+            .args(["-H", &self.host, "load", "-q"])
+            .stdin(save.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        let saved = save.wait().expect("docker save");
+        assert!(saved.success(), "docker save {images:?}: {saved}");
+        assert!(out.status.success(), "docker load: {}", text(&out));
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        DAEMON.with(|h| *h.borrow_mut() = None);
+        // dockerd may leave its data root mounted over itself
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut inside: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in inside {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
 }
 
 fn ok(out: &Output, what: &str) -> String {
@@ -186,13 +325,18 @@ fn containers_of(id: &str) -> Vec<String> {
         .collect()
 }
 
-/// The interfaces of the machine's own namespace whose names start with `prefix`.
-fn host_links(prefix: &str) -> Vec<String> {
+/// The interfaces of joined containers (`nodes`, `c-…`) the machine's own namespace still
+/// has: each waits there (`dvc…`) until Docker moves it in, and comes back when it leaves.
+fn interfaces_left(nodes: &[&String]) -> Vec<String> {
     let out = Command::new("ip").args(["-br", "link"]).output().unwrap();
+    let names: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("dvc{}", n.trim_start_matches("c-")))
+        .collect();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split(['@', ' ']).next())
-        .filter(|n| n.starts_with(prefix))
+        .filter(|n| names.iter().any(|m| m == n))
         .map(str::to_owned)
         .collect()
 }
@@ -402,6 +546,31 @@ fn a_lab_is_a_docker_network_and_containers_join_its_subnets() {
         text(&out)
     );
 
+    // a running container connected to a second subnet is a host there too, then not
+    ok(
+        &docker(&["network", "connect", "--ip", "10.0.3.60", &net_d, &ca]),
+        "docker network connect",
+    );
+    let second = node_of(&ca, &net_d);
+    assert!(
+        ok(&docker(&["exec", &ca, "ip", "-4", "-o", "addr"]), "ip addr").contains("10.0.3.60/24"),
+        "the container has its address on D"
+    );
+    assert!(ping(&ca, "10.0.3.2"), "and reaches D-1 on it");
+    assert!(ok(&dvnet(&["inspect", &lab, "--json"]), "dvnet inspect").contains(&second));
+    ok(
+        &docker(&["network", "disconnect", &net_d, &ca]),
+        "docker network disconnect",
+    );
+    assert!(
+        !ok(&dvnet(&["inspect", &lab, "--json"]), "dvnet inspect").contains(&second),
+        "{second} left the lab"
+    );
+    assert!(
+        !ok(&docker(&["exec", &ca, "ip", "-4", "-o", "addr"]), "ip addr").contains("10.0.3.60"),
+        "the container's interface on D is gone"
+    );
+
     // leaving: the container is gone from the lab, its interface from everywhere
     let gone = node_of(&ca, &net_a);
     assert!(ok(&dvnet(&["inspect", &lab, "--json"]), "dvnet inspect").contains(&gone));
@@ -411,13 +580,17 @@ fn a_lab_is_a_docker_network_and_containers_join_its_subnets() {
     assert!(ping(&a1, "10.0.1.2"), "the rest of the lab is undisturbed");
 
     // everything goes with the networks
+    let cd_node = node_of(&cd, &net_d);
     ok(&docker(&["rm", "-f", &cd]), "docker rm");
     for n in [&net_a, &net_d, &lab] {
         ok(&docker(&["network", "rm", n]), "docker network rm");
     }
     assert_eq!(containers_of(&lab), Vec::<String>::new());
     assert_eq!(leftovers_of(&lab), Vec::<String>::new());
-    assert_eq!(host_links("dvc"), Vec::<String>::new());
+    assert_eq!(
+        interfaces_left(&[&gone, &second, &cd_node]),
+        Vec::<String>::new()
+    );
     d.stop(false);
     assert!(!d.socket.exists(), "the plugin removes its socket");
     assert!(
@@ -472,6 +645,7 @@ fn the_plugin_killed_and_restarted_still_knows_its_networks() {
         "the first container's .4 is still taken"
     );
     assert!(ping(&cb, "10.0.0.4"), "the new container reaches the first");
+    let nodes = [node_of(&ca, &net_a), node_of(&cb, &net_a)];
     for c in [&ca, &cb] {
         ok(&docker(&["rm", "-f", c]), "docker rm");
     }
@@ -479,7 +653,10 @@ fn the_plugin_killed_and_restarted_still_knows_its_networks() {
         ok(&docker(&["network", "rm", n]), "docker network rm");
     }
     assert_eq!(leftovers_of(&lab), Vec::<String>::new());
-    assert_eq!(host_links("dvc"), Vec::<String>::new());
+    assert_eq!(
+        interfaces_left(&[&nodes[0], &nodes[1]]),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -521,4 +698,104 @@ fn a_bad_lab_is_refused_with_its_path_and_leaves_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn a_dockerd_restart_leaves_the_networks_usable_and_removable() {
+    if !require_docker("a_dockerd_restart_leaves_the_networks_usable_and_removable") {
+        return;
+    }
+    // with live-restore, dockerd's containers (the lab's own too) outlive it
+    {
+        let mut daemon = Daemon::start(&["--live-restore"]);
+        daemon.load(&["dvnet/host", "dvnet/router"]);
+        let mut d = Driver::start("drvlive");
+        let lab = unique("lab");
+        ok(
+            &d.create_lab(&lab, &topology(), &[]),
+            "docker network create (lab)",
+        );
+        let net_a = unique("A");
+        ok(
+            &d.create_network(
+                &net_a,
+                &[
+                    "--ipam-driver",
+                    "null",
+                    "--opt",
+                    &format!("net.dvnet.attach={lab}/A"),
+                ],
+            ),
+            "docker network create (subnet A)",
+        );
+        let ca = unique("ca");
+        ok(&d.run(&ca, &net_a, &[]), "docker run");
+        assert!(ping(&ca, "10.0.1.2"));
+        daemon.restart();
+        let a1 = format!("dv-{lab}.a-1");
+        assert!(
+            ping(&a1, "10.0.1.2"),
+            "the lab works after dockerd's restart"
+        );
+        assert!(ping(&ca, "10.0.1.2"), "so does the joined container");
+        let cb = unique("cb");
+        ok(
+            &d.run(&cb, &net_a, &[]),
+            "a container joins after the restart",
+        );
+        assert!(ping(&cb, "10.0.0.4"), "and reaches the first");
+        for c in [&ca, &cb] {
+            ok(&docker(&["rm", "-f", c]), "docker rm");
+        }
+        for n in [&net_a, &lab] {
+            ok(&docker(&["network", "rm", n]), "docker network rm");
+        }
+        assert_eq!(containers_of(&lab), Vec::<String>::new());
+        assert_eq!(leftovers_of(&lab), Vec::<String>::new());
+    }
+    // without it, dockerd stops its containers: a lab of namespaces stays, a container
+    // that restarts joins again (its old self has left)
+    let mut daemon = Daemon::start(&[]);
+    daemon.load(&["dvnet/host"]);
+    let mut d = Driver::start("drvrestart");
+    let lab = unique("lab");
+    ok(
+        &d.create_lab(&lab, &topology(), &["--opt", "net.dvnet.runtime=netns"]),
+        "docker network create (netns lab)",
+    );
+    let net_a = unique("A");
+    ok(
+        &d.create_network(
+            &net_a,
+            &[
+                "--ipam-driver",
+                "null",
+                "--opt",
+                &format!("net.dvnet.attach={lab}/A"),
+            ],
+        ),
+        "docker network create (subnet A)",
+    );
+    let ca = unique("ca");
+    ok(&d.run(&ca, &net_a, &["--restart", "always"]), "docker run");
+    assert!(ping(&ca, "10.0.1.2"));
+    let before = node_of(&ca, &net_a);
+    daemon.restart();
+    assert!(
+        eventually(20, || ping(&ca, "10.0.1.2")),
+        "the restarted container is back in the lab: {}",
+        d.log()
+    );
+    let after = node_of(&ca, &net_a);
+    let inspect = ok(&dvnet(&["inspect", &lab, "--json"]), "dvnet inspect");
+    assert!(
+        before != after && inspect.contains(&after) && !inspect.contains(&before),
+        "{before} left, {after} joined: {inspect}"
+    );
+    ok(&docker(&["rm", "-f", &ca]), "docker rm");
+    for n in [&net_a, &lab] {
+        ok(&docker(&["network", "rm", n]), "docker network rm");
+    }
+    assert_eq!(leftovers_of(&lab), Vec::<String>::new());
+    assert_eq!(interfaces_left(&[&before, &after]), Vec::<String>::new());
 }

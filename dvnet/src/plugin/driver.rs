@@ -197,6 +197,11 @@ impl Driver {
     /// Bad options, a bad file (every problem with its path), or the lab cannot be built
     /// (then nothing of it is left).
     pub async fn create_network(&self, req: p::CreateNetwork) -> Result<(), DriverError> {
+        // dockerd may ask again for a network it has (as it restores its own); it is there
+        if self.network(&req.network_id).is_some() {
+            tracing::info!(network = %req.network_id, "network known already");
+            return Ok(());
+        }
         let opts = req.generic();
         let known = [OPT_DEF, OPT_RUNTIME, OPT_DATAPATH, OPT_ATTACH];
         if let Some(k) = opts

@@ -173,7 +173,7 @@ async fn handle(driver: Arc<Driver>, req: Request<Incoming>) -> Response<Full<By
             );
         }
     };
-    tracing::debug!(call = %path, body = %String::from_utf8_lossy(&body), "call");
+    tracing::debug!(call = %path, body = %String::from_utf8_lossy(&body).trim_end(), "call");
     let empty = serde_json::json!({});
     match path.as_str() {
         "/Plugin.Activate" => ok(&p::Activate {
