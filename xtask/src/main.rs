@@ -8,7 +8,7 @@ mod bench;
 
 const USAGE: &str = "usage: cargo xtask test [-- <cargo test args>]
        cargo xtask bench suite [--quick] [--readme] ...
-       cargo xtask bench deploy|datapath|containers|plan|apply [--quick] ...";
+       cargo xtask bench deploy|datapath|containers|driver|plan|apply [--quick] ...";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

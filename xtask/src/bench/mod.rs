@@ -4,6 +4,7 @@
 //!   the same namespaces and veths) and Mininet, on an idle machine, inside a fake host.
 //! - [`datapath`]: forwarding and firewall figures, eBPF vs kernel vs a bare veth pair.
 //! - [`containers`]: container nodes vs sequential `docker run`.
+//! - [`driver`]: the Docker network driver vs `dvnet up`, and joins vs `--network none`.
 //! - [`plan`]: parsing, validation and planning of a large topology, in-process.
 //! - [`apply`]: an edit of a running network (one host added) beside its `up`.
 //! - [`suite`]: all of the above in one run, with JSON, SVG plots and the README summary.
@@ -19,6 +20,7 @@ mod apply;
 mod containers;
 mod datapath;
 mod deploy;
+mod driver;
 mod harness;
 mod idle;
 mod plan;
@@ -42,6 +44,9 @@ enum Command {
     Suite(suite::Args),
     /// A network of container nodes beside sequential `docker run` (needs root, Docker).
     Containers(containers::Args),
+    /// The Docker network driver: a lab by `docker network create` beside `dvnet up`, and
+    /// `docker run` on a lab's subnet beside `--network none` (needs root, Docker).
+    Driver(driver::Args),
     /// Both datapaths side by side: forwarding, firewall scaling, attaching at scale (needs
     /// root).
     Datapath(datapath::Args),
@@ -76,6 +81,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     match cli.command {
         Command::Suite(a) => suite::run(&a),
         Command::Containers(a) => containers::run(&a),
+        Command::Driver(a) => driver::run(&a),
         Command::Datapath(a) => datapath::run(&a),
         Command::Deploy(a) => deploy::run(&a),
         Command::Plan(a) => plan::run(&a),
