@@ -22,6 +22,7 @@ pub fn watch(lab: String, node: NodePlan, ifindexes: Vec<u32>, sandbox: PathBuf)
         let started = Instant::now();
         loop {
             if arrived(&sandbox, &ifindexes) {
+                tracing::debug!(lab, node = %node.name, waited_ms = started.elapsed().as_millis(), "the container's interface arrived");
                 if let Err(e) = adopt(&lab, &node, &ifindexes, &sandbox).await {
                     tracing::warn!(lab, node = %node.name, "counting the container's side: {e}");
                 }
