@@ -421,6 +421,23 @@ fn a_lab_is_a_docker_network_and_containers_join_its_subnets() {
         .map(|n| format!("dv-{lab}.{n}"))
         .collect();
     assert_eq!(nodes, expected, "every node is a container");
+    let listed = ok(
+        &docker(&[
+            "network",
+            "ls",
+            "--filter",
+            &format!("driver={}", d.name),
+            "--format",
+            "{{.Name}}",
+        ]),
+        "docker network ls",
+    );
+    assert_eq!(
+        listed, lab,
+        "docker network ls lists the lab under the driver"
+    );
+    let ls = ok(&dvnet(&["ls", "--json"]), "dvnet ls");
+    assert!(ls.contains(&format!("\"{lab}\"")), "dvnet ls sees it: {ls}");
     let a1 = format!("dv-{lab}.a-1");
     let a2 = format!("dv-{lab}.a-2");
     assert!(ping(&a1, "10.0.1.2"), "A-1 → B-1 through both routers");
@@ -798,4 +815,20 @@ fn a_dockerd_restart_leaves_the_networks_usable_and_removable() {
     }
     assert_eq!(leftovers_of(&lab), Vec::<String>::new());
     assert_eq!(interfaces_left(&[&before, &after]), Vec::<String>::new());
+}
+
+#[test]
+fn plugin_install_says_how_to_run_it_where_there_is_no_systemd() {
+    if std::path::Path::new("/run/systemd/system").exists() {
+        // installing a unit would change the machine's services
+        eprintln!("skipping: systemd runs here; `dvnet plugin install` would enable a unit");
+        return;
+    }
+    let out = dvnet(&["plugin", "install"]);
+    let said = ok(&out, "dvnet plugin install");
+    assert!(
+        said.contains("no systemd here")
+            && said.contains("plugin --socket /run/docker/plugins/dvnet.sock"),
+        "{said}"
+    );
 }
