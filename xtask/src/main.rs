@@ -106,6 +106,20 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
                 "--quick",
             ]),
         )?;
+        run(
+            "cargo xtask bench driver --quick",
+            cargo().args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "xtask",
+                "--",
+                "bench",
+                "driver",
+                "--quick",
+            ]),
+        )?;
     }
     Ok(())
 }
