@@ -461,6 +461,7 @@ fn with_attached(
             ip: Some(a.address),
             image: None,
             publish: Vec::new(),
+            impair: crate::topology::Impair::default(),
         });
     }
     Ok(topo)

@@ -306,11 +306,13 @@ fn with_uplink(topo: &Topology, out: &crate::topology::Outbound) -> Topology {
     t.subnets.push(crate::topology::Subnet {
         name: UPLINK.to_owned(),
         cidr: out.cidr,
+        impair: crate::topology::Impair::default(),
     });
     // the host holds the first address (reserved); border routers take the next ones
     for &r in &out.routers {
         t.routers[r].subnets.push(uplink);
         t.routers[r].ips.push(None);
+        t.routers[r].impair.push(crate::topology::Impair::default());
     }
     t
 }

@@ -11,6 +11,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 
 mod error;
+pub mod impair;
 mod parse;
 mod validate;
 
@@ -18,6 +19,7 @@ mod validate;
 mod tests;
 
 pub use error::{Diagnostic, TopologyError};
+pub use impair::Impair;
 pub use validate::{network_id, sanitize};
 
 /// The name of the uplink subnet: reserved when outbound access is on (the plan adds the
@@ -71,6 +73,8 @@ pub struct Subnet {
     /// Normalized to its network address (`10.0.0.7/24` reads as `10.0.0.0/24`, as the
     /// original dvnet did).
     pub cidr: Ipv4Net,
+    /// Impairments of every packet entering the segment (`"impair"`).
+    pub impair: Impair,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -84,6 +88,8 @@ pub struct Host {
     pub image: Option<String>,
     /// Ports of this node published on the host.
     pub publish: Vec<Publish>,
+    /// Impairments of the host's link, both directions (`"impair"`).
+    pub impair: Impair,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -101,6 +107,9 @@ pub struct Router {
     pub frr_config: Option<std::path::PathBuf>,
     /// Ports of this router published on the host.
     pub publish: Vec<Publish>,
+    /// Impairments of the router's link on each subnet, parallel to `subnets`, both
+    /// directions (`"impair": {"A": {...}}`).
+    pub impair: Vec<Impair>,
 }
 
 /// Where routes come from.

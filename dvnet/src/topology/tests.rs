@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 
 use super::{
-    Endpoint, Firewall, FwRule, Host, MAX_FILE_BYTES, NodeRef, Outbound, Policy, Proto, Router,
-    Routing, Subnet, Topology, TopologyError, network_id, read_text, sanitize,
+    Endpoint, Firewall, FwRule, Host, Impair, MAX_FILE_BYTES, NodeRef, Outbound, Policy, Proto,
+    Router, Routing, Subnet, Topology, TopologyError, network_id, read_text, sanitize,
 };
 
 fn fixtures() -> PathBuf {
@@ -40,6 +40,7 @@ fn host(name: &str, subnet: usize) -> Host {
         ip: None,
         image: None,
         publish: Vec::new(),
+        impair: Impair::default(),
     }
 }
 
@@ -61,14 +62,17 @@ fn classic_lab_reads_in_file_order() {
             Subnet {
                 name: "A".to_owned(),
                 cidr: net("10.0.0.0/24"),
+                impair: Impair::default(),
             },
             Subnet {
                 name: "B".to_owned(),
                 cidr: net("10.0.1.0/24"),
+                impair: Impair::default(),
             },
             Subnet {
                 name: "C".to_owned(),
                 cidr: net("10.0.2.0/24"),
+                impair: Impair::default(),
             },
         ],
         routers: vec![
@@ -90,6 +94,7 @@ fn classic_lab_reads_in_file_order() {
                 },
                 frr_config: None,
                 publish: Vec::new(),
+                impair: vec![Impair::default(); 2],
             },
             Router {
                 name: "R-2".to_owned(),
@@ -99,6 +104,7 @@ fn classic_lab_reads_in_file_order() {
                 firewall: Firewall::default(),
                 frr_config: None,
                 publish: Vec::new(),
+                impair: vec![Impair::default(); 2],
             },
         ],
         hosts: vec![
@@ -840,4 +846,32 @@ fn frr_config_must_be_a_small_utf8_regular_file() {
         r#"routers."R".frr_config: "bin.conf" is not UTF-8 text (invalid byte at offset 16); an FRR configuration is a text file"#
     );
     assert!(!error.contains("SECRET"), "{error}");
+}
+
+#[test]
+fn impairments_on_subnets_hosts_and_router_links() {
+    let t = read(
+        r#"{"name": "lab",
+            "subnets": {
+                "A": {"cidr": "10.0.0.0/24", "impair": {"delay": "20ms", "jitter": "2ms", "seed": 7},
+                      "hosts": {"A-1": {"impair": {"loss": "1%", "rate": "10mbit"}}, "A-2": {}}},
+                "B": {"cidr": "10.0.1.0/24"}
+            },
+            "routers": {"R": {"subnets": ["A", "B"], "impair": {"B": {"corrupt": "0.1%", "duplicate": "0.5%"}}}}}"#,
+    );
+    assert_eq!(t.subnets[0].impair.to_string(), "delay=20ms jitter=2ms seed=7");
+    assert!(t.subnets[1].impair.is_none());
+    assert_eq!(t.hosts[0].impair.to_string(), "loss=1% rate=10mbit");
+    assert!(t.hosts[1].impair.is_none());
+    assert_eq!(
+        t.routers[0].impair,
+        vec![
+            Impair::default(),
+            Impair {
+                corrupt_ppm: Some(1_000),
+                duplicate_ppm: Some(5_000),
+                ..Impair::default()
+            }
+        ]
+    );
 }

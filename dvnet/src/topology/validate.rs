@@ -9,8 +9,8 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::parse::{Document, Json};
 use super::{
-    Diagnostic, Endpoint, Firewall, FwRule, Host, NodeRef, Outbound, Policy, Proto, Publish,
-    Router, Routing, Subnet, Topology, TopologyError,
+    Diagnostic, Endpoint, Firewall, FwRule, Host, Impair, NodeRef, Outbound, Policy, Proto,
+    Publish, Router, Routing, Subnet, Topology, TopologyError,
 };
 
 /// The longest network id.
@@ -38,8 +38,8 @@ const TOP_FIELDS: &[&str] = &[
     "routers",
 ];
 const OUTBOUND_FIELDS: &[&str] = &["enabled", "cidr", "routers"];
-const SUBNET_FIELDS: &[&str] = &["cidr", "hosts"];
-const HOST_FIELDS: &[&str] = &["image", "ip", "publish"];
+const SUBNET_FIELDS: &[&str] = &["cidr", "hosts", "impair"];
+const HOST_FIELDS: &[&str] = &["image", "ip", "publish", "impair"];
 const ROUTER_FIELDS: &[&str] = &[
     "subnets",
     "image",
@@ -47,6 +47,7 @@ const ROUTER_FIELDS: &[&str] = &[
     "ip",
     "frr_config",
     "publish",
+    "impair",
 ];
 const FIREWALL_FIELDS: &[&str] = &["policy", "accept", "drop"];
 const RULE_FIELDS: &[&str] = &["src", "dst", "proto", "dport"];
@@ -215,6 +216,7 @@ struct SubnetDraft<'a> {
     cidr: Option<Ipv4Net>,
     /// Hosts and routers that need an address on it.
     nodes: usize,
+    impair: Impair,
 }
 
 /// Reads a document, collecting every error.
@@ -294,6 +296,7 @@ impl<'a> Validator<'a> {
                 Some(Subnet {
                     name: s.name.to_owned(),
                     cidr: s.cidr?,
+                    impair: s.impair,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -460,6 +463,7 @@ impl<'a> Validator<'a> {
                 path: path.clone(),
                 cidr: None,
                 nodes: 0,
+                impair: Impair::default(),
             });
             let Some(entries) = self.object(
                 value,
@@ -472,6 +476,9 @@ impl<'a> Validator<'a> {
             self.subnets[index].cidr = self
                 .require(&f, "cidr", "the subnet's prefix, such as \"10.0.0.0/24\"")
                 .and_then(|(value, path)| self.prefix(value, &path));
+            if let Some((value, path)) = f.get("impair") {
+                self.subnets[index].impair = self.impair(value, &path);
+            }
             let Some((value, path)) = f.get("hosts") else {
                 continue;
             };
@@ -504,10 +511,14 @@ impl<'a> Validator<'a> {
             ip: None,
             image: None,
             publish: Vec::new(),
+            impair: Impair::default(),
         };
         if let Some(entries) = self.object(value, path, "{} or {\"image\": \"dvnet/host\"}") {
             let f = self.fields(entries, path, HOST_FIELDS);
             host.image = self.image(&f);
+            if let Some((value, path)) = f.get("impair") {
+                host.impair = self.impair(value, &path);
+            }
             host.publish = self.publish(&f, name);
             host.ip = f
                 .get("ip")
@@ -547,6 +558,7 @@ impl<'a> Validator<'a> {
             firewall: Firewall::default(),
             frr_config: None,
             publish: Vec::new(),
+            impair: Vec::new(),
         };
         let Some(entries) = self.object(value, path, "{\"subnets\": [\"A\", \"B\"]}") else {
             return router;
@@ -598,6 +610,10 @@ impl<'a> Validator<'a> {
         if let Some((value, path)) = f.get("ip") {
             self.router_addresses(&mut router, &listed, value, &path);
         }
+        router.impair = vec![Impair::default(); router.subnets.len()];
+        if let Some((value, path)) = f.get("impair") {
+            self.router_impairments(&mut router, &listed, value, &path);
+        }
         router.image = self.image(&f);
         router.publish = self.publish(&f, name);
         router.frr_config = f.get("frr_config").and_then(|(value, path)| {
@@ -645,6 +661,93 @@ impl<'a> Validator<'a> {
                 None => self.unknown_subnet(subnet_name, &path),
             }
         }
+    }
+
+    /// A router's `impair`: an object from subnet names to impairments of its link there.
+    fn router_impairments(
+        &mut self,
+        router: &mut Router,
+        listed: &HashMap<&str, usize>,
+        value: &'a Json,
+        path: &Path,
+    ) {
+        let Some(entries) = self.object(value, path, "{\"A\": {\"loss\": \"5%\"}}") else {
+            return;
+        };
+        for (subnet_name, value, path) in self.named(entries, path) {
+            match self.subnet_names.get(subnet_name) {
+                Some(subnet) => {
+                    if let Some(slot) = router.subnets.iter().position(|&s| s == subnet) {
+                        router.impair[slot] = self.impair(value, &path);
+                    } else {
+                        self.error(
+                            &path,
+                            format!(
+                                "router {:?} is not on subnet {subnet_name:?}; add {subnet_name:?} \
+                                 to its \"subnets\" or remove these impairments",
+                                router.name
+                            ),
+                        );
+                    }
+                }
+                // Already reported in `subnets`.
+                None if listed.contains_key(subnet_name) => {}
+                None => self.unknown_subnet(subnet_name, &path),
+            }
+        }
+    }
+
+    /// An `impair` object: `{"delay": "20ms", "loss": "1%", "rate": "10mbit", "seed": 7}`.
+    fn impair(&mut self, value: &'a Json, path: &Path) -> Impair {
+        let mut impair = Impair::default();
+        let Some(entries) = self.object(
+            value,
+            path,
+            "{\"delay\": \"20ms\", \"loss\": \"1%\", \"rate\": \"10mbit\"}",
+        ) else {
+            return impair;
+        };
+        let f = self.fields(entries, path, &crate::topology::impair::KEYS);
+        for (key, value) in &f.found {
+            let path = path.field(key);
+            let text = match (*key, value) {
+                ("seed", Json::Number(n)) => n.to_string(),
+                (_, Json::String(text)) => text.clone(),
+                ("seed", other) => {
+                    self.expected(&path, "a whole number such as 7", other);
+                    continue;
+                }
+                (_, Json::Number(n)) => {
+                    let example = match *key {
+                        "delay" | "jitter" => format!("\"{n}ms\""),
+                        "rate" => format!("\"{n}mbit\""),
+                        _ => format!("\"{n}%\""),
+                    };
+                    self.error(
+                        &path,
+                        format!(
+                            "a bare number has no unit; write it as tc does, such as {example}"
+                        ),
+                    );
+                    continue;
+                }
+                (_, other) => {
+                    self.expected(
+                        &path,
+                        "a string such as \"20ms\", \"1%\" or \"10mbit\"",
+                        other,
+                    );
+                    continue;
+                }
+            };
+            if let Err(message) = impair.set(key, &text) {
+                self.error(&path, message);
+            }
+        }
+        if let Err(message) = impair.check() {
+            self.error(path, message);
+        }
+        impair
     }
 
     fn unknown_subnet(&mut self, name: &str, path: &Path) {
