@@ -90,10 +90,16 @@ pub enum DropReason {
     Malformed = 4,
     /// A helper failed (redirect, checksum, resize).
     Internal = 5,
+    /// Lost on purpose: the link's `loss` impairment.
+    ImpairLoss = 6,
+    /// The egress link (or the other end of its veth pair) was taken down (`dvnet link`).
+    LinkDown = 7,
+    /// The delay line's queue of the link was full.
+    QueueFull = 8,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 9;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::FirewallRule,
         DropReason::FirewallPolicy,
@@ -101,6 +107,9 @@ impl DropReason {
         DropReason::TtlExceeded,
         DropReason::Malformed,
         DropReason::Internal,
+        DropReason::ImpairLoss,
+        DropReason::LinkDown,
+        DropReason::QueueFull,
     ];
 
     #[must_use]
@@ -112,6 +121,9 @@ impl DropReason {
             DropReason::TtlExceeded => "ttl",
             DropReason::Malformed => "malformed",
             DropReason::Internal => "internal",
+            DropReason::ImpairLoss => "impair-loss",
+            DropReason::LinkDown => "link-down",
+            DropReason::QueueFull => "queue-full",
         }
     }
 }
@@ -131,6 +143,20 @@ pub struct Counter {
 pub struct LinkStats {
     pub traffic: [[Counter; PacketClass::COUNT]; dir::COUNT],
     pub drops: [u64; DropReason::COUNT],
+    /// Packets changed on purpose, by `impaired::*`.
+    pub impaired: [u64; impaired::COUNT],
+}
+
+/// Indexes of `LinkStats::impaired`.
+pub mod impaired {
+    /// One bit flipped (`corrupt`).
+    pub const CORRUPTED: usize = 0;
+    /// Sent twice (`duplicate`): counts the copies.
+    pub const DUPLICATED: usize = 1;
+    /// Held back by the delay line (`delay`, `jitter`, `rate`).
+    pub const DELAYED: usize = 2;
+    pub const COUNT: usize = 3;
+    pub const NAMES: [&str; COUNT] = ["corrupted", "duplicated", "delayed"];
 }
 
 impl Default for LinkStats {
@@ -141,6 +167,7 @@ impl Default for LinkStats {
                 bytes: 0,
             }; PacketClass::COUNT]; dir::COUNT],
             drops: [0; DropReason::COUNT],
+            impaired: [0; impaired::COUNT],
         }
     }
 }
@@ -155,6 +182,9 @@ impl LinkStats {
             }
         }
         for (d, od) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *d += *od;
+        }
+        for (d, od) in self.impaired.iter_mut().zip(other.impaired.iter()) {
             *d += *od;
         }
     }
@@ -174,6 +204,8 @@ pub struct IfaceInfo {
     /// The interface's IPv4 address, network byte order (source of the ICMP errors the
     /// router sends).
     pub addr: u32,
+    /// With `IFACE_DELAY_RETURN`: the interface whose ingress a delayed packet goes back to.
+    pub target: u32,
 }
 
 /// `IfaceInfo::router` of an interface that does not belong to a router.
@@ -188,6 +220,56 @@ pub const IFACE_POLICY_DROP: u32 = 1 << 2;
 pub const IFACE_FIB_FALLBACK: u32 = 1 << 3;
 /// A fabric port: count what the node sends (the node's own interface counts what it gets).
 pub const IFACE_FABRIC_PORT: u32 = 1 << 4;
+/// Packets arriving here are impaired first: `DV_IMPAIR` has this interface's entry.
+pub const IFACE_IMPAIRED: u32 = 1 << 5;
+/// The near end of a delay line: what arrives here comes back from the delay line and goes
+/// on to `IfaceInfo::target`'s ingress.
+pub const IFACE_DELAY_RETURN: u32 = 1 << 6;
+
+/// `skb->mark` of a duplicate the datapath made: counted, not impaired again. (Marks never
+/// leave the namespace: the kernel clears them when a packet crosses into another.)
+pub const MARK_DUPLICATE: u32 = 0xd71e_0001;
+/// `skb->mark` of a packet back from the delay line: counted and impaired when it arrived.
+pub const MARK_DELAYED: u32 = 0xd71e_0002;
+
+/// Value of `DV_IMPAIR`, keyed by the ifindex of the interface whose ingress impairs.
+/// Chances are thresholds out of 2^32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImpairEntry {
+    pub loss: u32,
+    pub corrupt: u32,
+    pub duplicate: u32,
+    /// `IMPAIR_*` flags.
+    pub flags: u32,
+    /// With `IMPAIR_SEEDED`: the seed of the packets' random draws.
+    pub seed: u64,
+    /// Packets seen since the entry was written: with a seed, the n-th packet's draws depend
+    /// only on the seed and n.
+    pub seq: u64,
+    /// With `IMPAIR_DELAY`: the near end of the delay line the packet goes into.
+    pub delay_ifindex: u32,
+    pub pad: u32,
+}
+
+/// Draws come from the seed and the packet's sequence number (else from the kernel's).
+pub const IMPAIR_SEEDED: u32 = 1;
+/// Packets go through the delay line (`ImpairEntry::delay_ifindex`).
+pub const IMPAIR_DELAY: u32 = 1 << 1;
+
+/// A chance in parts per million as a threshold out of 2^32: `draw < threshold`.
+#[must_use]
+pub const fn threshold(ppm: u32) -> u32 {
+    if ppm >= 1_000_000 {
+        return u32::MAX;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "below 10^6 parts per million, the result is below 2^32"
+    )]
+    let t = ((ppm as u64 * (1u64 << 32)) / 1_000_000) as u32;
+    t
+}
 
 /// Key of `DV_ROUTES`, an LPM trie: the router id then the destination, both in network
 /// byte order, so one trie holds every router's table; the prefix length counts the router's
@@ -233,6 +315,8 @@ pub struct Route {
 pub const ROUTE_LOCAL: u32 = 1;
 /// A connected subnet: deliver to the destination directly.
 pub const ROUTE_CONNECTED: u32 = 1 << 1;
+/// The egress link, or the other end of its veth pair, is down (`dvnet link`): drop, counted.
+pub const ROUTE_DOWN: u32 = 1 << 3;
 /// The egress is a point-to-point link whose other end is the next hop, MAC known: rewrite
 /// the MACs and hand the packet straight to the peer's ingress (`bpf_redirect_peer`), with no
 /// neighbour lookup and no transmit queue.
@@ -308,8 +392,9 @@ pub mod maps {
     pub const CONNTRACK: &str = "DV_CONNTRACK";
     pub const RULE_HITS: &str = "DV_RULE_HITS";
     pub const GLOBAL: &str = "DV_GLOBAL";
-    pub const ALL: [&str; 8] = [
-        LINK_STATS, IFACES, ROUTES, FW_CLASSES, FW_RULES, CONNTRACK, RULE_HITS, GLOBAL,
+    pub const IMPAIR: &str = "DV_IMPAIR";
+    pub const ALL: [&str; 9] = [
+        LINK_STATS, IFACES, ROUTES, FW_CLASSES, FW_RULES, CONNTRACK, RULE_HITS, GLOBAL, IMPAIR,
     ];
 }
 
@@ -320,6 +405,8 @@ pub mod programs {
     pub const NODE_INGRESS: &str = "node_ingress";
     /// TC ingress of a fabric port (bridged segments): counts what the node sends.
     pub const FABRIC_INGRESS: &str = "fabric_ingress";
+    /// TC ingress of the near end of a delay line: sends delayed packets on.
+    pub const DELAY_RETURN: &str = "delay_return";
 }
 
 pub const ETH_P_IP: u16 = 0x0800;
@@ -342,4 +429,5 @@ mod pod {
     unsafe impl aya::Pod for super::RuleKey {}
     unsafe impl aya::Pod for super::RuleVerdict {}
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::ImpairEntry {}
 }

@@ -6,6 +6,12 @@
 //!   eBPF router's interface it also routes, filters and forwards.
 //! - `fabric_ingress` (TC ingress, fabric ports of bridged segments): counts what the node
 //!   sends.
+//! - `delay_return` (TC ingress, the near end of a delay line): sends a packet back from the
+//!   delay line on to the interface it was taken from.
+//!
+//! Where an interface is flagged `IFACE_IMPAIRED`, what arrives is counted, then impaired
+//! ([`impair`]): a packet lost there is counted as received and as an `impair-loss` drop,
+//! as a packet a firewall drops is.
 //!
 //! No per-packet logging: outcomes are counters and drop reasons in per-CPU maps.
 #![no_std]
@@ -13,12 +19,47 @@
 
 mod firewall;
 mod icmp;
+mod impair;
 mod maps;
 mod packet;
 mod router;
 
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use dvnet_common::{IFACE_FORWARD, dir};
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{__sk_buff, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::generated::bpf_redirect,
+    macros::classifier,
+    programs::TcContext,
+};
+use dvnet_common::{
+    IFACE_DELAY_RETURN, IFACE_FORWARD, IFACE_IMPAIRED, IfaceInfo, MARK_DELAYED, dir,
+};
+
+/// The interface the packet is on, and its index.
+#[inline(always)]
+fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: the context is the kernel's `__sk_buff`, valid for the whole call.
+    unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex }
+}
+
+/// Counts the packet arriving on `iface` in `direction` (unless it is back from the delay
+/// line: counted when it first arrived), then impairs it if the interface is flagged for
+/// it: `Some(action)` when the packet goes no further here.
+#[inline(always)]
+fn arrive(ctx: &TcContext, iface: &IfaceInfo, direction: usize) -> Option<i32> {
+    let mark = impair::take_mark(ctx);
+    if mark != MARK_DELAYED {
+        maps::count(ctx, iface.link, direction);
+    }
+    if iface.flags & IFACE_IMPAIRED == 0 || mark != 0 {
+        return None;
+    }
+    match impair::apply(ctx, ifindex(ctx), iface.link) {
+        impair::Outcome::Pass => None,
+        impair::Outcome::Drop => Some(TC_ACT_SHOT as i32),
+        impair::Outcome::Redirect(action) => Some(action),
+    }
+}
 
 /// TC ingress of every node interface: packets delivered to the node.
 #[classifier]
@@ -26,7 +67,9 @@ pub fn node_ingress(ctx: TcContext) -> i32 {
     let Some(iface) = maps::iface_of(&ctx) else {
         return TC_ACT_OK as i32;
     };
-    maps::count(&ctx, iface.link, dir::TO_NODE);
+    if let Some(action) = arrive(&ctx, &iface, dir::TO_NODE) {
+        return action;
+    }
     if iface.flags & IFACE_FORWARD == 0 {
         return TC_ACT_OK as i32;
     }
@@ -43,9 +86,27 @@ pub fn node_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn fabric_ingress(ctx: TcContext) -> i32 {
     if let Some(iface) = maps::iface_of(&ctx) {
-        maps::count(&ctx, iface.link, dir::FROM_NODE);
+        if let Some(action) = arrive(&ctx, &iface, dir::FROM_NODE) {
+            return action;
+        }
     }
     TC_ACT_OK as i32
+}
+
+/// TC ingress of the near end of a delay line: a packet whose time has come goes on to the
+/// ingress it was taken from, marked so that it is not impaired twice.
+#[classifier]
+pub fn delay_return(ctx: TcContext) -> i32 {
+    let Some(iface) = maps::iface_of(&ctx) else {
+        return TC_ACT_SHOT as i32;
+    };
+    if iface.flags & IFACE_DELAY_RETURN == 0 {
+        return TC_ACT_SHOT as i32;
+    }
+    // SAFETY: as in `ifindex`; `mark` is writable at TC.
+    unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).mark = MARK_DELAYED };
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect(iface.target, u64::from(BPF_F_INGRESS)) as i32 }
 }
 
 #[cfg(not(test))]

@@ -8,8 +8,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use dvnet_common::{
-    DropReason, ETH_HLEN, ETH_P_IP, FlowKey, IfaceInfo, LinkStats, PacketClass, Route, RouterAddr,
-    RuleKey, RuleVerdict,
+    DropReason, ETH_HLEN, ETH_P_IP, FlowKey, IfaceInfo, ImpairEntry, LinkStats, PacketClass, Route,
+    RouterAddr, RuleKey, RuleVerdict,
 };
 
 // Sizes are set by userspace before loading, from the network's plan.
@@ -45,6 +45,10 @@ pub static DV_CONNTRACK: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries
 /// Hits per rule.
 #[map(name = "DV_RULE_HITS")]
 pub static DV_RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// ifindex → impairments of what arrives there (interfaces flagged `IFACE_IMPAIRED`).
+#[map(name = "DV_IMPAIR")]
+pub static DV_IMPAIR: HashMap<u32, ImpairEntry> = HashMap::with_max_entries(1, NO_PREALLOC);
 
 /// Network-wide counters (`dvnet_common::global`).
 #[map(name = "DV_GLOBAL")]
@@ -99,6 +103,18 @@ pub fn count_drop(link: u32, reason: DropReason) {
         // SAFETY: as in `count`.
         let stats = unsafe { &mut *stats };
         if let Some(d) = stats.drops.get_mut(reason as usize) {
+            *d += 1;
+        }
+    }
+}
+
+/// Counts a packet changed on purpose on `link` (`dvnet_common::impaired`).
+#[inline(always)]
+pub fn count_impaired(link: u32, what: usize) {
+    if let Some(stats) = DV_LINK_STATS.get_ptr_mut(link) {
+        // SAFETY: as in `count`.
+        let stats = unsafe { &mut *stats };
+        if let Some(d) = stats.impaired.get_mut(what) {
             *d += 1;
         }
     }

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use dvnet_common::{
     DropReason, ETH_P_IP, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IfaceInfo, ROUTE_CONNECTED,
-    ROUTE_LOCAL, ROUTE_PEER, RouterAddr,
+    ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, RouterAddr,
 };
 
 use crate::{
@@ -64,6 +64,11 @@ pub fn forward(ctx: &TcContext, iface: &IfaceInfo) -> Result<i32, DropReason> {
     // link (None: the kernel's neighbour table resolves it)
     let (egress, nexthop, macs) = match DV_ROUTES.get(&key).copied() {
         Some(route) if route.flags & ROUTE_LOCAL != 0 => return Ok(TC_ACT_OK as i32),
+        Some(route) if route.flags & ROUTE_DOWN != 0 => {
+            // counted on the link that is down, where the packet would have left
+            maps::count_drop(route.link, DropReason::LinkDown);
+            return Ok(aya_ebpf::bindings::TC_ACT_SHOT as i32);
+        }
         Some(route) => {
             let nexthop = if route.flags & ROUTE_CONNECTED != 0 {
                 ip.daddr

@@ -163,6 +163,20 @@ impl Netlink {
             .map_err(|e| self.err(format_args!("setting link {ifindex} up"), e))
     }
 
+    /// Sets a link down.
+    ///
+    /// # Errors
+    /// When the link does not exist.
+    pub async fn set_down(&self, ifindex: u32) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(ifindex).down().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| self.err(format_args!("setting link {ifindex} down"), e))
+    }
+
     /// Adds an address to a link.
     ///
     /// # Errors

@@ -292,6 +292,56 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
             let _ = write!(out, "published ports\n{t}\n");
         }
     }
+    out.push_str(&impairments(plan));
+    out
+}
+
+/// The impairments in force and the links taken down, where each applies and by what
+/// means; empty when there are none.
+#[must_use]
+pub fn impairments(plan: &Plan) -> String {
+    let mut t = table(["packets", "impairments", "applied by"]);
+    let mut rows = 0;
+    for link in &plan.links {
+        let node = &plan.nodes[link.node].name;
+        let subnet = &plan.subnets[link.subnet].name;
+        for (hook, what) in [
+            (&link.from_node, format!("{node} sends on {subnet}")),
+            (&link.into_node, format!("{node} receives on {subnet}")),
+        ] {
+            if hook.is_none() {
+                continue;
+            }
+            let i = &hook.impair;
+            let mut by = Vec::new();
+            if i.loss_ppm.is_some() || i.corrupt_ppm.is_some() || i.duplicate_ppm.is_some() {
+                by.push("eBPF");
+            }
+            if hook.delay.is_some() {
+                by.push("dvnet's delay line (no netem in this kernel)");
+            }
+            t.add_row([what, i.to_string(), by.join(" + ")]);
+            rows += 1;
+        }
+    }
+    let down: Vec<String> = plan
+        .links
+        .iter()
+        .filter(|l| l.down)
+        .map(|l| {
+            format!(
+                "{} on {}",
+                plan.nodes[l.node].name, plan.subnets[l.subnet].name
+            )
+        })
+        .collect();
+    let mut out = String::new();
+    if rows > 0 {
+        let _ = write!(out, "\nimpairments in force\n{t}\n");
+    }
+    if !down.is_empty() {
+        let _ = writeln!(out, "\nlinks taken down: {}", down.join(", "));
+    }
     out
 }
 
@@ -341,7 +391,7 @@ pub fn stats(
             "tx bit/s",
             "rx packets",
             "tx packets",
-            "drops",
+            "drops; impaired",
         ])
     } else {
         table([
@@ -354,7 +404,7 @@ pub fn stats(
             "tx bytes",
             "rx by class",
             "tx by class",
-            "drops",
+            "drops; impaired",
         ])
     };
     for (i, l) in now.links.iter().enumerate() {
@@ -381,7 +431,14 @@ pub fn stats(
                 classes(&l.tx),
             ]);
         }
-        row.push(drops(&l.drops));
+        let mut what = drops(&l.drops);
+        if !l.impaired.is_empty() {
+            if !what.is_empty() {
+                what.push_str("; ");
+            }
+            what.push_str(&drops(&l.impaired));
+        }
+        row.push(what);
         t.add_row(row);
     }
     let _ = writeln!(out, "{t}");

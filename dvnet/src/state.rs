@@ -87,6 +87,18 @@ pub struct State {
     /// planned with every edit.
     #[serde(default)]
     pub attached: Vec<AttachedHost>,
+    /// Impairments set at run time (`dvnet impair`): in force over the file's until the
+    /// next `dvnet apply FILE`.
+    #[serde(default)]
+    pub impair_overrides: Vec<ImpairOverride>,
+}
+
+/// What `dvnet impair` set on a subnet (`node` none) or on one member's link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImpairOverride {
+    pub subnet: String,
+    pub node: Option<String>,
+    pub impair: crate::topology::Impair,
 }
 
 /// A container joined to a subnet through the Docker driver.
@@ -137,6 +149,7 @@ pub struct StateView<'a> {
     pub host: Option<crate::host::HostChanges>,
     pub source_text: Option<&'a str>,
     pub attached: &'a [AttachedHost],
+    pub impair_overrides: &'a [ImpairOverride],
 }
 
 impl StateView<'_> {

@@ -70,6 +70,9 @@ pub struct LinkRow {
     /// Packets that arrived on this link and were dropped (or answered with an ICMP error
     /// instead of being forwarded), by reason.
     pub drops: BTreeMap<&'static str, u64>,
+    /// Packets changed on purpose on this link (`corrupted`, `duplicated`, `delayed`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub impaired: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -185,6 +188,12 @@ pub fn read(plan: &Plan) -> Result<Snapshot, StatsError> {
                     .zip(own.drops)
                     .filter(|(_, n)| *n > 0)
                     .map(|(r, n)| (r.name(), n))
+                    .collect(),
+                impaired: dvnet_common::impaired::NAMES
+                    .iter()
+                    .zip(own.impaired)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(r, n)| (*r, n))
                     .collect(),
             }
         })

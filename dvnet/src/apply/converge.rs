@@ -83,6 +83,8 @@ struct Work {
     readdressed: Vec<(usize, usize)>,
     /// New nodes that stay and whose routes are set again.
     rerouted: Vec<usize>,
+    /// New links (of nodes that stay) taken down or up.
+    states: Vec<usize>,
 }
 
 fn link_key(plan: &Plan, l: &LinkPlan) -> (String, String) {
@@ -161,14 +163,24 @@ fn work(ctx: &Ctx<'_>) -> Work {
                 }
                 rerouted.extend(node_of(node));
             }
+            // the datapath's maps only
+            LinkChange::Impair { .. } => {}
+            LinkChange::State { node, subnet, .. } => {
+                w.states
+                    .extend(new_links.get(&(node.clone(), subnet.clone())));
+                // the kernel drops routes through a link that goes down: set again when up
+                rerouted.extend(node_of(node));
+            }
         }
     }
     for r in &diff.routes {
         rerouted.extend(node_of(&r.node));
     }
-    // a readdressed link that is also rewired is made anew with its new address
+    // a readdressed link that is also rewired is made anew with its new address (and its
+    // state)
     let made: BTreeSet<usize> = w.links_new.iter().copied().collect();
     w.readdressed.retain(|(_, n)| !made.contains(n));
+    w.states.retain(|n| !made.contains(n));
     w.rerouted = rerouted
         .into_iter()
         .filter(|n| !built.contains(new.nodes[*n].name.as_str()))
@@ -734,6 +746,11 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
     for &(_, l) in &w.readdressed {
         configure.entry(new.links[l].node).or_default();
     }
+    for &l in &w.states {
+        configure.entry(new.links[l].node).or_default();
+    }
+    configure.retain(|&n, _| new.nodes[n].attached.is_none());
+    let states: BTreeSet<usize> = w.states.iter().copied().collect();
     if !configure.is_empty() {
         observer.start("addresses", configure.len());
         let readdressed: HashMap<usize, usize> =
@@ -750,6 +767,7 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
             .map(|(n, made)| {
                 let readdressed = &readdressed;
                 let removed_routes = &removed_routes;
+                let states = &states;
                 let built = built_set.contains(&n);
                 async move {
                     let node = &new.nodes[n];
@@ -765,9 +783,22 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
                     }
                     for &l in &made {
                         let link = &new.links[l];
-                        nl.set_up(link.ifindex).await?;
+                        if !link.down {
+                            nl.set_up(link.ifindex).await?;
+                        }
                         nl.add_address(link.ifindex, link.address, link.prefix_len)
                             .await?;
+                    }
+                    for &position in &node.links {
+                        let link = &new.links[position as usize];
+                        if states.contains(&(position as usize)) {
+                            debug!(link = %link.ifname, down = link.down, "link state");
+                            if link.down {
+                                nl.set_down(link.ifindex).await?;
+                            } else {
+                                nl.set_up(link.ifindex).await?;
+                            }
+                        }
                     }
                     for &position in &node.links {
                         let l = &new.links[position as usize];
@@ -788,7 +819,12 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
                         }
                     }
                     for r in &node.routes {
-                        let ifindex = new.links[r.link as usize].ifindex;
+                        let link = &new.links[r.link as usize];
+                        // the kernel takes no route through a link that is down
+                        if link.down {
+                            continue;
+                        }
+                        let ifindex = link.ifindex;
                         if built {
                             nl.add_route(r.dest, r.via, ifindex).await?;
                         } else {

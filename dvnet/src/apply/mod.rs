@@ -27,7 +27,7 @@ use crate::runtime::NodeRuntime as _;
 use crate::runtime::docker::Containers;
 use crate::runtime::netns::Namespaces;
 use crate::state::{self, State, StateError, Status};
-use crate::topology::Topology;
+use crate::topology::{Impair, Topology};
 
 mod converge;
 pub mod inventory;
@@ -112,6 +112,8 @@ pub enum ApplyError {
     Topology(#[from] crate::topology::TopologyError),
     #[error("{0}")]
     Attached(String),
+    #[error("{0}")]
+    Impair(String),
     #[error("{op}: {source}")]
     Io {
         op: String,
@@ -252,6 +254,7 @@ async fn up_locked(
     let started = Instant::now();
     let id = plan.id.clone();
     preflight::nothing_there(plan)?;
+    no_delay_lines_yet(plan)?;
     raise_fd_limit();
     // The datapath is checked before anything exists: its map entries, then the kernel's
     // verdict on the programs. Loading changes nothing on the host.
@@ -278,6 +281,7 @@ async fn up_locked(
         }),
         source_text: options.source_text.clone(),
         attached: Vec::new(),
+        impair_overrides: Vec::new(),
     };
     record.save()?;
 
@@ -398,6 +402,20 @@ pub enum Change {
     Attach(state::AttachedHost),
     /// The container of a Docker endpoint leaves.
     Detach { endpoint: String },
+    /// Impairments of a subnet (`node` none) or of one member's link, set at run time:
+    /// `set`'s values replace those in force (the others kept), or with `clear` none is left.
+    Impair {
+        subnet: String,
+        node: Option<String>,
+        set: Impair,
+        clear: bool,
+    },
+    /// A member's link taken down, or up again.
+    Link {
+        node: String,
+        subnet: String,
+        down: bool,
+    },
 }
 
 /// Changes the running network `topo` describes to match it, touching only what changed.
@@ -506,8 +524,24 @@ pub async fn apply_change(
             pid: record.pid,
         });
     }
-    // what to plan: the file (edited, or the one the network runs), and who is attached
+    // what to plan: the file (edited, or the one the network runs), who is attached, the
+    // impairments set at run time and the links taken down
     let mut attached = record.attached.clone();
+    let mut overrides = record.impair_overrides.clone();
+    let mut downs: Vec<(String, String)> = record
+        .plan
+        .links
+        .iter()
+        .filter(|l| l.down)
+        .map(|l| {
+            (
+                record.plan.nodes[l.node].name.clone(),
+                record.plan.subnets[l.subnet].name.clone(),
+            )
+        })
+        .collect();
+    let mut impair_change = None;
+    let mut link_change = None;
     let (base, text, source) = match change {
         Change::File {
             topo, text, source, ..
@@ -519,7 +553,22 @@ pub async fn apply_change(
                     theirs: record.plan.name.clone(),
                 });
             }
+            // the file's impairments are in force again
+            overrides.clear();
             (*topo, Some(text), source)
+        }
+        Change::Impair {
+            subnet,
+            node,
+            set,
+            clear,
+        } => {
+            impair_change = Some((subnet, node, set, clear));
+            (running_topology(&record)?, record.source_text.clone(), None)
+        }
+        Change::Link { node, subnet, down } => {
+            link_change = Some((node, subnet, down));
+            (running_topology(&record)?, record.source_text.clone(), None)
         }
         Change::Attach(host) => {
             attached.retain(|a| a.attachment.endpoint != host.attachment.endpoint);
@@ -531,7 +580,43 @@ pub async fn apply_change(
             (running_topology(&record)?, record.source_text.clone(), None)
         }
     };
-    let topo = with_attached(&base, &attached)?;
+    let mut topo = with_attached(&base, &attached)?;
+    // overrides of what is gone since are forgotten
+    overrides.retain(|o| impair_slot(&mut topo, &o.subnet, o.node.as_deref()).is_ok());
+    for o in &overrides {
+        if let Ok(slot) = impair_slot(&mut topo, &o.subnet, o.node.as_deref()) {
+            *slot = o.impair;
+        }
+    }
+    if let Some((subnet, node, set, clear)) = impair_change {
+        let slot = impair_slot(&mut topo, &subnet, node.as_deref()).map_err(ApplyError::Impair)?;
+        let next = if clear {
+            Impair::default()
+        } else {
+            slot.overlaid(&set)
+        };
+        next.check().map_err(ApplyError::Impair)?;
+        *slot = next;
+        overrides.retain(|o| !(o.subnet == subnet && o.node == node));
+        overrides.push(state::ImpairOverride {
+            subnet,
+            node,
+            impair: next,
+        });
+    }
+    if let Some((node, subnet, down)) = link_change {
+        check_member(&topo, &node, &subnet).map_err(ApplyError::Impair)?;
+        if attached.iter().any(|a| a.name == node) {
+            return Err(ApplyError::Impair(format!(
+                "{node} is a container joined through Docker: take its link down with `docker \
+                 network disconnect`"
+            )));
+        }
+        downs.retain(|(n, s)| !(*n == node && *s == subnet));
+        if down {
+            downs.push((node, subnet));
+        }
+    }
     let old = record.plan.clone();
     phases.end("record read");
     let options = PlanOptions {
@@ -545,6 +630,8 @@ pub async fn apply_change(
             .map(|a| (a.name.clone(), a.attachment.clone()))
             .collect::<Vec<_>>(),
     );
+    new.mark_down(&downs);
+    no_delay_lines_yet(&new)?;
     phases.end("plan");
     let changes = diff::diff(Some(&old), Some(&new));
     let (old_entries, new_entries) = touched_entries(&old, &new, &changes)?;
@@ -554,12 +641,14 @@ pub async fn apply_change(
         if (source.is_some() && record.source != source)
             || record.source_text != text
             || record.attached != attached
+            || record.impair_overrides != overrides
         {
             if source.is_some() {
                 record.source = source;
             }
             record.source_text = text;
             record.attached = attached;
+            record.impair_overrides = overrides;
             record.save()?;
         }
         return Ok(Applied {
@@ -614,6 +703,7 @@ pub async fn apply_change(
         host: record.host.clone(),
         source_text: text.as_deref(),
         attached: &attached,
+        impair_overrides: &overrides,
     };
     let (forward, done) = tokio::task::block_in_place(|| {
         std::thread::scope(|s| {
@@ -644,6 +734,7 @@ pub async fn apply_change(
             record.source.clone_from(&done_view.source);
             record.source_text.clone_from(&text);
             record.attached.clone_from(&attached);
+            record.impair_overrides.clone_from(&overrides);
             if done_view.host == record.host {
                 // the record's plan is still the old one in memory: the bytes say the new
                 record.save_serialized(&done)?;
@@ -711,6 +802,88 @@ pub async fn apply_change(
                 problems,
             })
         }
+    }
+}
+
+/// Delay, jitter and rate need dvnet's delay line, which is not built yet: refused before
+/// anything changes.
+fn no_delay_lines_yet(plan: &Plan) -> Result<(), ApplyError> {
+    if plan
+        .links
+        .iter()
+        .any(|l| l.into_node.delay.is_some() || l.from_node.delay.is_some())
+    {
+        return Err(ApplyError::Impair(
+            "delay, jitter and rate are not supported yet (loss, corrupt, duplicate and \
+             `dvnet link` are)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The impairments of subnet `subnet` (`node` none) or of `node`'s link on it.
+///
+/// # Errors
+/// No such subnet, or `node` is not on it (the message says which are).
+fn impair_slot<'t>(
+    topo: &'t mut Topology,
+    subnet: &str,
+    node: Option<&str>,
+) -> Result<&'t mut Impair, String> {
+    let Some(s) = topo.subnets.iter().position(|x| x.name == subnet) else {
+        let names: Vec<&str> = topo.subnets.iter().map(|x| x.name.as_str()).collect();
+        return Err(format!(
+            "no subnet {subnet:?} (the subnets: {})",
+            names.join(", ")
+        ));
+    };
+    let Some(node) = node else {
+        return Ok(&mut topo.subnets[s].impair);
+    };
+    check_member(topo, node, subnet)?;
+    if let Some(h) = topo.hosts.iter().position(|h| h.name == node) {
+        return Ok(&mut topo.hosts[h].impair);
+    }
+    let r = topo
+        .routers
+        .iter()
+        .position(|r| r.name == node)
+        .expect("checked: a member");
+    let slot = topo.routers[r]
+        .subnets
+        .iter()
+        .position(|&x| x == s)
+        .expect("checked: on the subnet");
+    Ok(&mut topo.routers[r].impair[slot])
+}
+
+/// `node` is a member of `subnet`.
+///
+/// # Errors
+/// When it is not (the message lists the members).
+fn check_member(topo: &Topology, node: &str, subnet: &str) -> Result<(), String> {
+    let Some(s) = topo.subnets.iter().position(|x| x.name == subnet) else {
+        return Err(format!("no subnet {subnet:?}"));
+    };
+    let hosts = topo
+        .hosts
+        .iter()
+        .filter(|h| h.subnet == s)
+        .map(|h| h.name.as_str());
+    let routers = topo
+        .routers
+        .iter()
+        .filter(|r| r.subnets.contains(&s))
+        .map(|r| r.name.as_str());
+    let members: Vec<&str> = routers.chain(hosts).collect();
+    if members.contains(&node) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{node:?} is not on subnet {subnet} (its members: {})",
+            members.join(", ")
+        ))
     }
 }
 
@@ -876,13 +1049,37 @@ fn touched(old: &Plan, new: &Plan, changes: &Diff) -> (Vec<usize>, Vec<usize>) {
             | NodeChange::Recreate { node, .. } => node,
         });
     }
+    // subnets whose every member's entries may change: impairments of the segment, a
+    // member taken down (routes through it)
+    let mut whole: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for c in &changes.links {
         names.insert(match c {
             LinkChange::Add { node, .. }
             | LinkChange::Remove { node, .. }
             | LinkChange::Rewire { node, .. }
-            | LinkChange::Address { node, .. } => node,
+            | LinkChange::Address { node, .. }
+            | LinkChange::Impair { node, .. } => node,
+            LinkChange::State { node, subnet, .. } => {
+                whole.insert(subnet);
+                node
+            }
         });
+    }
+    for c in &changes.subnets {
+        if let crate::plan::diff::SubnetChange::Impair { subnet, .. } = c {
+            whole.insert(subnet);
+        }
+    }
+    for plan in [old, new] {
+        for s in plan
+            .subnets
+            .iter()
+            .filter(|s| whole.contains(s.name.as_str()))
+        {
+            for &l in &s.links {
+                names.insert(plan.nodes[plan.links[l as usize].node].name.as_str());
+            }
+        }
     }
     names.extend(changes.routes.iter().map(|r| r.node.as_str()));
     names.extend(changes.firewalls.iter().map(|f| f.router.as_str()));
@@ -919,6 +1116,7 @@ fn check_capacity(pinned: &Pinned, new: &Plan) -> Result<(), ApplyError> {
     for (map, need) in [
         (maps::LINK_STATS, new.link_slots() as u64),
         (maps::IFACES, counts.ifaces as u64),
+        (maps::IMPAIR, counts.impairs as u64),
         (maps::ROUTES, counts.routes as u64),
         (maps::FW_CLASSES, counts.classes as u64),
         (maps::FW_RULES, counts.rules as u64),

@@ -66,6 +66,43 @@ impl CliError {
     }
 }
 
+/// `dvnet link`'s state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LinkState {
+    Down,
+    Up,
+}
+
+/// `key=value` pairs (or `clear`) of `dvnet impair`.
+fn impair_values(values: &[String]) -> Result<(crate::topology::Impair, bool), CliError> {
+    if values.len() == 1 && values[0] == "clear" {
+        return Ok((crate::topology::Impair::default(), true));
+    }
+    let mut set = crate::topology::Impair::default();
+    for v in values {
+        let Some((key, value)) = v.split_once('=') else {
+            return Err(CliError::Usage(format!(
+                "{v:?}: expected key=value such as delay=20ms or loss=1%, or `clear`"
+            )));
+        };
+        set.set(key.trim(), value).map_err(CliError::Usage)?;
+    }
+    Ok((set, false))
+}
+
+/// What an edit changed, for people or as JSON.
+fn print_change(applied: &apply::Applied, json: bool) -> Result<(), CliError> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(applied)?);
+        return Ok(());
+    }
+    print!("{}", applied.changes.render());
+    if !applied.map_changes.is_empty() {
+        println!("~ eBPF map entries: {}", applied.map_changes);
+    }
+    Ok(())
+}
+
 impl From<std::io::Error> for CliError {
     fn from(source: std::io::Error) -> Self {
         CliError::Io {
@@ -109,6 +146,35 @@ pub enum Command {
         /// Report the changes, phases and counts as JSON on standard output.
         #[arg(long)]
         json: bool,
+    },
+    /// Impair a subnet (every packet entering it) or one member's link (`--node`), live:
+    /// `delay=20ms jitter=2ms loss=1% corrupt=0.1% duplicate=0.1% rate=10mbit seed=7` (the
+    /// values given replace those in force, the others are kept), or `clear`. In force until
+    /// the next `dvnet apply FILE`, which puts the file's back.
+    Impair {
+        /// The network's name or id, or its topology file.
+        network: String,
+        /// The subnet.
+        subnet: String,
+        /// Only this member's link on the subnet (both directions).
+        #[arg(long)]
+        node: Option<String>,
+        /// `key=value` pairs, or `clear`.
+        #[arg(required = true, num_args = 1..)]
+        values: Vec<String>,
+        /// Report the changes as JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a member's link down, or up again: a real link failure (routing daemons see it;
+    /// packets routed onto it are dropped and counted as `link-down`).
+    Link {
+        /// The network's name or id, or its topology file.
+        network: String,
+        node: String,
+        subnet: String,
+        #[arg(value_enum)]
+        state: LinkState,
     },
     /// Remove everything a network owns (idempotent; works after a crash too).
     Down {
@@ -315,6 +381,41 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     applied.report.map_entries
                 );
             }
+        }
+        Command::Impair {
+            network,
+            subnet,
+            node,
+            values,
+            json,
+        } => {
+            let id = network_id(&network)?;
+            let (set, clear) = impair_values(&values)?;
+            let change = apply::Change::Impair {
+                subnet,
+                node,
+                set,
+                clear,
+            };
+            let applied =
+                async_runtime()?.block_on(apply::apply_change(&id, change, &apply::Silent))?;
+            print_change(&applied, json)?;
+        }
+        Command::Link {
+            network,
+            node,
+            subnet,
+            state,
+        } => {
+            let id = network_id(&network)?;
+            let change = apply::Change::Link {
+                node,
+                subnet,
+                down: state == LinkState::Down,
+            };
+            let applied =
+                async_runtime()?.block_on(apply::apply_change(&id, change, &apply::Silent))?;
+            print_change(&applied, false)?;
         }
         Command::Down { network } => {
             let id = network_id(&network)?;

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData};
 use aya::{Ebpf, EbpfLoader};
-use dvnet_common::{IfaceInfo, Route, RouterAddr, RuleKey, RuleVerdict, maps, programs};
+use dvnet_common::{
+    IfaceInfo, ImpairEntry, Route, RouterAddr, RuleKey, RuleVerdict, maps, programs,
+};
 
 use super::entries::MapEntries;
 
@@ -42,6 +44,8 @@ pub const CONNTRACK_ENTRIES: u32 = 65_536;
 pub struct MapSizes {
     pub links: u32,
     pub ifaces: u32,
+    /// Any interface may be impaired by an edit: as many as interfaces.
+    pub impairs: u32,
     pub routes: u32,
     pub classes: u32,
     pub rules: u32,
@@ -70,6 +74,7 @@ impl MapSizes {
         MapSizes {
             links: with_room(link_slots, 256),
             ifaces: with_room(entries.ifaces.len(), 1024),
+            impairs: with_room(entries.ifaces.len(), 1024),
             routes: with_room(entries.routes.len(), 4096),
             classes: with_room(entries.classes.len(), 4096),
             rules: with_room(entries.rules.len(), 4096),
@@ -136,6 +141,7 @@ pub fn open(sizes: MapSizes) -> Result<Ebpf, BpfError> {
     EbpfLoader::new()
         .map_max_entries(maps::LINK_STATS, sizes.links)
         .map_max_entries(maps::IFACES, sizes.ifaces)
+        .map_max_entries(maps::IMPAIR, sizes.impairs)
         .map_max_entries(maps::ROUTES, sizes.routes)
         .map_max_entries(maps::FW_CLASSES, sizes.classes)
         .map_max_entries(maps::FW_RULES, sizes.rules)
@@ -182,7 +188,7 @@ impl Loaded {
     /// When the kernel refuses a map, a program or an entry.
     pub fn new(entries: &MapEntries, links: usize) -> Result<Loaded, BpfError> {
         let mut ebpf = open(MapSizes::for_entries(entries, links))?;
-        for name in [programs::NODE_INGRESS, programs::FABRIC_INGRESS] {
+        for name in PROGRAMS {
             load_program(&mut ebpf, name)?;
         }
         fill(&mut ebpf, entries)?;
@@ -220,7 +226,7 @@ impl Loaded {
         ensure_bpffs()?;
         secure_pin_root()?;
         crate::state::secure_dir(dir, 0o700)?;
-        for name in [programs::NODE_INGRESS, programs::FABRIC_INGRESS] {
+        for name in PROGRAMS {
             let path = dir.join(name);
             let program: &mut aya::programs::SchedClassifier = self
                 .ebpf
@@ -251,7 +257,22 @@ impl Loaded {
     }
 }
 
+/// The programs of a network, loaded and pinned.
+pub const PROGRAMS: [&str; 3] = [
+    programs::NODE_INGRESS,
+    programs::FABRIC_INGRESS,
+    programs::DELAY_RETURN,
+];
+
 fn fill(ebpf: &mut Ebpf, e: &MapEntries) -> Result<(), BpfError> {
+    let mut impairs: HashMap<&mut MapData, u32, ImpairEntry> =
+        HashMap::try_from(ebpf.map_mut(maps::IMPAIR).expect("in the object"))
+            .map_err(map_err(maps::IMPAIR))?;
+    for (ifindex, entry) in &e.impairs {
+        impairs
+            .insert(ifindex, entry, 0)
+            .map_err(map_err(maps::IMPAIR))?;
+    }
     let mut ifaces: HashMap<&mut MapData, u32, IfaceInfo> =
         HashMap::try_from(ebpf.map_mut(maps::IFACES).expect("in the object"))
             .map_err(map_err(maps::IFACES))?;
@@ -372,6 +393,7 @@ pub struct Pinned {
     dir: PathBuf,
     node: aya::programs::SchedClassifier,
     fabric: aya::programs::SchedClassifier,
+    delay: aya::programs::SchedClassifier,
 }
 
 fn pin_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(String) -> BpfError + 'a {
@@ -404,6 +426,7 @@ impl Pinned {
         Ok(Pinned {
             node: program(programs::NODE_INGRESS)?,
             fabric: program(programs::FABRIC_INGRESS)?,
+            delay: program(programs::DELAY_RETURN)?,
             dir,
         })
     }
@@ -418,6 +441,15 @@ impl Pinned {
             self.node.fd().expect("a pinned program").as_fd(),
             self.fabric.fd().expect("a pinned program").as_fd(),
         )
+    }
+
+    /// The program on the near ends of delay lines.
+    ///
+    /// # Panics
+    /// Never: pinned programs are loaded.
+    #[must_use]
+    pub fn delay_program(&self) -> BorrowedFd<'_> {
+        self.delay.fd().expect("a pinned program").as_fd()
     }
 
     fn data(&self, name: &str) -> Result<MapData, BpfError> {
@@ -512,6 +544,12 @@ impl Pinned {
         for (k, v) in &diff.rules.put {
             rules.insert(k, v, 0).map_err(map_err(maps::FW_RULES))?;
         }
+        // impairments before the interfaces flagged for them, removed after
+        let mut impairs: HashMap<MapData, u32, ImpairEntry> =
+            HashMap::try_from(self.map(maps::IMPAIR)?).map_err(map_err(maps::IMPAIR))?;
+        for (k, v) in &diff.impairs.put {
+            impairs.insert(k, v, 0).map_err(map_err(maps::IMPAIR))?;
+        }
         // interfaces last: a new interface's program finds its routes and rules in place
         let mut ifaces: HashMap<MapData, u32, IfaceInfo> =
             HashMap::try_from(self.map(maps::IFACES)?).map_err(map_err(maps::IFACES))?;
@@ -520,6 +558,9 @@ impl Pinned {
         }
         for (k, v) in &diff.ifaces.put {
             ifaces.insert(k, v, 0).map_err(map_err(maps::IFACES))?;
+        }
+        for k in &diff.impairs.delete {
+            let _ = impairs.remove(k);
         }
         if !diff.gone_routers.is_empty() {
             let mut flows: HashMap<MapData, FlowKey, u32> =

@@ -14,14 +14,15 @@
 use std::collections::HashMap;
 
 use dvnet_common::{
-    IFACE_FABRIC_PORT, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IFACE_FORWARD, IFACE_POLICY_DROP,
-    IfaceInfo, NO_ROUTER, PORT_ANY, PROTO_ANY, ROUTE_CONNECTED, ROUTE_LOCAL, ROUTE_PEER, Route,
-    RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP, WILDCARD,
+    IFACE_DELAY_RETURN, IFACE_FABRIC_PORT, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IFACE_FORWARD,
+    IFACE_IMPAIRED, IFACE_POLICY_DROP, IMPAIR_DELAY, IMPAIR_SEEDED, IfaceInfo, ImpairEntry,
+    NO_ROUTER, PORT_ANY, PROTO_ANY, ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route,
+    RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP, WILDCARD, threshold,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::plan::{Action, Forwarder, LinkPlan, NodeKind, Plan};
+use crate::plan::{Action, Forwarder, Hook, LinkPlan, NodeKind, Plan};
 use crate::topology::Policy;
 
 /// Rule expansions beyond this are refused (nested prefixes multiply).
@@ -50,6 +51,8 @@ pub struct RuleSlot {
 #[derive(Clone, Debug, Default)]
 pub struct MapEntries {
     pub ifaces: Vec<(u32, IfaceInfo)>,
+    /// ifindex → impairments of what arrives there.
+    pub impairs: Vec<(u32, ImpairEntry)>,
     /// (router id, destination) → route.
     pub routes: Vec<((u32, Ipv4Net), Route)>,
     /// (router id, prefix) → class.
@@ -77,6 +80,7 @@ pub fn entries(plan: &Plan) -> Result<MapEntries, EntriesError> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counts {
     pub ifaces: usize,
+    pub impairs: usize,
     /// At most this many (a route may share its key with a connected one).
     pub routes: usize,
     pub classes: usize,
@@ -95,11 +99,13 @@ pub fn counts(plan: &Plan) -> Result<Counts, EntriesError> {
     let mut firewalled = Vec::new();
     for (n, node) in plan.nodes.iter().enumerate() {
         let links = node.links.len();
-        c.ifaces += links
-            + plan
-                .links_of(node)
-                .filter(|l| l.fabric_port.is_some())
-                .count();
+        for l in plan.links_of(node) {
+            c.ifaces += 1 + usize::from(l.fabric_port.is_some());
+            for hook in [&l.into_node, &l.from_node] {
+                c.impairs += usize::from(!hook.is_none());
+                c.ifaces += usize::from(hook.delay.is_some());
+            }
+        }
         if matches!(node.forwarder, Forwarder::Program { .. }) {
             // a connected route and two local ones per interface, then the plan's
             c.routes += 3 * links + node.routes.len();
@@ -156,25 +162,50 @@ pub fn entries_of(
         }
         let id = node.id;
         for link in plan.links_of(node) {
+            let impaired = |hook: &Hook| {
+                if hook.is_none() { 0 } else { IFACE_IMPAIRED }
+            };
             out.ifaces.push((
                 link.ifindex,
                 IfaceInfo {
                     link: link.id,
                     router: if router { id } else { NO_ROUTER },
-                    flags,
+                    flags: flags | impaired(&link.into_node),
                     addr: be(link.address),
+                    target: 0,
                 },
             ));
+            let mut hooks = vec![(link.ifindex, &link.into_node)];
             if let Some(port) = &link.fabric_port {
                 out.ifaces.push((
                     port.ifindex,
                     IfaceInfo {
                         link: link.id,
                         router: NO_ROUTER,
-                        flags: IFACE_FABRIC_PORT,
+                        flags: IFACE_FABRIC_PORT | impaired(&link.from_node),
                         addr: 0,
+                        target: 0,
                     },
                 ));
+                hooks.push((port.ifindex, &link.from_node));
+            }
+            for (ifindex, hook) in hooks {
+                if hook.is_none() {
+                    continue;
+                }
+                out.impairs.push((ifindex, impair_entry(hook)));
+                if let Some(d) = &hook.delay {
+                    out.ifaces.push((
+                        d.ifindex,
+                        IfaceInfo {
+                            link: link.id,
+                            router: NO_ROUTER,
+                            flags: IFACE_DELAY_RETURN,
+                            addr: 0,
+                            target: ifindex,
+                        },
+                    ));
+                }
             }
         }
         if program {
@@ -186,6 +217,44 @@ pub fn entries_of(
         }
     }
     Ok(out)
+}
+
+/// The entry of an impaired interface.
+#[must_use]
+pub fn impair_entry(hook: &Hook) -> ImpairEntry {
+    let i = &hook.impair;
+    let mut flags = 0;
+    if i.seed.is_some() {
+        flags |= IMPAIR_SEEDED;
+    }
+    if hook.delay.is_some() {
+        flags |= IMPAIR_DELAY;
+    }
+    ImpairEntry {
+        loss: i.loss_ppm.map_or(0, threshold),
+        corrupt: i.corrupt_ppm.map_or(0, threshold),
+        duplicate: i.duplicate_ppm.map_or(0, threshold),
+        flags,
+        seed: i.seed.unwrap_or(0),
+        seq: 0,
+        delay_ifindex: hook.delay.as_ref().map_or(0, |d| d.ifindex),
+        pad: 0,
+    }
+}
+
+/// Whether a packet sent on `link` toward `via` cannot get there: the link is down, or the
+/// other end of its veth pair, or (on a bridge) the next hop's own link.
+fn blocked(plan: &Plan, link: &LinkPlan, via: Option<std::net::Ipv4Addr>) -> bool {
+    if link.down || plan.peer_of(link).is_some_and(|p| p.down) {
+        return true;
+    }
+    via.is_some_and(|via| {
+        plan.subnets[link.subnet]
+            .links
+            .iter()
+            .map(|&l| &plan.links[l as usize])
+            .any(|l| l.address == via && l.down)
+    })
 }
 
 fn routes(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv4Net), Route)>) {
@@ -213,7 +282,11 @@ fn routes(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv4Net), Route)>) {
     };
     for link in plan.links_of(node) {
         let cidr = plan.subnets[link.subnet].cidr;
-        out.push(((id, cidr), route(link, 0, ROUTE_CONNECTED)));
+        let mut connected = route(link, 0, ROUTE_CONNECTED);
+        if blocked(plan, link, None) {
+            connected.flags |= ROUTE_DOWN;
+        }
+        out.push(((id, cidr), connected));
         for local in [link.address, cidr.broadcast()] {
             out.push(((id, Ipv4Net::from(local)), route(link, 0, ROUTE_LOCAL)));
         }
@@ -225,6 +298,9 @@ fn routes(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv4Net), Route)>) {
         let mut entry = route(link, be(r.via), 0);
         if !to_peer {
             entry.flags &= !ROUTE_PEER;
+        }
+        if blocked(plan, link, Some(r.via)) {
+            entry.flags |= ROUTE_DOWN;
         }
         out.push(((id, r.dest), entry));
     }
@@ -392,6 +468,7 @@ fn delta<K: Clone + Eq + std::hash::Hash, V: Clone + PartialEq>(
 #[derive(Clone, Debug, Default)]
 pub struct EntriesDiff {
     pub ifaces: Delta<u32, IfaceInfo>,
+    pub impairs: Delta<u32, ImpairEntry>,
     pub routes: Delta<(u32, Ipv4Net), Route>,
     pub classes: Delta<(u32, Ipv4Net), u32>,
     pub rules: Delta<RuleKey, RuleVerdict>,
@@ -406,7 +483,11 @@ impl EntriesDiff {
     /// Entries written or deleted, in all.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.ifaces.len() + self.routes.len() + self.classes.len() + self.rules.len()
+        self.ifaces.len()
+            + self.impairs.len()
+            + self.routes.len()
+            + self.classes.len()
+            + self.rules.len()
     }
 
     #[must_use]
@@ -423,6 +504,11 @@ impl EntriesDiff {
                 "interfaces",
                 self.ifaces.put.len(),
                 self.ifaces.delete.len(),
+            ),
+            (
+                "impairments",
+                self.impairs.put.len(),
+                self.impairs.delete.len(),
             ),
             ("routes", self.routes.put.len(), self.routes.delete.len()),
             (
@@ -459,6 +545,7 @@ pub fn diff(
     let new_routers: std::collections::HashSet<u32> = new.nodes.iter().map(|n| n.id).collect();
     EntriesDiff {
         ifaces: delta(&old_entries.ifaces, &new_entries.ifaces),
+        impairs: delta(&old_entries.impairs, &new_entries.impairs),
         routes: delta(&old_entries.routes, &new_entries.routes),
         classes: delta(&old_entries.classes, &new_entries.classes),
         rules: delta(&old_entries.rules, &new_entries.rules),

@@ -16,6 +16,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use super::{LinkPlan, NodeKind, NodePlan, Plan, RoutePlan, Segment};
+use crate::topology::Impair;
 
 /// Every change between two plans, grouped by kind, each list in a stable order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -70,6 +71,12 @@ pub enum SubnetChange {
         from: String,
         to: String,
     },
+    /// The impairments of every packet entering the segment.
+    Impair {
+        subnet: String,
+        from: Impair,
+        to: Impair,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -96,6 +103,19 @@ pub enum LinkChange {
         subnet: String,
         from: Ipv4Addr,
         to: Ipv4Addr,
+    },
+    /// The member's own impairments.
+    Impair {
+        node: String,
+        subnet: String,
+        from: Impair,
+        to: Impair,
+    },
+    /// Taken down, or up again.
+    State {
+        node: String,
+        subnet: String,
+        down: bool,
     },
 }
 
@@ -217,6 +237,9 @@ impl Diff {
                 SubnetChange::Segment { subnet, from, to } => {
                     writeln!(out, "~ subnet {subnet}: {from} -> {to}")
                 }
+                SubnetChange::Impair { subnet, from, to } => {
+                    writeln!(out, "~ subnet {subnet}: impairments {from} -> {to}")
+                }
             };
         }
         for c in &self.links {
@@ -236,6 +259,17 @@ impl Diff {
                     from,
                     to,
                 } => writeln!(out, "~ link {node} on {subnet}: address {from} -> {to}"),
+                LinkChange::Impair {
+                    node,
+                    subnet,
+                    from,
+                    to,
+                } => writeln!(out, "~ link {node} on {subnet}: impairments {from} -> {to}"),
+                LinkChange::State { node, subnet, down } => writeln!(
+                    out,
+                    "~ link {node} on {subnet}: {}",
+                    if *down { "up -> down" } else { "down -> up" }
+                ),
             };
         }
         for r in &self.routes {
@@ -461,6 +495,13 @@ pub fn diff(old: Option<&Plan>, new: Option<&Plan>) -> Diff {
                         to,
                     });
                 }
+                if o.impair != s.impair {
+                    d.subnets.push(SubnetChange::Impair {
+                        subnet: s.name.clone(),
+                        from: o.impair,
+                        to: s.impair,
+                    });
+                }
             }
         }
     }
@@ -526,6 +567,21 @@ pub fn diff(old: Option<&Plan>, new: Option<&Plan>) -> Diff {
                 subnet: k.1.to_owned(),
                 from: o.address,
                 to: l.address,
+            });
+        }
+        if o.impair != l.impair {
+            d.links.push(LinkChange::Impair {
+                node: k.0.to_owned(),
+                subnet: k.1.to_owned(),
+                from: o.impair,
+                to: l.impair,
+            });
+        }
+        if o.down != l.down {
+            d.links.push(LinkChange::State {
+                node: k.0.to_owned(),
+                subnet: k.1.to_owned(),
+                down: l.down,
             });
         }
     }

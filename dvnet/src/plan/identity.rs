@@ -64,6 +64,8 @@ pub struct Previous<'a> {
     /// subnet → (bridge name, ifindex)
     pub bridges: HashMap<&'a str, (&'a str, u32)>,
     pub uplink_port: Option<u32>,
+    /// (link id, into the node?) → the delay line's (near, far) ifindexes
+    pub delay_lines: HashMap<(u32, bool), (u32, u32)>,
     /// router → rule key → slot
     pub rule_slots: HashMap<&'a str, HashMap<String, u32>>,
     /// Every number the previous plan used, by kind: new identities avoid them all.
@@ -110,6 +112,13 @@ impl<'a> Previous<'a> {
             p.all_ifindexes.push(link.ifindex);
             p.all_ifindexes
                 .extend(link.fabric_port.as_ref().map(|port| port.ifindex));
+            for (into, hook) in [(true, &link.into_node), (false, &link.from_node)] {
+                if let Some(d) = &hook.delay {
+                    p.delay_lines
+                        .insert((link.id, into), (d.ifindex, d.far_ifindex));
+                    p.all_ifindexes.extend([d.ifindex, d.far_ifindex]);
+                }
+            }
         }
         for subnet in &plan.subnets {
             if let Segment::Bridge { name, ifindex } = &subnet.segment {
@@ -130,6 +139,12 @@ impl<'a> Previous<'a> {
         self.link(node, subnet)
             .filter(|l| l.cidr == cidr)
             .map(|l| l.address)
+    }
+
+    /// The (near, far) ifindexes of link `id`'s delay line into the node (`into`) or out.
+    #[must_use]
+    pub fn delay_line(&self, id: u32, into: bool) -> Option<(u32, u32)> {
+        self.delay_lines.get(&(id, into)).copied()
     }
 
     /// The link `node` had on `subnet`.

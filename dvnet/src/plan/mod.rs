@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::topology::{Endpoint, NodeRef, Policy, Routing, Topology};
+use crate::topology::{Endpoint, Impair, NodeRef, Policy, Routing, Topology};
 
 pub use frr::FrrPlan;
 
@@ -96,6 +96,9 @@ pub struct SubnetPlan {
     pub segment: Segment,
     /// Links on this subnet (positions in [`Plan::links`]).
     pub links: Vec<u32>,
+    /// Impairments of every packet entering the segment.
+    #[serde(default, skip_serializing_if = "Impair::is_none")]
+    pub impair: Impair,
 }
 
 /// What carries a subnet.
@@ -215,6 +218,50 @@ pub struct LinkPlan {
     pub prefix_len: u8,
     /// On bridged segments only.
     pub fabric_port: Option<FabricPort>,
+    /// The member's own impairments, both directions of this link (the file's, or what
+    /// `dvnet impair` set).
+    #[serde(default, skip_serializing_if = "Impair::is_none")]
+    pub impair: Impair,
+    /// What packets delivered to the node on this link meet, at its interface's ingress:
+    /// on a veth pair, the segment's impairments, then the other end's, then this end's; on
+    /// a bridge, this end's.
+    #[serde(default, skip_serializing_if = "Hook::is_none")]
+    pub into_node: Hook,
+    /// Bridged segments: what packets the node sends meet, at its fabric port's ingress: the
+    /// segment's impairments, then this end's. (On a veth pair the other end's `into_node`
+    /// does it.)
+    #[serde(default, skip_serializing_if = "Hook::is_none")]
+    pub from_node: Hook,
+    /// Taken down on purpose (`dvnet link NET NODE SUBNET down`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub down: bool,
+}
+
+/// Impairments applied where packets arrive on an interface, and the delay line that holds
+/// them back when they must wait (delay, jitter, rate).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    pub impair: Impair,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<DelayLine>,
+}
+
+impl Hook {
+    #[must_use]
+    pub fn is_none(&self) -> bool {
+        self.impair.is_none() && self.delay.is_none()
+    }
+}
+
+/// A veth pair a delayed packet takes: the datapath sends it into the near end (in the
+/// hooked interface's namespace), dvnet's delay line reads it at the far end (in the fabric
+/// namespace) and sends it back when its time comes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelayLine {
+    pub ifname: String,
+    pub ifindex: u32,
+    pub far_ifname: String,
+    pub far_ifindex: u32,
 }
 
 /// The fabric-side end of a link on a bridged segment.
@@ -297,6 +344,56 @@ pub struct PublishPlan {
 }
 
 pub use crate::topology::UPLINK;
+
+/// Where each packet meets its impairments (see [`LinkPlan::into_node`] and
+/// [`LinkPlan::from_node`]), and the delay lines of those that must wait, identities kept by
+/// link and direction.
+fn impairment_hooks(
+    links: &mut [LinkPlan],
+    subnets: &[SubnetPlan],
+    prev: &identity::Previous<'_>,
+    ifindexes: &mut identity::Pool,
+) {
+    for s in subnets {
+        match (&s.segment, s.links.as_slice()) {
+            (Segment::PointToPoint, &[a, b]) => {
+                let (a, b) = (a as usize, b as usize);
+                let (ia, ib) = (links[a].impair, links[b].impair);
+                links[a].into_node.impair = s.impair.then(&ib).then(&ia);
+                links[b].into_node.impair = s.impair.then(&ia).then(&ib);
+            }
+            (Segment::Bridge { .. }, members) => {
+                for &l in members {
+                    let link = &mut links[l as usize];
+                    link.from_node.impair = s.impair.then(&link.impair);
+                    link.into_node.impair = link.impair;
+                }
+            }
+            _ => {}
+        }
+    }
+    for link in links.iter_mut() {
+        for (into, tag) in [(true, 'i'), (false, 'o')] {
+            let hook = if into {
+                &mut link.into_node
+            } else {
+                &mut link.from_node
+            };
+            if !hook.impair.queues() {
+                continue;
+            }
+            let kept = prev.delay_line(link.id, into);
+            let (ifindex, far_ifindex) =
+                kept.unwrap_or_else(|| (ifindexes.take(), ifindexes.take()));
+            hook.delay = Some(DelayLine {
+                ifname: format!("dvd{}{tag}", link.id),
+                ifindex,
+                far_ifname: format!("dvq{}{tag}", link.id),
+                far_ifindex,
+            });
+        }
+    }
+}
 
 /// `topo` with the uplink as one more subnet of the border routers, which take the addresses
 /// after the host's.
@@ -525,6 +622,7 @@ impl Plan {
                     _ => bridge(&s.name, i, &prev, &kept_bridge_names, &mut ifindexes),
                 },
                 links: Vec::new(),
+                impair: s.impair,
             })
             .collect();
 
@@ -604,6 +702,13 @@ impl Plan {
                     address,
                     prefix_len: subnet.cidr.prefix_len(),
                     fabric_port,
+                    impair: match node {
+                        NodeRef::Router(r) => topo.routers[r].impair[position],
+                        NodeRef::Host(h) => topo.hosts[h].impair,
+                    },
+                    into_node: Hook::default(),
+                    from_node: Hook::default(),
+                    down: false,
                 });
                 subnets[s].links.push(at);
                 node_links.push(at);
@@ -646,6 +751,8 @@ impl Plan {
                 attached: None,
             });
         }
+
+        impairment_hooks(&mut links, &subnets, &prev, &mut ifindexes);
 
         // FRR, where asked: the user's own configuration, or OSPF written by dvnet
         let mut routers_on = vec![0usize; subnets.len()];
@@ -842,6 +949,28 @@ impl Plan {
             self.nodes[n].image = None;
             self.nodes[n].container = false;
             self.nodes[n].attached = Some(attachment.clone());
+            // its namespace is Docker's, made after the plan: no delay line into it
+            for &l in &self.nodes[n].links.clone() {
+                let link = &mut self.links[l as usize];
+                if link.into_node.delay.take().is_some() {
+                    self.warnings.push(format!(
+                        "container {name} joined through Docker: delay, jitter and rate apply to \
+                         what it sends, not to what it receives"
+                    ));
+                    link.into_node.impair.delay_us = None;
+                    link.into_node.impair.jitter_us = None;
+                    link.into_node.impair.rate_bps = None;
+                }
+            }
+        }
+    }
+
+    /// Marks the links `(node, subnet)` taken down on purpose (`dvnet link`); others up.
+    pub fn mark_down(&mut self, down: &[(String, String)]) {
+        for i in 0..self.links.len() {
+            let l = &self.links[i];
+            let key = (&self.nodes[l.node].name, &self.subnets[l.subnet].name);
+            self.links[i].down = down.iter().any(|(n, s)| (n, s) == key);
         }
     }
 

@@ -105,9 +105,11 @@ impl Impair {
                 self.seed = if none {
                     None
                 } else {
-                    Some(value.parse().map_err(|_| {
-                        format!("{value:?}: expected a whole number such as 7")
-                    })?)
+                    Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("{value:?}: expected a whole number such as 7"))?,
+                    )
                 };
             }
             other => {
@@ -244,6 +246,12 @@ fn number_and_unit(text: &str) -> Option<(f64, &str)> {
 ///
 /// # Errors
 /// Anything else.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    reason = "numbers are parsed from digits and a point (never negative) and range-checked first"
+)]
 pub fn parse_time(text: &str) -> Result<u32, String> {
     let expected = || format!("{text:?}: expected a time such as 20ms, 500us or 1.5s");
     let (n, unit) = number_and_unit(text).ok_or_else(expected)?;
@@ -265,6 +273,12 @@ pub fn parse_time(text: &str) -> Result<u32, String> {
 ///
 /// # Errors
 /// No `%`, or more than 100 %.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    reason = "numbers are parsed from digits and a point (never negative) and range-checked first"
+)]
 pub fn parse_percent(text: &str) -> Result<u32, String> {
     let expected = || format!("{text:?}: expected a percentage such as 1% or 0.1%");
     let number = text.strip_suffix('%').ok_or_else(expected)?;
@@ -285,6 +299,12 @@ pub fn parse_percent(text: &str) -> Result<u32, String> {
 ///
 /// # Errors
 /// Anything else.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    reason = "numbers are parsed from digits and a point (never negative) and range-checked first"
+)]
 pub fn parse_rate(text: &str) -> Result<u64, String> {
     let expected = || format!("{text:?}: expected a rate such as 10mbit, 1gbit or 512kbit");
     let (n, unit) = number_and_unit(text).ok_or_else(expected)?;
@@ -327,9 +347,9 @@ pub struct Time(pub u32);
 impl fmt::Display for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let us = self.0;
-        if us >= 1_000_000 && us % 1000 == 0 {
+        if us >= 1_000_000 && us.is_multiple_of(1000) {
             write!(f, "{}s", f64::from(us) / 1e6)
-        } else if us >= 1000 && us % 10 == 0 {
+        } else if us >= 1000 && us.is_multiple_of(10) {
             write!(f, "{}ms", f64::from(us) / 1e3)
         } else {
             write!(f, "{us}us")
@@ -358,7 +378,7 @@ impl fmt::Display for Rate {
             (1_000_000, "mbit"),
             (1000, "kbit"),
         ] {
-            if b >= scale && b % (scale / 1000) == 0 {
+            if b >= scale && b.is_multiple_of(scale / 1000) {
                 // exact to three decimals
                 #[allow(clippy::cast_precision_loss, reason = "at most 10^13, exact in f64")]
                 return write!(f, "{}{unit}", b as f64 / scale as f64);

@@ -859,7 +859,10 @@ fn impairments_on_subnets_hosts_and_router_links() {
             },
             "routers": {"R": {"subnets": ["A", "B"], "impair": {"B": {"corrupt": "0.1%", "duplicate": "0.5%"}}}}}"#,
     );
-    assert_eq!(t.subnets[0].impair.to_string(), "delay=20ms jitter=2ms seed=7");
+    assert_eq!(
+        t.subnets[0].impair.to_string(),
+        "delay=20ms jitter=2ms seed=7"
+    );
     assert!(t.subnets[1].impair.is_none());
     assert_eq!(t.hosts[0].impair.to_string(), "loss=1% rate=10mbit");
     assert!(t.hosts[1].impair.is_none());
