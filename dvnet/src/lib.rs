@@ -13,7 +13,8 @@
 //! iptables), [`host`] (the host's side of outbound access), [`frr`] (routing daemons).
 //! Below them: [`netns`] (named namespaces), [`netlink`] (typed rtnetlink), [`lock`].
 //!
-//! [`plugin`] serves it all to Docker as a network driver.
+//! [`plugin`] serves it all to Docker as a network driver; [`delay`] is the delay line that
+//! holds packets back (delay, jitter, rate) where the kernel has no netem.
 //!
 //! Around them: [`generate`] writes generated topologies, [`inspect`] reads a network back
 //! from the kernel, [`stats`] reads the counters, [`render`] draws tables, [`exec`] enters
@@ -21,6 +22,7 @@
 pub mod apply;
 pub mod cli;
 pub mod datapath;
+pub mod delay;
 pub mod exec;
 pub mod frr;
 pub mod generate;
@@ -36,6 +38,21 @@ pub mod runtime;
 pub mod state;
 pub mod stats;
 pub mod topology;
+
+/// The `dvnet` binary, to start dvnet's own helper processes (the delay line): this one, or
+/// `$DVNET_BIN` when this process is not `dvnet` (a test of the library).
+///
+/// # Errors
+/// When neither can be found.
+pub fn exe() -> std::io::Result<std::path::PathBuf> {
+    let me = std::env::current_exe()?;
+    if me.file_name().is_some_and(|n| n == "dvnet") {
+        return Ok(me);
+    }
+    std::env::var_os("DVNET_BIN")
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| std::io::Error::other("not running as `dvnet`, and no $DVNET_BIN"))
+}
 
 /// An error with its causes, one `caused by:` line each; a cause the line above already
 /// quotes is not repeated.

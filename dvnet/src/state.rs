@@ -120,6 +120,13 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// Which write of the record this is, as text (whether it is marked aside): what a
+    /// process that follows the record says it has read.
+    #[must_use]
+    pub fn version(&self) -> String {
+        format!("{}:{}", self.ino, self.mtime_ns)
+    }
+
     /// The stamp of network `id`'s record now, if it has one.
     #[must_use]
     pub fn of(id: &str) -> Option<Stamp> {

@@ -164,6 +164,14 @@ pub fn read(plan: &Plan) -> Result<Snapshot, StatsError> {
             )?,
         );
     }
+    // what the delay line dropped, its queue full
+    let mut queue_full: BTreeMap<u32, u64> = BTreeMap::new();
+    for l in crate::delay::status(&plan.id)
+        .map(|s| s.lines)
+        .unwrap_or_default()
+    {
+        *queue_full.entry(l.link).or_default() += l.queue_full;
+    }
     let links = plan
         .links
         .iter()
@@ -186,6 +194,12 @@ pub fn read(plan: &Plan) -> Result<Snapshot, StatsError> {
                 drops: DropReason::ALL
                     .iter()
                     .zip(own.drops)
+                    .map(|(r, n)| match r {
+                        DropReason::QueueFull => {
+                            (r, n + queue_full.get(&link.id).copied().unwrap_or(0))
+                        }
+                        _ => (r, n),
+                    })
                     .filter(|(_, n)| *n > 0)
                     .map(|(r, n)| (r.name(), n))
                     .collect(),

@@ -49,6 +49,8 @@ pub struct Ctx<'a> {
     /// The programs to attach: on node interfaces, on fabric ports.
     pub node_prog: BorrowedFd<'a>,
     pub fabric_prog: BorrowedFd<'a>,
+    /// The program on the near ends of delay lines.
+    pub delay_prog: BorrowedFd<'a>,
 }
 
 /// What was done, in numbers.
@@ -881,6 +883,10 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
         phases.end("programs");
     }
 
+    if delay_lines(ctx, &w, &built_set, &links_new, &fabric).await? {
+        phases.end("delay lines");
+    }
+
     // firewalls the datapath keeps outside its maps (the kernel's iptables): routers built,
     // and routers whose rules changed
     let changed: BTreeSet<&str> = ctx
@@ -910,6 +916,111 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
         phases.end("firewalls");
     }
     Ok(counts)
+}
+
+/// The delay lines of a plan, by far-end ifindex: (link position, into the node, line).
+fn lines_of(plan: &Plan) -> BTreeMap<u32, (usize, bool, &crate::plan::DelayLine)> {
+    let mut out = BTreeMap::new();
+    for (l, link) in plan.links.iter().enumerate() {
+        for (into, hook) in [(true, &link.into_node), (false, &link.from_node)] {
+            if let Some(d) = &hook.delay {
+                out.insert(d.far_ifindex, (l, into, d));
+            }
+        }
+    }
+    out
+}
+
+/// A delay line end's MAC (locally administered, from its index).
+fn delay_mac(ifindex: u32) -> [u8; 6] {
+    let b = ifindex.to_be_bytes();
+    [0x02, 0xd7, 0xde, b[1], b[2], b[3]]
+}
+
+/// Makes the veth pairs of the delay lines that start now (or whose link or node was made
+/// anew), removes those that stop: the far end in the fabric, the near end where the
+/// hooked interface is, its program attached. Returns whether there was anything to do.
+async fn delay_lines(
+    ctx: &Ctx<'_>,
+    w: &Work,
+    built: &BTreeSet<usize>,
+    links_new: &BTreeSet<usize>,
+    fabric: &Netlink,
+) -> Result<bool, ApplyError> {
+    let (old, new) = (ctx.old, ctx.new);
+    let (before, after) = (lines_of(old), lines_of(new));
+    let remade: BTreeSet<u32> = after
+        .iter()
+        .filter(|(_, (l, ..))| built.contains(&new.links[*l].node) || links_new.contains(l))
+        .map(|(far, _)| *far)
+        .collect();
+    let removed: BTreeSet<usize> = w.removed.iter().copied().collect();
+    let gone: Vec<u32> = before
+        .iter()
+        .filter(|(far, (l, ..))| {
+            !after.contains_key(far)
+                || remade.contains(far)
+                || removed.contains(&old.links[*l].node)
+                || w.links_gone.contains(l)
+        })
+        .map(|(far, _)| *far)
+        .collect();
+    let make: Vec<(usize, bool, &crate::plan::DelayLine)> = after
+        .iter()
+        .filter(|(far, _)| !before.contains_key(far) || remade.contains(far))
+        .map(|(_, line)| *line)
+        .collect();
+    if gone.is_empty() && make.is_empty() {
+        return Ok(false);
+    }
+    // a pair goes whole with either end (the near end may have gone with its node)
+    for far in gone {
+        debug!(far, "delay line removed");
+        fabric.delete_link_if_there(far).await?;
+    }
+    let mut nodes: HashMap<usize, (OwnedFd, Netlink)> = HashMap::new();
+    for (l, into, d) in make {
+        if ctx.mode == Mode::Rollback {
+            fabric.delete_link_if_there(d.far_ifindex).await?;
+        }
+        let node = new.links[l].node;
+        if into && !nodes.contains_key(&node) {
+            let ns = &new.nodes[node].netns;
+            let nl = Netlink::open_in(ns).map_err(|source| ApplyError::Io {
+                op: format!("opening netlink in {ns}"),
+                source,
+            })?;
+            nodes.insert(node, (netns::open(ns)?, nl));
+        }
+        let (netns, near_nl) = if into {
+            let (fd, nl) = &nodes[&node];
+            (Some(fd.as_fd()), nl)
+        } else {
+            (None, fabric)
+        };
+        debug!(near = %d.ifname, far = %d.far_ifname, "delay line");
+        let far = VethEnd {
+            name: &d.far_ifname,
+            ifindex: d.far_ifindex,
+            mac: delay_mac(d.far_ifindex),
+            netns: None,
+            master: None,
+        };
+        let near = VethEnd {
+            name: &d.ifname,
+            ifindex: d.ifindex,
+            mac: delay_mac(d.ifindex),
+            netns,
+            master: None,
+        };
+        fabric.add_veth(&far, &near).await?;
+        near_nl.set_up(d.ifindex).await?;
+        near_nl.add_clsact(d.ifindex).await?;
+        near_nl
+            .attach_ingress(d.ifindex, ctx.delay_prog, programs::DELAY_RETURN)
+            .await?;
+    }
+    Ok(true)
 }
 
 /// Whether namespace `ns` has an interface called `name` (rollback: kept as it is).

@@ -114,6 +114,8 @@ pub enum ApplyError {
     Attached(String),
     #[error("{0}")]
     Impair(String),
+    #[error(transparent)]
+    Delay(#[from] crate::delay::DelayError),
     #[error("{op}: {source}")]
     Io {
         op: String,
@@ -254,7 +256,6 @@ async fn up_locked(
     let started = Instant::now();
     let id = plan.id.clone();
     preflight::nothing_there(plan)?;
-    no_delay_lines_yet(plan)?;
     raise_fd_limit();
     // The datapath is checked before anything exists: its map entries, then the kernel's
     // verdict on the programs. Loading changes nothing on the host.
@@ -289,9 +290,10 @@ async fn up_locked(
     let empty = Plan::empty(&id);
     let changes = diff::diff(None, Some(plan));
     let built = async {
-        let (node_prog, fabric_prog) = (
+        let (node_prog, fabric_prog, delay_prog) = (
             loaded.program_fd(dvnet_common::programs::NODE_INGRESS),
             loaded.program_fd(dvnet_common::programs::FABRIC_INGRESS),
+            loaded.program_fd(dvnet_common::programs::DELAY_RETURN),
         );
         let ctx = converge::Ctx {
             old: &empty,
@@ -301,6 +303,7 @@ async fn up_locked(
             docker: docker.as_ref(),
             node_prog,
             fabric_prog,
+            delay_prog,
         };
         let counts = converge::converge(&ctx, &mut phases).await?;
         loaded.pin(&ebpf::pin_dir(&id))?;
@@ -324,6 +327,13 @@ async fn up_locked(
         Ok((counts, frr_routers)) => {
             record.status = Status::Up;
             if let Err(e) = record.save() {
+                let cleanup = teardown::network(&id).await.errors;
+                return Err(ApplyError::RolledBack {
+                    error: Box::new(e.into()),
+                    cleanup,
+                });
+            }
+            if let Err(e) = crate::delay::sync(&id, plan) {
                 let cleanup = teardown::network(&id).await.errors;
                 return Err(ApplyError::RolledBack {
                     error: Box::new(e.into()),
@@ -631,7 +641,6 @@ pub async fn apply_change(
             .collect::<Vec<_>>(),
     );
     new.mark_down(&downs);
-    no_delay_lines_yet(&new)?;
     phases.end("plan");
     let changes = diff::diff(Some(&old), Some(&new));
     let (old_entries, new_entries) = touched_entries(&old, &new, &changes)?;
@@ -743,6 +752,7 @@ pub async fn apply_change(
                 record.save()?;
             }
             phases.end("record");
+            crate::delay::sync(&new.id, &new)?;
             let applied = Applied {
                 report: Report {
                     network: new.id.clone(),
@@ -797,29 +807,15 @@ pub async fn apply_change(
             if let Err(e) = record.save() {
                 problems.push(e.to_string());
             }
+            if let Err(e) = crate::delay::sync(&record.plan.id, &record.plan) {
+                problems.push(e.to_string());
+            }
             Err(ApplyError::Restored {
                 error: Box::new(error),
                 problems,
             })
         }
     }
-}
-
-/// Delay, jitter and rate need dvnet's delay line, which is not built yet: refused before
-/// anything changes.
-fn no_delay_lines_yet(plan: &Plan) -> Result<(), ApplyError> {
-    if plan
-        .links
-        .iter()
-        .any(|l| l.into_node.delay.is_some() || l.from_node.delay.is_some())
-    {
-        return Err(ApplyError::Impair(
-            "delay, jitter and rate are not supported yet (loss, corrupt, duplicate and \
-             `dvnet link` are)"
-                .into(),
-        ));
-    }
-    Ok(())
 }
 
 /// The impairments of subnet `subnet` (`node` none) or of `node`'s link on it.
@@ -944,6 +940,7 @@ async fn edit(
         docker: e.docker,
         node_prog,
         fabric_prog,
+        delay_prog: e.pinned.delay_program(),
     };
     let counts = converge::converge(&ctx, phases).await?;
     if new.datapath == Datapath::Ebpf || !map_diff.is_empty() {

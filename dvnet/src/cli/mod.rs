@@ -44,6 +44,8 @@ pub enum CliError {
     Netns(#[from] crate::netns::NetnsError),
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
+    #[error(transparent)]
+    Delay(#[from] crate::delay::DelayError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -176,6 +178,10 @@ pub enum Command {
         #[arg(value_enum)]
         state: LinkState,
     },
+    /// (started by dvnet, in a network's fabric namespace) Hold packets back: delay,
+    /// jitter, rate.
+    #[command(hide = true)]
+    Delayline { network: String },
     /// Remove everything a network owns (idempotent; works after a crash too).
     Down {
         /// The network's name or id, or its topology file.
@@ -417,6 +423,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 async_runtime()?.block_on(apply::apply_change(&id, change, &apply::Silent))?;
             print_change(&applied, false)?;
         }
+        Command::Delayline { network } => crate::delay::run(&network)?,
         Command::Down { network } => {
             let id = network_id(&network)?;
             let report = async_runtime()?.block_on(apply::down(&id, &apply::Silent))?;
