@@ -12,10 +12,12 @@
 //! Packets keep their offloads: read and written with their `virtio_net_hdr`
 //! (`PACKET_VNET_HDR`), a TCP super-packet stays one, its checksum still to be done.
 //!
-//! `dvnet apply` and `up` start it (the first line), tell it to read the record again
-//! (SIGHUP) and stop it (the last line gone, or `down`: it runs in the fabric namespace, so
-//! it goes with the network's processes). It says what it holds in `delayline.json` in the
-//! network's record directory.
+//! `dvnet apply` and `up` say which lines it serves ([`configure`]: `delaylines.json` in
+//! the network's record directory, then SIGHUP; started with the first line, stopped with
+//! the last, and gone with `down`, since it runs in the fabric namespace). An edit tells it
+//! of a new line before the datapath sends packets into it, and lets go of a line only
+//! after the datapath has stopped: a line that goes sends what it holds at once, so no
+//! packet is lost on the way. It says what it holds in `delayline.json`.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -32,12 +34,14 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Plan;
-use crate::state::{self, State};
+use crate::state;
 
 /// Packets waiting on one line, at most (netem's default `limit`).
 pub const QUEUE_LIMIT: usize = 1000;
 /// The status file, in the network's record directory.
 const STATUS_FILE: &str = "delayline.json";
+/// What the delay line serves, written by dvnet, in the network's record directory.
+const CONFIG_FILE: &str = "delaylines.json";
 /// Its log.
 const LOG_FILE: &str = "delayline.log";
 /// `struct virtio_net_hdr`, before every frame.
@@ -73,7 +77,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DelayError {
 }
 
 /// One line: where packets of one direction of one link wait.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineConfig {
     pub link: u32,
     /// Packets into the node (else: from it).
@@ -115,8 +119,8 @@ pub fn lines_of(plan: &Plan) -> Vec<LineConfig> {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Status {
     pub pid: u32,
-    /// The version of the record it has read ([`state::Stamp::version`]).
-    pub version: String,
+    /// The version of the configuration it serves.
+    pub version: u64,
     pub lines: Vec<LineStatus>,
 }
 
@@ -156,43 +160,64 @@ fn is_ours(pid: u32, id: &str) -> bool {
     args.len() >= 3 && args[1] == b"delayline" && args[2] == id.as_bytes()
 }
 
-/// Makes the delay line of network `id` match `plan` (whose record is saved): started when
-/// its first line comes, told to read the record again, stopped when none is left. Returns
-/// once it has read the record.
+/// What dvnet asks of the delay line.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Config {
+    version: u64,
+    lines: Vec<LineConfig>,
+}
+
+fn config_path(id: &str) -> PathBuf {
+    state::dir(id).join(CONFIG_FILE)
+}
+
+fn read_config(id: &str) -> Option<Config> {
+    serde_json::from_slice(&std::fs::read(config_path(id)).ok()?).ok()
+}
+
+/// Has the delay line of network `id` (fabric namespace `fabric`) serve `lines`: started
+/// with the first, told of a change (SIGHUP), stopped with none left (it sends what it holds
+/// first). Returns once it serves them.
 ///
 /// # Errors
 /// When it cannot be started, or does not answer.
-pub fn sync(id: &str, plan: &Plan) -> Result<(), DelayError> {
-    let wanted = !lines_of(plan).is_empty();
+pub fn configure(id: &str, fabric: &str, lines: Vec<LineConfig>) -> Result<(), DelayError> {
     let running = status(id).map(|s| s.pid);
-    match (wanted, running) {
-        (false, None) => Ok(()),
-        (false, Some(pid)) => {
+    let current = read_config(id).unwrap_or_default();
+    if lines.is_empty() {
+        if let Some(pid) = running {
             let pid = i32::try_from(pid).unwrap_or(0);
             let _ = crate::netns::stop_processes(&[pid], Duration::from_secs(2));
-            let _ = std::fs::remove_file(status_path(id));
-            Ok(())
         }
-        (true, Some(pid)) => {
+        let _ = std::fs::remove_file(status_path(id));
+        let _ = std::fs::remove_file(config_path(id));
+        return Ok(());
+    }
+    if running.is_some() && current.lines == lines {
+        return Ok(());
+    }
+    let config = Config {
+        version: current.version + 1,
+        lines,
+    };
+    let path = config_path(id);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(&config).expect("a configuration serializes"),
+    )
+    .and_then(|()| std::fs::rename(&tmp, &path))
+    .map_err(io_err(format!("writing {}", path.display())))?;
+    match running {
+        Some(pid) => {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
             let _ = nix::sys::signal::kill(pid, Signal::SIGHUP);
-            wait_loaded(id)
         }
-        (true, None) => {
-            spawn(id, &plan.fabric_netns)?;
-            wait_loaded(id)
-        }
+        None => spawn(id, fabric)?,
     }
-}
-
-/// Waits until the delay line says it has read the record as it is now.
-fn wait_loaded(id: &str) -> Result<(), DelayError> {
     let deadline = Instant::now() + Duration::from_secs(5);
-    let want = state::Stamp::of(id).map(|s| s.version());
     loop {
-        if let Some(s) = status(id)
-            && Some(&s.version) == want.as_ref()
-        {
+        if status(id).is_some_and(|s| s.version == config.version) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -202,8 +227,22 @@ fn wait_loaded(id: &str) -> Result<(), DelayError> {
                 log: state::dir(id).join(LOG_FILE).display().to_string(),
             });
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// The lines of `old` and of `new` together (`new`'s settings where both have one): what
+/// an edit serves while the datapath moves from one to the other.
+#[must_use]
+pub fn lines_during(old: &Plan, new: &Plan) -> Vec<LineConfig> {
+    let mut lines: BTreeMap<(u32, bool), LineConfig> = lines_of(old)
+        .into_iter()
+        .map(|c| ((c.link, c.into), c))
+        .collect();
+    for c in lines_of(new) {
+        lines.insert((c.link, c.into), c);
+    }
+    lines.into_values().collect()
 }
 
 /// Starts `dvnet delayline ID` in the fabric namespace, in a session of its own.
@@ -377,6 +416,33 @@ impl Line {
         }
     }
 
+    /// Sends on at once everything it holds and everything waiting to be read (the line
+    /// goes).
+    fn drain(&mut self, buf: &mut [u8]) {
+        loop {
+            let before = self.held.len();
+            self.receive(now_ns(), buf);
+            self.release(u64::MAX);
+            if self.held.len() == before && self.held.is_empty() {
+                let Some(fd) = self.socket.as_ref().map(AsRawFd::as_raw_fd) else {
+                    return;
+                };
+                // SAFETY: a peek at the socket, no data taken.
+                let n = unsafe {
+                    libc::recv(
+                        fd,
+                        buf.as_mut_ptr().cast(),
+                        1,
+                        libc::MSG_DONTWAIT | libc::MSG_PEEK,
+                    )
+                };
+                if n <= 0 {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Sends on every packet whose time has come.
     fn release(&mut self, now: u64) {
         let Some(socket) = &self.socket else {
@@ -503,16 +569,27 @@ fn now_ns() -> u64 {
 /// The lines, by (link, into).
 type Lines = BTreeMap<(u32, bool), Line>;
 
-/// Reads the record: the lines it wants, kept where they are, made or dropped where not.
-fn reload(id: &str, lines: &mut Lines) -> Result<String, DelayError> {
-    let version = state::Stamp::of(id)
-        .map(|s| s.version())
-        .unwrap_or_default();
-    let record = State::load(id)?;
-    let wanted: BTreeMap<(u32, bool), LineConfig> = lines_of(&record.plan)
+/// Reads the configuration: lines kept (their queues too), made, or — gone — emptied at
+/// once (what they hold is sent on now) and closed. Returns its version.
+fn reload(id: &str, lines: &mut Lines) -> Result<u64, DelayError> {
+    let path = config_path(id);
+    let config: Config = std::fs::read(&path)
+        .map_err(io_err(format!("reading {}", path.display())))
+        .and_then(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| DelayError::Io {
+                what: format!("reading {}", path.display()),
+                source: io::Error::other(e),
+            })
+        })?;
+    let wanted: BTreeMap<(u32, bool), LineConfig> = config
+        .lines
         .into_iter()
         .map(|c| ((c.link, c.into), c))
         .collect();
+    let mut buf = vec![0u8; FRAME_MAX];
+    for (_, line) in lines.iter_mut().filter(|(k, _)| !wanted.contains_key(k)) {
+        line.drain(&mut buf);
+    }
     lines.retain(|k, _| wanted.contains_key(k));
     for (k, cfg) in wanted {
         match lines.get_mut(&k) {
@@ -530,13 +607,13 @@ fn reload(id: &str, lines: &mut Lines) -> Result<String, DelayError> {
             }
         }
     }
-    Ok(version)
+    Ok(config.version)
 }
 
-fn write_status(id: &str, version: &str, lines: &Lines) {
+fn write_status(id: &str, version: u64, lines: &Lines) {
     let status = Status {
         pid: std::process::id(),
-        version: version.to_owned(),
+        version,
         lines: lines.values().map(Line::status).collect(),
     };
     let path = status_path(id);
@@ -553,7 +630,7 @@ fn write_status(id: &str, version: &str, lines: &Lines) {
 /// `dvnet delayline ID`: serves the network's lines until SIGTERM (or the network is gone).
 ///
 /// # Errors
-/// When its record cannot be read at start, or the event loop cannot be set up.
+/// When its configuration cannot be read at start, or the event loop cannot be set up.
 pub fn run(id: &str) -> Result<(), DelayError> {
     state::check_id(id)?;
     let mut signals = SigSet::empty();
@@ -572,7 +649,7 @@ pub fn run(id: &str) -> Result<(), DelayError> {
     .map_err(|e| io_err("timerfd")(e.into()))?;
     let mut lines = Lines::new();
     let mut version = reload(id, &mut lines)?;
-    write_status(id, &version, &lines);
+    write_status(id, version, &lines);
     tracing::info!(network = id, lines = lines.len(), "delay line serving");
     let mut buf = vec![0u8; FRAME_MAX];
     let mut last_status = Instant::now();
@@ -629,13 +706,14 @@ pub fn run(id: &str) -> Result<(), DelayError> {
             };
             let now = now_ns();
             let mut reload_now = false;
+            let mut stop = false;
             for e in &events[..n] {
                 match e.data() {
                     0 => {
                         while let Ok(Some(info)) = signal_fd.read_signal() {
                             match Signal::try_from(info.ssi_signo.cast_signed()) {
                                 Ok(Signal::SIGHUP) => reload_now = true,
-                                _ => break 'serve,
+                                _ => stop = true,
                             }
                         }
                     }
@@ -658,26 +736,33 @@ pub fn run(id: &str) -> Result<(), DelayError> {
             for line in lines.values_mut() {
                 line.release(now);
             }
+            if stop {
+                break 'serve;
+            }
             if reload_now {
                 match reload(id, &mut lines) {
                     Ok(v) => version = v,
                     // the network is gone (down runs): nothing left to serve
                     Err(e) => {
-                        tracing::info!("the record cannot be read ({e}): stopping");
+                        tracing::info!("the configuration cannot be read ({e}): stopping");
                         break 'serve;
                     }
                 }
-                write_status(id, &version, &lines);
+                write_status(id, version, &lines);
                 continue 'serve;
             }
             if dirty && last_status.elapsed() >= Duration::from_millis(250) {
-                write_status(id, &version, &lines);
+                write_status(id, version, &lines);
                 last_status = Instant::now();
                 dirty = lines.values().any(|l| !l.held.is_empty());
             }
         }
     }
-    write_status(id, &version, &lines);
+    // what is held, or waits to be read, goes on now
+    for line in lines.values_mut() {
+        line.drain(&mut buf);
+    }
+    write_status(id, version, &lines);
     tracing::info!(network = id, "delay line stopped");
     Ok(())
 }

@@ -283,20 +283,28 @@ fn cutting_a_link_in_a_ring_reroutes_once_ospf_reconverges() {
         "first via R1: {:?}",
         hops(&net)
     );
-    // cut R0 — R1
-    let out = net.exec("R0", &["ip", "link", "set", "ethr0-t01", "down"]);
+    // cut R0 — R1 (`dvnet link`: R1's end goes down, R0's loses its carrier)
+    let out = net.host.dvnet(&["link", &net.id, "R1", "T01", "down"]);
     assert!(out.status.success(), "{}", text(&out));
+    let via_r4 = [
+        "10.0.0.1",
+        "172.16.0.18",
+        "172.16.0.13",
+        "172.16.0.9",
+        "10.0.2.2",
+    ];
     assert!(
-        eventually(30, || hops(&net)
-            == [
-                "10.0.0.1",
-                "172.16.0.18",
-                "172.16.0.13",
-                "172.16.0.9",
-                "10.0.2.2"
-            ]),
+        eventually(30, || hops(&net) == via_r4),
         "then via R4 and R3: {:?}",
         hops(&net)
     );
     assert!(net.ping("h0", "h2"));
+    // mended: the short way again
+    let out = net.host.dvnet(&["link", &net.id, "R1", "T01", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        eventually(30, || hops(&net) == via_r1),
+        "back via R1: {:?}",
+        hops(&net)
+    );
 }

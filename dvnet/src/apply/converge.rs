@@ -938,11 +938,12 @@ fn delay_mac(ifindex: u32) -> [u8; 6] {
 }
 
 /// Makes the veth pairs of the delay lines that start now (or whose link or node was made
-/// anew), removes those that stop: the far end in the fabric, the near end where the
-/// hooked interface is, its program attached. Returns whether there was anything to do.
+/// anew, removed first): the far end in the fabric, the near end where the hooked interface
+/// is, its program attached. (Lines that stop are removed by [`remove_delay_lines`], once
+/// the datapath no longer sends into them.) Returns whether there was anything to do.
 async fn delay_lines(
     ctx: &Ctx<'_>,
-    w: &Work,
+    _w: &Work,
     built: &BTreeSet<usize>,
     links_new: &BTreeSet<usize>,
     fabric: &Netlink,
@@ -954,29 +955,17 @@ async fn delay_lines(
         .filter(|(_, (l, ..))| built.contains(&new.links[*l].node) || links_new.contains(l))
         .map(|(far, _)| *far)
         .collect();
-    let removed: BTreeSet<usize> = w.removed.iter().copied().collect();
-    let gone: Vec<u32> = before
-        .iter()
-        .filter(|(far, (l, ..))| {
-            !after.contains_key(far)
-                || remade.contains(far)
-                || removed.contains(&old.links[*l].node)
-                || w.links_gone.contains(l)
-        })
-        .map(|(far, _)| *far)
-        .collect();
     let make: Vec<(usize, bool, &crate::plan::DelayLine)> = after
         .iter()
         .filter(|(far, _)| !before.contains_key(far) || remade.contains(far))
         .map(|(_, line)| *line)
         .collect();
-    if gone.is_empty() && make.is_empty() {
+    if make.is_empty() {
         return Ok(false);
     }
     // a pair goes whole with either end (the near end may have gone with its node)
-    for far in gone {
-        debug!(far, "delay line removed");
-        fabric.delete_link_if_there(far).await?;
+    for far in &remade {
+        fabric.delete_link_if_there(*far).await?;
     }
     let mut nodes: HashMap<usize, (OwnedFd, Netlink)> = HashMap::new();
     for (l, into, d) in make {
@@ -1019,6 +1008,31 @@ async fn delay_lines(
         near_nl
             .attach_ingress(d.ifindex, ctx.delay_prog, programs::DELAY_RETURN)
             .await?;
+    }
+    Ok(true)
+}
+
+/// Removes the veth pairs of the delay lines `old` has and `new` has not (the datapath no
+/// longer sends into them; the delay line has let go of them).
+///
+/// # Errors
+/// When the fabric's netlink cannot be opened or refuses.
+pub async fn remove_delay_lines(old: &Plan, new: &Plan) -> Result<bool, ApplyError> {
+    let after = lines_of(new);
+    let gone: Vec<u32> = lines_of(old)
+        .into_keys()
+        .filter(|far| !after.contains_key(far))
+        .collect();
+    if gone.is_empty() {
+        return Ok(false);
+    }
+    let fabric = Netlink::open_in(&new.fabric_netns).map_err(|source| ApplyError::Io {
+        op: format!("opening netlink in {}", new.fabric_netns),
+        source,
+    })?;
+    for far in gone {
+        debug!(far, "delay line removed");
+        fabric.delete_link_if_there(far).await?;
     }
     Ok(true)
 }

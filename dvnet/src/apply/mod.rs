@@ -306,6 +306,11 @@ async fn up_locked(
             delay_prog,
         };
         let counts = converge::converge(&ctx, &mut phases).await?;
+        let lines = crate::delay::lines_of(plan);
+        if !lines.is_empty() {
+            crate::delay::configure(&id, &plan.fabric_netns, lines)?;
+            phases.end("delay line");
+        }
         loaded.pin(&ebpf::pin_dir(&id))?;
         phases.end("datapath");
         let frr_routers = frr::start(plan, &frr_configs, docker.as_ref()).await?;
@@ -333,13 +338,7 @@ async fn up_locked(
                     cleanup,
                 });
             }
-            if let Err(e) = crate::delay::sync(&id, plan) {
-                let cleanup = teardown::network(&id).await.errors;
-                return Err(ApplyError::RolledBack {
-                    error: Box::new(e.into()),
-                    cleanup,
-                });
-            }
+
             Ok(Report {
                 network: id,
                 seconds: started.elapsed().as_secs_f64(),
@@ -752,7 +751,6 @@ pub async fn apply_change(
                 record.save()?;
             }
             phases.end("record");
-            crate::delay::sync(&new.id, &new)?;
             let applied = Applied {
                 report: Report {
                     network: new.id.clone(),
@@ -807,9 +805,7 @@ pub async fn apply_change(
             if let Err(e) = record.save() {
                 problems.push(e.to_string());
             }
-            if let Err(e) = crate::delay::sync(&record.plan.id, &record.plan) {
-                problems.push(e.to_string());
-            }
+
             Err(ApplyError::Restored {
                 error: Box::new(error),
                 problems,
@@ -943,9 +939,35 @@ async fn edit(
         delay_prog: e.pinned.delay_program(),
     };
     let counts = converge::converge(&ctx, phases).await?;
+    // the delay line serves the new lines before packets are sent into them...
+    let during = crate::delay::lines_during(old, new);
+    let lines = crate::delay::lines_of(new);
+    if during != lines || !lines.is_empty() {
+        crate::delay::configure(&new.id, &new.fabric_netns, during)?;
+    }
+    // (the near ends of lines that go keep their entries while packets still come back)
+    let returning: Vec<u32> = old
+        .links
+        .iter()
+        .flat_map(|l| [&l.into_node, &l.from_node])
+        .filter_map(|h| h.delay.as_ref().map(|d| d.ifindex))
+        .filter(|i| map_diff.ifaces.delete.contains(i))
+        .collect();
     if new.datapath == Datapath::Ebpf || !map_diff.is_empty() {
-        e.pinned.write(map_diff)?;
+        if returning.is_empty() {
+            e.pinned.write(map_diff)?;
+        } else {
+            let mut first = map_diff.clone();
+            first.ifaces.delete.retain(|i| !returning.contains(i));
+            e.pinned.write(&first)?;
+        }
         phases.end("map entries");
+    }
+    // ...and lets go of the old ones once none is
+    crate::delay::configure(&new.id, &new.fabric_netns, lines)?;
+    if converge::remove_delay_lines(old, new).await? {
+        e.pinned.delete_ifaces(&returning)?;
+        phases.end("delay lines");
     }
     let frr_routers = frr::start(new, e.frr, e.docker).await?;
     if frr_routers > 0 {

@@ -471,6 +471,22 @@ impl Pinned {
         Ok(info.max_entries())
     }
 
+    /// Removes the entries of interfaces `ifindexes` (gone since).
+    ///
+    /// # Errors
+    /// When the map cannot be opened.
+    pub fn delete_ifaces(&self, ifindexes: &[u32]) -> Result<(), BpfError> {
+        if ifindexes.is_empty() {
+            return Ok(());
+        }
+        let mut ifaces: HashMap<MapData, u32, IfaceInfo> =
+            HashMap::try_from(self.map(maps::IFACES)?).map_err(map_err(maps::IFACES))?;
+        for i in ifindexes {
+            let _ = ifaces.remove(i);
+        }
+        Ok(())
+    }
+
     /// Writes `diff` into the maps: deletions, then insertions; new counter slots zeroed
     /// first; flows of routers that are gone forgotten.
     ///

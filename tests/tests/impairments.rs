@@ -1,0 +1,572 @@
+//! Tier 3: links broken on purpose — loss, corruption, duplication, delay, jitter, rate, and
+//! links taken down — in the file and live (`dvnet impair`, `dvnet link`), measured the way a
+//! user would (iperf3, ping, traceroute), with bounds that cannot pass by accident, and
+//! counted in `dvnet stats`.
+//!
+//! The lab: A-1 — R-1 — (C) — R-2 — B-1; C joins the routers by a veth pair, A and B are
+//! single-host LANs (veth pairs too) unless a test adds hosts.
+//!
+//! The tests measure time and rate on a machine of two cores: they take turns (a lock), so
+//! that one's iperf3 does not stand in another's delay line.
+
+use std::process::{Child, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+use dvnet_tests::{TestNet, require_root, text};
+use serde_json::{Value, json};
+
+fn lab() -> Value {
+    json!({
+        "automatic_routing": true,
+        "subnets": {
+            "A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {}}},
+            "B": {"cidr": "10.0.1.0/24", "hosts": {"B-1": {}}},
+            "C": {"cidr": "10.0.2.0/24", "hosts": {}}
+        },
+        "routers": {
+            "R-1": {"subnets": ["A", "C"]},
+            "R-2": {"subnets": ["C", "B"]}
+        }
+    })
+}
+
+const B1: &str = "10.0.1.2";
+
+static TURN: Mutex<()> = Mutex::new(());
+
+/// This test's turn (a failed test's poison does not stop the others).
+fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `dvnet ARGS` in the network's fake host, which must succeed; its standard output.
+fn dvnet(net: &TestNet, args: &[&str]) -> String {
+    let out = net.host.dvnet(args);
+    assert!(out.status.success(), "dvnet {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn impair(net: &TestNet, args: &[&str]) -> String {
+    dvnet(net, &[&["impair", net.id.as_str()], args].concat())
+}
+
+fn stats(net: &TestNet) -> Value {
+    serde_json::from_str(&dvnet(net, &["stats", &net.id, "--json"])).expect("stats --json")
+}
+
+/// The counters of `node`'s link on `subnet`.
+fn link(stats: &Value, node: &str, subnet: &str) -> Value {
+    stats["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["node"] == node && l["subnet"] == subnet)
+        .unwrap_or_else(|| panic!("no link {node} on {subnet}: {stats}"))
+        .clone()
+}
+
+fn drops(link: &Value, reason: &str) -> u64 {
+    link["drops"][reason].as_u64().unwrap_or(0)
+}
+
+/// The round-trip times of `count` pings from `from` to `to`, `interval` s apart; lost ones
+/// missing.
+fn rtts(net: &TestNet, from: &str, to: &str, count: u32, interval: &str) -> Vec<f64> {
+    let out = net.exec(
+        from,
+        &[
+            "ping",
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "1",
+            to,
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// The sequence numbers of the pings answered, out of `count` (`-i 0.01`).
+fn answered(net: &TestNet, count: u32) -> Vec<u32> {
+    let out = net.exec(
+        "A-1",
+        &[
+            "ping",
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            B1,
+        ],
+    );
+    let mut seqs: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split("icmp_seq=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    seqs
+}
+
+/// An iperf3 server on `node`, one test, gone after `seconds` at most (stopped by its pid
+/// when dropped).
+struct Server(Child);
+
+impl Server {
+    fn start(net: &TestNet, node: &str, seconds: u32) -> Server {
+        let child = net
+            .host
+            .command(dvnet_tests::dvnet_bin())
+            .args(["exec", &net.id, node, "--", "timeout", &seconds.to_string()])
+            .args(["iperf3", "-s", "-1", "-p", "5201"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 server");
+        // listening before the client connects
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        Server(child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).expect("pid"));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+/// iperf3 from `client` to B-1 with `args`, its JSON report.
+fn iperf(net: &TestNet, client: &str, args: &[&str]) -> Value {
+    let _server = Server::start(net, "B-1", 30);
+    let out = net.exec(
+        client,
+        &[
+            &[
+                "timeout",
+                "25",
+                "iperf3",
+                "-J",
+                "-c",
+                B1,
+                "-p",
+                "5201",
+                "--connect-timeout",
+                "2000",
+            ],
+            args,
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "iperf3 {args:?}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("iperf3 -J")
+}
+
+#[test]
+fn loss_in_the_file_is_what_was_asked_in_each_direction_and_counted() {
+    if !require_root("loss_in_the_file_is_what_was_asked_in_each_direction_and_counted") {
+        return;
+    }
+    let _turn = turn();
+    let mut topo = lab();
+    topo["subnets"]["C"]["impair"] = json!({"loss": "10%"});
+    let net = TestNet::new("loss", topo);
+    net.up(&[]);
+    // 20,000 datagrams each way (5 Mbit/s of 100-byte datagrams: ~3 s each)
+    let udp = ["-u", "-b", "5M", "-l", "100", "-k", "20000"];
+    let forward = iperf(&net, "A-1", &udp);
+    let reverse = iperf(&net, "A-1", &[&udp[..], &["-R"]].concat());
+    for (way, report) in [("A-1 → B-1", &forward), ("B-1 → A-1", &reverse)] {
+        let sum = &report["end"]["sum"];
+        let (lost, total) = (
+            sum["lost_packets"].as_f64().unwrap(),
+            sum["packets"].as_f64().unwrap(),
+        );
+        assert!(total >= 19_000.0, "{way}: {total} datagrams counted");
+        let percent = 100.0 * lost / total;
+        // the standard deviation of 20,000 draws at 10 % is 0.21 points: 1.5 is 7 of them
+        assert!(
+            (8.5..=11.5).contains(&percent),
+            "{way}: {percent:.2} % lost, 10 % asked"
+        );
+    }
+    // counted where each direction arrives: received, and lost there
+    let s = stats(&net);
+    for node in ["R-1", "R-2"] {
+        let l = link(&s, node, "C");
+        let (rx, lost) = (
+            l["rx"]["packets"].as_f64().unwrap(),
+            l["drops"]["impair-loss"].as_f64().unwrap_or(0.0),
+        );
+        assert!(rx >= 20_000.0, "{node}: {l}");
+        let percent = 100.0 * lost / rx;
+        assert!(
+            (8.5..=11.5).contains(&percent),
+            "{node} on C: {lost} of {rx} counted as impair-loss ({percent:.2} %)"
+        );
+    }
+    // the file says so, and inspect
+    let inspect = dvnet(&net, &["inspect", &net.id]);
+    assert!(
+        inspect.contains("R-2 receives on C") && inspect.contains("loss=10%"),
+        "{inspect}"
+    );
+}
+
+#[test]
+fn the_same_seed_loses_the_same_packets_and_every_loss_is_counted() {
+    if !require_root("the_same_seed_loses_the_same_packets_and_every_loss_is_counted") {
+        return;
+    }
+    let _turn = turn();
+    let net = TestNet::new("seed", lab());
+    net.up(&[]);
+    // neighbours known first: only the pings cross the impaired link
+    assert!(net.ping("A-1", B1));
+    // B is a veth pair: requests are lost arriving at B-1, replies arriving at R-2
+    let lost_on_b = |net: &TestNet| {
+        let s = stats(net);
+        drops(&link(&s, "B-1", "B"), "impair-loss") + drops(&link(&s, "R-2", "B"), "impair-loss")
+    };
+    let before = lost_on_b(&net);
+    impair(&net, &["B", "--node", "B-1", "loss=30%", "seed=42"]);
+    let first = answered(&net, 200);
+    let lost = lost_on_b(&net) - before;
+    // each lost round trip lost its request or its reply
+    assert_eq!(lost, 200 - first.len() as u64, "every loss counted");
+    // 1 − 0.7² = 51 % of round trips (σ ≈ 7 of 200): 4.5 σ either way
+    assert!((70..=135).contains(&lost), "{lost} of 200 round trips lost");
+    // set again: the draws start again from the seed
+    impair(&net, &["B", "--node", "B-1", "clear"]);
+    impair(&net, &["B", "--node", "B-1", "loss=30%", "seed=42"]);
+    let second = answered(&net, 200);
+    assert_eq!(first, second, "the same seed, the same pings lost");
+    // another seed, another pattern
+    impair(&net, &["B", "--node", "B-1", "clear"]);
+    impair(&net, &["B", "--node", "B-1", "loss=30%", "seed=43"]);
+    assert_ne!(answered(&net, 200), first);
+}
+
+#[test]
+fn duplication_and_corruption_are_done_and_counted() {
+    if !require_root("duplication_and_corruption_are_done_and_counted") {
+        return;
+    }
+    let _turn = turn();
+    let net = TestNet::new("dupcor", lab());
+    net.up(&[]);
+    assert!(net.ping("A-1", B1));
+    impair(&net, &["C", "duplicate=50%", "seed=1"]);
+    let out = net.exec(
+        "A-1",
+        &["ping", "-n", "-c", "100", "-i", "0.01", "-W", "1", B1],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    let dups: u64 = said
+        .split(", +")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let s = stats(&net);
+    let counted: u64 = ["R-1", "R-2"]
+        .iter()
+        .map(|n| {
+            link(&s, n, "C")["impaired"]["duplicated"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    // requests doubled on the way there, then each copy's reply on the way back: ping sees
+    // at least the copies made
+    assert!(
+        counted >= 50,
+        "about 75 % of round trips get a copy: {counted}\n{said}"
+    );
+    assert!(
+        dups >= counted / 2,
+        "ping saw {dups} duplicates of {counted} copies: {said}"
+    );
+    impair(&net, &["C", "clear"]);
+    // corrupted: one bit past the IP header; ICMP's checksum catches it, so the pings die
+    impair(&net, &["C", "corrupt=100%"]);
+    assert!(
+        rtts(&net, "A-1", B1, 5, "0.1").is_empty(),
+        "every ping corrupted"
+    );
+    let corrupted: u64 = ["R-2"]
+        .iter()
+        .map(|n| {
+            link(&stats(&net), n, "C")["impaired"]["corrupted"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(corrupted >= 5, "counted: {corrupted}");
+    impair(&net, &["C", "clear"]);
+    assert!(net.ping("A-1", B1));
+}
+
+#[test]
+fn delay_adds_its_time_and_jitter_spreads_it_within_bounds() {
+    if !require_root("delay_adds_its_time_and_jitter_spreads_it_within_bounds") {
+        return;
+    }
+    let _turn = turn();
+    let net = TestNet::new("delay", lab());
+    net.up(&[]);
+    let base = rtts(&net, "A-1", B1, 5, "0.05");
+    assert_eq!(base.len(), 5);
+    let said = impair(&net, &["C", "delay=20ms"]);
+    assert!(said.contains("delay=20ms"), "{said}");
+    // each way once: 40 ms more
+    let t = rtts(&net, "A-1", B1, 30, "0.05");
+    assert_eq!(t.len(), 30, "none lost");
+    for rtt in &t {
+        assert!(
+            (39.5..=42.0).contains(rtt),
+            "RTT {rtt} ms, 40 ± 2 asked: {t:?}"
+        );
+    }
+    let inspect = dvnet(&net, &["inspect", &net.id]);
+    assert!(
+        inspect.contains("delay line"),
+        "the mechanism is said: {inspect}"
+    );
+    // ± 5 ms each way: spread, and bounded
+    impair(&net, &["C", "jitter=5ms"]);
+    let t = rtts(&net, "A-1", B1, 60, "0.02");
+    assert_eq!(t.len(), 60, "none lost");
+    let (min, max) = t
+        .iter()
+        .fold((f64::MAX, 0.0_f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    assert!(
+        min >= 29.5 && max <= 51.0,
+        "within 40 ± 10 (+ slack): {t:?}"
+    );
+    assert!(max - min >= 6.0, "the spread shows: {t:?}");
+    // cleared: back to what it was, and the delay line gone
+    impair(&net, &["C", "clear"]);
+    let t = rtts(&net, "A-1", B1, 5, "0.05");
+    assert!(t.iter().all(|&x| x < 5.0), "{t:?}");
+    assert!(
+        !std::path::Path::new(&format!("/run/dvnet/{}/delayline.json", net.id)).exists(),
+        "no delay line runs without a line to serve"
+    );
+}
+
+#[test]
+fn rate_shapes_a_tcp_flow_to_the_rate() {
+    if !require_root("rate_shapes_a_tcp_flow_to_the_rate") {
+        return;
+    }
+    let _turn = turn();
+    let net = TestNet::new("rate", lab());
+    net.up(&[]);
+    impair(&net, &["C", "rate=10mbit"]);
+    let report = iperf(&net, "A-1", &["-t", "5"]);
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    // TCP's payload of each 1,514-byte frame: 1,448 bytes
+    let expected = 10e6 * 1448.0 / 1514.0;
+    assert!(
+        (bps / expected - 1.0).abs() <= 0.05,
+        "{:.2} Mbit/s received, {:.2} expected (10mbit)",
+        bps / 1e6,
+        expected / 1e6
+    );
+}
+
+#[test]
+fn a_link_taken_down_carries_nothing_until_it_is_up_again() {
+    if !require_root("a_link_taken_down_carries_nothing_until_it_is_up_again") {
+        return;
+    }
+    let _turn = turn();
+    for datapath in ["ebpf", "kernel"] {
+        let net = TestNet::new(&format!("down-{datapath}"), lab());
+        net.up(&["--datapath", datapath]);
+        assert!(net.ping("A-1", B1));
+        let said = dvnet(&net, &["link", &net.id, "R-2", "C", "down"]);
+        assert!(said.contains("~ link R-2 on C: up -> down"), "{said}");
+        assert!(
+            rtts(&net, "A-1", B1, 3, "0.2").is_empty(),
+            "{datapath}: nothing crosses"
+        );
+        let out = net.exec("R-2", &["ip", "-br", "link", "show", "ethr-2-c"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("DOWN"),
+            "a real link failure: {}",
+            text(&out)
+        );
+        if datapath == "ebpf" {
+            // R-1 routes onto the dead link: each of the three pings counted there
+            assert_eq!(drops(&link(&stats(&net), "R-1", "C"), "link-down"), 3);
+        }
+        assert!(dvnet(&net, &["inspect", &net.id]).contains("links taken down: R-2 on C"));
+        dvnet(&net, &["link", &net.id, "R-2", "C", "up"]);
+        assert_eq!(
+            rtts(&net, "A-1", B1, 3, "0.2").len(),
+            3,
+            "{datapath}: it crosses again"
+        );
+        assert!(net.down().status.success());
+        assert_eq!(net.leftovers(), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn impairments_change_live_while_a_flow_runs() {
+    if !require_root("impairments_change_live_while_a_flow_runs") {
+        return;
+    }
+    let _turn = turn();
+    let net = TestNet::new("live", lab());
+    net.up(&[]);
+    assert!(net.ping("A-1", B1));
+    // 300 pings over 3 s; a delay comes at 1 s and goes at 2 s
+    let ping = net
+        .host
+        .command(dvnet_tests::dvnet_bin())
+        .args([
+            "exec", &net.id, "A-1", "--", "ping", "-n", "-c", "300", "-i", "0.01", B1,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    impair(&net, &["C", "delay=10ms"]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    impair(&net, &["C", "clear"]);
+    let out = ping.wait_with_output().expect("ping");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let t: Vec<f64> = said
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(
+        said.contains(" 0% packet loss"),
+        "nothing lost on the way: {said}"
+    );
+    assert!(
+        t.iter().any(|&x| x >= 19.5),
+        "delayed while it was set: {said}"
+    );
+    assert!(
+        t.iter().rev().take(20).all(|&x| x < 5.0),
+        "not after: {said}"
+    );
+}
+
+#[test]
+fn apply_of_a_file_changes_only_its_impairments_and_puts_them_back() {
+    if !require_root("apply_of_a_file_changes_only_its_impairments_and_puts_them_back") {
+        return;
+    }
+    let _turn = turn();
+    let net = TestNet::new("apply", lab());
+    net.up(&[]);
+    let mut edited: Value =
+        serde_json::from_str(&std::fs::read_to_string(&net.file).unwrap()).unwrap();
+    edited["subnets"]["C"]["impair"] = json!({"delay": "15ms"});
+    edited["subnets"]["B"]["hosts"]["B-1"] = json!({"impair": {"loss": "1%"}});
+    std::fs::write(&net.file, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
+    let file = net.file.to_str().unwrap();
+    let diff = dvnet(&net, &["diff", file]);
+    let lines: Vec<&str> = diff.lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            "~ subnet C: impairments none -> delay=15ms",
+            "~ link B-1 on B: impairments none -> loss=1%"
+        ],
+        "{diff}"
+    );
+    assert!(
+        lines[2..]
+            .iter()
+            .all(|l| l.starts_with("~ eBPF map entries")),
+        "nothing else: {diff}"
+    );
+    let applied: Value = serde_json::from_str(&dvnet(&net, &["apply", file, "--json"])).unwrap();
+    let report = &applied["report"];
+    assert_eq!(report["nodes_built"], 0, "{applied}");
+    assert_eq!(report["links_created"], 0, "{applied}");
+    let t = rtts(&net, "A-1", B1, 5, "0.05");
+    assert!(t.iter().all(|&x| (29.5..=32.0).contains(&x)), "{t:?}");
+    // live over the file's, until the file is applied again
+    impair(&net, &["C", "delay=5ms"]);
+    let t = rtts(&net, "A-1", B1, 5, "0.05");
+    assert!(t.iter().all(|&x| (9.5..=12.0).contains(&x)), "{t:?}");
+    let said = dvnet(&net, &["apply", file]);
+    assert!(
+        said.contains("~ subnet C: impairments delay=5ms -> delay=15ms"),
+        "{said}"
+    );
+    // down stops the delay line with the rest
+    let pid: u32 = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(format!("/run/dvnet/{}/delayline.json", net.id)).unwrap(),
+    )
+    .unwrap()["pid"]
+        .as_u64()
+        .unwrap()
+        .try_into()
+        .unwrap();
+    assert!(net.down().status.success());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| s.contains("State:\tZ")),
+        "the delay line is gone"
+    );
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn bad_impairments_are_refused_and_change_nothing() {
+    if !require_root("bad_impairments_are_refused_and_change_nothing") {
+        return;
+    }
+    let _turn = turn();
+    let net = TestNet::new("badimp", lab());
+    net.up(&[]);
+    for (args, says) in [
+        (vec!["C", "loss=5"], "expected a percentage such as 1%"),
+        (vec!["C", "latency=5ms"], "unknown impairment \"latency\""),
+        (vec!["C", "jitter=5ms"], "jitter needs a delay"),
+        (vec!["Q", "loss=1%"], "no subnet \"Q\""),
+        (
+            vec!["C", "--node", "A-1", "loss=1%"],
+            "\"A-1\" is not on subnet C (its members: R-1, R-2)",
+        ),
+    ] {
+        let out = net
+            .host
+            .dvnet(&[&["impair", net.id.as_str()], &args[..]].concat());
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let out = net.host.dvnet(&["link", &net.id, "A-1", "C", "down"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not on subnet C"));
+    assert!(
+        !dvnet(&net, &["inspect", &net.id]).contains("impairments in force"),
+        "nothing changed"
+    );
+}
