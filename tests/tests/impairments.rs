@@ -72,6 +72,12 @@ fn drops(link: &Value, reason: &str) -> u64 {
 
 /// The round-trip times of `count` pings from `from` to `to`, `interval` s apart; lost ones
 /// missing.
+fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
 fn rtts(net: &TestNet, from: &str, to: &str, count: u32, interval: &str) -> Vec<f64> {
     let out = net.exec(
         from,
@@ -331,32 +337,37 @@ fn delay_adds_its_time_and_jitter_spreads_it_within_bounds() {
     assert_eq!(base.len(), 5);
     let said = impair(&net, &["C", "delay=20ms"]);
     assert!(said.contains("delay=20ms"), "{said}");
-    // each way once: 40 ms more
+    // each way once: 40 ms more. No packet can come back sooner than the delay; scheduling
+    // on a loaded 2-core machine may add a few ms to a rare one, so the ± 2 ms holds for the
+    // median and for at least 27 of 30 (the kernel's own RTT here is ~0.1 ms: 5 % of the
+    // bound, and a delay line that missed its due time by 2 ms on every packet fails).
     let t = rtts(&net, "A-1", B1, 30, "0.05");
     assert_eq!(t.len(), 30, "none lost");
-    for rtt in &t {
-        assert!(
-            (39.5..=42.0).contains(rtt),
-            "RTT {rtt} ms, 40 ± 2 asked: {t:?}"
-        );
-    }
+    assert!(t.iter().all(|&x| x >= 39.5), "none sooner than 40 ms: {t:?}");
+    let within = t.iter().filter(|&&x| (38.0..=42.0).contains(&x)).count();
+    assert!(within >= 27, "{within} of 30 within 40 ± 2: {t:?}");
+    let m = median(&t);
+    assert!((38.0..=42.0).contains(&m), "median {m} ms, 40 ± 2 asked: {t:?}");
     let inspect = dvnet(&net, &["inspect", &net.id]);
     assert!(
         inspect.contains("delay line"),
         "the mechanism is said: {inspect}"
     );
-    // ± 5 ms each way: spread, and bounded
+    // ± 5 ms each way: RTT within 40 ± 10, spread, and bounded (a rare sample may come late
+    // by scheduling, never early)
     impair(&net, &["C", "jitter=5ms"]);
     let t = rtts(&net, "A-1", B1, 60, "0.02");
     assert_eq!(t.len(), 60, "none lost");
-    let (min, max) = t
-        .iter()
-        .fold((f64::MAX, 0.0_f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    assert!(
-        min >= 29.5 && max <= 51.0,
-        "within 40 ± 10 (+ slack): {t:?}"
-    );
-    assert!(max - min >= 6.0, "the spread shows: {t:?}");
+    assert!(t.iter().all(|&x| x >= 29.5), "none sooner than 40 - 10: {t:?}");
+    let late = t.iter().filter(|&&x| x > 50.5).count();
+    assert!(late <= 3, "{late} of 60 beyond 40 + 10: {t:?}");
+    let mut sorted = t.clone();
+    sorted.sort_by(f64::total_cmp);
+    // the middle half alone spans more than a no-jitter run could (± 2 ms at most)
+    let iqr = sorted[45] - sorted[15];
+    assert!(iqr >= 3.0, "the spread shows: interquartile {iqr:.1} ms in {t:?}");
+    let m = median(&t);
+    assert!((37.0..=43.0).contains(&m), "median {m} ms around 40: {t:?}");
     // cleared: back to what it was, and the delay line gone
     impair(&net, &["C", "clear"]);
     let t = rtts(&net, "A-1", B1, 5, "0.05");
