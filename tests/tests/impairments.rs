@@ -343,11 +343,17 @@ fn delay_adds_its_time_and_jitter_spreads_it_within_bounds() {
     // bound, and a delay line that missed its due time by 2 ms on every packet fails).
     let t = rtts(&net, "A-1", B1, 30, "0.05");
     assert_eq!(t.len(), 30, "none lost");
-    assert!(t.iter().all(|&x| x >= 39.5), "none sooner than 40 ms: {t:?}");
+    assert!(
+        t.iter().all(|&x| x >= 39.5),
+        "none sooner than 40 ms: {t:?}"
+    );
     let within = t.iter().filter(|&&x| (38.0..=42.0).contains(&x)).count();
     assert!(within >= 27, "{within} of 30 within 40 ± 2: {t:?}");
     let m = median(&t);
-    assert!((38.0..=42.0).contains(&m), "median {m} ms, 40 ± 2 asked: {t:?}");
+    assert!(
+        (38.0..=42.0).contains(&m),
+        "median {m} ms, 40 ± 2 asked: {t:?}"
+    );
     let inspect = dvnet(&net, &["inspect", &net.id]);
     assert!(
         inspect.contains("delay line"),
@@ -358,14 +364,20 @@ fn delay_adds_its_time_and_jitter_spreads_it_within_bounds() {
     impair(&net, &["C", "jitter=5ms"]);
     let t = rtts(&net, "A-1", B1, 60, "0.02");
     assert_eq!(t.len(), 60, "none lost");
-    assert!(t.iter().all(|&x| x >= 29.5), "none sooner than 40 - 10: {t:?}");
+    assert!(
+        t.iter().all(|&x| x >= 29.5),
+        "none sooner than 40 - 10: {t:?}"
+    );
     let late = t.iter().filter(|&&x| x > 50.5).count();
     assert!(late <= 3, "{late} of 60 beyond 40 + 10: {t:?}");
     let mut sorted = t.clone();
     sorted.sort_by(f64::total_cmp);
     // the middle half alone spans more than a no-jitter run could (± 2 ms at most)
     let iqr = sorted[45] - sorted[15];
-    assert!(iqr >= 3.0, "the spread shows: interquartile {iqr:.1} ms in {t:?}");
+    assert!(
+        iqr >= 3.0,
+        "the spread shows: interquartile {iqr:.1} ms in {t:?}"
+    );
     let m = median(&t);
     assert!((37.0..=43.0).contains(&m), "median {m} ms around 40: {t:?}");
     // cleared: back to what it was, and the delay line gone
