@@ -318,7 +318,7 @@ pub fn impairments(plan: &Plan) -> String {
                 by.push("eBPF");
             }
             if hook.delay.is_some() {
-                by.push("dvnet's delay line (no netem in this kernel)");
+                by.push("dvnet's delay line");
             }
             t.add_row([what, i.to_string(), by.join(" + ")]);
             rows += 1;

@@ -452,6 +452,37 @@ fn a_link_taken_down_carries_nothing_until_it_is_up_again() {
 }
 
 #[test]
+fn loss_and_delay_work_on_the_kernel_datapath_too() {
+    if !require_root("loss_and_delay_work_on_the_kernel_datapath_too") {
+        return;
+    }
+    let _turn = turn();
+    let net = TestNet::new("kernel", lab());
+    net.up(&["--datapath", "kernel"]);
+    assert!(net.ping("A-1", B1));
+    // routers forward with the kernel; the impairment hooks are dvnet's interface programs
+    impair(&net, &["C", "--node", "R-2", "loss=100%"]);
+    assert!(
+        rtts(&net, "A-1", B1, 5, "0.05").is_empty(),
+        "everything lost"
+    );
+    assert_eq!(
+        drops(&link(&stats(&net), "R-2", "C"), "impair-loss"),
+        5,
+        "each request lost where R-2 receives on C, counted"
+    );
+    impair(&net, &["C", "--node", "R-2", "clear"]);
+    impair(&net, &["C", "delay=20ms"]);
+    let t = rtts(&net, "A-1", B1, 10, "0.05");
+    assert_eq!(t.len(), 10, "none lost");
+    assert!(t.iter().all(|&x| x >= 39.5), "40 ms more: {t:?}");
+    let m = median(&t);
+    assert!((38.0..=42.0).contains(&m), "median {m} ms, 40 ± 2: {t:?}");
+    assert!(net.down().status.success());
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
+
+#[test]
 fn impairments_change_live_while_a_flow_runs() {
     if !require_root("impairments_change_live_while_a_flow_runs") {
         return;

@@ -461,7 +461,7 @@ fn dvnet_counters(scratch: &Scratch, id: &str) -> anyhow::Result<(u64, u64)> {
     Ok((rx, inserts))
 }
 
-fn link_rx(ns: &str, dev: &str) -> anyhow::Result<u64> {
+pub(super) fn link_rx(ns: &str, dev: &str) -> anyhow::Result<u64> {
     let out = Command::new("ip")
         .args(["-n", ns, "-s", "-j", "link", "show", dev])
         .output()?;
@@ -853,7 +853,7 @@ impl Bench<'_> {
 }
 
 /// The average of `rtt min/avg/max/mdev = 0.031/0.045/0.101/0.009 ms`, in ms.
-fn parse_rtt_avg(text: &str) -> Option<f64> {
+pub(super) fn parse_rtt_avg(text: &str) -> Option<f64> {
     let line = text
         .lines()
         .find(|l| l.starts_with("rtt ") || l.starts_with("round-trip"))?;
@@ -862,7 +862,7 @@ fn parse_rtt_avg(text: &str) -> Option<f64> {
 }
 
 /// `ping -c 1` until one answers (three tries).
-fn ping(ns: &str, dst: Ipv4Addr) -> anyhow::Result<()> {
+pub(super) fn ping(ns: &str, dst: Ipv4Addr) -> anyhow::Result<()> {
     let mut last = None;
     for _ in 0..3 {
         let out = in_ns(ns, "ping")
@@ -877,7 +877,7 @@ fn ping(ns: &str, dst: Ipv4Addr) -> anyhow::Result<()> {
 }
 
 /// An iperf3 server in `ns` for one test (`-1`), stopped when dropped.
-fn iperf3_server(ns: &str) -> anyhow::Result<Background> {
+pub(super) fn iperf3_server(ns: &str) -> anyhow::Result<Background> {
     Background::spawn(
         "iperf3 -s",
         in_ns(ns, "iperf3")
@@ -888,7 +888,7 @@ fn iperf3_server(ns: &str) -> anyhow::Result<Background> {
 }
 
 /// Runs an iperf3 client (`-J`) in `ns`, retrying while the server is still starting.
-fn iperf3_client(ns: &str, args: &[&str]) -> anyhow::Result<Value> {
+pub(super) fn iperf3_client(ns: &str, args: &[&str]) -> anyhow::Result<Value> {
     let start = Instant::now();
     loop {
         let out = in_ns(ns, "iperf3")

@@ -7,6 +7,8 @@
 //! - [`driver`]: the Docker network driver vs `dvnet up`, and joins vs `--network none`.
 //! - [`plan`]: parsing, validation and planning of a large topology, in-process.
 //! - [`apply`]: an edit of a running network (one host added) beside its `up`.
+//! - [`impair`]: what impairments cost: clean links beside impaired ones, the packet rate of
+//!   a delayed link, one `dvnet impair` call.
 //! - [`suite`]: all of the above in one run, with JSON, SVG plots and the README summary.
 //!
 //! All of them run from a release build: a debug xtask re-executes itself with
@@ -23,6 +25,7 @@ mod deploy;
 mod driver;
 mod harness;
 mod idle;
+mod impair;
 mod plan;
 mod plots;
 mod stats;
@@ -56,6 +59,9 @@ enum Command {
     Plan(plan::Args),
     /// `dvnet apply` of one added host beside `dvnet up` of the whole network (needs root).
     Apply(apply::Args),
+    /// Impairments: a clean link's throughput with others impaired, the packet rate of a
+    /// delayed link, the cost of one `dvnet impair` (needs root).
+    Impair(impair::Args),
     /// (helper, run inside a benchmark's namespace) Send small UDP packets over many flows.
     #[command(hide = true)]
     Udpgen(udpgen::GenArgs),
@@ -86,6 +92,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         Command::Deploy(a) => deploy::run(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Apply(a) => apply::run(&a),
+        Command::Impair(a) => impair::run(&a),
         Command::Udpgen(_) | Command::Udpsink(_) => unreachable!("handled above"),
     }
 }
