@@ -332,7 +332,8 @@ fn one_run(net: &Net<'_>, wait: &mut Waiter, report: &mut Report) -> anyhow::Res
     let clean = net.tcp(wait)?;
     sample("tcp_clean", clean, "Gbit/s");
     net.apply(&net.impaired)?;
-    net.in_force(net.h1_ip, 20.0, "delay=10ms on x1")?;
+    // 10 ms each way, ± 1 ms of jitter each way
+    net.in_force(net.h1_ip, 17.5, "delay=10ms on x1")?;
     let rtt_b = net.rtt(net.b_ip)?;
     if rtt_b > 5.0 {
         bail!("b's link is not impaired, yet its RTT is {rtt_b:.2} ms");
