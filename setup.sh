@@ -28,11 +28,14 @@ say() { printf 'setup: %s\n' "$*"; }
 # --- Debian packages --------------------------------------------------------------------
 # llvm-22-dev: bpf-linker links against LLVM 22 (same major as the pinned rustc).
 # The rest: what nodes, tests and benchmarks run (ip, ping, traceroute, iperf3, tcpdump,
+# tshark to read what `dvnet capture` writes, graphviz (`dot`) and chromium (headless) to check
+# what `dvnet graph` draws and the page `dvnet ui` serves,
 # iptables for the kernel datapath, nsenter from util-linux, frr for routers' routing
 # daemons). With --docker: Docker, unless a dockerd is already installed (docker-ce, say),
 # and debootstrap, which builds the node images offline.
 packages=(llvm-22-dev libzstd-dev build-essential pkg-config iproute2 iputils-ping traceroute iperf3
-          tcpdump iptables nftables procps util-linux psmisc ethtool bpftool frr)
+          tcpdump tshark graphviz chromium iptables nftables procps util-linux psmisc ethtool bpftool
+          frr)
 if [ "$with_docker" = 1 ]; then
   command -v dockerd >/dev/null || packages+=(docker.io)
   packages+=(debootstrap)

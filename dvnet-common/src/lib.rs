@@ -232,6 +232,64 @@ pub const MARK_DUPLICATE: u32 = 0xd71e_0001;
 /// `skb->mark` of a packet back from the delay line: counted and impaired when it arrived.
 pub const MARK_DELAYED: u32 = 0xd71e_0002;
 
+/// Capture (`dvnet capture`): at most this many captures of one network at once; each has
+/// its own slot in the taps' `sessions` bits and its own range of `DV_CAPTURE`'s entries.
+pub const CAPTURE_SESSIONS: u32 = 4;
+/// The most bytes of a packet a capture takes (a TCP super-packet is cut there).
+pub const CAPTURE_SNAPLEN: u32 = 65_535;
+
+/// Value of `DV_TAPS`, keyed by the ifindex of an interface whose ingress is captured.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tap {
+    /// Bit `s`: capture session `s` wants what this interface sees.
+    pub sessions: u32,
+    /// Entries of `DV_CAPTURE` per session (the possible CPUs): session `s` reads entries
+    /// `s * cpus ..`, one per CPU.
+    pub cpus: u32,
+    /// Bit `s`: session `s` wants only the packets dropped here (`verdict::DROPPED`).
+    pub drops_only: u32,
+}
+
+/// What the datapath did with a captured packet (`CaptureMeta::verdict`).
+pub mod verdict {
+    /// Handed to the node it arrived at (a host, or a router's own stack: ARP, routing
+    /// protocols, packets for its addresses, the kernel datapath).
+    pub const DELIVERED: u8 = 0;
+    /// Forwarded by an eBPF router: `egress`, `nexthop`.
+    pub const FORWARDED: u8 = 1;
+    /// Dropped: `reason` (a `DropReason`), `rule` for a firewall rule.
+    pub const DROPPED: u8 = 2;
+    /// An ICMP error the router built in place of a packet it dropped (`reason`), sent back
+    /// out of the interface the packet came in on.
+    pub const ANSWERED: u8 = 3;
+    /// Sent by the node onto its bridged segment (seen at its fabric port).
+    pub const SENT: u8 = 4;
+}
+
+/// What precedes each captured packet's bytes in `DV_CAPTURE` (32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureMeta {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the packet was seen.
+    pub ts_ns: u64,
+    /// Where it was seen.
+    pub ifindex: u32,
+    /// Its length (the bytes that follow may be fewer: `CAPTURE_SNAPLEN`).
+    pub len: u32,
+    /// A `verdict::*`.
+    pub verdict: u8,
+    /// With `verdict::DROPPED`/`ANSWERED`: the `DropReason`.
+    pub reason: u8,
+    pub pad: u16,
+    /// With `DropReason::FirewallRule`: the rule's slot; else `u32::MAX`.
+    pub rule: u32,
+    /// With `verdict::FORWARDED`: the interface it leaves by, and the next hop (network
+    /// byte order).
+    pub egress: u32,
+    pub nexthop: u32,
+}
+
 /// Value of `DV_IMPAIR`, keyed by the ifindex of the interface whose ingress impairs.
 /// Chances are thresholds out of 2^32.
 #[repr(C)]
@@ -393,8 +451,15 @@ pub mod maps {
     pub const RULE_HITS: &str = "DV_RULE_HITS";
     pub const GLOBAL: &str = "DV_GLOBAL";
     pub const IMPAIR: &str = "DV_IMPAIR";
-    pub const ALL: [&str; 9] = [
+    /// ifindex → `Tap`: interfaces captured.
+    pub const TAPS: &str = "DV_TAPS";
+    /// One `u32`: how many interfaces are captured (0: the datapath does not look).
+    pub const TAPPING: &str = "DV_TAPPING";
+    /// Perf event array: captured packets, `CaptureMeta` then the bytes.
+    pub const CAPTURE: &str = "DV_CAPTURE";
+    pub const ALL: [&str; 12] = [
         LINK_STATS, IFACES, ROUTES, FW_CLASSES, FW_RULES, CONNTRACK, RULE_HITS, GLOBAL, IMPAIR,
+        TAPS, TAPPING, CAPTURE,
     ];
 }
 
@@ -430,4 +495,6 @@ mod pod {
     unsafe impl aya::Pod for super::RuleVerdict {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::ImpairEntry {}
+    unsafe impl aya::Pod for super::Tap {}
+    unsafe impl aya::Pod for super::CaptureMeta {}
 }

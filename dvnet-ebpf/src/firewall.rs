@@ -102,9 +102,10 @@ fn class_of(router: u32, addr: u32) -> u32 {
     DV_FW_CLASSES.get(&key).copied().unwrap_or(CLASS_NONE)
 }
 
-/// Lets the packet through, or says why it dies.
+/// Lets the packet through, or says why it dies: the reason, and the slot of the `drop` rule
+/// that matched (`u32::MAX` for the policy).
 #[inline(always)]
-pub fn check(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv4) -> Result<(), DropReason> {
+pub fn check(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv4) -> Result<(), (DropReason, u32)> {
     let router = iface.router;
     let l4 = IP_OFF + ip.header_len;
     let (sport, dport) = if ip.is_later_fragment() {
@@ -164,12 +165,12 @@ pub fn check(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv4) -> Result<(), DropRe
     }
     if drop != u32::MAX {
         bump(&DV_RULE_HITS, drop);
-        return Err(DropReason::FirewallRule);
+        return Err((DropReason::FirewallRule, drop));
     }
     if accept != u32::MAX {
         bump(&DV_RULE_HITS, accept);
     } else if iface.flags & IFACE_POLICY_DROP != 0 {
-        return Err(DropReason::FirewallPolicy);
+        return Err((DropReason::FirewallPolicy, u32::MAX));
     }
     if DV_CONNTRACK.insert(&key, &1, BPF_NOEXIST).is_ok() {
         bump(&DV_GLOBAL, global::CT_INSERTS);

@@ -13,7 +13,9 @@
 //! ([`impair`]): a packet lost there is counted as received and as an `impair-loss` drop,
 //! as a packet a firewall drops is.
 //!
-//! No per-packet logging: outcomes are counters and drop reasons in per-CPU maps.
+//! No per-packet logging: outcomes are counters and drop reasons in per-CPU maps. While a
+//! capture runs (`dvnet capture`), the packets of the interfaces it taps go to it with what
+//! was decided (`DV_CAPTURE`); otherwise a packet pays one array read for it.
 #![no_std]
 #![no_main]
 
@@ -32,7 +34,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use dvnet_common::{
-    IFACE_DELAY_RETURN, IFACE_FORWARD, IFACE_IMPAIRED, IfaceInfo, MARK_DELAYED, dir,
+    CaptureMeta, DropReason, IFACE_DELAY_RETURN, IFACE_FORWARD, IFACE_IMPAIRED, IfaceInfo,
+    MARK_DELAYED, dir, verdict,
 };
 
 /// The interface the packet is on, and its index.
@@ -44,7 +47,8 @@ fn ifindex(ctx: &TcContext) -> u32 {
 
 /// Counts the packet arriving on `iface` in `direction` (unless it is back from the delay
 /// line: counted when it first arrived), then impairs it if the interface is flagged for
-/// it: `Some(action)` when the packet goes no further here.
+/// it: `Some(action)` when the packet goes no further here (lost: captured as such; into
+/// the delay line: captured when it comes back).
 #[inline(always)]
 fn arrive(ctx: &TcContext, iface: &IfaceInfo, direction: usize) -> Option<i32> {
     let mark = impair::take_mark(ctx);
@@ -56,8 +60,31 @@ fn arrive(ctx: &TcContext, iface: &IfaceInfo, direction: usize) -> Option<i32> {
     }
     match impair::apply(ctx, ifindex(ctx), iface.link) {
         impair::Outcome::Pass => None,
-        impair::Outcome::Drop => Some(TC_ACT_SHOT as i32),
+        impair::Outcome::Drop => {
+            if maps::tapping() {
+                let mut meta = meta(ctx, verdict::DROPPED);
+                meta.reason = DropReason::ImpairLoss as u8;
+                maps::capture(ctx, &mut meta);
+            }
+            Some(TC_ACT_SHOT as i32)
+        }
         impair::Outcome::Redirect(action) => Some(action),
+    }
+}
+
+/// A capture's record of the packet on this interface.
+#[inline(always)]
+fn meta(ctx: &TcContext, verdict: u8) -> CaptureMeta {
+    CaptureMeta {
+        ts_ns: 0,
+        ifindex: ifindex(ctx),
+        len: 0,
+        verdict,
+        reason: 0,
+        pad: 0,
+        rule: u32::MAX,
+        egress: 0,
+        nexthop: 0,
     }
 }
 
@@ -71,15 +98,37 @@ pub fn node_ingress(ctx: TcContext) -> i32 {
         return action;
     }
     if iface.flags & IFACE_FORWARD == 0 {
+        if maps::tapping() {
+            maps::capture(&ctx, &mut meta(&ctx, verdict::DELIVERED));
+        }
         return TC_ACT_OK as i32;
     }
-    match router::forward(&ctx, &iface) {
-        Ok(action) => action,
-        Err(reason) => {
-            maps::count_drop(iface.link, reason);
-            aya_ebpf::bindings::TC_ACT_SHOT as i32
+    let decision = router::decide(&ctx, &iface);
+    let tapping = maps::tapping();
+    if tapping {
+        let mut m = meta(&ctx, verdict::DELIVERED);
+        match decision.kind {
+            router::kind::DROP | router::kind::ANSWER => {
+                m.verdict = verdict::DROPPED;
+                m.reason = decision.reason as u8;
+                m.rule = decision.rule;
+            }
+            router::kind::FORWARD => {
+                m.verdict = verdict::FORWARDED;
+                m.egress = decision.egress;
+                m.nexthop = decision.nexthop;
+            }
+            _ => {}
         }
+        maps::capture(&ctx, &mut m);
     }
+    router::act(&ctx, &iface, &decision, || {
+        if tapping {
+            let mut m = meta(&ctx, verdict::ANSWERED);
+            m.reason = decision.reason as u8;
+            maps::capture(&ctx, &mut m);
+        }
+    })
 }
 
 /// TC ingress of a fabric port: packets the node sent onto its bridged segment.
@@ -88,6 +137,9 @@ pub fn fabric_ingress(ctx: TcContext) -> i32 {
     if let Some(iface) = maps::iface_of(&ctx) {
         if let Some(action) = arrive(&ctx, &iface, dir::FROM_NODE) {
             return action;
+        }
+        if maps::tapping() {
+            maps::capture(&ctx, &mut meta(&ctx, verdict::SENT));
         }
     }
     TC_ACT_OK as i32

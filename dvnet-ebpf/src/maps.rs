@@ -3,13 +3,14 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::__sk_buff,
+    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerfEventArray},
     programs::TcContext,
 };
 use dvnet_common::{
-    DropReason, ETH_HLEN, ETH_P_IP, FlowKey, IfaceInfo, ImpairEntry, LinkStats, PacketClass, Route,
-    RouterAddr, RuleKey, RuleVerdict,
+    CAPTURE_SESSIONS, CAPTURE_SNAPLEN, CaptureMeta, DropReason, ETH_HLEN, ETH_P_IP, FlowKey,
+    IfaceInfo, ImpairEntry, LinkStats, PacketClass, Route, RouterAddr, RuleKey, RuleVerdict, Tap,
 };
 
 // Sizes are set by userspace before loading, from the network's plan.
@@ -49,6 +50,19 @@ pub static DV_RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// ifindex → impairments of what arrives there (interfaces flagged `IFACE_IMPAIRED`).
 #[map(name = "DV_IMPAIR")]
 pub static DV_IMPAIR: HashMap<u32, ImpairEntry> = HashMap::with_max_entries(1, NO_PREALLOC);
+
+/// ifindex → the captures that want what arrives there (`dvnet capture`).
+#[map(name = "DV_TAPS")]
+pub static DV_TAPS: HashMap<u32, Tap> = HashMap::with_max_entries(1, NO_PREALLOC);
+
+/// How many interfaces are captured: while 0, a packet costs one array read.
+#[map(name = "DV_TAPPING")]
+pub static DV_TAPPING: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Captured packets: `CaptureMeta`, then the packet's bytes; `CAPTURE_SESSIONS` ranges of
+/// one entry per CPU, each filled by the capture that reads it.
+#[map(name = "DV_CAPTURE")]
+pub static DV_CAPTURE: PerfEventArray<CaptureMeta> = PerfEventArray::new(0);
 
 /// Network-wide counters (`dvnet_common::global`).
 #[map(name = "DV_GLOBAL")]
@@ -126,5 +140,38 @@ pub fn bump(map: &PerCpuArray<u64>, index: u32) {
     if let Some(v) = map.get_ptr_mut(index) {
         // SAFETY: as in `count`.
         unsafe { *v += 1 };
+    }
+}
+
+/// Whether any interface of the network is captured (one array read).
+#[inline(always)]
+pub fn tapping() -> bool {
+    DV_TAPPING.get(0).is_some_and(|n| *n != 0)
+}
+
+/// Hands the packet, as it is now, with `meta` to every capture that taps `meta.ifindex`.
+/// Call only when [`tapping`].
+#[inline(always)]
+pub fn capture(ctx: &TcContext, meta: &mut CaptureMeta) {
+    // SAFETY: the value is copied out before anything else touches the map.
+    let Some(tap) = (unsafe { DV_TAPS.get(&meta.ifindex) }).copied() else {
+        return;
+    };
+    let len = ctx.len();
+    meta.len = len;
+    // SAFETY: plain helper calls.
+    meta.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let snap = if len < CAPTURE_SNAPLEN {
+        len
+    } else {
+        CAPTURE_SNAPLEN
+    };
+    let dropped = meta.verdict == dvnet_common::verdict::DROPPED;
+    for session in 0..CAPTURE_SESSIONS {
+        let bit = 1 << session;
+        if tap.sessions & bit != 0 && (dropped || tap.drops_only & bit == 0) {
+            DV_CAPTURE.output_at_index(ctx, session * tap.cpus + cpu, meta, snap);
+        }
     }
 }

@@ -14,7 +14,7 @@ pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
 }
 
 /// The IPv4 header fields the datapath reads, copied out of the packet.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Ipv4 {
     /// Header length in bytes (20..=60).
     pub header_len: usize,

@@ -10,7 +10,7 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::{
         __sk_buff, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, TC_ACT_OK, TC_ACT_REDIRECT,
-        bpf_fib_lookup, bpf_redir_neigh,
+        TC_ACT_SHOT, bpf_fib_lookup, bpf_redir_neigh,
     },
     helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     maps::lpm_trie::Key,
@@ -32,25 +32,96 @@ const PACKET_HOST: u32 = 0;
 const AF_INET: u32 = 2;
 const LOOPBACK: u32 = 1;
 
+/// What a router does with a packet (`Decision::kind`).
+pub mod kind {
+    /// To the router's own stack (ARP, its own addresses, multicast, not IPv4, ...).
+    pub const KERNEL: u8 = 0;
+    /// Dropped: `reason`, `rule` (a firewall rule's slot, or `u32::MAX`), counted on `link`.
+    pub const DROP: u8 = 1;
+    /// Dropped and answered with the ICMP error `icmp` (type, code) about `ip`.
+    pub const ANSWER: u8 = 2;
+    /// Forwarded: out of `egress` to `nexthop`; with `peer`, the next hop is the other end
+    /// of a point-to-point link and `macs` (destination, source) are written (else the
+    /// neighbour table resolves it).
+    pub const FORWARD: u8 = 3;
+}
+
+/// What a router does with a packet, decided before anything of the packet changes (a
+/// capture sees it as it arrived, with the decision). A plain struct with every field set,
+/// not an enum: the verifier refuses to copy the undefined bytes of an enum's other variants.
+#[derive(Clone, Copy)]
+pub struct Decision {
+    pub kind: u8,
+    pub peer: bool,
+    pub icmp: (u8, u8),
+    pub reason: DropReason,
+    pub rule: u32,
+    pub link: u32,
+    pub egress: u32,
+    pub nexthop: u32,
+    pub macs: ([u8; 6], [u8; 6]),
+    pub ip: packet::Ipv4,
+}
+
+impl Decision {
+    #[inline(always)]
+    fn kernel() -> Decision {
+        Decision {
+            kind: kind::KERNEL,
+            peer: false,
+            icmp: (0, 0),
+            reason: DropReason::Internal,
+            rule: u32::MAX,
+            link: 0,
+            egress: 0,
+            nexthop: 0,
+            macs: ([0; 6], [0; 6]),
+            ip: packet::Ipv4::default(),
+        }
+    }
+
+    /// Dropped for `reason`, counted on `link`.
+    #[inline(always)]
+    fn drop(reason: DropReason, link: u32) -> Decision {
+        Decision {
+            kind: kind::DROP,
+            reason,
+            link,
+            ..Decision::kernel()
+        }
+    }
+
+    #[inline(always)]
+    fn answer(ip: packet::Ipv4, icmp: (u8, u8), reason: DropReason) -> Decision {
+        Decision {
+            kind: kind::ANSWER,
+            icmp,
+            reason,
+            ip,
+            ..Decision::kernel()
+        }
+    }
+}
+
 /// What to do with a packet that arrived on a router's interface.
 #[inline(always)]
-pub fn forward(ctx: &TcContext, iface: &IfaceInfo) -> Result<i32, DropReason> {
+pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision {
     // SAFETY: the context is the kernel's `__sk_buff`, valid for the whole call.
     let pkt_type = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).pkt_type };
     if pkt_type != PACKET_HOST {
-        return Ok(TC_ACT_OK as i32);
+        return Decision::kernel();
     }
     let Ok(ethertype) = ctx.load::<u16>(12) else {
-        return Ok(TC_ACT_OK as i32);
+        return Decision::kernel();
     };
     if u16::from_be(ethertype) != ETH_P_IP {
-        return Ok(TC_ACT_OK as i32);
+        return Decision::kernel();
     }
     let Some(ip) = packet::ipv4(ctx) else {
-        return Err(DropReason::Malformed);
+        return Decision::drop(DropReason::Malformed, iface.link);
     };
     if packet::is_multicast_or_broadcast(ip.daddr) {
-        return Ok(TC_ACT_OK as i32);
+        return Decision::kernel();
     }
 
     let key = Key::new(
@@ -60,48 +131,89 @@ pub fn forward(ctx: &TcContext, iface: &IfaceInfo) -> Result<i32, DropReason> {
             addr: ip.daddr,
         },
     );
-    // the route, and the MACs to write when the next hop is the other end of a point-to-point
-    // link (None: the kernel's neighbour table resolves it)
-    let (egress, nexthop, macs) = match DV_ROUTES.get(&key).copied() {
-        Some(route) if route.flags & ROUTE_LOCAL != 0 => return Ok(TC_ACT_OK as i32),
+    let mut d = Decision {
+        kind: kind::FORWARD,
+        ..Decision::kernel()
+    };
+    match DV_ROUTES.get(&key).copied() {
+        Some(route) if route.flags & ROUTE_LOCAL != 0 => return Decision::kernel(),
+        // counted on the link that is down, where the packet would have left
         Some(route) if route.flags & ROUTE_DOWN != 0 => {
-            // counted on the link that is down, where the packet would have left
-            maps::count_drop(route.link, DropReason::LinkDown);
-            return Ok(aya_ebpf::bindings::TC_ACT_SHOT as i32);
+            return Decision::drop(DropReason::LinkDown, route.link);
         }
         Some(route) => {
-            let nexthop = if route.flags & ROUTE_CONNECTED != 0 {
+            d.nexthop = if route.flags & ROUTE_CONNECTED != 0 {
                 ip.daddr
             } else {
                 route.nexthop
             };
-            let macs = (route.flags & ROUTE_PEER != 0).then_some((route.dmac, route.smac));
-            (route.ifindex, nexthop, macs)
+            d.egress = route.ifindex;
+            if route.flags & ROUTE_PEER != 0 {
+                d.peer = true;
+                d.macs = (route.dmac, route.smac);
+            }
         }
         None => match fib_fallback(ctx, iface, &ip) {
-            Some((egress, nexthop)) => (egress, nexthop, None),
+            Some((egress, nexthop)) => {
+                d.egress = egress;
+                d.nexthop = nexthop;
+            }
             None => {
-                let (kind, code) = (icmp::DEST_UNREACHABLE, icmp::NET_UNREACHABLE);
-                return answer(ctx, iface, &ip, kind, code, DropReason::NoRoute);
+                let icmp = (icmp::DEST_UNREACHABLE, icmp::NET_UNREACHABLE);
+                return Decision::answer(ip, icmp, DropReason::NoRoute);
             }
         },
-    };
+    }
     if ip.ttl <= 1 {
-        return answer(
-            ctx,
-            iface,
-            &ip,
-            icmp::TIME_EXCEEDED,
-            0,
-            DropReason::TtlExceeded,
-        );
+        return Decision::answer(ip, (icmp::TIME_EXCEEDED, 0), DropReason::TtlExceeded);
     }
-    if iface.flags & IFACE_FIREWALL != 0 {
-        firewall::check(ctx, iface, &ip)?;
+    if iface.flags & IFACE_FIREWALL != 0
+        && let Err((reason, rule)) = firewall::check(ctx, iface, &ip)
+    {
+        let mut dropped = Decision::drop(reason, iface.link);
+        dropped.rule = rule;
+        return dropped;
     }
+    d
+}
 
+/// Carries out `d` (counting drops): the program's action. A packet answered with an ICMP
+/// error is handed to `answered` as it leaves (for the captures).
+#[inline(always)]
+pub fn act(ctx: &TcContext, iface: &IfaceInfo, d: &Decision, answered: impl FnOnce()) -> i32 {
+    match d.kind {
+        kind::DROP => {
+            maps::count_drop(d.link, d.reason);
+            TC_ACT_SHOT as i32
+        }
+        kind::ANSWER => {
+            maps::count_drop(iface.link, d.reason);
+            match icmp::reply_error(ctx, iface, &d.ip, d.icmp.0, d.icmp.1) {
+                Ok(true) => {
+                    answered();
+                    TC_ACT_REDIRECT as i32
+                }
+                Ok(false) | Err(_) => TC_ACT_SHOT as i32,
+            }
+        }
+        kind::FORWARD => match send(ctx, d) {
+            Ok(action) => action,
+            Err(reason) => {
+                maps::count_drop(iface.link, reason);
+                TC_ACT_SHOT as i32
+            }
+        },
+        _ => TC_ACT_OK as i32,
+    }
+}
+
+/// TTL − 1, the MACs, and out.
+#[inline(always)]
+fn send(ctx: &TcContext, d: &Decision) -> Result<i32, DropReason> {
     decrement_ttl(ctx)?;
-    if let Some((dmac, smac)) = macs {
+    let (egress, nexthop) = (d.egress, d.nexthop);
+    if d.peer {
+        let (dmac, smac) = d.macs;
         let mut eth = [0u8; 12];
         eth[..6].copy_from_slice(&dmac);
         eth[6..].copy_from_slice(&smac);
@@ -157,25 +269,6 @@ fn fib_fallback(ctx: &TcContext, iface: &IfaceInfo, ip: &packet::Ipv4) -> Option
     }
     // SAFETY: the kernel filled the IPv4 member of the union.
     Some((params.ifindex, unsafe { params.__bindgen_anon_4.ipv4_dst }))
-}
-
-/// Answers with an ICMP error instead of forwarding; counted under `reason` either way.
-#[inline(always)]
-fn answer(
-    ctx: &TcContext,
-    iface: &IfaceInfo,
-    ip: &packet::Ipv4,
-    kind: u8,
-    code: u8,
-    reason: DropReason,
-) -> Result<i32, DropReason> {
-    match icmp::reply_error(ctx, iface, ip, kind, code) {
-        Ok(true) => {
-            maps::count_drop(iface.link, reason);
-            Ok(TC_ACT_REDIRECT as i32)
-        }
-        Ok(false) | Err(_) => Err(reason),
-    }
 }
 
 /// TTL − 1 with the header checksum fixed incrementally (as the kernel's `ip_decrease_ttl`).

@@ -20,12 +20,14 @@
 //! from the kernel, [`stats`] reads the counters, [`render`] draws tables, [`exec`] enters
 //! nodes, [`cli`] is the command line.
 pub mod apply;
+pub mod capture;
 pub mod cli;
 pub mod datapath;
 pub mod delay;
 pub mod exec;
 pub mod frr;
 pub mod generate;
+pub mod graph;
 pub mod host;
 pub mod inspect;
 pub mod lock;
@@ -38,6 +40,7 @@ pub mod runtime;
 pub mod state;
 pub mod stats;
 pub mod topology;
+pub mod ui;
 
 /// The `dvnet` binary, to start dvnet's own helper processes (the delay line): this one, or
 /// `$DVNET_BIN` when this process is not `dvnet` (a test of the library).

@@ -8,7 +8,7 @@ mod bench;
 
 const USAGE: &str = "usage: cargo xtask test [-- <cargo test args>]
        cargo xtask bench suite [--quick] [--readme] ...
-       cargo xtask bench deploy|datapath|containers|driver|plan|apply|impair [--quick] ...";
+       cargo xtask bench deploy|datapath|containers|driver|plan|apply|impair|capture [--quick] ...";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -117,6 +117,20 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
                 "--",
                 "bench",
                 "impair",
+                "--quick",
+            ]),
+        )?;
+        run(
+            "cargo xtask bench capture --quick",
+            cargo().args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "xtask",
+                "--",
+                "bench",
+                "capture",
                 "--quick",
             ]),
         )?;

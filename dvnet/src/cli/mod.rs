@@ -46,6 +46,10 @@ pub enum CliError {
     Plugin(#[from] crate::plugin::PluginError),
     #[error(transparent)]
     Delay(#[from] crate::delay::DelayError),
+    #[error(transparent)]
+    Capture(#[from] crate::capture::CaptureError),
+    #[error(transparent)]
+    Ui(#[from] crate::ui::UiError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -148,6 +152,51 @@ pub enum Command {
         /// Report the changes, phases and counts as JSON on standard output.
         #[arg(long)]
         json: bool,
+    },
+    /// The lab as a picture: routers, segments, hosts and addresses, with firewalls,
+    /// impairments and links taken down marked. Of a topology file, or of a running network
+    /// (what is in force now).
+    Graph {
+        /// A topology file, or a running network's name or id.
+        network: String,
+        /// SVG (drawn by dvnet), DOT (for Graphviz) or Mermaid (for Markdown).
+        #[arg(long, value_enum, default_value_t = crate::graph::Format::Svg)]
+        format: crate::graph::Format,
+        /// Write it to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// A live page of a running network: its picture with each link's packet and byte rates,
+    /// drops by reason (a click on a link: its last drops, with the datapath's verdicts), rule
+    /// hits and impairments. Read-only; until Ctrl-C.
+    Ui {
+        /// The network's name or id, or its topology file.
+        network: String,
+        /// Where to serve it (localhost by default: anyone who reaches it sees the network).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// Capture what a node's links see, from the datapath itself, each packet with what was
+    /// decided (forwarded where, delivered, dropped: why, and by which rule): a line each, or
+    /// pcapng (`-w FILE`, `-w -` into `wireshark -k -i -` or `tshark -i -`). Until Ctrl-C,
+    /// `-c N` packets, or the network going down.
+    Capture {
+        /// The network's name or id, or its topology file.
+        network: String,
+        /// `NODE` (all its links) or `NODE:SUBNET`; several at once.
+        targets: Vec<String>,
+        /// Every link of the network.
+        #[arg(long, conflicts_with = "targets")]
+        all: bool,
+        /// Write pcapng to this file (`-` for standard output).
+        #[arg(short = 'w', long = "write")]
+        write: Option<PathBuf>,
+        /// Stop after this many packets.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Only the packets the datapath dropped.
+        #[arg(long)]
+        drops_only: bool,
     },
     /// Impair a subnet (every packet entering it) or one member's link (`--node`), live:
     /// `delay=20ms jitter=2ms loss=1% corrupt=0.1% duplicate=0.1% rate=10mbit seed=7` (the
@@ -388,6 +437,53 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 );
             }
         }
+        Command::Ui { network, listen } => {
+            let id = network_id(&network)?;
+            let plan = State::load(&id)?.plan;
+            async_runtime_with(1)?.block_on(crate::ui::serve(plan, listen, |addr| {
+                eprintln!("dvnet: the page of {id} is at http://{addr}/ (Ctrl-C to stop)");
+            }))?;
+        }
+        Command::Graph {
+            network,
+            format,
+            output,
+        } => {
+            let path = std::path::Path::new(&network);
+            let plan = if std::fs::metadata(path).is_ok_and(|m| m.is_file())
+                && State::load(&network_id(&network)?).is_err()
+            {
+                Plan::build(&Topology::from_file(path)?, PlanOptions::default())?
+            } else {
+                State::load(&network_id(&network)?)?.plan
+            };
+            let picture = crate::graph::render(&plan, format);
+            match output {
+                Some(p) => std::fs::write(&p, picture).map_err(|source| CliError::Io {
+                    what: format!("writing {}", p.display()),
+                    source,
+                })?,
+                None => print!("{picture}"),
+            }
+        }
+        Command::Capture {
+            network,
+            targets,
+            all,
+            write,
+            count,
+            drops_only,
+        } => {
+            let id = network_id(&network)?;
+            let record = State::load(&id)?;
+            let request = crate::capture::Request {
+                targets,
+                all,
+                count,
+                drops_only,
+            };
+            capture(&record.plan, &request, write.as_deref())?;
+        }
         Command::Impair {
             network,
             subnet,
@@ -615,6 +711,54 @@ fn stats(network: &str, json: bool, watch: bool, interval: f64) -> Result<(), Cl
         }
         previous = now;
     }
+}
+
+/// `dvnet capture`: into a file, standard output as pcapng, or lines; what it did on stderr.
+fn capture(
+    plan: &Plan,
+    request: &crate::capture::Request,
+    write: Option<&std::path::Path>,
+) -> Result<(), CliError> {
+    use crate::capture::{Sink, Stop};
+    let sink = match &write {
+        Some(p) if p.as_os_str() == "-" => Sink::Pcapng(Box::new(std::io::stdout().lock())),
+        Some(p) => {
+            let file = std::fs::File::create(p).map_err(|source| CliError::Io {
+                what: format!("creating {}", p.display()),
+                source,
+            })?;
+            Sink::Pcapng(Box::new(std::io::BufWriter::new(file)))
+        }
+        None => Sink::Text(Box::new(std::io::stdout().lock())),
+    };
+    let summary = crate::capture::capture(plan, request, sink, |interfaces| {
+        let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
+        eprintln!(
+            "dvnet: capturing {} of {}{} (Ctrl-C to stop)",
+            names.join(", "),
+            plan.id,
+            write
+                .as_ref()
+                .filter(|p| p.as_os_str() != "-")
+                .map_or_else(String::new, |p| format!(" into {}", p.display()))
+        );
+    })?;
+    let why = match summary.stopped {
+        Stop::Count | Stop::Signal => "",
+        Stop::ReaderGone => " (the reader went away)",
+        Stop::NetworkDown => " (the network went down)",
+    };
+    eprintln!(
+        "dvnet: {} packet{} captured{why}{}",
+        summary.captured,
+        if summary.captured == 1 { "" } else { "s" },
+        if summary.lost > 0 {
+            format!("; {} lost: the capture could not keep up", summary.lost)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
 }
 
 /// `dvnet ls`: recorded networks, plus namespaces left by a crashed `up` with no record.

@@ -142,6 +142,8 @@ pub fn open(sizes: MapSizes) -> Result<Ebpf, BpfError> {
         .map_max_entries(maps::LINK_STATS, sizes.links)
         .map_max_entries(maps::IFACES, sizes.ifaces)
         .map_max_entries(maps::IMPAIR, sizes.impairs)
+        .map_max_entries(maps::TAPS, sizes.ifaces)
+        .map_max_entries(maps::CAPTURE, capture_entries())
         .map_max_entries(maps::ROUTES, sizes.routes)
         .map_max_entries(maps::FW_CLASSES, sizes.classes)
         .map_max_entries(maps::FW_RULES, sizes.rules)
@@ -151,6 +153,18 @@ pub fn open(sizes: MapSizes) -> Result<Ebpf, BpfError> {
         .map_err(|e| BpfError::Load {
             source: Box::new(e),
         })
+}
+
+/// The CPUs a capture reads from (the kernel's possible CPUs: `bpf_get_smp_processor_id`
+/// is below their count).
+#[must_use]
+pub fn capture_cpus() -> u32 {
+    aya::util::nr_cpus().map_or(1, std::num::NonZeroU32::get)
+}
+
+/// `DV_CAPTURE`'s entries: one per CPU for each capture that may run at once.
+fn capture_entries() -> u32 {
+    capture_cpus() * dvnet_common::CAPTURE_SESSIONS
 }
 
 /// Verifies and loads the classifier `name` into the kernel.
@@ -450,6 +464,14 @@ impl Pinned {
     #[must_use]
     pub fn delay_program(&self) -> BorrowedFd<'_> {
         self.delay.fd().expect("a pinned program").as_fd()
+    }
+
+    /// Map `name` of the network, opened (for `dvnet capture`).
+    ///
+    /// # Errors
+    /// When it is missing (a network brought up by a dvnet without it) or cannot be opened.
+    pub fn open_map(&self, name: &str) -> Result<aya::maps::Map, BpfError> {
+        self.map(name)
     }
 
     fn data(&self, name: &str) -> Result<MapData, BpfError> {

@@ -525,6 +525,20 @@ fn uplink_plan(
     }
 }
 
+/// The interface index of a container's link when it joins through Docker's driver. Its end
+/// is made in the host's namespace (Docker moves it into the container), where the small
+/// indexes of a lab's own range belong to the host's interfaces and to other labs' joining
+/// containers: it takes one of 65,536 indexes above 2^24 (where the host's own never reach),
+/// in a range of the network's own (one of 4,096, by a hash of its id), by its link id.
+#[must_use]
+pub fn attached_ifindex(network_id: &str, link_id: u32) -> u32 {
+    // FNV-1a: stable across builds and versions
+    let hash = network_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    (1 << 24) + (hash % 4096) * 65_536 + (link_id % 65_536)
+}
+
 /// Interface indexes start here: every interface a network creates gets its own index, the
 /// same in whichever namespace it lives, so one eBPF program shared by all of them can tell
 /// where it runs (`skb->ifindex`). New namespaces hold only `lo` (1).
@@ -937,9 +951,11 @@ impl Plan {
                 continue;
             };
             for &l in &self.nodes[n].links.clone() {
-                self.links[l as usize]
-                    .ifname
-                    .clone_from(&attachment.src_name);
+                let link = &mut self.links[l as usize];
+                link.ifname.clone_from(&attachment.src_name);
+                // made in the host's namespace, where Docker takes it from: an index no other
+                // lab's joining container and no interface of the host has
+                link.ifindex = attached_ifindex(&self.id, link.id);
             }
             let src = attachment.src_name.clone();
             for r in &mut self.nodes[n].routes {

@@ -631,12 +631,39 @@ fn under_the_docker_runtime_every_node_is_a_container_but_a_joined_one() {
     after.mark_attached(&[("c-0123456789ab".into(), attachment)]);
     let joined = after.node("c-0123456789ab").unwrap();
     assert!(!joined.container && joined.image.is_none() && joined.attached.is_some());
-    assert_eq!(
-        after.links_of(joined).next().unwrap().ifname,
-        "dvc0123456789ab"
+    let link = after.links_of(joined).next().unwrap();
+    assert_eq!(link.ifname, "dvc0123456789ab");
+    // made in the host's namespace: far above the lab's own indexes and the host's
+    assert_eq!(link.ifindex, super::attached_ifindex(&after.id, link.id));
+    assert!(link.ifindex >= 1 << 24, "{}", link.ifindex);
+    assert_ne!(
+        super::attached_ifindex("lab-one", link.id),
+        super::attached_ifindex("lab-two", link.id),
+        "two labs' joining containers do not share an index"
     );
     assert_eq!(
         super::diff::diff(Some(&before), Some(&after)).render(),
         "+ host c-0123456789ab, 10.0.0.9 on A\n"
+    );
+    // the next edit keeps it
+    let mut again = plan_with(
+        &LAB.replace(
+            r#""A-2": {}"#,
+            r#""A-2": {}, "c-0123456789ab": {"ip": "10.0.0.9"}"#,
+        ),
+        Some(&after),
+    );
+    again.mark_attached(&[(
+        "c-0123456789ab".into(),
+        after
+            .node("c-0123456789ab")
+            .unwrap()
+            .attached
+            .clone()
+            .unwrap(),
+    )]);
+    assert_eq!(
+        super::diff::diff(Some(&after), Some(&again)).render(),
+        "no changes\n"
     );
 }

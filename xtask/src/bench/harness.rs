@@ -406,16 +406,32 @@ impl Background {
     /// The first line the process prints (it must have `Stdio::piped()` stdout), or an error
     /// when it exits first.
     pub(super) fn first_line(&mut self) -> anyhow::Result<String> {
+        self.first_line_of(false)
+    }
+
+    /// The same on standard error (`Stdio::piped()`).
+    pub(super) fn first_line_of_stderr(&mut self) -> anyhow::Result<String> {
+        self.first_line_of(true)
+    }
+
+    fn first_line_of(&mut self, stderr: bool) -> anyhow::Result<String> {
         use std::io::BufRead as _;
         let what = self.what.clone();
         let child = self.child();
-        let stdout = child
-            .stdout
-            .as_mut()
-            .with_context(|| format!("{what}: stdout is not piped"))?;
+        let stream: &mut dyn std::io::Read = if stderr {
+            child
+                .stderr
+                .as_mut()
+                .with_context(|| format!("{what}: stderr is not piped"))?
+        } else {
+            child
+                .stdout
+                .as_mut()
+                .with_context(|| format!("{what}: stdout is not piped"))?
+        };
         let mut line = String::new();
         // one byte at a time: nothing the process prints later is swallowed by a buffer
-        let mut reader = std::io::BufReader::with_capacity(1, stdout);
+        let mut reader = std::io::BufReader::with_capacity(1, stream);
         reader.read_line(&mut line)?;
         if line.is_empty() {
             let status = child.wait()?;

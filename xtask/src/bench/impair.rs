@@ -138,9 +138,9 @@ fn topology(name: &str, others: usize, impaired: bool) -> Value {
     })
 }
 
-struct Net<'a> {
-    scratch: &'a Scratch,
-    id: String,
+pub(super) struct Net<'a> {
+    pub(super) scratch: &'a Scratch,
+    pub(super) id: String,
     file: PathBuf,
     plain: String,
     impaired: String,
@@ -154,7 +154,7 @@ struct Net<'a> {
 }
 
 impl Net<'_> {
-    fn dvnet(&self, args: &[&str]) -> anyhow::Result<f64> {
+    pub(super) fn dvnet(&self, args: &[&str]) -> anyhow::Result<f64> {
         let (took, out) = timed(self.scratch.dvnet().args(args))?;
         check(&format!("dvnet {}", args.join(" ")), &out)?;
         Ok(took.as_secs_f64())
@@ -193,7 +193,7 @@ impl Net<'_> {
     }
 
     /// One TCP stream `a`→`b`, Gbit/s received.
-    fn tcp(&self, wait: &mut Waiter) -> anyhow::Result<f64> {
+    pub(super) fn tcp(&self, wait: &mut Waiter) -> anyhow::Result<f64> {
         wait.settle("tcp")?;
         let server = iperf3_server(&self.b_ns)?;
         let v = iperf3_client(
@@ -214,7 +214,7 @@ impl Net<'_> {
 
     /// 64-byte UDP packets `a`→`b`, one flow: kpps received at `b`, and packets sent per
     /// packet received.
-    fn udp(&self, wait: &mut Waiter) -> anyhow::Result<(f64, f64)> {
+    pub(super) fn udp(&self, wait: &mut Waiter) -> anyhow::Result<(f64, f64)> {
         let mut sink = Background::spawn(
             "udpsink",
             in_ns(&self.b_ns, &self.xtask)
@@ -250,18 +250,18 @@ impl Net<'_> {
     }
 }
 
-fn measure(
-    scratch: &Scratch,
-    wait: &mut Waiter,
+/// Writes the network (`tag` in its name), brings it up, checks that `a` reaches `b`.
+pub(super) fn network<'a>(
+    scratch: &'a Scratch,
+    tag: &str,
     others: usize,
-    runs: usize,
     seconds: f64,
-) -> anyhow::Result<Report> {
-    let name = format!("{}-impair", scratch.prefix);
+) -> anyhow::Result<Net<'a>> {
+    let name = format!("{}-{tag}", scratch.prefix);
     let plain = serde_json::to_string_pretty(&topology(&name, others, false))? + "\n";
     let impaired = serde_json::to_string_pretty(&topology(&name, others, true))? + "\n";
     let (file, planned) = scratch.network_file(
-        "impair.json",
+        &format!("{tag}.json"),
         &topology(&name, others, false),
         PlanOptions::default(),
     )?;
@@ -286,6 +286,17 @@ fn measure(
     let f = net.file.to_str().context("a UTF-8 path")?.to_owned();
     net.dvnet(&["up", &f])?;
     ping(&net.a_ns, net.b_ip).context("a does not reach b")?;
+    Ok(net)
+}
+
+fn measure(
+    scratch: &Scratch,
+    wait: &mut Waiter,
+    others: usize,
+    runs: usize,
+    seconds: f64,
+) -> anyhow::Result<Report> {
+    let net = network(scratch, "impair", others, seconds)?;
     let mut report = Report {
         others,
         seconds,

@@ -7,6 +7,7 @@
 //! - [`driver`]: the Docker network driver vs `dvnet up`, and joins vs `--network none`.
 //! - [`plan`]: parsing, validation and planning of a large topology, in-process.
 //! - [`apply`]: an edit of a running network (one host added) beside its `up`.
+//! - [`capture`]: what `dvnet capture` costs the datapath: off, on another link, on the path.
 //! - [`impair`]: what impairments cost: clean links beside impaired ones, the packet rate of
 //!   a delayed link, one `dvnet impair` call.
 //! - [`suite`]: all of the above in one run, with JSON, SVG plots and the README summary.
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 mod apply;
+mod capture;
 mod containers;
 mod datapath;
 mod deploy;
@@ -62,6 +64,9 @@ enum Command {
     /// Impairments: a clean link's throughput with others impaired, the packet rate of a
     /// delayed link, the cost of one `dvnet impair` (needs root).
     Impair(impair::Args),
+    /// `dvnet capture`'s cost: forwarding with capture off, on another link, and on the
+    /// router's link the flow crosses (needs root).
+    Capture(capture::Args),
     /// (helper, run inside a benchmark's namespace) Send small UDP packets over many flows.
     #[command(hide = true)]
     Udpgen(udpgen::GenArgs),
@@ -93,6 +98,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         Command::Plan(a) => plan::run(&a),
         Command::Apply(a) => apply::run(&a),
         Command::Impair(a) => impair::run(&a),
+        Command::Capture(a) => capture::run(&a),
         Command::Udpgen(_) | Command::Udpsink(_) => unreachable!("handled above"),
     }
 }
