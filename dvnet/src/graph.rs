@@ -696,10 +696,7 @@ mod tests {
                     l.address
                 );
             }
-            assert!(
-                out.contains("firewall: 1 drop, ACCEPT"),
-                "{format:?}"
-            );
+            assert!(out.contains("firewall: 1 drop, ACCEPT"), "{format:?}");
         }
     }
 

@@ -327,3 +327,25 @@ impl Drop for Internet {
             .output();
     }
 }
+
+/// How many interfaces network `net`'s datapath taps for captures (`DV_TAPPING`), read with
+/// bpftool: 0 when nothing captures.
+#[must_use]
+pub fn tapped(net: &TestNet) -> u32 {
+    let out = run(Command::new("bpftool")
+        .args(["-j", "map", "lookup", "pinned"])
+        .arg(format!("/sys/fs/bpf/dvnet/{}/DV_TAPPING", net.id))
+        .args(["key", "0", "0", "0", "0"]));
+    assert!(out.status.success(), "bpftool: {}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool -j");
+    let bytes: Vec<u8> = v["value"]
+        .as_array()
+        .expect("value bytes")
+        .iter()
+        .map(|b| {
+            u8::from_str_radix(b.as_str().expect("a hex byte").trim_start_matches("0x"), 16)
+                .expect("a hex byte")
+        })
+        .collect();
+    u32::from_le_bytes(bytes.try_into().expect("4 bytes"))
+}

@@ -6,7 +6,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use dvnet_tests::{TestNet, dvnet_bin, require_root, text};
+use dvnet_tests::{TestNet, dvnet_bin, require_root, tapped, text};
 use serde_json::{Value, json};
 
 fn lab() -> Value {
@@ -93,25 +93,6 @@ fn tshark(file: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<Vec<Stri
         .lines()
         .map(|l| l.split('\t').map(str::to_owned).collect())
         .collect()
-}
-
-/// How many interfaces the network's datapath taps (`DV_TAPPING`), read with bpftool.
-fn tapped(net: &TestNet) -> u32 {
-    let out = Command::new("bpftool")
-        .args(["-j", "map", "lookup", "pinned"])
-        .arg(format!("/sys/fs/bpf/dvnet/{}/DV_TAPPING", net.id))
-        .args(["key", "0", "0", "0", "0"])
-        .output()
-        .expect("bpftool");
-    assert!(out.status.success(), "bpftool: {}", text(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool -j");
-    let bytes: Vec<u8> = v["value"]
-        .as_array()
-        .expect("value bytes")
-        .iter()
-        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
-        .collect();
-    u32::from_le_bytes(bytes.try_into().expect("4 bytes"))
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! a GET that reads.
 //!
 //! - `/`: the page (HTML, its script inline, the picture as SVG inline);
-//! - `/api/stats`: `dvnet stats --json`, with the time it was read;
+//! - `/api/stats`: `dvnet stats --json`, with the time it was read, and each link's rates
+//!   over the last second (read by the server every second);
 //! - `/api/drops?link=ID`: the last [`KEPT_DROPS`] drops of a link;
 //! - `/api/network`: the network's name, id, and its impairments and links down in words.
 
@@ -49,9 +50,26 @@ pub struct Drop {
     pub verdict: String,
 }
 
-/// What the server shares: the network's plan and the drops seen.
+/// Per-link rates over the last sampling second.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Rate {
+    pub rx_pps: f64,
+    pub tx_pps: f64,
+    pub rx_bps: f64,
+    pub tx_bps: f64,
+}
+
+/// The last two readings of the counters, a second apart.
+#[derive(Default)]
+struct Samples {
+    last: Option<(std::time::Instant, crate::stats::Snapshot)>,
+    rates: BTreeMap<u32, Rate>,
+}
+
+/// What the server shares: the network's plan, the counters' rates and the drops seen.
 struct Shared {
     plan: Plan,
+    samples: Mutex<Samples>,
     drops: Mutex<BTreeMap<u32, VecDeque<Drop>>>,
     /// Why drops are not shown, if they are not.
     drops_unavailable: Mutex<Option<String>>,
@@ -75,6 +93,7 @@ pub async fn serve(
         .map_err(|source| UiError::Listen { addr, source })?;
     let shared = Arc::new(Shared {
         plan,
+        samples: Mutex::new(Samples::default()),
         drops: Mutex::new(BTreeMap::new()),
         drops_unavailable: Mutex::new(None),
     });
@@ -111,6 +130,48 @@ pub async fn serve(
             }
         })
     };
+    // the rates, from a reading every second (a page shows them from its first request)
+    let sampler = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let Ok(now) = crate::stats::read(&shared.plan) else {
+                    continue;
+                };
+                let at = std::time::Instant::now();
+                let mut samples = shared
+                    .samples
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some((then, before)) = &samples.last {
+                    let secs = at.duration_since(*then).as_secs_f64().max(1e-3);
+                    let old: BTreeMap<u32, &crate::stats::LinkRow> =
+                        before.links.iter().map(|l| (l.link, l)).collect();
+                    #[expect(clippy::cast_precision_loss, reason = "rates, shown")]
+                    let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+                    samples.rates = now
+                        .links
+                        .iter()
+                        .filter_map(|l| {
+                            let o = old.get(&l.link)?;
+                            Some((
+                                l.link,
+                                Rate {
+                                    rx_pps: rate(l.rx.packets, o.rx.packets),
+                                    tx_pps: rate(l.tx.packets, o.tx.packets),
+                                    rx_bps: 8.0 * rate(l.rx.bytes, o.rx.bytes),
+                                    tx_bps: 8.0 * rate(l.tx.bytes, o.tx.bytes),
+                                },
+                            ))
+                        })
+                        .collect();
+                }
+                samples.last = Some((at, now));
+            }
+        })
+    };
     ready(bound);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
@@ -138,6 +199,7 @@ pub async fn serve(
             }
         }
     }
+    sampler.abort();
     crate::capture::stop();
     let _ = tokio::task::spawn_blocking(move || capturer.join()).await;
     Ok(())
@@ -195,7 +257,13 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 let ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis());
-                json(&serde_json::json!({"time_ms": ms, "stats": snap}))
+                let rates = shared
+                    .samples
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .rates
+                    .clone();
+                json(&serde_json::json!({"time_ms": ms, "stats": snap, "rates": rates}))
             }
             Err(e) => respond(
                 StatusCode::SERVICE_UNAVAILABLE,
