@@ -205,7 +205,7 @@ pub fn table(r: &Report) -> String {
         let lost: u64 = r.captured.iter().map(|c| c.1).sum();
         let _ = writeln!(
             t,
-            "\nCapturing the router's link during the UDP runs: {written} packets written, {lost} lost (the rings were full)."
+            "\nCapturing the router's link during the UDP runs: {written} packets written, {lost} lost to full rings."
         );
     }
     t
