@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what dvnet needs on a fresh Debian 12 machine (run as root); quick when everything
-# is already there. Idempotent. See README.md and ../shared/TOOLCHAIN.md for why each piece.
+# is already there. Idempotent. See README.md for why each piece.
 #
 #   ./setup.sh            toolchain, bpf-linker, networking tools, FRR (not started: dvnet
 #                         runs one FRR instance per router namespace)

@@ -16,8 +16,8 @@
 #                     package lists kept): both images start from it, so only a change to
 #                     host/packages (or to the bootstrap step) runs debootstrap again;
 #                     anything else rebuilds in seconds. Delete it to pick up newer packages.
-# Env: DVNET_DEBIAN_MIRROR (default: the host's own bookworm mirror from apt, else
-# http://deb.debian.org/debian).
+# Env: DVNET_DEBIAN_MIRROR (default: the host's own bookworm mirror, as apt sees it; with
+# neither, the build stops and says so: no mirror is written into this script).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -69,8 +69,13 @@ host_mirror() { # SUITE DEFAULT
       awk -v s="$1" '$2 == s && $3 == "main" && $4 == "deb" { print $1; exit }')
   echo "${m:-$2}"
 }
-mirror() { echo "${DVNET_DEBIAN_MIRROR:-$(host_mirror "$suite" http://deb.debian.org/debian)}"; }
-security_mirror() { host_mirror "$suite-security" http://deb.debian.org/debian-security; }
+mirror() {
+  local m=${DVNET_DEBIAN_MIRROR:-$(host_mirror "$suite" "")}
+  [ -n "$m" ] || die "no Debian mirror: this host's apt has no $suite source; set DVNET_DEBIAN_MIRROR to a $suite mirror (the URL of a Debian archive)"
+  echo "$m"
+}
+# The security archive, when the host's apt has one (else nodes get no security line).
+security_mirror() { host_mirror "$suite-security" ""; }
 
 # The base keeps the package lists debootstrap leaves in it: the router's apt step uses them.
 # This function's text (and trim_docs') is part of the base's cache key.
@@ -141,6 +146,7 @@ base_tar() {
   tarball="$cache/base-$key.tar"
   if [ ! -f "$tarball" ]; then
     local t0=$SECONDS
+    mirror >/dev/null # here, not in a subshell: stops the build when there is none
     say "base: debootstrap $suite minbase with $base_packages (mirror $(mirror))" >&2
     work=$(mktemp -d "$cache/work-base.XXXXXX")
     # shellcheck disable=SC2064
@@ -186,9 +192,12 @@ build() { # NAME
   cp $(image_files "$name") "$rootfs/tmp/dvnet/"
   chroot "$rootfs" /bin/sh /tmp/dvnet/customize.sh "$name"
   # What debian:bookworm-slim points apt at, for `apt-get install` inside a running node.
-  printf 'deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n' \
-    "$(mirror)" "$suite" "$(mirror)" "$suite" "$(security_mirror)" "$suite" \
+  mirror >/dev/null # stops the build when there is none
+  printf 'deb %s %s main\ndeb %s %s-updates main\n' "$(mirror)" "$suite" "$(mirror)" "$suite" \
     >"$rootfs/etc/apt/sources.list"
+  if [ -n "$(security_mirror)" ]; then
+    printf 'deb %s %s-security main\n' "$(security_mirror)" "$suite" >>"$rootfs/etc/apt/sources.list"
+  fi
   trim "$rootfs"
 
   say "$tag: importing"
