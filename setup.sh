@@ -35,7 +35,7 @@ say() { printf 'setup: %s\n' "$*"; }
 # and debootstrap, which builds the node images offline.
 packages=(llvm-22-dev libzstd-dev build-essential pkg-config iproute2 iputils-ping traceroute iperf3
           tcpdump tshark graphviz chromium iptables nftables procps util-linux psmisc ethtool bpftool
-          frr)
+          frr man-db)
 if [ "$with_docker" = 1 ]; then
   command -v dockerd >/dev/null || packages+=(docker.io)
   packages+=(debootstrap)

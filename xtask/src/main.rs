@@ -5,16 +5,19 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 mod bench;
+mod dist;
 
 const USAGE: &str = "usage: cargo xtask test [-- <cargo test args>]
        cargo xtask bench suite [--quick] [--readme] ...
-       cargo xtask bench deploy|datapath|containers|driver|plan|apply|impair|capture [--quick] ...";
+       cargo xtask bench deploy|datapath|containers|driver|plan|apply|impair|capture [--quick] ...
+       cargo xtask dist [--deb]";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench::main(&args[1..]),
+        Some("dist") => dist::main(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return std::process::ExitCode::from(2);
@@ -76,6 +79,11 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         eprintln!("xtask: not root: tests that need root will print `skipping` and pass");
     }
     run("cargo test", &mut t)?;
+    // the package: built with cargo-deb and checked unpacked (as a packager would)
+    run(
+        "cargo xtask dist --deb",
+        cargo().args(["run", "--quiet", "-p", "xtask", "--", "dist", "--deb"]),
+    )?;
     // the benchmark suite, small, so that it cannot rot (it needs root: namespaces)
     if is_root() {
         run(

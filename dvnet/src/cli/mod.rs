@@ -118,9 +118,12 @@ impl From<std::io::Error> for CliError {
     }
 }
 
+/// The version `--version` prints: the crate's, and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DVNET_COMMIT"), ")");
+
 /// Emulated IP networks on one Linux machine: real namespaces, real veths, eBPF routers.
 #[derive(Debug, Parser)]
-#[command(name = "dvnet", version, about, propagate_version = true)]
+#[command(name = "dvnet", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// More logs (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -175,6 +178,12 @@ pub enum Command {
         /// Where to serve it (localhost by default: anyone who reaches it sees the network).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+    },
+    /// The completion script of a shell (`source <(dvnet completions bash)`; zsh and fish
+    /// too): commands, options and their values.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Capture what a node's links see, from the datapath itself, each packet with what was
     /// decided (forwarded where, delivered, dropped: why, and by which rule): a line each, or
@@ -436,6 +445,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     applied.report.map_entries
                 );
             }
+        }
+        Command::Completions { shell } => {
+            completions(shell, &mut std::io::stdout().lock());
         }
         Command::Ui { network, listen } => {
             let id = network_id(&network)?;
@@ -711,6 +723,12 @@ fn stats(network: &str, json: bool, watch: bool, interval: f64) -> Result<(), Cl
         }
         previous = now;
     }
+}
+
+/// Writes `shell`'s completion script for dvnet to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory as _;
+    clap_complete::generate(shell, &mut Cli::command(), "dvnet", out);
 }
 
 /// `dvnet capture`: into a file, standard output as pcapng, or lines; what it did on stderr.

@@ -273,13 +273,7 @@ pub fn install(uninstall: bool, socket: &Path) -> Result<String, PluginError> {
         let _ = systemctl(&["daemon-reload"])?;
         return Ok(format!("removed {UNIT}"));
     }
-    let unit = format!(
-        "[Unit]\nDescription=dvnet Docker network driver\nBefore=docker.service\n\
-         After=network.target\n\n[Service]\nExecStart={} plugin --socket {}\nRestart=on-failure\n\
-         KillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n",
-        exe.display(),
-        socket.display()
-    );
+    let unit = unit_text(&exe, socket);
     std::fs::write(UNIT, unit).map_err(io_err("writing", Path::new(UNIT)))?;
     let _ = systemctl(&["daemon-reload"])?;
     let status = systemctl(&["enable", "--now", "dvnet-plugin.service"])?;
@@ -288,6 +282,18 @@ pub fn install(uninstall: bool, socket: &Path) -> Result<String, PluginError> {
     } else {
         format!("wrote {UNIT}, but `systemctl enable --now dvnet-plugin` failed ({status})")
     })
+}
+
+/// The systemd unit that runs the plugin: `exe plugin --socket SOCKET`, before dockerd.
+#[must_use]
+pub fn unit_text(exe: &Path, socket: &Path) -> String {
+    format!(
+        "[Unit]\nDescription=dvnet Docker network driver\nBefore=docker.service\n\
+         After=network.target\n\n[Service]\nExecStart={} plugin --socket {}\nRestart=on-failure\n\
+         KillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n",
+        exe.display(),
+        socket.display()
+    )
 }
 
 /// The socket path: `--socket`, or dockerd's.
