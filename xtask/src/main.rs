@@ -6,11 +6,13 @@ use anyhow::{Context as _, bail};
 
 mod bench;
 mod dist;
+mod fuzz;
 
 const USAGE: &str = "usage: cargo xtask test [-- <cargo test args>]
        cargo xtask bench suite [--quick] [--readme] ...
        cargo xtask bench deploy|datapath|containers|driver|plan|apply|impair|capture [--quick] ...
-       cargo xtask dist [--deb]";
+       cargo xtask dist [--deb]
+       cargo xtask fuzz [--seconds N]";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,6 +20,7 @@ fn main() -> std::process::ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench::main(&args[1..]),
         Some("dist") => dist::main(&args[1..]),
+        Some("fuzz") => fuzz::main(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return std::process::ExitCode::from(2);
@@ -79,6 +82,20 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         eprintln!("xtask: not root: tests that need root will print `skipping` and pass");
     }
     run("cargo test", &mut t)?;
+    // the parser, validator and planner under cargo fuzz: a few minutes without a panic
+    run(
+        "cargo xtask fuzz --seconds 150",
+        cargo().args([
+            "run",
+            "--quiet",
+            "-p",
+            "xtask",
+            "--",
+            "fuzz",
+            "--seconds",
+            "150",
+        ]),
+    )?;
     // the package: built with cargo-deb and checked unpacked (as a packager would)
     run(
         "cargo xtask dist --deb",

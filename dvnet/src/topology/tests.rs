@@ -878,3 +878,22 @@ fn impairments_on_subnets_hosts_and_router_links() {
         ]
     );
 }
+
+#[test]
+fn fuzz_findings_do_not_panic() {
+    // inputs `cargo xtask fuzz` found to panic, kept once fixed: parsed, validated, planned
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    for entry in std::fs::read_dir(&dir).expect("the fuzz fixtures") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|x| x == "md") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("a finding");
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
+        if let Ok(topology) = Topology::from_json(text, "fuzz.json") {
+            let _ = crate::plan::Plan::build(&topology, crate::plan::PlanOptions::default());
+        }
+    }
+}
