@@ -268,3 +268,37 @@ fn fabric_1000_comes_up_answers_across_and_goes_down_clean() {
     }
     down_leaves_nothing(&net);
 }
+
+#[test]
+fn the_original_demo_routes_by_its_own_frr_configs() {
+    if !require_root("the_original_demo_routes_by_its_own_frr_configs") {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/original-demo");
+    let text = std::fs::read_to_string(dir.join("net.json")).expect("the demo");
+    let net = TestNet::new("ex-demo", serde_json::from_str(&text).expect("JSON"));
+    // its FRR configurations, where the file says (beside it)
+    std::fs::create_dir_all(net.dir.path().join("frr")).unwrap();
+    for r in ["R-1", "R-2"] {
+        std::fs::copy(
+            dir.join(format!("frr/{r}.conf")),
+            net.dir.path().join(format!("frr/{r}.conf")),
+        )
+        .unwrap();
+    }
+    net.up(&[]);
+    assert!(
+        eventually(30, || net.ping("A-1", "B-1")),
+        "OSPF, as R-1's and R-2's own configurations set it up, carries A to B"
+    );
+    let out = net.exec("R-1", &["vtysh", "-c", "show ip ospf neighbor"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("10.0.2.2") && said.contains("Full"), "{said}");
+    assert_eq!(
+        hops(&net, "A-1", "B-1"),
+        ["10.0.0.1", "10.0.2.2", "10.0.1.2"]
+    );
+    assert!(!net.ping("A-2", "B-2"), "R-1's rule drops A-2 → B-2");
+    assert!(net.ping("A-2", "B-1"));
+    down_leaves_nothing(&net);
+}
