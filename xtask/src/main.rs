@@ -101,6 +101,28 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         "cargo xtask dist --deb",
         cargo().args(["run", "--quiet", "-p", "xtask", "--", "dist", "--deb"]),
     )?;
+    // `cargo install --path dvnet`, as README.md says, into a directory of its own
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the workspace")?
+        .join("target/install-check");
+    let _ = std::fs::remove_dir_all(&root);
+    run(
+        "cargo install --path dvnet",
+        cargo()
+            .args(["install", "--locked", "--path", "dvnet", "--root"])
+            .arg(&root),
+    )?;
+    let version = Command::new(root.join("bin/dvnet"))
+        .arg("--version")
+        .output()
+        .context("running the installed dvnet")?;
+    let said = String::from_utf8_lossy(&version.stdout);
+    if !version.status.success() || !said.starts_with("dvnet ") {
+        bail!("the installed dvnet --version said {said:?}");
+    }
+    eprintln!("xtask: cargo install --path dvnet: {}", said.trim());
+    let _ = std::fs::remove_dir_all(&root);
     // the benchmark suite, small, so that it cannot rot (it needs root: namespaces)
     if is_root() {
         run(
