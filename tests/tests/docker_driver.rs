@@ -832,3 +832,52 @@ fn plugin_install_says_how_to_run_it_where_there_is_no_systemd() {
         "{said}"
     );
 }
+
+#[test]
+fn the_classic_example_as_docker_networks_as_readme_shows() {
+    if !require_docker("the_classic_example_as_docker_networks_as_readme_shows") {
+        return;
+    }
+    // examples/classic.json, through `docker network create` (README.md's commands)
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/classic.json");
+    let classic: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the example")).expect("JSON");
+    let mut d = Driver::start("drvex");
+    let lab = unique("classic");
+    ok(
+        &d.create_lab(&lab, &classic, &[]),
+        "docker network create (the example)",
+    );
+    let a1 = format!("dv-{lab}.a-1");
+    let a2 = format!("dv-{lab}.a-2");
+    assert!(ping(&a1, "B-1"), "A-1 → B-1, by name (update_hosts)");
+    assert!(!ping(&a2, "B-1"), "R-1 drops A-2 → B");
+    let net_a = unique("A");
+    ok(
+        &d.create_network(
+            &net_a,
+            &[
+                "--ipam-driver",
+                "null",
+                "--opt",
+                &format!("net.dvnet.attach={lab}/A"),
+            ],
+        ),
+        "docker network create (subnet A)",
+    );
+    let mine = unique("mine");
+    ok(
+        &d.run(&mine, &net_a, &[]),
+        "docker run --network <subnet A>",
+    );
+    assert!(
+        ping(&mine, "10.0.1.2"),
+        "a container of one's own reaches B-1"
+    );
+    ok(&docker(&["rm", "-f", &mine]), "docker rm");
+    for n in [&net_a, &lab] {
+        ok(&docker(&["network", "rm", n]), "docker network rm");
+    }
+    assert_eq!(containers_of(&lab), Vec::<String>::new());
+    assert_eq!(leftovers_of(&lab), Vec::<String>::new());
+}
