@@ -286,7 +286,12 @@ fn the_page_shows_every_node_and_its_counters_move_while_a_ping_runs() {
         .strip_suffix(" pkt/s")
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no rate by R-1:A's line: {rate:?}"));
-    assert!((20.0..=60.0).contains(&pps), "40 pkt/s expected: {pps}");
+    // 40 a second at most (a request and a reply each 50 ms; the server's one-second window
+    // may straddle the start, and a loaded machine sends late), none without the ping
+    assert!(
+        (4.0..=60.0).contains(&pps),
+        "up to 40 pkt/s expected, and more than none: {pps}"
+    );
     assert!(ping.wait_with_output().unwrap().status.success());
 
     // a drop, shown with its verdict when its link is chosen
