@@ -349,3 +349,21 @@ pub fn tapped(net: &TestNet) -> u32 {
         .collect();
     u32::from_le_bytes(bytes.try_into().expect("4 bytes"))
 }
+
+/// The lab the capture and picture tests share: A (A-1, A-2: a bridge) — R-1 — C (a veth
+/// pair) — R-2 — B (B-1); R-1 drops A-2 → B.
+#[must_use]
+pub fn lab_with_a_drop_rule() -> serde_json::Value {
+    serde_json::json!({
+        "automatic_routing": true,
+        "subnets": {
+            "A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {}, "A-2": {}}},
+            "B": {"cidr": "10.0.1.0/24", "hosts": {"B-1": {}}},
+            "C": {"cidr": "10.0.2.0/24", "hosts": {}}
+        },
+        "routers": {
+            "R-1": {"subnets": ["A", "C"], "fw_rules": {"policy": "ACCEPT", "drop": [["A-2", "B"]]}},
+            "R-2": {"subnets": ["C", "B"]}
+        }
+    })
+}

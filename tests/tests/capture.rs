@@ -6,23 +6,8 @@
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use dvnet_tests::{TestNet, dvnet_bin, require_root, tapped, text};
-use serde_json::{Value, json};
-
-fn lab() -> Value {
-    json!({
-        "automatic_routing": true,
-        "subnets": {
-            "A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {}, "A-2": {}}},
-            "B": {"cidr": "10.0.1.0/24", "hosts": {"B-1": {}}},
-            "C": {"cidr": "10.0.2.0/24", "hosts": {}}
-        },
-        "routers": {
-            "R-1": {"subnets": ["A", "C"], "fw_rules": {"policy": "ACCEPT", "drop": [["A-2", "B"]]}},
-            "R-2": {"subnets": ["C", "B"]}
-        }
-    })
-}
+use dvnet_tests::{TestNet, dvnet_bin, lab_with_a_drop_rule as lab, require_root, tapped, text};
+use serde_json::json;
 
 const B1: &str = "10.0.1.2";
 

@@ -110,6 +110,25 @@ impl Driver {
         file
     }
 
+    /// A Docker network of `lab`'s `subnet` (dvnet picks the addresses), named uniquely; its
+    /// name.
+    fn attach(&mut self, lab: &str, subnet: &str) -> String {
+        let network = unique(subnet);
+        ok(
+            &self.create_network(
+                &network,
+                &[
+                    "--ipam-driver",
+                    "null",
+                    "--opt",
+                    &format!("net.dvnet.attach={lab}/{subnet}"),
+                ],
+            ),
+            &format!("docker network create (subnet {subnet})"),
+        );
+        network
+    }
+
     /// `docker network create --driver NAME ARGS... network`.
     fn create_network(&mut self, network: &str, args: &[&str]) -> Output {
         self.networks.push(network.to_owned());
@@ -470,19 +489,7 @@ fn a_lab_is_a_docker_network_and_containers_join_its_subnets() {
     );
 
     // subnet A, dvnet picks the addresses (A-1 .2, A-2 .3, so the first free is .4)
-    let net_a = unique("A");
-    ok(
-        &d.create_network(
-            &net_a,
-            &[
-                "--ipam-driver",
-                "null",
-                "--opt",
-                &format!("net.dvnet.attach={lab}/A"),
-            ],
-        ),
-        "docker network create (subnet A)",
-    );
+    let net_a = d.attach(&lab, "A");
     let ids = || {
         ok(
             &docker(&[
@@ -629,19 +636,7 @@ fn the_plugin_killed_and_restarted_still_knows_its_networks() {
         "docker network create (netns lab)",
     );
     assert_eq!(containers_of(&lab), Vec::<String>::new());
-    let net_a = unique("A");
-    ok(
-        &d.create_network(
-            &net_a,
-            &[
-                "--ipam-driver",
-                "null",
-                "--opt",
-                &format!("net.dvnet.attach={lab}/A"),
-            ],
-        ),
-        "docker network create (subnet A)",
-    );
+    let net_a = d.attach(&lab, "A");
     let ca = unique("ca");
     ok(&d.run(&ca, &net_a, &[]), "docker run");
     assert!(
@@ -732,19 +727,7 @@ fn a_dockerd_restart_leaves_the_networks_usable_and_removable() {
             &d.create_lab(&lab, &topology(), &[]),
             "docker network create (lab)",
         );
-        let net_a = unique("A");
-        ok(
-            &d.create_network(
-                &net_a,
-                &[
-                    "--ipam-driver",
-                    "null",
-                    "--opt",
-                    &format!("net.dvnet.attach={lab}/A"),
-                ],
-            ),
-            "docker network create (subnet A)",
-        );
+        let net_a = d.attach(&lab, "A");
         let ca = unique("ca");
         ok(&d.run(&ca, &net_a, &[]), "docker run");
         assert!(ping(&ca, "10.0.1.2"));
@@ -780,19 +763,7 @@ fn a_dockerd_restart_leaves_the_networks_usable_and_removable() {
         &d.create_lab(&lab, &topology(), &["--opt", "net.dvnet.runtime=netns"]),
         "docker network create (netns lab)",
     );
-    let net_a = unique("A");
-    ok(
-        &d.create_network(
-            &net_a,
-            &[
-                "--ipam-driver",
-                "null",
-                "--opt",
-                &format!("net.dvnet.attach={lab}/A"),
-            ],
-        ),
-        "docker network create (subnet A)",
-    );
+    let net_a = d.attach(&lab, "A");
     let ca = unique("ca");
     ok(&d.run(&ca, &net_a, &["--restart", "always"]), "docker run");
     assert!(ping(&ca, "10.0.1.2"));
@@ -852,19 +823,7 @@ fn the_classic_example_as_docker_networks_as_readme_shows() {
     let a2 = format!("dv-{lab}.a-2");
     assert!(ping(&a1, "B-1"), "A-1 → B-1, by name (update_hosts)");
     assert!(!ping(&a2, "B-1"), "R-1 drops A-2 → B");
-    let net_a = unique("A");
-    ok(
-        &d.create_network(
-            &net_a,
-            &[
-                "--ipam-driver",
-                "null",
-                "--opt",
-                &format!("net.dvnet.attach={lab}/A"),
-            ],
-        ),
-        "docker network create (subnet A)",
-    );
+    let net_a = d.attach(&lab, "A");
     let mine = unique("mine");
     ok(
         &d.run(&mine, &net_a, &[]),

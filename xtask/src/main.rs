@@ -123,78 +123,16 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     }
     eprintln!("xtask: cargo install --path dvnet: {}", said.trim());
     let _ = std::fs::remove_dir_all(&root);
-    // the benchmark suite, small, so that it cannot rot (it needs root: namespaces)
+    // the benchmarks, small, so that they cannot rot (they need root: namespaces)
     if is_root() {
-        run(
-            "cargo xtask bench suite --quick",
-            cargo().args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "xtask",
-                "--",
-                "bench",
-                "suite",
-                "--quick",
-            ]),
-        )?;
-        run(
-            "cargo xtask bench apply --quick",
-            cargo().args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "xtask",
-                "--",
-                "bench",
-                "apply",
-                "--quick",
-            ]),
-        )?;
-        run(
-            "cargo xtask bench impair --quick",
-            cargo().args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "xtask",
-                "--",
-                "bench",
-                "impair",
-                "--quick",
-            ]),
-        )?;
-        run(
-            "cargo xtask bench capture --quick",
-            cargo().args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "xtask",
-                "--",
-                "bench",
-                "capture",
-                "--quick",
-            ]),
-        )?;
-        run(
-            "cargo xtask bench driver --quick",
-            cargo().args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "xtask",
-                "--",
-                "bench",
-                "driver",
-                "--quick",
-            ]),
-        )?;
+        for bench in ["suite", "apply", "impair", "capture", "driver"] {
+            run(
+                &format!("cargo xtask bench {bench} --quick"),
+                cargo()
+                    .args(["run", "--quiet", "--release", "-p", "xtask", "--", "bench"])
+                    .args([bench, "--quick"]),
+            )?;
+        }
     }
     Ok(())
 }

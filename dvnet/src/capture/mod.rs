@@ -224,11 +224,7 @@ pub fn layout(plan: &Plan, links: &[usize]) -> Layout {
     for (i, &l) in links.iter().enumerate() {
         let link = &plan.links[l];
         let i = u32::try_from(i).unwrap_or(u32::MAX);
-        let sent = match &link.fabric_port {
-            Some(port) => Some(port.ifindex),
-            None => plan.peer_of(link).map(|p| p.ifindex),
-        };
-        if let Some(ifindex) = sent {
+        if let Some(ifindex) = sent_at(plan, link) {
             taps.entry(ifindex).or_insert((i, Direction::Outbound));
         }
     }
@@ -236,6 +232,15 @@ pub fn layout(plan: &Plan, links: &[usize]) -> Layout {
         interfaces,
         links: ids,
         taps,
+    }
+}
+
+/// Where what `link`'s node sends on it is first seen: its fabric port on a bridge, or the
+/// other end of its veth pair.
+fn sent_at(plan: &Plan, link: &LinkPlan) -> Option<u32> {
+    match &link.fabric_port {
+        Some(port) => Some(port.ifindex),
+        None => plan.peer_of(link).map(|p| p.ifindex),
     }
 }
 
@@ -367,19 +372,7 @@ impl<'a> Describer<'a> {
     #[must_use]
     pub fn sent_at(&self, ifindex: u32) -> Option<u32> {
         let place = self.places.get(&ifindex).filter(|p| !p.fabric)?;
-        let link = &self.plan.links[place.link];
-        match &link.fabric_port {
-            Some(port) => Some(port.ifindex),
-            None => self.plan.peer_of(link).map(|p| p.ifindex),
-        }
-    }
-
-    /// The link (`NODE:SUBNET`) an interface belongs to, and which side of it.
-    #[must_use]
-    pub fn place(&self, ifindex: u32) -> Option<(String, bool)> {
-        self.places
-            .get(&ifindex)
-            .map(|p| (link_name(self.plan, &self.plan.links[p.link]), p.fabric))
+        sent_at(self.plan, &self.plan.links[place.link])
     }
 }
 
@@ -670,32 +663,24 @@ pub fn capture(
         ns(real) - ns(mono)
     };
 
-    let (mut pcap, mut text, mut each) = (None, None, None);
-    match sink {
-        Sink::Pcapng(out) => {
-            pcap = Some(
-                pcapng::Writer::new(
-                    out,
-                    &format!("dvnet {}", env!("CARGO_PKG_VERSION")),
-                    &layout.interfaces,
-                )
-                .map_err(io_err("writing the capture"))?,
-            );
-        }
-        Sink::Text(out) => text = Some(out),
-        Sink::Each(f) => each = Some(f),
-    }
-    if let Some(p) = pcap.as_mut() {
-        // the header now: a reader sees the interfaces before the first packet
-        match p.flush() {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                return Ok(Summary {
-                    stopped: Stop::ReaderGone,
-                    ..Summary::default()
-                });
-            }
-            r => r.map_err(io_err("writing the capture"))?,
-        }
+    let mut out = match sink {
+        Sink::Pcapng(w) => Out::Pcapng(
+            pcapng::Writer::new(
+                w,
+                &format!("dvnet {}", env!("CARGO_PKG_VERSION")),
+                &layout.interfaces,
+            )
+            .map_err(io_err("writing the capture"))?,
+        ),
+        Sink::Text(w) => Out::Text(w),
+        Sink::Each(f) => Out::Each(f),
+    };
+    // the header now: a reader sees the interfaces before the first packet
+    if !reader_there(out.flush())? {
+        return Ok(Summary {
+            stopped: Stop::ReaderGone,
+            ..Summary::default()
+        });
     }
 
     STOP.store(false, Ordering::SeqCst);
@@ -704,7 +689,7 @@ pub fn capture(
     taps.update(slot.index, &ifindexes, true, cpus, request.drops_only)?;
     ready(&layout.interfaces);
 
-    let first_ts = std::cell::Cell::new(None::<u64>);
+    let mut first_ts = None::<u64>;
     let mut summary = Summary::default();
     let mut events = [EpollEvent::empty(); 16];
     let mut last_check = Instant::now();
@@ -779,52 +764,47 @@ pub fn capture(
                         direction
                     };
                     let wall = i128::from(meta.ts_ns) + offset_ns;
-                    let written = if let Some(p) = pcap.as_mut() {
-                        p.packet(&pcapng::Packet {
+                    let written = match &mut out {
+                        Out::Pcapng(p) => p.packet(&pcapng::Packet {
                             interface,
                             timestamp_ns: u64::try_from(wall).unwrap_or(0),
                             original_len: meta.len,
                             data: &bytes,
                             direction,
                             comment: &comment,
-                        })
-                    } else if let Some(t) = text.as_mut() {
-                        let first = *first_ts.get().get_or_insert(meta.ts_ns);
-                        first_ts.set(Some(first));
-                        #[expect(clippy::cast_precision_loss, reason = "seconds, printed")]
-                        let secs = meta.ts_ns.saturating_sub(first) as f64 / 1e9;
-                        writeln!(
-                            t,
-                            "{secs:10.6} {} {} {}, {} bytes: {comment}",
-                            layout.interfaces[interface as usize].name,
-                            if direction == Direction::Inbound {
-                                "in "
-                            } else {
-                                "out"
-                            },
-                            frame_line(&bytes),
-                            meta.len
-                        )
-                    } else if let Some(f) = each.as_mut() {
-                        f(&Record {
-                            link: layout.links[interface as usize],
-                            timestamp_ns: u64::try_from(wall).unwrap_or(0),
-                            direction,
-                            summary: frame_line(&bytes),
-                            verdict: &comment,
-                            dropped: meta.verdict == verdict::DROPPED,
-                        });
-                        Ok(())
-                    } else {
-                        Ok(())
-                    };
-                    match written {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                            summary.stopped = Stop::ReaderGone;
-                            return Ok(());
+                        }),
+                        Out::Text(t) => {
+                            let first = *first_ts.get_or_insert(meta.ts_ns);
+                            #[expect(clippy::cast_precision_loss, reason = "seconds, printed")]
+                            let secs = meta.ts_ns.saturating_sub(first) as f64 / 1e9;
+                            writeln!(
+                                t,
+                                "{secs:10.6} {} {} {}, {} bytes: {comment}",
+                                layout.interfaces[interface as usize].name,
+                                if direction == Direction::Inbound {
+                                    "in "
+                                } else {
+                                    "out"
+                                },
+                                frame_line(&bytes),
+                                meta.len
+                            )
                         }
-                        Err(e) => return Err(io_err("writing the capture")(e)),
+                        Out::Each(f) => {
+                            f(&Record {
+                                link: layout.links[interface as usize],
+                                timestamp_ns: u64::try_from(wall).unwrap_or(0),
+                                direction,
+                                summary: frame_line(&bytes),
+                                verdict: &comment,
+                                dropped: meta.verdict == verdict::DROPPED,
+                            });
+                            Ok(())
+                        }
+                    };
+                    if !reader_there(written)? {
+                        summary.stopped = Stop::ReaderGone;
+                        return Ok(());
                     }
                     summary.captured += 1;
                     if request.count.is_some_and(|c| summary.captured >= c) {
@@ -833,18 +813,9 @@ pub fn capture(
                     }
                 }
             }
-            let flushed = match (pcap.as_mut(), text.as_mut()) {
-                (Some(p), _) => p.flush(),
-                (None, Some(t)) => t.flush(),
-                (None, None) => Ok(()),
-            };
-            match flushed {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                    summary.stopped = Stop::ReaderGone;
-                    return Ok(());
-                }
-                Err(e) => return Err(io_err("writing the capture")(e)),
+            if !reader_there(out.flush())? {
+                summary.stopped = Stop::ReaderGone;
+                return Ok(());
             }
         }
     })();
@@ -860,19 +831,44 @@ pub fn capture(
     drop(slot);
     outcome?;
     untapped?;
-    drop(each);
-    match (pcap, text) {
-        (Some(p), _) => match p.into_inner() {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-            Err(e) => return Err(io_err("writing the capture")(e)),
-        },
-        (None, Some(mut t)) => {
-            let _ = t.flush();
-        }
-        (None, None) => {}
-    }
+    // what is left goes out (a reader gone by now is no error)
+    reader_there(out.finish())?;
     Ok(summary)
+}
+
+/// Where a capture writes, made from its [`Sink`].
+enum Out<'a> {
+    Pcapng(pcapng::Writer<Box<dyn Write + 'a>>),
+    Text(Box<dyn Write + 'a>),
+    Each(Box<dyn FnMut(&Record<'_>) + 'a>),
+}
+
+impl Out<'_> {
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Out::Pcapng(p) => p.flush(),
+            Out::Text(t) => t.flush(),
+            Out::Each(_) => Ok(()),
+        }
+    }
+
+    fn finish(self) -> io::Result<()> {
+        match self {
+            Out::Pcapng(p) => p.into_inner().map(drop),
+            Out::Text(mut t) => t.flush(),
+            Out::Each(_) => Ok(()),
+        }
+    }
+}
+
+/// Whether the reader is still there: `Ok(false)` when it went away (a closed pipe ends a
+/// capture as Ctrl-C does), an error for any other failure to write.
+fn reader_there(written: io::Result<()>) -> Result<bool, CaptureError> {
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(io_err("writing the capture")(e)),
+    }
 }
 
 /// A sample: the record, then the packet's first `min(len, snaplen)` bytes (then padding).

@@ -500,6 +500,16 @@ impl Driver {
         Ok(answer)
     }
 
+    /// The endpoint `id`, as the store has it.
+    fn endpoint(&self, id: &str) -> Option<Endpoint> {
+        self.store
+            .lock()
+            .expect("the store")
+            .endpoints
+            .get(id)
+            .cloned()
+    }
+
     /// `Join`: the container becomes a host of the subnet (an edit of the lab); its
     /// interface waits here for Docker to move it in. No Docker call.
     ///
@@ -507,12 +517,7 @@ impl Driver {
     /// An unknown endpoint, or the edit fails (then the lab is as it was).
     pub async fn join(&self, req: &p::Join) -> Result<p::JoinAnswer, DriverError> {
         let endpoint = self
-            .store
-            .lock()
-            .expect("the store")
-            .endpoints
-            .get(&req.endpoint_id)
-            .cloned()
+            .endpoint(&req.endpoint_id)
             .ok_or_else(|| DriverError::Refused(format!("unknown endpoint {}", req.endpoint_id)))?;
         let attachment = Attachment {
             endpoint: req.endpoint_id.clone(),
@@ -573,13 +578,7 @@ impl Driver {
     /// # Errors
     /// When the edit fails.
     pub async fn delete_endpoint(&self, req: &p::Endpoint) -> Result<(), DriverError> {
-        let endpoint = self
-            .store
-            .lock()
-            .expect("the store")
-            .endpoints
-            .get(&req.endpoint_id)
-            .cloned();
+        let endpoint = self.endpoint(&req.endpoint_id);
         if let Some(e) = &endpoint
             && State::load(&e.lab).is_ok_and(|r| {
                 r.attached

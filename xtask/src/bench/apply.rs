@@ -90,18 +90,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let outcome = measure(&scratch, &mut wait, args.shape, nodes, runs);
     let leftovers = scratch.cleanup();
     let report = outcome?;
-    println!("{}", table(&report));
-    for n in &wait.notes {
-        println!("note: {n}");
-    }
-    let path = super::results_path(args.json.as_deref(), "apply.json");
-    super::write_json(
-        &path,
-        &serde_json::json!({
-            "bench": "apply", "machine": machine, "report": report, "notes": wait.notes,
-        }),
+    super::harness::conclude(
+        "apply",
+        &table(&report),
+        &wait,
+        &machine,
+        &report,
+        args.json.as_deref(),
     )?;
-    eprintln!("xtask: results in {}", path.display());
     super::harness::verdict(&leftovers, &report.errors)
 }
 

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde::Serialize;
-use serde_json::json;
 
 use super::harness::{Background, Scratch};
 use super::idle::{IdleSettings, Waiter};
@@ -27,18 +26,8 @@ use super::stats::{Summary, sig3};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Repetitions (median, min, max).
-    #[arg(long, default_value_t = 5)]
-    runs: usize,
-    /// Seconds of each measurement.
-    #[arg(long, default_value_t = 5.0)]
-    seconds: f64,
-    /// For CI: one run of 1-second measurements.
-    #[arg(long, conflicts_with_all = ["runs", "seconds"])]
-    quick: bool,
-    /// Seconds to wait for an idle machine before measuring anyway (and saying so).
-    #[arg(long)]
-    idle_timeout: Option<f64>,
+    #[command(flatten)]
+    repeat: super::harness::Repeat,
     /// Where to write the results [default: bench-results/capture.json].
     #[arg(long)]
     json: Option<PathBuf>,
@@ -67,26 +56,22 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if !crate::is_root() {
         bail!("bench capture builds networks: run it as root");
     }
-    let (runs, seconds) = if args.quick {
-        (1, 1.0)
-    } else {
-        (args.runs, args.seconds)
-    };
-    let (scratch, mut wait, machine) =
-        super::harness::start(IdleSettings::standard(args.idle_timeout, args.quick))?;
+    let (runs, seconds) = args.repeat.runs_and_seconds();
+    let (scratch, mut wait, machine) = super::harness::start(IdleSettings::standard(
+        args.repeat.idle_timeout,
+        args.repeat.quick,
+    ))?;
     let outcome = measure(&scratch, &mut wait, runs, seconds);
     let leftovers = scratch.cleanup();
     let report = outcome?;
-    println!("{}", table(&report));
-    for n in &wait.notes {
-        println!("note: {n}");
-    }
-    let path = super::results_path(args.json.as_deref(), "capture.json");
-    super::write_json(
-        &path,
-        &json!({"bench": "capture", "machine": machine, "report": report, "notes": wait.notes}),
+    super::harness::conclude(
+        "capture",
+        &table(&report),
+        &wait,
+        &machine,
+        &report,
+        args.json.as_deref(),
     )?;
-    eprintln!("xtask: results in {}", path.display());
     super::harness::verdict(&leftovers, &report.errors)
 }
 

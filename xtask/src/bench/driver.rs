@@ -70,18 +70,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let outcome = measure(&scratch, &mut wait, runs, joins);
     let leftovers = scratch.cleanup();
     let report = outcome?;
-    println!("{}", table(&report, false));
-    for n in &wait.notes {
-        println!("note: {n}");
-    }
-    let path = super::results_path(args.json.as_deref(), "driver.json");
-    super::write_json(
-        &path,
-        &serde_json::json!({
-            "bench": "driver", "machine": machine, "report": report, "notes": wait.notes,
-        }),
+    super::harness::conclude(
+        "driver",
+        &table(&report, false),
+        &wait,
+        &machine,
+        &report,
+        args.json.as_deref(),
     )?;
-    eprintln!("xtask: results in {}", path.display());
     super::harness::verdict(&leftovers, &report.errors)
 }
 

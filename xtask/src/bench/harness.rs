@@ -55,6 +55,60 @@ pub(super) fn start(
     Ok((scratch, super::idle::Waiter::new(idle), machine))
 }
 
+/// Repetitions of a benchmark that measures for a while, and its quick form.
+#[derive(Debug, clap::Args)]
+pub(super) struct Repeat {
+    /// Repetitions (median, min, max).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Seconds of each throughput and packet-rate measurement.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// For CI: one run of 1-second measurements.
+    #[arg(long, conflicts_with_all = ["runs", "seconds"])]
+    pub(super) quick: bool,
+    /// Seconds to wait for an idle machine before measuring anyway (and saying so).
+    #[arg(long)]
+    pub(super) idle_timeout: Option<f64>,
+}
+
+impl Repeat {
+    /// (runs, seconds), or (1, 1.0) for `--quick`.
+    pub(super) fn runs_and_seconds(&self) -> (usize, f64) {
+        if self.quick {
+            (1, 1.0)
+        } else {
+            (self.runs, self.seconds)
+        }
+    }
+}
+
+/// What a benchmark that built networks says at its end: its table and the idle waiter's
+/// notes printed, everything measured written as JSON (to `json`, or
+/// `bench-results/<bench>.json`). [`verdict`] comes after.
+pub(super) fn conclude(
+    bench: &str,
+    table: &str,
+    wait: &super::idle::Waiter,
+    machine: &super::Machine,
+    report: &impl serde::Serialize,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
+    println!("{table}");
+    for n in &wait.notes {
+        println!("note: {n}");
+    }
+    let path = super::results_path(json, &format!("{bench}.json"));
+    super::write_json(
+        &path,
+        &serde_json::json!({
+            "bench": bench, "machine": machine, "report": report, "notes": wait.notes,
+        }),
+    )?;
+    eprintln!("xtask: results in {}", path.display());
+    Ok(())
+}
+
 /// The end of a benchmark: an error when the sweep left something behind or a measurement
 /// of dvnet failed.
 pub(super) fn verdict(leftovers: &[String], failed: &[String]) -> anyhow::Result<()> {

@@ -42,18 +42,8 @@ pub struct Args {
     /// Other subnets on the router, impaired in the second half of the TCP figure.
     #[arg(long, default_value_t = 16)]
     others: usize,
-    /// Repetitions (median, min, max).
-    #[arg(long, default_value_t = 5)]
-    runs: usize,
-    /// Seconds of each throughput and packet-rate measurement.
-    #[arg(long, default_value_t = 5.0)]
-    seconds: f64,
-    /// For CI: one run of 1-second measurements.
-    #[arg(long, conflicts_with_all = ["runs", "seconds"])]
-    quick: bool,
-    /// Seconds to wait for an idle machine before measuring anyway (and saying so).
-    #[arg(long)]
-    idle_timeout: Option<f64>,
+    #[command(flatten)]
+    repeat: super::harness::Repeat,
     /// Where to write the results [default: bench-results/impair.json].
     #[arg(long)]
     json: Option<PathBuf>,
@@ -80,29 +70,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if !crate::is_root() {
         bail!("bench impair builds networks: run it as root");
     }
-    let (runs, seconds) = if args.quick {
-        (1, 1.0)
-    } else {
-        (args.runs, args.seconds)
-    };
+    let (runs, seconds) = args.repeat.runs_and_seconds();
     if args.others == 0 {
         bail!("--others: at least one other subnet to impair");
     }
-    let (scratch, mut wait, machine) =
-        super::harness::start(IdleSettings::standard(args.idle_timeout, args.quick))?;
+    let (scratch, mut wait, machine) = super::harness::start(IdleSettings::standard(
+        args.repeat.idle_timeout,
+        args.repeat.quick,
+    ))?;
     let outcome = measure(&scratch, &mut wait, args.others, runs, seconds);
     let leftovers = scratch.cleanup();
     let report = outcome?;
-    println!("{}", table(&report));
-    for n in &wait.notes {
-        println!("note: {n}");
-    }
-    let path = super::results_path(args.json.as_deref(), "impair.json");
-    super::write_json(
-        &path,
-        &json!({"bench": "impair", "machine": machine, "report": report, "notes": wait.notes}),
+    super::harness::conclude(
+        "impair",
+        &table(&report),
+        &wait,
+        &machine,
+        &report,
+        args.json.as_deref(),
     )?;
-    eprintln!("xtask: results in {}", path.display());
     super::harness::verdict(&leftovers, &report.errors)
 }
 
