@@ -366,6 +366,47 @@ pub struct Route {
     /// With `ROUTE_PEER`: the next hop's MAC and the egress interface's.
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
+    /// Equal-cost next hops (`"ecmp"`): this one and `paths - 1` in `DV_NEXTHOPS`; 0 or 1
+    /// for a route of one next hop.
+    pub paths: u16,
+    /// The route's prefix length, with which the destination is masked to find its other
+    /// next hops.
+    pub plen: u16,
+}
+
+/// Key of `DV_NEXTHOPS`: the `index`-th (from 1) next hop of the route of `router` to
+/// `addr/plen`. A flow takes the next hop `hash % paths` (0: the route itself).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NexthopKey {
+    pub router: u32,
+    /// The route's destination, network byte order.
+    pub addr: u32,
+    pub plen: u32,
+    pub index: u32,
+}
+
+/// The most next hops of one route.
+pub const MAX_PATHS: usize = 64;
+
+/// The hash that spreads flows over equal-cost next hops: the router's id (so that routers
+/// in series do not all split a flow set the same way), the addresses, the ports and the
+/// protocol, mixed by murmur3's finalizer.
+#[must_use]
+pub const fn flow_hash(router: u32, saddr: u32, daddr: u32, ports: u32, proto: u8) -> u32 {
+    const fn mix(mut h: u32) -> u32 {
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^= h >> 16;
+        h
+    }
+    let mut h = mix(router ^ 0x9e37_79b9);
+    h = mix(h ^ saddr);
+    h = mix(h ^ daddr);
+    h = mix(h ^ ports);
+    mix(h ^ proto as u32)
 }
 
 /// The destination is the router itself (or a broadcast address of its subnets): the kernel
@@ -457,9 +498,11 @@ pub mod maps {
     pub const TAPPING: &str = "DV_TAPPING";
     /// Perf event array: captured packets, `CaptureMeta` then the bytes.
     pub const CAPTURE: &str = "DV_CAPTURE";
-    pub const ALL: [&str; 12] = [
+    /// `NexthopKey` → `Route`: the further next hops of equal-cost routes.
+    pub const NEXTHOPS: &str = "DV_NEXTHOPS";
+    pub const ALL: [&str; 13] = [
         LINK_STATS, IFACES, ROUTES, FW_CLASSES, FW_RULES, CONNTRACK, RULE_HITS, GLOBAL, IMPAIR,
-        TAPS, TAPPING, CAPTURE,
+        TAPS, TAPPING, CAPTURE, NEXTHOPS,
     ];
 }
 
@@ -491,6 +534,7 @@ mod pod {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::RouterAddr {}
     unsafe impl aya::Pod for super::Route {}
+    unsafe impl aya::Pod for super::NexthopKey {}
     unsafe impl aya::Pod for super::RuleKey {}
     unsafe impl aya::Pod for super::RuleVerdict {}
     unsafe impl aya::Pod for super::FlowKey {}

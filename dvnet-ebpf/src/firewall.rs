@@ -26,7 +26,7 @@ const BPF_NOEXIST: u64 = 1;
 
 /// The ports of a packet (network byte order); ICMP echo uses its identifier for both.
 #[inline(always)]
-fn ports(ctx: &TcContext, l4: usize, proto: u8) -> (u16, u16) {
+pub fn ports(ctx: &TcContext, l4: usize, proto: u8) -> (u16, u16) {
     match proto {
         IPPROTO_TCP | IPPROTO_UDP => match ctx.load::<[u16; 2]>(l4) {
             Ok([s, d]) => (s, d),

@@ -10,7 +10,8 @@ use aya_ebpf::{
 };
 use dvnet_common::{
     CAPTURE_SESSIONS, CAPTURE_SNAPLEN, CaptureMeta, DropReason, ETH_HLEN, ETH_P_IP, FlowKey,
-    IfaceInfo, ImpairEntry, LinkStats, PacketClass, Route, RouterAddr, RuleKey, RuleVerdict, Tap,
+    IfaceInfo, ImpairEntry, LinkStats, NexthopKey, PacketClass, Route, RouterAddr, RuleKey,
+    RuleVerdict, Tap,
 };
 
 // Sizes are set by userspace before loading, from the network's plan.
@@ -30,6 +31,10 @@ pub static DV_IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(1, NO_
 /// (router, destination) → route; every router's table in one trie.
 #[map(name = "DV_ROUTES")]
 pub static DV_ROUTES: LpmTrie<RouterAddr, Route> = LpmTrie::with_max_entries(1, 0);
+
+/// The further next hops of equal-cost routes (`Route::paths`).
+#[map(name = "DV_NEXTHOPS")]
+pub static DV_NEXTHOPS: HashMap<NexthopKey, Route> = HashMap::with_max_entries(1, NO_PREALLOC);
 
 /// (router, address) → firewall class: the most specific rule prefix containing it.
 #[map(name = "DV_FW_CLASSES")]

@@ -17,13 +17,13 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use dvnet_common::{
-    DropReason, ETH_P_IP, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IfaceInfo, ROUTE_CONNECTED,
-    ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, RouterAddr,
+    DropReason, ETH_P_IP, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IfaceInfo, NexthopKey,
+    ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route, RouterAddr, flow_hash,
 };
 
 use crate::{
     firewall, icmp,
-    maps::{self, DV_ROUTES},
+    maps::{self, DV_NEXTHOPS, DV_ROUTES},
     packet::{self, IP_OFF, Ipv4Hdr},
 };
 
@@ -142,6 +142,11 @@ pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision {
             return Decision::drop(DropReason::LinkDown, route.link);
         }
         Some(route) => {
+            let route = if route.paths > 1 {
+                pick_path(ctx, iface.router, &ip, &route)
+            } else {
+                route
+            };
             d.nexthop = if route.flags & ROUTE_CONNECTED != 0 {
                 ip.daddr
             } else {
@@ -237,10 +242,42 @@ fn send(ctx: &TcContext, d: &Decision) -> Result<i32, DropReason> {
     Ok(action as i32)
 }
 
+/// The next hop of an equal-cost route that the packet's flow takes: `flow_hash` of its
+/// addresses and ports (none for fragments, whose later parts have none) picks one of
+/// `route.paths`, so every packet of a flow takes the same one.
+#[inline(always)]
+fn pick_path(ctx: &TcContext, router: u32, ip: &packet::Ipv4, route: &Route) -> Route {
+    let (sport, dport) = if ip.frag & 0x3fff != 0 {
+        (0, 0)
+    } else {
+        firewall::ports(ctx, IP_OFF + ip.header_len, ip.proto)
+    };
+    let ports = (u32::from(u16::from_be(sport)) << 16) | u32::from(u16::from_be(dport));
+    let hash = flow_hash(router, ip.saddr, ip.daddr, ports, ip.proto);
+    let index = hash % u32::from(route.paths);
+    if index == 0 {
+        return *route;
+    }
+    let plen = u32::from(route.plen);
+    let mask = if plen == 0 {
+        0
+    } else {
+        (u32::MAX << (32 - plen.min(32))).to_be()
+    };
+    let key = NexthopKey {
+        router,
+        addr: ip.daddr & mask,
+        plen,
+        index,
+    };
+    // SAFETY: the value is copied out at once.
+    unsafe { DV_NEXTHOPS.get(&key) }.copied().unwrap_or(*route)
+}
+
 /// On a route-map miss, routers whose routes come from a routing daemon ask the kernel's FIB:
 /// an input-mode lookup as if the packet came in on `lo`, the one device with forwarding on
-/// in such a router (so the kernel itself never forwards). Returns the egress interface and
-/// next hop.
+/// in such a router (so the kernel itself never forwards). Of equal-cost routes the kernel
+/// picks one by the flow's addresses and ports. Returns the egress interface and next hop.
 #[inline(always)]
 fn fib_fallback(ctx: &TcContext, iface: &IfaceInfo, ip: &packet::Ipv4) -> Option<(u32, u32)> {
     if iface.flags & IFACE_FIB_FALLBACK == 0 {
@@ -251,6 +288,11 @@ fn fib_fallback(ctx: &TcContext, iface: &IfaceInfo, ip: &packet::Ipv4) -> Option
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET as u8;
     params.l4_protocol = ip.proto;
+    // the ports pick among a routing daemon's equal-cost routes (hash policy 1, set in
+    // every router)
+    if ip.frag & 0x3fff == 0 {
+        (params.sport, params.dport) = firewall::ports(ctx, IP_OFF + ip.header_len, ip.proto);
+    }
     params.__bindgen_anon_1.tot_len = ip.total_len;
     params.ifindex = LOOPBACK;
     params.__bindgen_anon_3.ipv4_src = ip.saddr;

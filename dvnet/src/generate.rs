@@ -7,6 +7,10 @@
 //! transits `172.16.0.0/12` in edge order, so neighbouring routers' prefixes aggregate.
 //! The node count asked for is routers + hosts, so `gen chain 1000` is comparable with
 //! Mininet's `linear,500` (500 switches + 500 hosts).
+//!
+//! Data-center fabrics have their own generators, with `"ecmp": true`: a leaf-spine Clos
+//! ([`clos`]) and a k-ary fat tree ([`fat_tree`], Al-Fares et al. 2008). Asked for by node
+//! count (`bench suite`), they take the largest fabric of their kind that fits.
 
 use std::net::Ipv4Addr;
 
@@ -26,6 +30,12 @@ pub enum Shape {
     Tree,
     /// a square grid, each router joined to its right and lower neighbours
     Grid,
+    /// leaf-spine: every leaf joined to every spine, hosts on the leaves (`gen clos SPINES
+    /// LEAVES HOSTS_PER_LEAF`)
+    Clos,
+    /// a k-ary fat tree: k pods of k/2 edge and k/2 aggregation routers, (k/2)² cores,
+    /// k/2 hosts per edge router (`gen fattree K`)
+    Fattree,
 }
 
 /// What to generate.
@@ -59,6 +69,7 @@ fn edges(shape: Shape, k: usize, fanout: usize) -> Vec<(usize, usize)> {
         }
         Shape::Star => (1..k).map(|i| (0, i)).collect(),
         Shape::Tree => (1..k).map(|i| ((i - 1) / fanout, i)).collect(),
+        Shape::Clos | Shape::Fattree => unreachable!("fabrics have generators of their own"),
         Shape::Grid => {
             let side = (1..=k).find(|s| s * s >= k).unwrap_or(1);
             let mut e = Vec::new();
@@ -80,6 +91,14 @@ fn edges(shape: Shape, k: usize, fanout: usize) -> Vec<(usize, usize)> {
 /// # Errors
 /// Sizes that do not fit (too few nodes for the shape, more than 65,536 LANs, ...).
 pub fn generate(spec: &GenSpec) -> Result<Value, GenError> {
+    match spec.shape {
+        Shape::Fattree => return fat_tree(fat_tree_k_for(spec.nodes)?, spec.name.clone(), true),
+        Shape::Clos => {
+            let (spines, leaves, hosts) = clos_for(spec.nodes, spec.hosts_per_lan)?;
+            return clos(spines, leaves, hosts, spec.name.clone(), true);
+        }
+        _ => {}
+    }
     let per_router = 1 + spec.hosts_per_lan;
     let routers = spec.nodes.div_ceil(per_router).max(1);
     let hosts = spec.nodes.saturating_sub(routers);
@@ -166,6 +185,202 @@ pub fn generate(spec: &GenSpec) -> Result<Value, GenError> {
     }))
 }
 
+/// Nodes of a k-ary fat tree: k³/4 hosts, k²/2 edge and aggregation routers, k²/4 cores.
+#[must_use]
+pub fn fat_tree_nodes(k: usize) -> usize {
+    k * k * k / 4 + k * k + k * k / 4
+}
+
+/// The largest fat tree of at most `nodes` nodes (k even, at least 2).
+fn fat_tree_k_for(nodes: usize) -> Result<usize, GenError> {
+    let k = (1..=32)
+        .map(|i| 2 * i)
+        .take_while(|&k| fat_tree_nodes(k) <= nodes)
+        .last()
+        .ok_or_else(|| {
+            GenError::Invalid(format!(
+                "the smallest fat tree (k = 2) has {} nodes",
+                fat_tree_nodes(2)
+            ))
+        })?;
+    Ok(k)
+}
+
+/// A leaf-spine Clos of about `nodes` nodes with `hosts_per_leaf` hosts on each leaf (at
+/// least 1): 2 spines under 20 nodes, 4 under 200, 8 under 2,000, 16 from there.
+fn clos_for(nodes: usize, hosts_per_leaf: usize) -> Result<(usize, usize, usize), GenError> {
+    let hosts = hosts_per_leaf.max(1);
+    let spines = match nodes {
+        0..20 => 2,
+        20..200 => 4,
+        200..2000 => 8,
+        _ => 16,
+    };
+    let leaves = nodes.saturating_sub(spines) / (1 + hosts);
+    if leaves < 2 {
+        return Err(GenError::Invalid(format!(
+            "a Clos of {spines} spines and 2 leaves of {hosts} hosts needs {} nodes",
+            spines + 2 * (1 + hosts)
+        )));
+    }
+    Ok((spines, leaves, hosts))
+}
+
+/// Point-to-point /30s from 172.16.0.0/12, in the order asked.
+struct Transits {
+    next: u32,
+}
+
+impl Transits {
+    fn take(&mut self) -> Result<String, GenError> {
+        if self.next >= 1 << 18 {
+            return Err(GenError::Invalid(
+                "at most 262,144 links between routers (172.16.0.0/12 in /30s)".into(),
+            ));
+        }
+        let base = u32::from(Ipv4Addr::new(172, 16, 0, 0)) + (self.next << 2);
+        self.next += 1;
+        Ok(Ipv4Net::new(Ipv4Addr::from(base), 30)
+            .expect("valid /30")
+            .to_string())
+    }
+}
+
+/// The document of a generated fabric.
+fn fabric_doc(
+    name: &str,
+    ecmp: bool,
+    subnets: &Map<String, Value>,
+    routers: &Map<String, Value>,
+) -> Value {
+    json!({
+        "name": name,
+        "automatic_routing": true,
+        "ecmp": ecmp,
+        "subnets": subnets,
+        "routers": routers,
+    })
+}
+
+/// A leaf-spine Clos: spines `s1..`, leaves `l1..` each joined to every spine by a /30
+/// `s<i>-l<j>`, and leaf `l<j>`'s LAN `n<j>` (`10.x.y.0/24`) holding hosts `h<j>-<h>`.
+///
+/// # Errors
+/// Sizes that do not fit the addressing (more than 250 hosts per leaf, 65,536 leaves).
+pub fn clos(
+    spines: usize,
+    leaves: usize,
+    hosts_per_leaf: usize,
+    name: Option<String>,
+    ecmp: bool,
+) -> Result<Value, GenError> {
+    if spines == 0 || leaves == 0 {
+        return Err(GenError::Invalid(
+            "a Clos needs at least one spine and one leaf".into(),
+        ));
+    }
+    if hosts_per_leaf > 250 {
+        return Err(GenError::Invalid(
+            "at most 250 hosts per leaf (LANs are /24)".into(),
+        ));
+    }
+    if leaves > 65_536 {
+        return Err(GenError::Invalid(
+            "at most 65,536 leaves (10.0.0.0/8 in /24s)".into(),
+        ));
+    }
+    let mut subnets = Map::new();
+    let mut routers = Map::new();
+    let mut transits = Transits { next: 0 };
+    let mut spine_subnets: Vec<Vec<String>> = vec![Vec::new(); spines];
+    for l in 1..=leaves {
+        let mut on = Vec::with_capacity(spines + 1);
+        if hosts_per_leaf > 0 {
+            let lan = format!("n{l}");
+            let base = u32::from(Ipv4Addr::new(10, 0, 0, 0))
+                + (u32::try_from(l - 1).expect("checked") << 8);
+            let hosts: Map<String, Value> = (1..=hosts_per_leaf)
+                .map(|h| (format!("h{l}-{h}"), json!({})))
+                .collect();
+            subnets.insert(
+                lan.clone(),
+                json!({"cidr": format!("{}/24", Ipv4Addr::from(base)), "hosts": hosts}),
+            );
+            on.push(lan);
+        }
+        for (s, of_spine) in spine_subnets.iter_mut().enumerate() {
+            let link = format!("s{}-l{l}", s + 1);
+            subnets.insert(link.clone(), json!({"cidr": transits.take()?, "hosts": {}}));
+            of_spine.push(link.clone());
+            on.push(link);
+        }
+        routers.insert(format!("l{l}"), json!({ "subnets": on }));
+    }
+    for (s, on) in spine_subnets.into_iter().enumerate() {
+        routers.insert(format!("s{}", s + 1), json!({ "subnets": on }));
+    }
+    let name = name.unwrap_or_else(|| format!("gen-clos-{spines}-{leaves}-{hosts_per_leaf}"));
+    Ok(fabric_doc(&name, ecmp, &subnets, &routers))
+}
+
+/// A k-ary fat tree: in pod `p`, edge routers `e<p>-<i>` and aggregation routers
+/// `a<p>-<j>` (every edge joined to every aggregation router of its pod), core routers
+/// `c<j>-<i>` joined to aggregation router `j` of every pod; edge `e<p>-<i>`'s LAN
+/// `n<p>-<i>` (`10.p.i.0/24`) holds k/2 hosts `h<p>-<i>-<h>`.
+///
+/// # Errors
+/// k odd, below 2, or above 64 (the addressing's limit: 65,536 links).
+pub fn fat_tree(k: usize, name: Option<String>, ecmp: bool) -> Result<Value, GenError> {
+    if k < 2 || !k.is_multiple_of(2) || k > 64 {
+        return Err(GenError::Invalid(format!(
+            "a fat tree's k is even, from 2 to 64 (got {k})"
+        )));
+    }
+    let half = k / 2;
+    let mut subnets = Map::new();
+    let mut routers = Map::new();
+    let mut transits = Transits { next: 0 };
+    let mut core_subnets: Vec<Vec<String>> = vec![Vec::new(); half * half];
+    for p in 0..k {
+        let mut agg_subnets: Vec<Vec<String>> = vec![Vec::new(); half];
+        for i in 0..half {
+            let lan = format!("n{p}-{i}");
+            let hosts: Map<String, Value> = (1..=half)
+                .map(|h| (format!("h{p}-{i}-{h}"), json!({})))
+                .collect();
+            subnets.insert(
+                lan.clone(),
+                json!({"cidr": format!("10.{p}.{i}.0/24"), "hosts": hosts}),
+            );
+            let mut on = vec![lan];
+            for (j, of_agg) in agg_subnets.iter_mut().enumerate() {
+                let link = format!("e{p}-{i}-a{j}");
+                subnets.insert(link.clone(), json!({"cidr": transits.take()?, "hosts": {}}));
+                of_agg.push(link.clone());
+                on.push(link);
+            }
+            routers.insert(format!("e{p}-{i}"), json!({ "subnets": on }));
+        }
+        for (j, mut on) in agg_subnets.into_iter().enumerate() {
+            for i in 0..half {
+                let link = format!("a{p}-{j}-c{i}");
+                subnets.insert(link.clone(), json!({"cidr": transits.take()?, "hosts": {}}));
+                core_subnets[j * half + i].push(link.clone());
+                on.push(link);
+            }
+            routers.insert(format!("a{p}-{j}"), json!({ "subnets": on }));
+        }
+    }
+    for (c, on) in core_subnets.into_iter().enumerate() {
+        routers.insert(
+            format!("c{}-{}", c / half, c % half),
+            json!({ "subnets": on }),
+        );
+    }
+    let name = name.unwrap_or_else(|| format!("gen-fattree-{k}"));
+    Ok(fabric_doc(&name, ecmp, &subnets, &routers))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +449,43 @@ mod tests {
                 (6, 7)
             ]
         );
+    }
+
+    fn hosts(v: &Value) -> usize {
+        v["subnets"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|s| s["hosts"].as_object().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn fabrics_have_their_textbook_sizes() {
+        for k in [2, 4, 8] {
+            let v = fat_tree(k, None, true).unwrap();
+            assert_eq!(hosts(&v), k * k * k / 4, "k={k} hosts");
+            assert_eq!(count(&v, "routers"), 5 * k * k / 4, "k={k} routers");
+            // every router has k ports (edges: k/2 up, and their LAN)
+            for (name, r) in v["routers"].as_object().unwrap() {
+                let ports = r["subnets"].as_array().unwrap().len();
+                let want = if name.starts_with('e') { k / 2 + 1 } else { k };
+                assert_eq!(ports, want, "k={k} {name}");
+            }
+            assert_eq!(hosts(&v) + count(&v, "routers"), fat_tree_nodes(k));
+        }
+        assert!(fat_tree(3, None, true).is_err() && fat_tree(66, None, true).is_err());
+        let v = clos(4, 6, 3, None, true).unwrap();
+        assert_eq!((count(&v, "routers"), hosts(&v)), (10, 18));
+        assert_eq!(v["routers"]["s1"]["subnets"].as_array().unwrap().len(), 6);
+        assert_eq!(v["routers"]["l6"]["subnets"].as_array().unwrap().len(), 5);
+        assert_eq!(v["ecmp"], true);
+        // by node count: the largest that fits
+        assert_eq!(fat_tree_k_for(10_000).unwrap(), 32);
+        assert_eq!(fat_tree_k_for(36).unwrap(), 4);
+        let v = generate(&spec(Shape::Clos, 1000)).unwrap();
+        assert!(hosts(&v) + count(&v, "routers") <= 1000);
+        assert!(hosts(&v) + count(&v, "routers") > 990);
     }
 
     #[test]

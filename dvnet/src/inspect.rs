@@ -136,15 +136,27 @@ async fn read_node(nl: &Netlink, name: &str) -> Result<LiveNode, InspectError> {
     let routes = routes
         .iter()
         .filter(|r| r.header.table == netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN)
-        .map(|r| {
+        .flat_map(|r| {
             let mut dest = None;
-            let mut via = None;
-            let mut dev = None;
+            let mut hops = vec![(None, None)];
             for attr in &r.attributes {
                 match attr {
                     RouteAttribute::Destination(RouteAddress::Inet(d)) => dest = Some(*d),
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => via = Some(*g),
-                    RouteAttribute::Oif(i) => dev = name_of(*i),
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => hops[0].0 = Some(*g),
+                    RouteAttribute::Oif(i) => hops[0].1 = name_of(*i),
+                    // equal-cost next hops: a line each
+                    RouteAttribute::MultiPath(nexthops) => {
+                        hops = nexthops
+                            .iter()
+                            .map(|nh| {
+                                let via = nh.attributes.iter().find_map(|a| match a {
+                                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                                    _ => None,
+                                });
+                                (via, name_of(nh.interface_index))
+                            })
+                            .collect();
+                    }
                     _ => {}
                 }
             }
@@ -152,7 +164,11 @@ async fn read_node(nl: &Netlink, name: &str) -> Result<LiveNode, InspectError> {
                 Some(d) => format!("{d}/{}", r.header.destination_prefix_length),
                 None => "default".to_owned(),
             };
-            LiveRoute { dest, via, dev }
+            hops.into_iter().map(move |(via, dev)| LiveRoute {
+                dest: dest.clone(),
+                via,
+                dev,
+            })
         })
         .collect();
     Ok(LiveNode {

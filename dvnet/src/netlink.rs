@@ -14,7 +14,7 @@ use ipnet::Ipv4Net;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
-use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteNextHop};
 use netlink_packet_route::tc::{
     TcAttribute, TcBpfFlags, TcFilterBpf, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
 };
@@ -224,6 +224,42 @@ impl Netlink {
             .gateway(via)
             .output_interface(ifindex)
             .build()
+    }
+
+    /// Adds a route of several equal-cost next hops (gateway, interface), or with `replace`
+    /// sets it in place of the route to the same destination. Flows are spread over them by
+    /// the namespace's `fib_multipath_hash_policy`.
+    ///
+    /// # Errors
+    /// When a gateway is not reachable on its link.
+    pub async fn set_multipath_route(
+        &self,
+        dest: Ipv4Net,
+        hops: &[(Ipv4Addr, u32)],
+        replace: bool,
+    ) -> Result<(), NetlinkError> {
+        let nexthops = hops
+            .iter()
+            .map(|&(via, ifindex)| {
+                let mut nh = RouteNextHop::default();
+                nh.interface_index = ifindex;
+                nh.attributes
+                    .push(RouteAttribute::Gateway(RouteAddress::Inet(via)));
+                nh
+            })
+            .collect();
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest.network(), dest.prefix_len())
+            .multipath(nexthops)
+            .build();
+        let request = self.handle.route().add(msg);
+        let request = if replace { request.replace() } else { request };
+        request.execute().await.map_err(|e| {
+            self.err(
+                format_args!("setting route {dest} over {} next hops", hops.len()),
+                e,
+            )
+        })
     }
 
     /// Adds a route, or replaces the one to the same destination.

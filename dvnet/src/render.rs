@@ -71,16 +71,19 @@ pub fn plan(plan: &Plan) -> String {
     let mut t = table(["node", "destination", "via", "dev"]);
     for node in &plan.nodes {
         for (i, r) in node.routes.iter().enumerate() {
-            t.add_row([
-                on_first(i == 0, node.name.clone()),
-                if r.dest.prefix_len() == 0 {
-                    "default".to_owned()
-                } else {
-                    r.dest.to_string()
-                },
-                r.via.to_string(),
-                r.dev.clone(),
-            ]);
+            // a route of several equal-cost next hops: a line each, the destination once
+            for (j, (via, dev, _)) in r.nexthops().enumerate() {
+                t.add_row([
+                    on_first(i == 0 && j == 0, node.name.clone()),
+                    match (j, r.dest.prefix_len()) {
+                        (0, 0) => "default".to_owned(),
+                        (0, _) => r.dest.to_string(),
+                        _ => "  (equal cost)".to_owned(),
+                    },
+                    via.to_string(),
+                    dev.to_owned(),
+                ]);
+            }
         }
     }
     if t.row_count() > 0 {

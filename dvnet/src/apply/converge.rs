@@ -248,6 +248,11 @@ pub fn node_sysctls(node: &NodePlan) -> Vec<(&'static str, &'static str)> {
         // Every traceroute probe deserves its answer.
         ("ipv4/icmp_ratelimit", "0"),
     ]);
+    if node.forwarder != Forwarder::None {
+        // Equal-cost routes (`"ecmp"`, or a routing daemon's) spread flows by addresses and
+        // ports, as the eBPF routers do: a flow stays on one path.
+        sysctls.push(("ipv4/fib_multipath_hash_policy", "1"));
+    }
     sysctls
 }
 
@@ -821,16 +826,18 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
                         }
                     }
                     for r in &node.routes {
-                        let link = &new.links[r.link as usize];
                         // the kernel takes no route through a link that is down
-                        if link.down {
-                            continue;
-                        }
-                        let ifindex = link.ifindex;
-                        if built {
-                            nl.add_route(r.dest, r.via, ifindex).await?;
-                        } else {
-                            nl.replace_route(r.dest, r.via, ifindex).await?;
+                        let hops: Vec<(std::net::Ipv4Addr, u32)> = r
+                            .nexthops()
+                            .map(|(via, _, l)| (via, &new.links[l as usize]))
+                            .filter(|(_, link)| !link.down)
+                            .map(|(via, link)| (via, link.ifindex))
+                            .collect();
+                        match hops[..] {
+                            [] => {}
+                            [(via, ifindex)] if built => nl.add_route(r.dest, via, ifindex).await?,
+                            [(via, ifindex)] => nl.replace_route(r.dest, via, ifindex).await?,
+                            _ => nl.set_multipath_route(r.dest, &hops, !built).await?,
                         }
                     }
                     for &l in &made {

@@ -347,6 +347,7 @@ async fn up_locked(
                 frr_routers,
                 map_entries: entries.ifaces.len()
                     + entries.routes.len()
+                    + entries.nexthops.len()
                     + entries.classes.len()
                     + entries.rules.len(),
             })
@@ -1137,6 +1138,7 @@ fn check_capacity(pinned: &Pinned, new: &Plan) -> Result<(), ApplyError> {
         (maps::IFACES, counts.ifaces as u64),
         (maps::IMPAIR, counts.impairs as u64),
         (maps::ROUTES, counts.routes as u64),
+        (maps::NEXTHOPS, counts.nexthops as u64),
         (maps::FW_CLASSES, counts.classes as u64),
         (maps::FW_RULES, counts.rules as u64),
         (maps::RULE_HITS, counts.rule_slots as u64),
@@ -1204,6 +1206,8 @@ mod tests {
             .chain(d.ifaces.delete.iter().map(|k| format!("-iface {k:?}")))
             .chain(d.routes.put.iter().map(|e| format!("route {e:?}")))
             .chain(d.routes.delete.iter().map(|k| format!("-route {k:?}")))
+            .chain(d.nexthops.put.iter().map(|e| format!("nexthop {e:?}")))
+            .chain(d.nexthops.delete.iter().map(|k| format!("-nexthop {k:?}")))
             .chain(d.classes.put.iter().map(|e| format!("class {e:?}")))
             .chain(d.classes.delete.iter().map(|k| format!("-class {k:?}")))
             .chain(d.rules.put.iter().map(|e| format!("rule {e:?}")))

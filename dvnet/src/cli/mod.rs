@@ -310,11 +310,19 @@ pub enum Command {
         runtime: Runtime,
     },
     /// Write a generated topology (for tests and benchmarks).
+    ///
+    /// `gen chain|ring|star|tree|grid NODES`, `gen clos SPINES LEAVES HOSTS_PER_LEAF`,
+    /// `gen fattree K`.
     Gen {
         #[arg(value_enum)]
         shape: Shape,
-        /// Total nodes: routers + hosts.
-        nodes: usize,
+        /// NODES (routers + hosts); for `clos`, SPINES LEAVES HOSTS_PER_LEAF; for `fattree`,
+        /// K (even: k pods, k³/4 hosts).
+        #[arg(required = true, num_args = 1..=3)]
+        sizes: Vec<usize>,
+        /// Use every equal-cost path (default: yes for clos and fattree, no for the others).
+        #[arg(long)]
+        ecmp: Option<bool>,
         /// Hosts on each router's LAN (0: routers only).
         #[arg(long, default_value_t = 1)]
         hosts_per_lan: usize,
@@ -664,19 +672,39 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Gen {
             shape,
-            nodes,
+            sizes,
+            ecmp,
             hosts_per_lan,
             fanout,
             name,
             output,
         } => {
-            let value = generate::generate(&GenSpec {
-                shape,
-                nodes,
-                hosts_per_lan,
-                fanout,
-                name,
-            })?;
+            let wrong = |expected: &str| {
+                generate::GenError::Invalid(format!(
+                    "gen {} takes {expected}; got {} number(s)",
+                    format!("{shape:?}").to_lowercase(),
+                    sizes.len()
+                ))
+            };
+            let mut value = match (shape, &sizes[..]) {
+                (Shape::Clos, &[spines, leaves, hosts]) => {
+                    generate::clos(spines, leaves, hosts, name, ecmp.unwrap_or(true))?
+                }
+                (Shape::Clos, _) => return Err(wrong("SPINES LEAVES HOSTS_PER_LEAF").into()),
+                (Shape::Fattree, &[k]) => generate::fat_tree(k, name, ecmp.unwrap_or(true))?,
+                (Shape::Fattree, _) => return Err(wrong("K").into()),
+                (_, &[nodes]) => generate::generate(&GenSpec {
+                    shape,
+                    nodes,
+                    hosts_per_lan,
+                    fanout,
+                    name,
+                })?,
+                _ => return Err(wrong("NODES").into()),
+            };
+            if let Some(on) = ecmp {
+                value["ecmp"] = serde_json::Value::Bool(on);
+            }
             let text = serde_json::to_string_pretty(&value)? + "\n";
             match output {
                 Some(path) => std::fs::write(&path, text).map_err(|source| CliError::Io {

@@ -11,7 +11,7 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData};
 use aya::{Ebpf, EbpfLoader};
 use dvnet_common::{
-    IfaceInfo, ImpairEntry, Route, RouterAddr, RuleKey, RuleVerdict, maps, programs,
+    IfaceInfo, ImpairEntry, NexthopKey, Route, RouterAddr, RuleKey, RuleVerdict, maps, programs,
 };
 
 use super::entries::MapEntries;
@@ -47,6 +47,7 @@ pub struct MapSizes {
     /// Any interface may be impaired by an edit: as many as interfaces.
     pub impairs: u32,
     pub routes: u32,
+    pub nexthops: u32,
     pub classes: u32,
     pub rules: u32,
     pub rule_hits: u32,
@@ -76,6 +77,7 @@ impl MapSizes {
             ifaces: with_room(entries.ifaces.len(), 1024),
             impairs: with_room(entries.ifaces.len(), 1024),
             routes: with_room(entries.routes.len(), 4096),
+            nexthops: with_room(entries.nexthops.len(), 4096),
             classes: with_room(entries.classes.len(), 4096),
             rules: with_room(entries.rules.len(), 4096),
             rule_hits: with_room(rule_slots, 256),
@@ -145,6 +147,7 @@ pub fn open(sizes: MapSizes) -> Result<Ebpf, BpfError> {
         .map_max_entries(maps::TAPS, sizes.ifaces)
         .map_max_entries(maps::CAPTURE, capture_entries())
         .map_max_entries(maps::ROUTES, sizes.routes)
+        .map_max_entries(maps::NEXTHOPS, sizes.nexthops)
         .map_max_entries(maps::FW_CLASSES, sizes.classes)
         .map_max_entries(maps::FW_RULES, sizes.rules)
         .map_max_entries(maps::RULE_HITS, sizes.rule_hits)
@@ -306,6 +309,14 @@ fn fill(ebpf: &mut Ebpf, e: &MapEntries) -> Result<(), BpfError> {
         routes
             .insert(&key, route, 0)
             .map_err(map_err(maps::ROUTES))?;
+    }
+    let mut nexthops: HashMap<&mut MapData, NexthopKey, Route> =
+        HashMap::try_from(ebpf.map_mut(maps::NEXTHOPS).expect("in the object"))
+            .map_err(map_err(maps::NEXTHOPS))?;
+    for (key, hop) in &e.nexthops {
+        nexthops
+            .insert(key, hop, 0)
+            .map_err(map_err(maps::NEXTHOPS))?;
     }
     let mut classes: LpmTrie<&mut MapData, RouterAddr, u32> =
         LpmTrie::try_from(ebpf.map_mut(maps::FW_CLASSES).expect("in the object"))
@@ -554,6 +565,12 @@ impl Pinned {
                 RouterAddr::new(*router, u32::from(prefix.network()).to_be()),
             )
         };
+        // a route's further next hops are in place before it counts them, and go after
+        let mut nexthops: HashMap<MapData, NexthopKey, Route> =
+            HashMap::try_from(self.map(maps::NEXTHOPS)?).map_err(map_err(maps::NEXTHOPS))?;
+        for (k, v) in &diff.nexthops.put {
+            nexthops.insert(k, v, 0).map_err(map_err(maps::NEXTHOPS))?;
+        }
         let mut routes: LpmTrie<MapData, RouterAddr, Route> =
             LpmTrie::try_from(self.map(maps::ROUTES)?).map_err(map_err(maps::ROUTES))?;
         for k in &diff.routes.delete {
@@ -563,6 +580,9 @@ impl Pinned {
             routes
                 .insert(&lpm_key(k), v, 0)
                 .map_err(map_err(maps::ROUTES))?;
+        }
+        for k in &diff.nexthops.delete {
+            let _ = nexthops.remove(k);
         }
         let mut classes: LpmTrie<MapData, RouterAddr, u32> =
             LpmTrie::try_from(self.map(maps::FW_CLASSES)?).map_err(map_err(maps::FW_CLASSES))?;

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use dvnet_common::{
     IFACE_DELAY_RETURN, IFACE_FABRIC_PORT, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IFACE_FORWARD,
     IFACE_IMPAIRED, IFACE_POLICY_DROP, IMPAIR_DELAY, IMPAIR_SEEDED, IfaceInfo, ImpairEntry,
-    NO_ROUTER, PORT_ANY, PROTO_ANY, ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route,
-    RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP, WILDCARD, threshold,
+    NO_ROUTER, NexthopKey, PORT_ANY, PROTO_ANY, ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL,
+    ROUTE_PEER, Route, RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP, WILDCARD, threshold,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -55,6 +55,8 @@ pub struct MapEntries {
     pub impairs: Vec<(u32, ImpairEntry)>,
     /// (router id, destination) → route.
     pub routes: Vec<((u32, Ipv4Net), Route)>,
+    /// The further next hops of equal-cost routes.
+    pub nexthops: Vec<(NexthopKey, Route)>,
     /// (router id, prefix) → class.
     pub classes: Vec<((u32, Ipv4Net), u32)>,
     pub rules: Vec<(RuleKey, RuleVerdict)>,
@@ -83,6 +85,8 @@ pub struct Counts {
     pub impairs: usize,
     /// At most this many (a route may share its key with a connected one).
     pub routes: usize,
+    /// Further next hops of equal-cost routes.
+    pub nexthops: usize,
     pub classes: usize,
     pub rules: usize,
     /// One past the highest rule slot.
@@ -109,6 +113,7 @@ pub fn counts(plan: &Plan) -> Result<Counts, EntriesError> {
         if matches!(node.forwarder, Forwarder::Program { .. }) {
             // a connected route and two local ones per interface, then the plan's
             c.routes += 3 * links + node.routes.len();
+            c.nexthops += node.routes.iter().map(|r| r.ecmp.len()).sum::<usize>();
             if node
                 .firewall
                 .as_ref()
@@ -209,7 +214,7 @@ pub fn entries_of(
             }
         }
         if program {
-            routes(plan, n, &mut out.routes);
+            routes(plan, n, &mut out.routes, &mut out.nexthops);
         }
         if flags & IFACE_FIREWALL != 0 {
             out.firewalled = true;
@@ -257,7 +262,12 @@ fn blocked(plan: &Plan, link: &LinkPlan, via: Option<std::net::Ipv4Addr>) -> boo
     })
 }
 
-fn routes(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv4Net), Route)>) {
+fn routes(
+    plan: &Plan,
+    n: usize,
+    out: &mut Vec<((u32, Ipv4Net), Route)>,
+    nexthops: &mut Vec<(NexthopKey, Route)>,
+) {
     let node = &plan.nodes[n];
     let id = node.id;
     // On a point-to-point link the next hop is the other end, whose MAC dvnet chose: the
@@ -270,6 +280,8 @@ fn routes(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv4Net), Route)>) {
             link: link.id,
             dmac: [0; 6],
             smac: [0; 6],
+            paths: 0,
+            plen: 0,
         };
         if flags & ROUTE_LOCAL == 0
             && let Some(peer) = plan.peer_of(link)
@@ -292,17 +304,48 @@ fn routes(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv4Net), Route)>) {
         }
     }
     for r in &node.routes {
-        let link = &plan.links[r.link as usize];
-        // a gateway route through the uplink goes to the host, not to a node: no known MAC
-        let to_peer = plan.peer_of(link).is_some_and(|p| p.address == r.via);
-        let mut entry = route(link, be(r.via), 0);
-        if !to_peer {
-            entry.flags &= !ROUTE_PEER;
+        let entry = |via: std::net::Ipv4Addr, link: &LinkPlan| {
+            // a gateway route through the uplink goes to the host, not to a node: no known MAC
+            let to_peer = plan.peer_of(link).is_some_and(|p| p.address == via);
+            let mut entry = route(link, be(via), 0);
+            if !to_peer {
+                entry.flags &= !ROUTE_PEER;
+            }
+            entry
+        };
+        // Of equal-cost next hops, those that cannot be reached are left out (as a router
+        // drops a dead next hop); with none left, the route drops, counted as link-down.
+        let mut hops = r
+            .nexthops()
+            .map(|(via, _, l)| (via, &plan.links[l as usize]));
+        let first = hops.next().expect("a route has a next hop");
+        let mut live: Vec<Route> = std::iter::once(first)
+            .chain(hops)
+            .filter(|&(via, link)| !blocked(plan, link, Some(via)))
+            .map(|(via, link)| entry(via, link))
+            .collect();
+        if live.is_empty() {
+            let mut dead = entry(first.0, first.1);
+            dead.flags |= ROUTE_DOWN;
+            live.push(dead);
         }
-        if blocked(plan, link, Some(r.via)) {
-            entry.flags |= ROUTE_DOWN;
+        live.truncate(dvnet_common::MAX_PATHS);
+        let paths = u16::try_from(live.len()).expect("at most MAX_PATHS");
+        let prefix_len = u16::from(r.dest.prefix_len());
+        for (index, hop) in live.iter_mut().enumerate() {
+            hop.paths = paths;
+            hop.plen = prefix_len;
+            if index > 0 {
+                let key = NexthopKey {
+                    router: id,
+                    addr: be(r.dest.network()),
+                    plen: u32::from(prefix_len),
+                    index: u32::try_from(index).expect("at most MAX_PATHS"),
+                };
+                nexthops.push((key, *hop));
+            }
         }
-        out.push(((id, r.dest), entry));
+        out.push(((id, r.dest), live[0]));
     }
 }
 
@@ -470,6 +513,7 @@ pub struct EntriesDiff {
     pub ifaces: Delta<u32, IfaceInfo>,
     pub impairs: Delta<u32, ImpairEntry>,
     pub routes: Delta<(u32, Ipv4Net), Route>,
+    pub nexthops: Delta<NexthopKey, Route>,
     pub classes: Delta<(u32, Ipv4Net), u32>,
     pub rules: Delta<RuleKey, RuleVerdict>,
     /// Counter slots of links and rules that are new: zeroed before use.
@@ -486,6 +530,7 @@ impl EntriesDiff {
         self.ifaces.len()
             + self.impairs.len()
             + self.routes.len()
+            + self.nexthops.len()
             + self.classes.len()
             + self.rules.len()
     }
@@ -511,6 +556,11 @@ impl EntriesDiff {
                 self.impairs.delete.len(),
             ),
             ("routes", self.routes.put.len(), self.routes.delete.len()),
+            (
+                "next hops",
+                self.nexthops.put.len(),
+                self.nexthops.delete.len(),
+            ),
             (
                 "firewall classes",
                 self.classes.put.len(),
@@ -547,6 +597,7 @@ pub fn diff(
         ifaces: delta(&old_entries.ifaces, &new_entries.ifaces),
         impairs: delta(&old_entries.impairs, &new_entries.impairs),
         routes: delta(&old_entries.routes, &new_entries.routes),
+        nexthops: delta(&old_entries.nexthops, &new_entries.nexthops),
         classes: delta(&old_entries.classes, &new_entries.classes),
         rules: delta(&old_entries.rules, &new_entries.rules),
         fresh_links: new

@@ -274,11 +274,18 @@ impl Diff {
         }
         for r in &self.routes {
             let _ = write!(out, "~ routes of {}:", r.node);
+            let vias = |route: &RoutePlan| {
+                route
+                    .nexthops()
+                    .map(|(via, _, _)| via.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
             for route in &r.add {
-                let _ = write!(out, " +{} via {}", route.dest, route.via);
+                let _ = write!(out, " +{} via {}", route.dest, vias(route));
             }
             for route in &r.remove {
-                let _ = write!(out, " -{} via {}", route.dest, route.via);
+                let _ = write!(out, " -{} via {}", route.dest, vias(route));
             }
             out.push('\n');
         }
@@ -409,9 +416,12 @@ fn key<'a>(plan: &'a Plan, link: &LinkPlan) -> (&'a str, &'a str) {
     (&plan.nodes[link.node].name, &plan.subnets[link.subnet].name)
 }
 
-/// A route as the kernel sees it.
-fn route_key(r: &RoutePlan) -> (Ipv4Net, Ipv4Addr, &str) {
-    (r.dest, r.via, r.dev.as_str())
+/// A route as the kernel sees it: its destination and every next hop.
+fn route_key(r: &RoutePlan) -> (Ipv4Net, Vec<(Ipv4Addr, &str)>) {
+    (
+        r.dest,
+        r.nexthops().map(|(via, dev, _)| (via, dev)).collect(),
+    )
 }
 
 /// The changes that turn the network of `old` into that of `new` (`None`: no network).
@@ -706,6 +716,7 @@ impl Plan {
             datapath: super::Datapath::default(),
             runtime: super::Runtime::default(),
             routing: crate::topology::Routing::default(),
+            ecmp: false,
             update_hosts: false,
             fabric_netns: super::naming::fabric_netns(id),
             subnets: Vec::new(),

@@ -73,6 +73,9 @@ pub struct Plan {
     #[serde(default)]
     pub runtime: Runtime,
     pub routing: Routing,
+    /// Routes use every equal-cost next hop (`"ecmp": true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ecmp: bool,
     pub update_hosts: bool,
     /// The namespace holding the segments.
     pub fabric_netns: String,
@@ -281,6 +284,27 @@ pub struct RoutePlan {
     pub dev: String,
     /// Outgoing link (position in [`Plan::links`]).
     pub link: u32,
+    /// With `"ecmp": true`, the other next hops of equal cost: the route's next hops are
+    /// this one and these (each flow takes one of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ecmp: Vec<NextHop>,
+}
+
+/// One more next hop of a route (see [`RoutePlan::ecmp`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextHop {
+    pub via: Ipv4Addr,
+    pub dev: String,
+    /// Position in [`Plan::links`].
+    pub link: u32,
+}
+
+impl RoutePlan {
+    /// Every next hop: (gateway, interface, link), the first one first.
+    pub fn nexthops(&self) -> impl Iterator<Item = (Ipv4Addr, &str, u32)> {
+        std::iter::once((self.via, self.dev.as_str(), self.link))
+            .chain(self.ecmp.iter().map(|h| (h.via, h.dev.as_str(), h.link)))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -446,6 +470,7 @@ fn uplink_plan(
                 via: host_address,
                 dev: link.ifname.clone(),
                 link: *position,
+                ecmp: Vec::new(),
             })
         } else {
             node.routes
@@ -858,22 +883,32 @@ impl Plan {
         // routers
         for (r, table) in routing.routers.iter().enumerate() {
             let node = &nodes[r];
+            let next_hop = |hop: &routing::Hop| {
+                let link = node.links[hop.via_position];
+                let subnet = links[link as usize].subnet;
+                let via = routing::address_on(
+                    &topo.routers[hop.router].subnets,
+                    &addrs.routers[hop.router],
+                    subnet,
+                )
+                .expect("a next hop shares the subnet");
+                NextHop {
+                    via,
+                    dev: links[link as usize].ifname.clone(),
+                    link,
+                }
+            };
             let routes = table
                 .iter()
-                .map(|&(dest, hop)| {
-                    let link = node.links[hop.via_position];
-                    let subnet = links[link as usize].subnet;
-                    let via = routing::address_on(
-                        &topo.routers[hop.router].subnets,
-                        &addrs.routers[hop.router],
-                        subnet,
-                    )
-                    .expect("a next hop shares the subnet");
+                .map(|(dest, hops)| {
+                    let mut hops = hops.iter().map(next_hop);
+                    let first = hops.next().expect("a route has a next hop");
                     RoutePlan {
-                        dest,
-                        via,
-                        dev: links[link as usize].ifname.clone(),
-                        link,
+                        dest: *dest,
+                        via: first.via,
+                        dev: first.dev,
+                        link: first.link,
+                        ecmp: hops.collect(),
                     }
                 })
                 .collect();
@@ -895,6 +930,7 @@ impl Plan {
                     via: gw_addr(gw),
                     dev: dev.clone(),
                     link,
+                    ecmp: Vec::new(),
                 })
                 .collect();
             if let Some(gw) = routing.default_gateway[host.subnet] {
@@ -903,6 +939,7 @@ impl Plan {
                     via: gw_addr(gw),
                     dev: dev.clone(),
                     link,
+                    ecmp: Vec::new(),
                 });
             }
             nodes[router_count + h].routes = routes;
@@ -931,6 +968,7 @@ impl Plan {
                 datapath: options.datapath,
                 runtime: options.runtime,
                 routing: topo.routing,
+                ecmp: topo.ecmp,
                 update_hosts: topo.update_hosts,
                 fabric_netns: naming::fabric_netns(&id),
                 subnets,
@@ -1068,7 +1106,8 @@ fn reusable_routes(
     links: &[LinkPlan],
 ) -> Option<Vec<Vec<RoutePlan>>> {
     let prev = previous?;
-    if topo.routing != Routing::Static || prev.routing != Routing::Static {
+    if topo.routing != Routing::Static || prev.routing != Routing::Static || topo.ecmp != prev.ecmp
+    {
         return None;
     }
     if prev.subnets.len() != topo.subnets.len()
@@ -1129,8 +1168,19 @@ fn reusable_routes(
                 .iter()
                 .filter(|r| r.dest != default)
                 .map(|r| {
+                    let ecmp = r
+                        .ecmp
+                        .iter()
+                        .map(|h| {
+                            Some(NextHop {
+                                link: position_of(&h.dev)?,
+                                ..h.clone()
+                            })
+                        })
+                        .collect::<Option<Vec<_>>>()?;
                     Some(RoutePlan {
                         link: position_of(&r.dev)?,
+                        ecmp,
                         ..r.clone()
                     })
                 })
@@ -1149,6 +1199,7 @@ fn reusable_routes(
                         via: r.via,
                         dev: link.ifname.clone(),
                         link: at,
+                        ecmp: Vec::new(),
                     })
                     .collect(),
             );

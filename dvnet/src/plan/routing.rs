@@ -16,7 +16,7 @@
 //! aggregate. Subnets with hosts and two or more routers take one search each (from all
 //! their routers together); one-router subnets need none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnet::{Ipv4Net, Ipv4Subnets};
@@ -36,8 +36,9 @@ pub struct Hop {
 
 /// Routing decisions, before they become addresses and interface names.
 pub struct Routing {
-    /// For each router: (destinations as prefixes, next hop), aggregated, sorted by prefix.
-    pub routers: Vec<Vec<(Ipv4Net, Hop)>>,
+    /// For each router: (destinations as prefixes, next hops), aggregated, sorted by prefix.
+    /// One next hop, or with `ecmp` every equal-cost one, in (router, position) order.
+    pub routers: Vec<Vec<(Ipv4Net, Vec<Hop>)>>,
     /// For each subnet with hosts: the gateway for them, if it has a router. (Host-less
     /// subnets: the first router on them, since nothing reads it.)
     pub default_gateway: Vec<Option<usize>>,
@@ -220,8 +221,9 @@ pub fn compute(topo: &Topology) -> Routing {
         })
         .collect();
     let mut routers = Vec::with_capacity(nr);
-    // the group of each next-hop router, reset after each router
+    // the group of each label, reset after each router
     let mut group_of = vec![usize::MAX; nr];
+    let mut sets = topo.ecmp.then(|| HopSets::new(nr + ns));
     for r in 0..nr {
         routers.push(router_routes(
             topo,
@@ -231,6 +233,7 @@ pub fn compute(topo: &Topology) -> Routing {
             &dests,
             &mut search,
             &mut group_of,
+            sets.as_mut(),
         ));
     }
 
@@ -287,7 +290,12 @@ struct Dest {
 }
 
 /// The routes of router `r`: a search from its subnets over `core` (the graph without
-/// single-router subnets), then every destination in address order.
+/// single-router subnets), then every destination in address order. With `ecmp`, each
+/// destination's next hops are every first hop of its shortest paths.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "scratch space threaded through the searches"
+)]
 fn router_routes(
     topo: &Topology,
     core: &Graph,
@@ -295,8 +303,9 @@ fn router_routes(
     single: &[Option<usize>],
     dests: &[Dest],
     search: &mut Search,
-    group_of: &mut [usize],
-) -> Vec<(Ipv4Net, Hop)> {
+    group_of: &mut Vec<usize>,
+    mut ecmp: Option<&mut HopSets>,
+) -> Vec<(Ipv4Net, Vec<Hop>)> {
     let nr = core.routers;
     core.search(
         search,
@@ -308,7 +317,19 @@ fn router_routes(
             .map(|(pos, &s)| (nr + s, pos as u64)),
         |position, w| ((w as u64) << 32) | position,
     );
-    let mut groups: Vec<Group<Hop>> = Vec::new();
+    if let Some(sets) = ecmp.as_deref_mut() {
+        sets.fill(core, search);
+    }
+    // A label names the next hops: the least first hop packed as (router, position), or
+    // with ECMP the id of the set of first hops. Each label's destinations form a group.
+    let label_of = |v: usize| match &ecmp {
+        Some(sets) => u64::from(sets.of[v]),
+        None => search.label[v],
+    };
+    let group_key = |label: u64| {
+        usize::try_from(if ecmp.is_some() { label } else { label >> 32 }).expect("an index")
+    };
+    let mut groups: Vec<Group<u64>> = Vec::new();
     // Consecutive destinations mostly share their next hop and touch each other: they grow
     // one run of addresses, handed to its group when a destination does not continue it.
     let mut run: Option<(u64, usize, u32, u32)> = None; // label, group, start, end
@@ -320,7 +341,7 @@ fn router_routes(
         if d == UNSEEN || d == 0 || v == r {
             continue;
         }
-        let label = search.label[v];
+        let label = label_of(v);
         if let Some((l, _, _, end)) = &mut run
             && *l == label
             && dest.start <= end.saturating_add(1)
@@ -331,15 +352,15 @@ fn router_routes(
         if let Some((_, g, start, end)) = run {
             groups[g].add(start, end);
         }
-        let hop = Hop {
-            router: usize::try_from(label >> 32).expect("a router index"),
-            via_position: usize::try_from(label & 0xffff_ffff).expect("a position"),
-        };
-        let g = &mut group_of[hop.router];
+        let key = group_key(label);
+        if key >= group_of.len() {
+            group_of.resize(key + 1, usize::MAX);
+        }
+        let g = &mut group_of[key];
         if *g == usize::MAX {
             *g = groups.len();
             groups.push(Group {
-                hop,
+                hop: label,
                 intervals: Vec::new(),
             });
         }
@@ -349,9 +370,119 @@ fn router_routes(
         groups[g].add(start, end);
     }
     for g in &groups {
-        group_of[g.hop.router] = usize::MAX;
+        group_of[group_key(g.hop)] = usize::MAX;
     }
+    let hop = |packed: u64| Hop {
+        router: usize::try_from(packed >> 32).expect("a router index"),
+        via_position: usize::try_from(packed & 0xffff_ffff).expect("a position"),
+    };
     Group::finish(groups)
+        .into_iter()
+        .map(|(prefix, label)| {
+            let hops = match &ecmp {
+                Some(sets) => sets.sets[group_key(label)]
+                    .iter()
+                    .map(|&p| hop(p))
+                    .collect(),
+                None => vec![hop(label)],
+            };
+            (prefix, hops)
+        })
+        .collect()
+}
+
+/// ECMP: the sets of first hops (packed as (router, position)) of one router's search,
+/// interned, so that the vertices sharing a set share its id. Id 0 is the empty set.
+struct HopSets {
+    sets: Vec<Vec<u64>>,
+    ids: HashMap<Vec<u64>, u32>,
+    /// Unions already made.
+    unions: HashMap<(u32, u32), u32>,
+    /// Per vertex, the id of its set (vertices the search reached).
+    of: Vec<u32>,
+}
+
+impl HopSets {
+    fn new(vertices: usize) -> HopSets {
+        HopSets {
+            sets: Vec::new(),
+            ids: HashMap::new(),
+            unions: HashMap::new(),
+            of: vec![0; vertices],
+        }
+    }
+
+    fn intern(&mut self, set: Vec<u64>) -> u32 {
+        if let Some(&id) = self.ids.get(&set) {
+            return id;
+        }
+        let id = u32::try_from(self.sets.len()).expect("fewer than 2^32 sets");
+        self.sets.push(set.clone());
+        self.ids.insert(set, id);
+        id
+    }
+
+    fn union(&mut self, a: u32, b: u32) -> u32 {
+        if a == b {
+            return a;
+        }
+        let key = (a.min(b), a.max(b));
+        if let Some(&id) = self.unions.get(&key) {
+            return id;
+        }
+        let mut set: Vec<u64> = self.sets[a as usize]
+            .iter()
+            .chain(&self.sets[b as usize])
+            .copied()
+            .collect();
+        set.sort_unstable();
+        set.dedup();
+        let id = self.intern(set);
+        self.unions.insert(key, id);
+        id
+    }
+
+    /// Every reached vertex's first hops over all the shortest paths of `search`, whose
+    /// sources are labelled with their position among the router's subnets: a router next
+    /// to a source is a first hop through each source it touches; any other vertex has the
+    /// union of its predecessors' first hops.
+    fn fill(&mut self, graph: &Graph, search: &Search) {
+        self.sets.clear();
+        self.ids.clear();
+        self.unions.clear();
+        self.intern(Vec::new());
+        for &v in &search.order {
+            let v = v as usize;
+            let d = search.dist[v];
+            let id = match d {
+                0 => 0,
+                1 => {
+                    let mut hops: Vec<u64> = graph
+                        .neighbours(v)
+                        .iter()
+                        .map(|&u| u as usize)
+                        .filter(|&u| search.dist[u] == 0)
+                        .map(|u| ((v as u64) << 32) | search.label[u])
+                        .collect();
+                    hops.sort_unstable();
+                    hops.dedup();
+                    self.intern(hops)
+                }
+                _ => {
+                    let mut acc: Option<u32> = None;
+                    for &u in graph.neighbours(v) {
+                        let u = u as usize;
+                        if search.dist[u].wrapping_add(1) == d {
+                            let s = self.of[u];
+                            acc = Some(acc.map_or(s, |a| self.union(a, s)));
+                        }
+                    }
+                    acc.unwrap_or(0)
+                }
+            };
+            self.of[v] = id;
+        }
+    }
 }
 
 /// Groups of subnets that reach each other, in order of their first subnet, each sorted;
@@ -415,7 +546,7 @@ fn majority<T: Copy + Ord>(decisions: &[(Ipv4Net, T)]) -> Option<T> {
 }
 
 /// Groups destinations by next hop and aggregates each group exactly; sorted by prefix.
-fn aggregate<T: Copy + Ord>(decisions: Vec<(Ipv4Net, T)>) -> Vec<(Ipv4Net, T)> {
+fn aggregate<T: Clone + Ord>(decisions: Vec<(Ipv4Net, T)>) -> Vec<(Ipv4Net, T)> {
     let mut groups: BTreeMap<T, Vec<Ipv4Net>> = BTreeMap::new();
     for (prefix, hop) in decisions {
         groups.entry(hop).or_default().push(prefix);
@@ -425,7 +556,7 @@ fn aggregate<T: Copy + Ord>(decisions: Vec<(Ipv4Net, T)>) -> Vec<(Ipv4Net, T)> {
         .flat_map(|(hop, prefixes)| {
             Ipv4Net::aggregate(&prefixes)
                 .into_iter()
-                .map(move |p| (p, hop))
+                .map(move |p| (p, hop.clone()))
         })
         .collect();
     out.sort_by_key(|&(p, _)| (u32::from(p.network()), p.prefix_len()));
@@ -505,7 +636,7 @@ mod tests {
                 on_subnet[s].push((r, pos));
             }
         }
-        let mut per_router: Vec<Vec<(Ipv4Net, Hop)>> = vec![Vec::new(); nr];
+        let mut per_router: Vec<Vec<(Ipv4Net, Vec<Hop>)>> = vec![Vec::new(); nr];
         let mut per_subnet_gw: Vec<Vec<(Ipv4Net, usize)>> = vec![Vec::new(); ns];
         let mut island_of = vec![usize::MAX; ns];
         let mut islands: Vec<Vec<usize>> = Vec::new();
@@ -534,7 +665,7 @@ mod tests {
                 if d == u32::MAX || d <= 1 {
                     continue;
                 }
-                let best = router
+                let mut closer: Vec<Hop> = router
                     .subnets
                     .iter()
                     .enumerate()
@@ -547,8 +678,14 @@ mod tests {
                                 via_position: pos,
                             })
                     })
-                    .min();
-                per_router[r].push((prefix, best.expect("a closer neighbour")));
+                    .collect();
+                closer.sort_unstable();
+                closer.dedup();
+                assert!(!closer.is_empty(), "a closer neighbour");
+                if !topo.ecmp {
+                    closer.truncate(1);
+                }
+                per_router[r].push((prefix, closer));
             }
             for (t, routers) in on_subnet.iter().enumerate() {
                 if t == dest {
@@ -586,20 +723,26 @@ mod tests {
         }
     }
 
+    /// The same routes as the definition, with ties to one path and with ECMP.
     fn assert_same(topo: &Topology, what: &str) {
-        let (got, want) = (compute(topo), reference(topo));
-        assert_eq!(got.routers, want.routers, "{what}: router routes");
-        assert_eq!(got.islands, want.islands, "{what}: islands");
-        for h in &topo.hosts {
-            let s = h.subnet;
-            assert_eq!(
-                got.default_gateway[s], want.default_gateway[s],
-                "{what}: gateway of subnet {s}"
-            );
-            assert_eq!(
-                got.host_routes[s], want.host_routes[s],
-                "{what}: host routes of subnet {s}"
-            );
+        for ecmp in [false, true] {
+            let mut topo = topo.clone();
+            topo.ecmp = ecmp;
+            let what = format!("{what} (ecmp {ecmp})");
+            let (got, want) = (compute(&topo), reference(&topo));
+            assert_eq!(got.routers, want.routers, "{what}: router routes");
+            assert_eq!(got.islands, want.islands, "{what}: islands");
+            for h in &topo.hosts {
+                let s = h.subnet;
+                assert_eq!(
+                    got.default_gateway[s], want.default_gateway[s],
+                    "{what}: gateway of subnet {s}"
+                );
+                assert_eq!(
+                    got.host_routes[s], want.host_routes[s],
+                    "{what}: host routes of subnet {s}"
+                );
+            }
         }
     }
 
@@ -632,6 +775,53 @@ mod tests {
                 }
             }
         }
+        // fabrics, where nearly every route has several next hops
+        for k in [2, 4, 6] {
+            let doc = crate::generate::fat_tree(k, None, true).expect("a fat tree");
+            assert_same(&read(&doc), &format!("fat tree k={k}"));
+        }
+        for (spines, leaves, hosts) in [(1, 3, 1), (3, 4, 2), (4, 5, 0)] {
+            let doc = crate::generate::clos(spines, leaves, hosts, None, true).expect("a Clos");
+            assert_same(&read(&doc), &format!("clos {spines}/{leaves}/{hosts}"));
+        }
+    }
+
+    #[test]
+    fn ecmp_uses_every_spine_and_only_shortest_paths() {
+        let doc = crate::generate::fat_tree(4, None, true).expect("a fat tree");
+        let topo = read(&doc);
+        let routing = compute(&topo);
+        let r = topo
+            .routers
+            .iter()
+            .position(|r| r.name == "e0-0")
+            .expect("e0-0");
+        // another pod: up through both aggregation routers of the pod
+        let far: Ipv4Net = "10.3.0.0/23".parse().expect("a prefix");
+        let (_, hops) = routing.routers[r]
+            .iter()
+            .find(|(p, _)| *p == far)
+            .expect("a route to pod 3");
+        let names: Vec<&str> = hops
+            .iter()
+            .map(|h| topo.routers[h.router].name.as_str())
+            .collect();
+        assert_eq!(names, ["a0-0", "a0-1"]);
+        // an aggregation router toward another pod: each of its k/2 cores
+        let a = topo
+            .routers
+            .iter()
+            .position(|r| r.name == "a0-1")
+            .expect("a0-1");
+        let (_, hops) = routing.routers[a]
+            .iter()
+            .find(|(p, _)| p.contains(&"10.2.1.1".parse::<Ipv4Addr>().expect("an address")))
+            .expect("a route to pod 2");
+        let names: Vec<&str> = hops
+            .iter()
+            .map(|h| topo.routers[h.router].name.as_str())
+            .collect();
+        assert_eq!(names, ["c1-0", "c1-1"]);
     }
 
     /// Random labs: LANs shared by several routers, host-less subnets, islands, subnets

@@ -38,6 +38,9 @@ pub struct Topology {
     /// nobody (connected routes only).
     pub routing: Routing,
     pub update_hosts: bool,
+    /// Every equal-cost next hop of the shortest paths is used (`"ecmp": true`), a flow's
+    /// packets staying on one; else ties go to one path.
+    pub ecmp: bool,
     pub outbound: Option<Outbound>,
     /// In file order.
     pub subnets: Vec<Subnet>,

@@ -54,6 +54,7 @@ fn classic_lab_reads_in_file_order() {
         id: "test-net-0".to_owned(),
         routing: Routing::Static,
         update_hosts: false,
+        ecmp: false,
         outbound: Some(Outbound {
             cidr: net("192.168.240.0/24"),
             routers: vec![0, 1],

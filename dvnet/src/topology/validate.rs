@@ -33,6 +33,7 @@ const TOP_FIELDS: &[&str] = &[
     "automatic_routing",
     "routing",
     "update_hosts",
+    "ecmp",
     "outbound_access",
     "subnets",
     "routers",
@@ -257,6 +258,7 @@ impl<'a> Validator<'a> {
             .and_then(|(name, path)| self.network_id(name, path));
         let routing = self.routing(&f);
         let update_hosts = self.flag(&f, "update_hosts");
+        let ecmp = self.flag(&f, "ecmp");
         let outbound = f.get("outbound_access").and_then(|(value, path)| {
             let (cidr, routers) = self.outbound(value, &path)?;
             Some((cidr, path.join("cidr"), routers))
@@ -305,6 +307,7 @@ impl<'a> Validator<'a> {
             id: id?,
             routing,
             update_hosts,
+            ecmp,
             outbound,
             subnets,
             routers,
