@@ -203,6 +203,24 @@ fn flows_spread_over_every_spine_and_each_keeps_to_one(datapath: &str, routing: 
         [0, 0, 0, 500],
         "{datapath}/{routing}: one flow takes one path"
     );
+    if routing == "static" {
+        // spine s1's link to l1 taken down: its next hop leaves l1's groups, nothing is lost
+        let out = net.host.dvnet(&["link", &net.id, "s1", "s1-l1", "down"]);
+        assert!(out.status.success(), "dvnet link down: {}", text(&out));
+        let before = udp_into_spines(&stats(&net));
+        let got = send_and_receive(&senders, &sink, &to, PER_FLOW);
+        let after = udp_into_spines(&stats(&net));
+        let spread: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        assert_eq!(
+            got.values().map(Vec::len).sum::<usize>(),
+            FLOWS * PER_FLOW as usize,
+            "{datapath}: with s1 down every datagram still arrives: {spread:?}"
+        );
+        assert!(
+            spread[0] == 0 && spread[1..].iter().all(|&n| n > 0),
+            "{datapath}: s1 down, flows spread over the other spines: {spread:?}"
+        );
+    }
     let out = net.down();
     assert!(out.status.success(), "down: {}", text(&out));
     let left = net.leftovers();

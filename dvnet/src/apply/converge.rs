@@ -252,6 +252,12 @@ pub fn node_sysctls(node: &NodePlan) -> Vec<(&'static str, &'static str)> {
         // Equal-cost routes (`"ecmp"`, or a routing daemon's) spread flows by addresses and
         // ports, as the eBPF routers do: a flow stays on one path.
         sysctls.push(("ipv4/fib_multipath_hash_policy", "1"));
+        // A next hop whose link has lost its carrier (the other end taken down) leaves its
+        // group, as the eBPF routers leave it out.
+        sysctls.extend([
+            ("ipv4/conf/all/ignore_routes_with_linkdown", "1"),
+            ("ipv4/conf/default/ignore_routes_with_linkdown", "1"),
+        ]);
     }
     sysctls
 }
