@@ -258,6 +258,42 @@ pub fn on_thread<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> i
     })
 }
 
+/// Netlink route sockets inside the named namespaces, in order: `workers` threads enter the
+/// namespaces in turn (each thread ends afterwards, so none is left elsewhere than it began).
+///
+/// # Errors
+/// A namespace that cannot be opened or entered, or a socket that cannot be made.
+pub fn sockets_in(names: &[&str], workers: usize) -> Result<Vec<OwnedFd>, NetnsError> {
+    let chunk = names.len().div_ceil(workers.max(1)).max(1);
+    std::thread::scope(|s| {
+        let threads: Vec<_> = names
+            .chunks(chunk)
+            .map(|names| {
+                s.spawn(move || -> Result<Vec<OwnedFd>, NetnsError> {
+                    let mut out = Vec::with_capacity(names.len());
+                    for &name in names {
+                        let fd = open(name)?;
+                        setns(&fd, CloneFlags::CLONE_NEWNET).map_err(nix_err("entering", name))?;
+                        out.push(crate::netlink::socket_here().map_err(|source| {
+                            NetnsError::Io {
+                                op: "opening a netlink socket in",
+                                name: name.to_owned(),
+                                source,
+                            }
+                        })?);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(names.len());
+        for t in threads {
+            all.extend(t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+        }
+        Ok(all)
+    })
+}
+
 /// Deletes a named namespace (unmount, remove the file). The kernel frees it once nothing else
 /// holds it. A missing namespace is not an error.
 ///

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dvnet_tests::{FakeHost, TestNet, leftovers_of, require_root, text, unique};
+use dvnet_tests::{FakeHost, TestNet, leftovers_of, require_root, run, text, unique};
 use serde_json::{Value, json};
 
 /// The classic two-router lab: subnet C is a transit subnet with no hosts.
@@ -408,4 +408,59 @@ fn every_node_runs_with_the_sysctls_it_needs() {
         "nodes without IPv6 off, rp_filter 0 and no ICMP rate limit: {wrong:?}"
     );
     assert_eq!(leftovers_of(&name), Vec::<String>::new());
+}
+
+/// The descriptors `up` holds grow with its batches (2,048 handles), not with the network:
+/// a 3,000-node chain (even one descriptor per node would be too many) comes up under a
+/// limit of 2,500 open files, answers across, and goes down clean.
+#[test]
+fn a_network_larger_than_the_descriptor_limit_comes_up_and_down() {
+    if !require_root("a_network_larger_than_the_descriptor_limit_comes_up_and_down") {
+        return;
+    }
+    let host = FakeHost::new("fds");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chain.json");
+    let name = unique("fds");
+    let out = host.dvnet(&[
+        "gen",
+        "chain",
+        "3000",
+        "--name",
+        &name,
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let limited = |args: &[&str]| {
+        let mut cmd = host.command("prlimit");
+        cmd.arg("--nofile=2500")
+            .arg("--")
+            .arg(dvnet_tests::dvnet_bin());
+        run(cmd.args(args))
+    };
+    let out = limited(&["up", file.to_str().unwrap()]);
+    let down = || limited(&["down", &name]);
+    if !out.status.success() {
+        let _ = down();
+        panic!("up under 2,500 descriptors: {}", text(&out));
+    }
+    // h1-1 to h20-1: 19 routers away (10.0.19.2 is the LAN of r20)
+    let out = host.dvnet(&[
+        "exec",
+        &name,
+        "h1-1",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        "10.0.19.2",
+    ]);
+    let reached = out.status.success();
+    let out_down = down();
+    assert!(reached, "h1-1 reaches h20-1: {}", text(&out));
+    assert!(out_down.status.success(), "down: {}", text(&out_down));
+    assert!(leftovers_of(&name).is_empty(), "down leaves nothing");
 }

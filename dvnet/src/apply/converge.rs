@@ -278,16 +278,28 @@ struct NsJob {
     adopt: Option<u32>,
 }
 
-/// A created namespace: its descriptor and a netlink socket inside it.
+/// The shared TC block of a namespace dvnet made (a node's, the fabric's): every interface
+/// that runs the namespace's program binds its ingress qdisc to it, and the program is
+/// attached once, to the block (see [`Netlink::add_ingress`]).
+pub const SHARED_BLOCK: u32 = 0xd7;
+
+/// Netlink handles on nodes held at once: a network of more nodes has its handles opened
+/// (and closed) a batch at a time, so the descriptors dvnet holds stay bounded whatever
+/// the network's size (two per node would exhaust a limit of 20,000 at 10,000 nodes).
+const HANDLES_HELD: usize = 2048;
+
+/// A created namespace: a netlink socket inside it, kept when the network is small enough
+/// for every node's handle to be held (see [`HANDLES_HELD`]).
 struct NsCreated {
-    fd: OwnedFd,
-    socket: OwnedFd,
+    socket: Option<OwnedFd>,
 }
 
-/// Creates namespaces on `workers` dedicated threads; results in job order.
+/// Creates namespaces on `workers` dedicated threads; results in job order. With
+/// `sockets`, each gets a netlink socket opened inside it.
 fn create_namespaces(
     jobs: &[NsJob],
     workers: usize,
+    sockets: bool,
     observer: &dyn super::Observer,
 ) -> Result<Vec<NsCreated>, NetnsError> {
     let chunk = jobs.len().div_ceil(workers.max(1)).max(1);
@@ -315,16 +327,17 @@ fn create_namespaces(
                                     return Err(e);
                                 }
                             }
-                            crate::netlink::socket_here()
+                            sockets.then(crate::netlink::socket_here).transpose()
                         };
-                        let (fd, socket) = match job.adopt {
+                        // the namespace's descriptor is closed at once: it stays mounted
+                        let (_fd, socket) = match job.adopt {
                             Some(pid) => {
                                 netns::adopt_on_this_thread(&job.name, pid, home.as_fd(), init)?
                             }
                             None => netns::create_on_this_thread(&job.name, home.as_fd(), init)?,
                         };
                         debug!(ns = %job.name, adopted = job.adopt.is_some(), "namespace");
-                        out.push(NsCreated { fd, socket });
+                        out.push(NsCreated { socket });
                         observer.advance(1);
                     }
                     Ok(out)
@@ -403,8 +416,69 @@ fn wires<'a>(plan: &'a Plan, made: &BTreeSet<usize>) -> Result<Vec<Wire<'a>>, Ap
 /// Handles on the namespaces the work touches.
 struct Handles {
     fabric: Option<Netlink>,
-    /// By node position in the new plan: (namespace, netlink).
-    nodes: HashMap<usize, (OwnedFd, Netlink)>,
+    /// By node position in the new plan: netlink handles kept from the namespaces' creation
+    /// (small networks only); others are opened a batch at a time by [`node_handles`].
+    nodes: HashMap<usize, Netlink>,
+}
+
+/// The namespace of node `n`, opened now (dvnet's own for a container joining through
+/// Docker: its interface is made here for Docker to move).
+fn node_ns(new: &Plan, n: usize) -> Result<OwnedFd, ApplyError> {
+    if new.nodes[n].attached.is_some() {
+        return netns::current().map_err(|source| ApplyError::Io {
+            op: "opening dvnet's own namespace".into(),
+            source,
+        });
+    }
+    Ok(netns::open(&new.nodes[n].netns)?)
+}
+
+/// One end of a veth in a node, whose namespace is opened for the message and closed after it.
+fn node_end<'b>(link: &'b LinkPlan, ns: &'b OwnedFd) -> VethEnd<'b> {
+    VethEnd {
+        name: &link.ifname,
+        ifindex: link.ifindex,
+        mac: link.mac,
+        netns: Some(ns.as_fd()),
+        master: None,
+    }
+}
+
+/// Netlink handles on the nodes `batch` (at most [`HANDLES_HELD`]): those held, the others
+/// opened now, a few threads entering the namespaces in turn.
+fn node_handles(
+    new: &Plan,
+    held: &HashMap<usize, Netlink>,
+    batch: &[usize],
+) -> Result<HashMap<usize, Netlink>, ApplyError> {
+    let mut out = HashMap::with_capacity(batch.len());
+    let mut to_open: Vec<usize> = Vec::new();
+    for &n in batch {
+        if let Some(nl) = held.get(&n) {
+            out.insert(n, nl.clone());
+        } else if new.nodes[n].attached.is_some() {
+            out.insert(n, crate::host::netlink()?);
+        } else {
+            to_open.push(n);
+        }
+    }
+    if to_open.is_empty() {
+        return Ok(out);
+    }
+    let names: Vec<&str> = to_open
+        .iter()
+        .map(|&n| new.nodes[n].netns.as_str())
+        .collect();
+    let sockets = tokio::task::block_in_place(|| netns::sockets_in(&names, 2))?;
+    for (n, socket) in to_open.into_iter().zip(sockets) {
+        let ns = &new.nodes[n].netns;
+        let nl = Netlink::from_socket(socket, ns).map_err(|source| ApplyError::Io {
+            op: format!("opening netlink in {ns}"),
+            source,
+        })?;
+        out.insert(n, nl);
+    }
+    Ok(out)
 }
 
 /// Does the work of `ctx.diff` but for map entries, FRR, hosts files and the host side.
@@ -414,7 +488,7 @@ struct Handles {
 /// The first step that fails (the caller rolls back).
 #[expect(clippy::too_many_lines, reason = "one phase after the other, in order")]
 #[tracing::instrument(skip_all, fields(net = %ctx.new.id, mode = ?ctx.mode))]
-pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Counts, ApplyError> {
+pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, ApplyError> {
     let (old, new) = (ctx.old, ctx.new);
     let w = work(ctx);
     let mut counts = Counts::default();
@@ -581,29 +655,32 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
         let workers = std::thread::available_parallelism()
             .map_or(2, std::num::NonZero::get)
             .clamp(1, 4);
-        let created = tokio::task::block_in_place(|| create_namespaces(&jobs, workers, observer))?;
+        let keep = jobs.len() <= HANDLES_HELD;
+        let created =
+            tokio::task::block_in_place(|| create_namespaces(&jobs, workers, keep, observer))?;
         let mut created = created.into_iter();
-        if make_fabric {
-            let fabric = created
+        if make_fabric
+            && let Some(socket) = created
                 .next()
-                .expect("the fabric namespace was created first");
-            handles.fabric = Some(
-                Netlink::from_socket(fabric.socket, &new.fabric_netns).map_err(|source| {
-                    ApplyError::Io {
-                        op: "opening netlink in the fabric".into(),
-                        source,
-                    }
-                })?,
-            );
+                .expect("the fabric namespace was created first")
+                .socket
+        {
+            handles.fabric = Some(Netlink::from_socket(socket, &new.fabric_netns).map_err(
+                |source| ApplyError::Io {
+                    op: "opening netlink in the fabric".into(),
+                    source,
+                },
+            )?);
         }
         for (c, &n) in created.zip(&in_namespaces) {
-            let nl = Netlink::from_socket(c.socket, &new.nodes[n].netns).map_err(|source| {
+            let Some(socket) = c.socket else { continue };
+            let nl = Netlink::from_socket(socket, &new.nodes[n].netns).map_err(|source| {
                 ApplyError::Io {
                     op: format!("opening netlink in {}", new.nodes[n].netns),
                     source,
                 }
             })?;
-            handles.nodes.insert(n, (c.fd, nl));
+            handles.nodes.insert(n, nl);
         }
         counts.nodes_built = built.len();
         phases.end("namespaces");
@@ -628,32 +705,6 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
                 && link_exists(&new.nodes[new.links[l].node].netns, &new.links[l].ifname))
         })
         .collect();
-    let mut touched: BTreeSet<usize> = links_new.iter().map(|&l| new.links[l].node).collect();
-    touched.extend(w.readdressed.iter().map(|&(_, l)| new.links[l].node));
-    touched.extend(w.rerouted.iter().copied());
-    for n in touched {
-        if handles.nodes.contains_key(&n) {
-            continue;
-        }
-        if new.nodes[n].attached.is_some() {
-            // its interface is made here, in dvnet's namespace, for Docker to move
-            let fd = netns::current().map_err(|source| ApplyError::Io {
-                op: "opening dvnet's own namespace".into(),
-                source,
-            })?;
-            let nl = crate::host::netlink()?;
-            handles.nodes.insert(n, (fd, nl));
-            continue;
-        }
-        let ns = &new.nodes[n].netns;
-        let fd = netns::open(ns)?;
-        let nl = Netlink::open_in(ns).map_err(|source| ApplyError::Io {
-            op: format!("opening netlink in {ns}"),
-            source,
-        })?;
-        handles.nodes.insert(n, (fd, nl));
-    }
-
     // segments
     if !w.bridges_new.is_empty() {
         stream::iter(
@@ -686,17 +737,9 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
     let wires = wires(new, &links_new)?;
     if !wires.is_empty() {
         observer.start("links", wires.len());
-        let nodes = &handles.nodes;
         stream::iter(&wires)
             .map(|wire| {
                 let fabric = &fabric;
-                let node_end = |link: &'a LinkPlan| VethEnd {
-                    name: &link.ifname,
-                    ifindex: link.ifindex,
-                    mac: link.mac,
-                    netns: Some(nodes[&link.node].0.as_fd()),
-                    master: None,
-                };
                 async move {
                     match *wire {
                         Wire::ToBridge { link, port, bridge } => {
@@ -714,12 +757,16 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
                                 netns: None,
                                 master: Some(bridge),
                             };
-                            fabric.add_veth(&fabric_end, &node_end(link)).await?;
-                            fabric.add_clsact(port.ifindex).await?;
+                            let ns = node_ns(new, link.node)?;
+                            fabric.add_veth(&fabric_end, &node_end(link, &ns)).await?;
+                            fabric.add_ingress(port.ifindex, Some(SHARED_BLOCK)).await?;
                         }
                         Wire::PointToPoint(a, b) => {
                             debug!(a = %a.ifname, b = %b.ifname, "veth pair");
-                            fabric.add_veth(&node_end(a), &node_end(b)).await?;
+                            let (ns_a, ns_b) = (node_ns(new, a.node)?, node_ns(new, b.node)?);
+                            fabric
+                                .add_veth(&node_end(a, &ns_a), &node_end(b, &ns_b))
+                                .await?;
                         }
                     }
                     observer.advance(1);
@@ -774,125 +821,132 @@ pub async fn converge<'a>(ctx: &Ctx<'a>, phases: &mut Phases<'_>) -> Result<Coun
             .iter()
             .map(|r| (r.node.as_str(), &r.remove))
             .collect();
-        let nodes = &handles.nodes;
         let fabric = &fabric;
-        stream::iter(configure)
-            .map(|(n, made)| {
-                let readdressed = &readdressed;
-                let removed_routes = &removed_routes;
-                let states = &states;
-                let built = built_set.contains(&n);
-                async move {
-                    let node = &new.nodes[n];
-                    let nl = &nodes[&n].1;
-                    debug!(
-                        node = %node.name,
-                        links = made.len(),
-                        routes = node.routes.len(),
-                        "addresses and routes"
-                    );
-                    if built {
-                        nl.set_up(1).await?;
-                    }
-                    for &l in &made {
-                        let link = &new.links[l];
-                        if !link.down {
-                            nl.set_up(link.ifindex).await?;
+        let configure: Vec<(usize, Vec<usize>)> = configure.into_iter().collect();
+        for batch in configure.chunks(HANDLES_HELD) {
+            let ids: Vec<usize> = batch.iter().map(|&(n, _)| n).collect();
+            let nodes = &node_handles(new, &handles.nodes, &ids)?;
+            stream::iter(batch)
+                .map(|(n, made)| {
+                    let n = *n;
+                    let readdressed = &readdressed;
+                    let removed_routes = &removed_routes;
+                    let states = &states;
+                    let built = built_set.contains(&n);
+                    async move {
+                        let node = &new.nodes[n];
+                        let nl = &nodes[&n];
+                        debug!(
+                            node = %node.name,
+                            links = made.len(),
+                            routes = node.routes.len(),
+                            "addresses and routes"
+                        );
+                        if built {
+                            nl.set_up(1).await?;
                         }
-                        nl.add_address(link.ifindex, link.address, link.prefix_len)
-                            .await?;
-                    }
-                    for &position in &node.links {
-                        let link = &new.links[position as usize];
-                        if states.contains(&(position as usize)) {
-                            debug!(link = %link.ifname, down = link.down, "link state");
-                            if link.down {
-                                nl.set_down(link.ifindex).await?;
-                            } else {
+                        for &l in made {
+                            let link = &new.links[l];
+                            if !link.down {
                                 nl.set_up(link.ifindex).await?;
                             }
+                            nl.add_address(link.ifindex, link.address, link.prefix_len)
+                                .await?;
                         }
-                    }
-                    for &position in &node.links {
-                        let l = &new.links[position as usize];
-                        if let Some(&o) = readdressed.get(&(position as usize)) {
-                            let before = &old.links[o];
-                            nl.delete_address(l.ifindex, before.address).await?;
-                            nl.set_mac(l.ifindex, l.mac).await?;
-                            nl.add_address(l.ifindex, l.address, l.prefix_len).await?;
-                            if let Some(port) = &l.fabric_port {
-                                fabric.set_mac(port.ifindex, port.mac).await?;
+                        for &position in &node.links {
+                            let link = &new.links[position as usize];
+                            if states.contains(&(position as usize)) {
+                                debug!(link = %link.ifname, down = link.down, "link state");
+                                if link.down {
+                                    nl.set_down(link.ifindex).await?;
+                                } else {
+                                    nl.set_up(link.ifindex).await?;
+                                }
                             }
                         }
-                    }
-                    if let Some(remove) = removed_routes.get(node.name.as_str()) {
-                        for r in *remove {
-                            let dev = old.links.get(r.link as usize).map_or(0, |l| l.ifindex);
-                            nl.delete_route(r.dest, r.via, dev).await?;
+                        for &position in &node.links {
+                            let l = &new.links[position as usize];
+                            if let Some(&o) = readdressed.get(&(position as usize)) {
+                                let before = &old.links[o];
+                                nl.delete_address(l.ifindex, before.address).await?;
+                                nl.set_mac(l.ifindex, l.mac).await?;
+                                nl.add_address(l.ifindex, l.address, l.prefix_len).await?;
+                                if let Some(port) = &l.fabric_port {
+                                    fabric.set_mac(port.ifindex, port.mac).await?;
+                                }
+                            }
                         }
-                    }
-                    for r in &node.routes {
-                        // the kernel takes no route through a link that is down
-                        let hops: Vec<(std::net::Ipv4Addr, u32)> = r
-                            .nexthops()
-                            .map(|(via, _, l)| (via, &new.links[l as usize]))
-                            .filter(|(_, link)| !link.down)
-                            .map(|(via, link)| (via, link.ifindex))
-                            .collect();
-                        match hops[..] {
-                            [] => {}
-                            [(via, ifindex)] if built => nl.add_route(r.dest, via, ifindex).await?,
-                            [(via, ifindex)] => nl.replace_route(r.dest, via, ifindex).await?,
-                            _ => nl.set_multipath_route(r.dest, &hops, !built).await?,
+                        if let Some(remove) = removed_routes.get(node.name.as_str()) {
+                            for r in *remove {
+                                let dev = old.links.get(r.link as usize).map_or(0, |l| l.ifindex);
+                                nl.delete_route(r.dest, r.via, dev).await?;
+                            }
                         }
+                        for r in &node.routes {
+                            // the kernel takes no route through a link that is down
+                            let hops: Vec<(std::net::Ipv4Addr, u32)> = r
+                                .nexthops()
+                                .map(|(via, _, l)| (via, &new.links[l as usize]))
+                                .filter(|(_, link)| !link.down)
+                                .map(|(via, link)| (via, link.ifindex))
+                                .collect();
+                            match hops[..] {
+                                [] => {}
+                                [(via, ifindex)] if built => {
+                                    nl.add_route(r.dest, via, ifindex).await?;
+                                }
+                                [(via, ifindex)] => {
+                                    nl.replace_route(r.dest, via, ifindex).await?;
+                                }
+                                _ => nl.set_multipath_route(r.dest, &hops, !built).await?,
+                            }
+                        }
+                        for &l in made {
+                            nl.add_ingress(new.links[l].ifindex, Some(SHARED_BLOCK))
+                                .await?;
+                        }
+                        observer.advance(1);
+                        Ok::<_, ApplyError>(())
                     }
-                    for &l in &made {
-                        nl.add_clsact(new.links[l].ifindex).await?;
-                    }
-                    observer.advance(1);
-                    Ok::<_, ApplyError>(())
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<()>()
-            .await?;
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<()>()
+                .await?;
+        }
         counts.nodes_rerouted = w.rerouted.len();
         phases.end("addresses+routes");
     }
 
-    // Programs are attached in a pass of their own, once every clsact qdisc exists: the
+    // Programs are attached in a pass of their own, once every ingress qdisc exists: the
     // first filter on a qdisc waits for an RCU grace period since the qdisc was created
     // (`mini_qdisc_pair_swap`); by now one has passed for nearly all of them, instead of
-    // an expedited grace period per interface.
+    // an expedited grace period per interface. One filter per namespace, on its shared
+    // block; made, or changed in place where the block has it already (a node that gained a
+    // link keeps its block, one that lost every link made a new one).
     if !links_new.is_empty() {
-        let nodes = &handles.nodes;
         // (an attached container's program is attached once Docker has moved its interface)
-        let on_nodes = links_new
+        let by_node: BTreeSet<usize> = links_new
             .iter()
-            .filter(|&&l| new.nodes[new.links[l].node].attached.is_none())
-            .map(|&l| {
-                let link = &new.links[l];
-                (
-                    &nodes[&link.node].1,
-                    link.ifindex,
-                    ctx.node_prog,
-                    programs::NODE_INGRESS,
-                )
-            });
-        let on_fabric = links_new.iter().filter_map(|&l| {
-            let port = new.links[l].fabric_port.as_ref()?;
-            Some((
-                &fabric,
-                port.ifindex,
-                ctx.fabric_prog,
-                programs::FABRIC_INGRESS,
-            ))
-        });
-        stream::iter(on_nodes.chain(on_fabric))
-            .map(|(nl, ifindex, prog, name)| nl.attach_ingress(ifindex, prog, name))
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<()>()
-            .await?;
+            .map(|&l| new.links[l].node)
+            .filter(|&n| new.nodes[n].attached.is_none())
+            .collect();
+        let by_node: Vec<usize> = by_node.into_iter().collect();
+        for batch in by_node.chunks(HANDLES_HELD) {
+            let nodes = &node_handles(new, &handles.nodes, batch)?;
+            stream::iter(batch)
+                .map(|n| nodes[n].attach_block(SHARED_BLOCK, ctx.node_prog, programs::NODE_INGRESS))
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<()>()
+                .await?;
+        }
+        if links_new
+            .iter()
+            .any(|&l| new.links[l].fabric_port.is_some())
+        {
+            fabric
+                .attach_block(SHARED_BLOCK, ctx.fabric_prog, programs::FABRIC_INGRESS)
+                .await?;
+        }
         phases.end("programs");
     }
 
@@ -1017,7 +1071,8 @@ async fn delay_lines(
         };
         fabric.add_veth(&far, &near).await?;
         near_nl.set_up(d.ifindex).await?;
-        near_nl.add_clsact(d.ifindex).await?;
+        // a program of its own: not the node's shared block
+        near_nl.add_ingress(d.ifindex, None).await?;
         near_nl
             .attach_ingress(d.ifindex, ctx.delay_prog, programs::DELAY_RETURN)
             .await?;

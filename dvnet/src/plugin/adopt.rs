@@ -83,8 +83,8 @@ async fn adopt(
     let (program, _) = pinned.programs();
     let nl = Netlink::open_in(&node.netns).map_err(|e| e.to_string())?;
     for &ifindex in ifindexes {
-        // a clsact left from before is fine
-        let _ = nl.add_clsact(ifindex).await;
+        // an ingress qdisc left from before is fine
+        let _ = nl.add_ingress(ifindex, None).await;
         nl.attach_ingress(ifindex, program, dvnet_common::programs::NODE_INGRESS)
             .await
             .map_err(|e| e.to_string())?;
