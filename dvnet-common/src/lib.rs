@@ -225,6 +225,10 @@ pub const IFACE_IMPAIRED: u32 = 1 << 5;
 /// The near end of a delay line: what arrives here comes back from the delay line and goes
 /// on to `IfaceInfo::target`'s ingress.
 pub const IFACE_DELAY_RETURN: u32 = 1 << 6;
+/// The router's firewall tracks every flow it accepts (policy DROP, or drop rules that could
+/// meet an ICMP error about a flow). Without it a flow is tracked only when a drop rule
+/// could meet its replies (`PROTO_DROP_PAIR`): the others pass on the rules alone.
+pub const IFACE_FW_TRACK: u32 = 1 << 7;
 
 /// `skb->mark` of a duplicate the datapath made: counted, not impaired again. (Marks never
 /// leave the namespace: the kernel clears them when a packet crosses into another.)
@@ -427,6 +431,9 @@ pub const CLASS_NONE: u32 = 0;
 pub const WILDCARD: u32 = u32::MAX;
 /// `RuleKey::proto` and `dport` for "any".
 pub const PROTO_ANY: u16 = u16::MAX;
+/// `RuleKey::proto` of a marker, not a rule: some drop rule covers packets from
+/// `src_class` to `dst_class` (any protocol, any port). No packet has this protocol.
+pub const PROTO_DROP_PAIR: u16 = u16::MAX - 1;
 pub const PORT_ANY: u16 = 0;
 
 /// Key of `DV_FW_RULES`: a rule expanded to the classes its prefixes cover.
@@ -478,7 +485,10 @@ pub mod global {
     pub const CT_INSERTS: u32 = 0;
     /// Route misses answered through the kernel FIB.
     pub const FIB_LOOKUPS: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Packets accepted by the rules alone, their flow not tracked: no drop rule could meet
+    /// its replies.
+    pub const CT_UNTRACKED: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Map names (≤ 15 characters, one prefix).

@@ -11,8 +11,9 @@
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dvnet_common::{
-    CLASS_NONE, DropReason, FlowKey, IFACE_POLICY_DROP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-    IfaceInfo, PORT_ANY, PROTO_ANY, RouterAddr, RuleKey, VERDICT_DROP, WILDCARD, global,
+    CLASS_NONE, DropReason, FlowKey, IFACE_FW_TRACK, IFACE_POLICY_DROP, IPPROTO_ICMP, IPPROTO_TCP,
+    IPPROTO_UDP, IfaceInfo, PORT_ANY, PROTO_ANY, PROTO_DROP_PAIR, RouterAddr, RuleKey,
+    VERDICT_DROP, WILDCARD, global,
 };
 
 use crate::{
@@ -172,8 +173,42 @@ pub fn check(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv4) -> Result<(), (DropR
     } else if iface.flags & IFACE_POLICY_DROP != 0 {
         return Err((DropReason::FirewallPolicy, u32::MAX));
     }
+    // Tracking lets the replies pass where rules would drop them. Where no drop rule could
+    // meet them (and the policy accepts), the rules alone let every packet of the flow and
+    // every reply through: the insert, most of a new flow's cost, is saved.
+    if iface.flags & IFACE_FW_TRACK == 0 && !replies_could_be_dropped(router, src, dst) {
+        bump(&DV_GLOBAL, global::CT_UNTRACKED);
+        return Ok(());
+    }
     if DV_CONNTRACK.insert(&key, &1, BPF_NOEXIST).is_ok() {
         bump(&DV_GLOBAL, global::CT_INSERTS);
     }
     Ok(())
+}
+
+/// Whether a drop rule covers packets from class `dst` to class `src` (a reply's way), with
+/// wildcards: at most four lookups of the `PROTO_DROP_PAIR` markers.
+#[inline(always)]
+fn replies_could_be_dropped(router: u32, src: u32, dst: u32) -> bool {
+    for s in [dst, WILDCARD] {
+        if s == CLASS_NONE {
+            continue;
+        }
+        for d in [src, WILDCARD] {
+            if d == CLASS_NONE {
+                continue;
+            }
+            let k = RuleKey {
+                router,
+                src_class: s,
+                dst_class: d,
+                proto: PROTO_DROP_PAIR,
+                dport: PORT_ANY,
+            };
+            if unsafe { DV_FW_RULES.get(&k) }.is_some() {
+                return true;
+            }
+        }
+    }
+    false
 }

@@ -462,8 +462,9 @@ pub fn stats(
         let c = &now.conntrack;
         let _ = writeln!(
             out,
-            "flows tracked: {} of {} (inserted {}, evicted {})",
-            c.entries, c.capacity, c.inserted, c.evicted
+            "flows tracked: {} of {} (inserted {}, evicted {}); packets passed on the rules \
+             alone: {} (no drop rule could meet their replies)",
+            c.entries, c.capacity, c.inserted, c.evicted, c.untracked
         );
     }
     out

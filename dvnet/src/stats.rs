@@ -94,6 +94,9 @@ pub struct ConntrackRow {
     /// Flows inserted that are no longer there: evicted by the LRU (a live flow evicted
     /// under a DROP policy loses its replies).
     pub evicted: u64,
+    /// Packets accepted by the rules alone, their flow not tracked: no drop rule could meet
+    /// its replies.
+    pub untracked: u64,
 }
 
 /// Everything `dvnet stats` shows, at one instant.
@@ -243,6 +246,16 @@ pub fn read(plan: &Plan) -> Result<Snapshot, StatsError> {
         |a, b| *a += b,
         0,
     )?;
+    // a network made before the counter existed has no slot for it
+    let untracked = sum(
+        &globals,
+        global::CT_UNTRACKED,
+        &dir,
+        maps::GLOBAL,
+        |a, b| *a += b,
+        0,
+    )
+    .unwrap_or(0);
     let conntrack = if e.firewalled {
         let path = dir.join(maps::CONNTRACK).display().to_string();
         let map: HashMap<MapData, FlowKey, u32> = HashMap::try_from(open(&dir, maps::CONNTRACK)?)
@@ -256,6 +269,7 @@ pub fn read(plan: &Plan) -> Result<Snapshot, StatsError> {
             capacity: crate::datapath::ebpf::CONNTRACK_ENTRIES,
             inserted,
             evicted: inserted.saturating_sub(entries),
+            untracked,
         }
     } else {
         ConntrackRow::default()

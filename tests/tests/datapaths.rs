@@ -236,6 +236,51 @@ fn stats_count_exactly_the_pings_sent(datapath: &str) {
     assert_eq!(b1(&after), b1(&before), "B-1 saw none of A-1's pings");
 }
 
+/// eBPF: a flow is tracked only where a drop rule could meet its replies; the others pass on
+/// the rules alone, replies included.
+#[test]
+fn flows_are_tracked_only_where_a_drop_rule_could_meet_their_replies() {
+    if !require_root("flows_are_tracked_only_where_a_drop_rule_could_meet_their_replies") {
+        return;
+    }
+    let mut lab = firewall_lab();
+    lab["routers"]["R"]["fw_rules"] = json!({
+        "policy": "ACCEPT",
+        "drop": [["100.64.0.1/32", "any"], {"src": "B-1", "dst": "A-1", "proto": "tcp"}]
+    });
+    let net = TestNet::new("track", lab);
+    net.up(&[]);
+    let ping = |from: &str, to: &str| {
+        net.exec(from, &["ping", "-c", "3", "-i", "0.2", "-W", "2", to])
+            .status
+            .success()
+    };
+    let conntrack = |s: &Value| {
+        (
+            s["conntrack"]["inserted"].as_u64().unwrap(),
+            s["conntrack"]["untracked"].as_u64().unwrap(),
+        )
+    };
+    // no drop rule could meet B-2's replies to A-2: 3 requests and 3 replies pass untracked
+    let before = conntrack(&stats(&net));
+    assert!(ping("A-2", "B-2"), "A-2 reaches B-2");
+    let after = conntrack(&stats(&net));
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (0, 6),
+        "A-2 → B-2: inserted, untracked"
+    );
+    // B-1 → A-1 meets a drop rule (for TCP; ICMP is judged alike, to be safe): A-1's flow
+    // to B-1 is tracked once, and its replies pass as part of it
+    assert!(ping("A-1", "B-1"), "A-1 reaches B-1");
+    let tracked = conntrack(&stats(&net));
+    assert_eq!(
+        (tracked.0 - after.0, tracked.1 - after.1),
+        (1, 0),
+        "A-1 → B-1: inserted, untracked"
+    );
+}
+
 macro_rules! both_datapaths {
     ($($name:ident),* $(,)?) => {
         mod ebpf {

@@ -15,9 +15,10 @@ use std::collections::HashMap;
 
 use dvnet_common::{
     IFACE_DELAY_RETURN, IFACE_FABRIC_PORT, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IFACE_FORWARD,
-    IFACE_IMPAIRED, IFACE_POLICY_DROP, IMPAIR_DELAY, IMPAIR_SEEDED, IfaceInfo, ImpairEntry,
-    NO_ROUTER, NexthopKey, PORT_ANY, PROTO_ANY, ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL,
-    ROUTE_PEER, Route, RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP, WILDCARD, threshold,
+    IFACE_FW_TRACK, IFACE_IMPAIRED, IFACE_POLICY_DROP, IMPAIR_DELAY, IMPAIR_SEEDED, IfaceInfo,
+    ImpairEntry, NO_ROUTER, NexthopKey, PORT_ANY, PROTO_ANY, PROTO_DROP_PAIR, ROUTE_CONNECTED,
+    ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route, RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP,
+    WILDCARD, threshold,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -163,6 +164,9 @@ pub fn entries_of(
                 if fw.policy == Policy::Drop {
                     flags |= IFACE_POLICY_DROP;
                 }
+                if tracks_every_flow(plan, fw) {
+                    flags |= IFACE_FW_TRACK;
+                }
             }
         }
         let id = node.id;
@@ -222,6 +226,35 @@ pub fn entries_of(
         }
     }
     Ok(out)
+}
+
+/// Whether a router's firewall must track every flow it accepts: its policy drops (a reply
+/// passes only as part of a flow), or a drop rule could meet an ICMP error about a flow —
+/// one sent by a router on the way (a drop rule from anywhere, or from a prefix holding a
+/// router's address) or from outside (outbound access). Else a flow is tracked only when a
+/// drop rule could meet its replies (see `PROTO_DROP_PAIR`).
+fn tracks_every_flow(plan: &Plan, fw: &crate::plan::FirewallPlan) -> bool {
+    if fw.policy == Policy::Drop || plan.uplink.is_some() {
+        return true;
+    }
+    let mut routers: Vec<u32> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::Router)
+        .flat_map(|n| plan.links_of(n).map(|l| u32::from(l.address)))
+        .collect();
+    routers.sort_unstable();
+    fw.rules
+        .iter()
+        .filter(|r| r.action == Action::Drop)
+        .flat_map(|r| &r.src)
+        .any(|p| {
+            let first = routers.partition_point(|&a| a < u32::from(p.network()));
+            p.prefix_len() == 0
+                || routers
+                    .get(first)
+                    .is_some_and(|&a| a <= u32::from(p.broadcast()))
+        })
 }
 
 /// The entry of an impaired interface.
@@ -450,6 +483,25 @@ fn firewall(plan: &Plan, n: usize, out: &mut MapEntries) -> Result<(), EntriesEr
                     .or_insert(new);
             }
         }
+    }
+    // markers of the class pairs some drop rule covers: a new flow whose replies meet none
+    // needs no tracking
+    let pairs: Vec<(RuleKey, RuleVerdict)> = keys
+        .iter()
+        .filter(|(_, v)| v.verdict == VERDICT_DROP)
+        .map(|(k, v)| {
+            let pair = RuleKey {
+                proto: PROTO_DROP_PAIR,
+                dport: PORT_ANY,
+                ..*k
+            };
+            (pair, *v)
+        })
+        .collect();
+    for (pair, v) in pairs {
+        keys.entry(pair)
+            .and_modify(|old| old.rule = old.rule.min(v.rule))
+            .or_insert(v);
     }
     let mut keys: Vec<_> = keys.into_iter().collect();
     keys.sort_by_key(|(k, _)| (k.router, k.src_class, k.dst_class, k.proto, k.dport));
@@ -693,7 +745,7 @@ mod tests {
 
     #[test]
     fn only_routers_with_rules_or_drop_policy_filter() {
-        let e = entries(&plan(CLASSIC)).unwrap();
+        let mut e = entries(&plan(CLASSIC)).unwrap();
         assert!(e.firewalled);
         let flags = |router: u32| {
             e.ifaces
@@ -713,9 +765,17 @@ mod tests {
                 origin: r#"routers."R-1".fw_rules.drop[0]"#.into()
             }]
         );
-        // A-2 (10.0.0.3) → B (10.0.1.0/24): one class each, one key
+        // A-2 (10.0.0.3) → B (10.0.1.0/24): one class each, one key, and the marker of the
+        // pair a drop rule covers (a flow whose replies meet it is tracked)
         assert_eq!(e.classes.len(), 2);
-        assert_eq!(e.rules.len(), 1);
+        assert_eq!(e.rules.len(), 2);
+        // (sorted by protocol: the marker's comes before "any")
+        assert_eq!(e.rules[0].0.proto, PROTO_DROP_PAIR);
+        assert_eq!(
+            (e.rules[0].0.src_class, e.rules[0].0.dst_class),
+            (e.rules[1].0.src_class, e.rules[1].0.dst_class)
+        );
+        e.rules.remove(0);
         assert_eq!(
             e.rules[0].1,
             RuleVerdict {
@@ -804,7 +864,7 @@ mod tests {
                 .unwrap()
                 .1
                 .flags,
-            IFACE_FORWARD | IFACE_FIREWALL | IFACE_POLICY_DROP
+            IFACE_FORWARD | IFACE_FIREWALL | IFACE_POLICY_DROP | IFACE_FW_TRACK
         );
     }
 }
