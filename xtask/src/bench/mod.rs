@@ -25,6 +25,7 @@ mod containers;
 mod datapath;
 mod deploy;
 mod driver;
+mod ecmp;
 mod harness;
 mod idle;
 mod impair;
@@ -67,6 +68,9 @@ enum Command {
     /// `dvnet capture`'s cost: forwarding with capture off, on another link, and on the
     /// router's link the flow crosses (needs root).
     Capture(capture::Args),
+    /// Equal-cost multipath: 8 TCP streams leaf to leaf over 4 spines, ECMP beside one path,
+    /// both datapaths (needs root).
+    Ecmp(ecmp::Args),
     /// (helper, run inside a benchmark's namespace) Send small UDP packets over many flows.
     #[command(hide = true)]
     Udpgen(udpgen::GenArgs),
@@ -99,6 +103,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         Command::Apply(a) => apply::run(&a),
         Command::Impair(a) => impair::run(&a),
         Command::Capture(a) => capture::run(&a),
+        Command::Ecmp(a) => ecmp::run(&a),
         Command::Udpgen(_) | Command::Udpsink(_) => unreachable!("handled above"),
     }
 }

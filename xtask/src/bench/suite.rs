@@ -32,11 +32,16 @@ const README_BEGIN: &str = "<!-- bench-suite:begin -->";
 const README_END: &str = "<!-- bench-suite:end -->";
 
 #[derive(Debug, clap::Args)]
+#[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 pub struct Args {
     /// Small sizes, one run, 1 s figures, 2 s idle waits: the whole suite in under two
     /// minutes, so that CI keeps it working (numbers to look at, not to quote).
     #[arg(long)]
     quick: bool,
+    /// Data-center scale, deploy figures only: chain, tree and fat tree at 2,000, 5,000 and
+    /// 10,000 nodes, one run each, beside the floor (results in docs/bench/big).
+    #[arg(long, conflicts_with = "quick")]
+    big: bool,
     /// Measurements per figure.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -78,6 +83,7 @@ struct Report {
     seconds: f64,
     machine: super::Machine,
     quick: bool,
+    big: bool,
     runs: usize,
     mininet: Option<String>,
     deploy: Vec<ShapeReport>,
@@ -97,9 +103,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("bench suite creates namespaces: run it as root");
     }
     let started = Instant::now();
-    let runs = if args.quick { 1 } else { args.runs };
+    let runs = if args.quick || args.big { 1 } else { args.runs };
+    let shapes = if args.big {
+        vec![Shape::Chain, Shape::Tree, Shape::Fattree]
+    } else {
+        args.shapes.clone()
+    };
     let sizes = if args.quick {
         vec![24, 60]
+    } else if args.big {
+        vec![2000, 5000, 10_000]
     } else {
         args.sizes.clone()
     };
@@ -110,11 +123,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let root = super::workspace_root();
         if args.quick {
             root.join("bench-results").join("quick")
+        } else if args.big {
+            root.join("docs").join("bench").join("big")
         } else {
             root.join("docs").join("bench")
         }
     });
     let containers_n = match (args.containers, args.quick) {
+        _ if args.big => 0,
         (0, _) => 0,
         (_, true) => 10,
         (n, false) => n,
@@ -131,12 +147,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         false
     };
-    let mininet = if args.no_mininet {
+    let mininet = if args.no_mininet || args.big {
         None
     } else {
         deploy::mininet_version()
     };
-    if mininet.is_none() && !args.no_mininet {
+    if mininet.is_none() && !args.no_mininet && !args.big {
         notes.push("Mininet is not installed (./setup.sh --bench): left out".into());
     }
     let (scratch, mut wait, machine) =
@@ -150,6 +166,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         seconds: 0.0,
         machine: machine.clone(),
         quick: args.quick,
+        big: args.big,
         runs,
         mininet: mininet.clone(),
         deploy: Vec::new(),
@@ -162,7 +179,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             scratch: &scratch,
             wait: &mut wait,
         };
-        for &shape in &args.shapes {
+        for &shape in &shapes {
             let mut sr = ShapeReport {
                 shape: shape_name(shape),
                 sizes: Vec::new(),
@@ -198,12 +215,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             // what limits the UDP figures is `bench datapath`'s to show
             generators: false,
         };
-        report.datapath = Some(datapath::measure(
-            &scratch,
-            &mut wait,
-            &settings,
-            machine.clone(),
-        )?);
+        if !args.big {
+            report.datapath = Some(datapath::measure(
+                &scratch,
+                &mut wait,
+                &settings,
+                machine.clone(),
+            )?);
+        }
         if docker {
             report.containers = Some(containers::measure(
                 &scratch,
@@ -458,7 +477,13 @@ fn summary_for(report: &Report, plots: &str) -> String {
         out,
         "Measured by `cargo xtask bench suite{}` on {} ({} run(s) per figure, median with \
          min–max; whole suite {} s; started at unix time {when}).\n",
-        if report.quick { " --quick" } else { "" },
+        if report.quick {
+            " --quick"
+        } else if report.big {
+            " --big"
+        } else {
+            ""
+        },
         report.machine.line(),
         report.runs,
         secs(report.seconds),
