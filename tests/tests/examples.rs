@@ -303,3 +303,49 @@ fn the_original_demo_routes_by_its_own_frr_configs() {
     assert!(net.ping("A-2", "B-1"));
     down_leaves_nothing(&net);
 }
+
+#[test]
+fn leaf_spine_spreads_flows_over_the_spines() {
+    if !require_root("leaf_spine_spreads_flows_over_the_spines") {
+        return;
+    }
+    let net = TestNet::new("ex-clos", example("leaf-spine"));
+    net.up(&[]);
+    // leaf, spine, leaf, host: three routers on the way
+    let path = hops(&net, "h1-1", "h4-1");
+    assert_eq!(path.len(), 4, "h1-1 → h4-1: {path:?}");
+    assert!(path[0] == "10.0.0.1" && path[3] == "10.0.3.2", "{path:?}");
+    // 16 pings, each its own flow (its own echo id), from h1-1's leaf up to the spines
+    let icmp_into_spines = || -> Vec<u64> {
+        let out = net.host.dvnet(&["stats", &net.id, "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("stats --json");
+        (1..=4)
+            .map(|i| {
+                v["links"]
+                    .as_array()
+                    .expect("links")
+                    .iter()
+                    .find(|l| l["node"] == format!("s{i}") && l["subnet"] == format!("s{i}-l1"))
+                    .and_then(|l| l["rx"]["by_class"]["icmp"].as_u64())
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let before = icmp_into_spines();
+    for _ in 0..16 {
+        assert!(net.ping("h1-1", "h4-1"), "h1-1 reaches h4-1");
+    }
+    let after = icmp_into_spines();
+    let spread: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        spread.iter().sum::<u64>(),
+        16,
+        "every request crosses one spine: {spread:?}"
+    );
+    // all on two spines or fewer: a chance of 1 in 10,000 with four paths
+    assert!(
+        spread.iter().filter(|&&n| n > 0).count() >= 3,
+        "16 flows over 4 spines: {spread:?}"
+    );
+    down_leaves_nothing(&net);
+}

@@ -276,14 +276,19 @@ fn mininet_info() -> MininetInfo {
     }
 }
 
-/// The floor for one network: one `ip -batch` of `netns add` lines, one `ip -n FABRIC
-/// -batch` of bridges and veths (each veth created with both ends in place), and the matching
+/// The floor for one network: one `ip -batch` of `netns add` lines, `ip -n FABRIC -batch`
+/// runs of bridges and veths (each veth created with both ends in place), and the matching
 /// `netns del` batch. No addresses, routes or sysctls.
+/// Veths per `ip -batch` of the floor: up to two namespaces open each.
+const LINKS_PER_BATCH: usize = 3000;
+
 struct Floor {
     namespaces: Vec<String>,
     fabric: String,
     add_ns: PathBuf,
-    links: PathBuf,
+    /// `ip` keeps every namespace it opens for a `netns` argument open until it exits, so the
+    /// links go in batches that stay below the descriptor limit, one `ip` each.
+    links: Vec<PathBuf>,
     del: PathBuf,
     veth_pairs: usize,
     bridges: usize,
@@ -302,6 +307,7 @@ impl Floor {
             let _ = writeln!(add_ns, "netns add {n}");
         }
         let mut links = String::new();
+        let mut batches: Vec<String> = Vec::new();
         let (mut veth_pairs, mut bridges) = (0, 0);
         for s in &plan.subnets {
             if let Segment::Bridge { name, .. } = &s.segment {
@@ -321,6 +327,9 @@ impl Floor {
                         a.ifname, nodes[a.node], b.ifname, nodes[b.node]
                     );
                     veth_pairs += 1;
+                    if veth_pairs % LINKS_PER_BATCH == 0 {
+                        batches.push(std::mem::take(&mut links));
+                    }
                 }
                 Segment::Bridge { name, .. } => {
                     for l in members {
@@ -334,6 +343,9 @@ impl Floor {
                             port.ifname, l.ifname, nodes[l.node], port.ifname
                         );
                         veth_pairs += 1;
+                        if veth_pairs % LINKS_PER_BATCH == 0 {
+                            batches.push(std::mem::take(&mut links));
+                        }
                     }
                 }
             }
@@ -350,9 +362,17 @@ impl Floor {
         };
         let mut namespaces = vec![fabric.clone()];
         namespaces.extend(nodes);
+        if !links.is_empty() {
+            batches.push(links);
+        }
+        let links = batches
+            .iter()
+            .enumerate()
+            .map(|(i, text)| write(&format!("links-{i}"), text))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Floor {
             add_ns: write("netns-add", &add_ns)?,
-            links: write("links", &links)?,
+            links,
             del: write("netns-del", &del)?,
             namespaces,
             fabric,
@@ -564,13 +584,17 @@ impl Bench<'_> {
         let mem_before = mem_used_mib()?;
         let (namespaces, out) = timed(scratch.in_host("ip").arg("-batch").arg(&floor.add_ns))?;
         check("ip -batch (netns add)", &out)?;
-        let (links, out) = timed(
-            scratch
-                .in_host("ip")
-                .args(["-n", &floor.fabric, "-batch"])
-                .arg(&floor.links),
-        )?;
-        check("ip -n FABRIC -batch (links)", &out)?;
+        let mut links = Duration::ZERO;
+        for batch in &floor.links {
+            let (took, out) = timed(
+                scratch
+                    .in_host("ip")
+                    .args(["-n", &floor.fabric, "-batch"])
+                    .arg(batch),
+            )?;
+            check("ip -n FABRIC -batch (links)", &out)?;
+            links += took;
+        }
         rec.up = Some((namespaces + links).as_secs_f64());
         rec.kernel_mib = Some(mem_used_mib()? - mem_before);
         rec.detail = Some(serde_json::json!({
