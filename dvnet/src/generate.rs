@@ -226,24 +226,23 @@ fn clos_for(nodes: usize, hosts_per_leaf: usize) -> Result<(usize, usize, usize)
     Ok((spines, leaves, hosts))
 }
 
-/// Point-to-point /30s from 172.16.0.0/12, in the order asked.
-struct Transits {
-    next: u32,
-}
-
-impl Transits {
-    fn take(&mut self) -> Result<String, GenError> {
-        if self.next >= 1 << 18 {
-            return Err(GenError::Invalid(
+/// The `index`-th point-to-point /30 of 172.16.0.0/12. Fabrics number their links in
+/// blocks that follow the topology (a spine's links, a pod's links), so that what lies
+/// behind one next hop aggregates into a few prefixes: a router's routes grow with the
+/// fabric's blocks, not with its links.
+fn transit(index: usize) -> Result<String, GenError> {
+    let index = u32::try_from(index)
+        .ok()
+        .filter(|&i| i < 1 << 18)
+        .ok_or_else(|| {
+            GenError::Invalid(
                 "at most 262,144 links between routers (172.16.0.0/12 in /30s)".into(),
-            ));
-        }
-        let base = u32::from(Ipv4Addr::new(172, 16, 0, 0)) + (self.next << 2);
-        self.next += 1;
-        Ok(Ipv4Net::new(Ipv4Addr::from(base), 30)
-            .expect("valid /30")
-            .to_string())
-    }
+            )
+        })?;
+    let base = u32::from(Ipv4Addr::new(172, 16, 0, 0)) + (index << 2);
+    Ok(Ipv4Net::new(Ipv4Addr::from(base), 30)
+        .expect("valid /30")
+        .to_string())
 }
 
 /// The document of a generated fabric.
@@ -291,7 +290,8 @@ pub fn clos(
     }
     let mut subnets = Map::new();
     let mut routers = Map::new();
-    let mut transits = Transits { next: 0 };
+    // spine s's links to the leaves are one block: behind spine s for every leaf
+    let per_spine = leaves.next_power_of_two();
     let mut spine_subnets: Vec<Vec<String>> = vec![Vec::new(); spines];
     for l in 1..=leaves {
         let mut on = Vec::with_capacity(spines + 1);
@@ -310,7 +310,8 @@ pub fn clos(
         }
         for (s, of_spine) in spine_subnets.iter_mut().enumerate() {
             let link = format!("s{}-l{l}", s + 1);
-            subnets.insert(link.clone(), json!({"cidr": transits.take()?, "hosts": {}}));
+            let cidr = transit(s * per_spine + l - 1)?;
+            subnets.insert(link.clone(), json!({"cidr": cidr, "hosts": {}}));
             of_spine.push(link.clone());
             on.push(link);
         }
@@ -339,7 +340,16 @@ pub fn fat_tree(k: usize, name: Option<String>, ecmp: bool) -> Result<Value, Gen
     let half = k / 2;
     let mut subnets = Map::new();
     let mut routers = Map::new();
-    let mut transits = Transits { next: 0 };
+    // Links are numbered in blocks of what lies behind one next hop for most routers:
+    // pod p's edge-to-aggregation links, aggregation router j's within it (behind the pod's
+    // aggregation routers for everyone outside the pod, behind j for the pod's edges); then
+    // core group j's links to the pods, pod q's within it (behind aggregation router j of
+    // the pod for an edge, behind the pod's edges for its other aggregation routers).
+    let per_pod = (half * half).next_power_of_two();
+    let per_group = (k * half).next_power_of_two();
+    let groups_base = k * per_pod;
+    let edge_link = |p: usize, j: usize, i: usize| p * per_pod + j * half + i;
+    let core_link = |q: usize, j: usize, i: usize| groups_base + j * per_group + q * half + i;
     let mut core_subnets: Vec<Vec<String>> = vec![Vec::new(); half * half];
     for p in 0..k {
         let mut agg_subnets: Vec<Vec<String>> = vec![Vec::new(); half];
@@ -355,7 +365,8 @@ pub fn fat_tree(k: usize, name: Option<String>, ecmp: bool) -> Result<Value, Gen
             let mut on = vec![lan];
             for (j, of_agg) in agg_subnets.iter_mut().enumerate() {
                 let link = format!("e{p}-{i}-a{j}");
-                subnets.insert(link.clone(), json!({"cidr": transits.take()?, "hosts": {}}));
+                let cidr = transit(edge_link(p, j, i))?;
+                subnets.insert(link.clone(), json!({"cidr": cidr, "hosts": {}}));
                 of_agg.push(link.clone());
                 on.push(link);
             }
@@ -364,7 +375,8 @@ pub fn fat_tree(k: usize, name: Option<String>, ecmp: bool) -> Result<Value, Gen
         for (j, mut on) in agg_subnets.into_iter().enumerate() {
             for i in 0..half {
                 let link = format!("a{p}-{j}-c{i}");
-                subnets.insert(link.clone(), json!({"cidr": transits.take()?, "hosts": {}}));
+                let cidr = transit(core_link(p, j, i))?;
+                subnets.insert(link.clone(), json!({"cidr": cidr, "hosts": {}}));
                 core_subnets[j * half + i].push(link.clone());
                 on.push(link);
             }

@@ -786,6 +786,29 @@ mod tests {
         }
     }
 
+    /// Generated fabrics number their links so that what lies behind one next hop
+    /// aggregates: at k = 8 a fat tree's router needs at most 56 routes (165 with the links
+    /// numbered as made), a Clos leaf one per other leaf's LAN and one per spine's block.
+    #[test]
+    fn generated_fabrics_aggregate_their_links() {
+        let doc = crate::generate::fat_tree(8, None, true).expect("a fat tree");
+        let most = compute(&read(&doc))
+            .routers
+            .iter()
+            .map(Vec::len)
+            .max()
+            .expect("routers");
+        assert!(most <= 56, "{most} routes on one router of a k=8 fat tree");
+        let doc = crate::generate::clos(4, 8, 2, None, true).expect("a Clos");
+        let topo = read(&doc);
+        let routing = compute(&topo);
+        for (r, routes) in topo.routers.iter().zip(&routing.routers) {
+            if r.name.starts_with('l') {
+                assert!(routes.len() <= 7 + 8, "{}: {} routes", r.name, routes.len());
+            }
+        }
+    }
+
     #[test]
     fn ecmp_uses_every_spine_and_only_shortest_paths() {
         let doc = crate::generate::fat_tree(4, None, true).expect("a fat tree");
