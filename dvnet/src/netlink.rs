@@ -68,14 +68,29 @@ impl Netlink {
     /// # Errors
     /// When the socket cannot be registered with the runtime.
     pub fn from_socket(socket: OwnedFd, ns: &str) -> io::Result<Netlink> {
+        Self::from_socket_joined(socket, ns).map(|(nl, _)| nl)
+    }
+
+    /// [`Netlink::from_socket`], with the task that owns the socket: it ends, closing the
+    /// socket, once every clone of the handle is dropped and no request is in flight.
+    ///
+    /// # Errors
+    /// When the socket cannot be registered with the runtime.
+    pub fn from_socket_joined(
+        socket: OwnedFd,
+        ns: &str,
+    ) -> io::Result<(Netlink, tokio::task::JoinHandle<()>)> {
         // SAFETY: the descriptor is a netlink socket we own; ownership moves into TokioSocket.
         let socket = unsafe { netlink_sys::TokioSocket::from_raw_fd(socket.into_raw_fd()) };
         let (connection, handle, _) = rtnetlink::from_socket(socket);
-        tokio::spawn(connection);
-        Ok(Netlink {
-            handle,
-            ns: ns.to_owned(),
-        })
+        let task = tokio::spawn(connection);
+        Ok((
+            Netlink {
+                handle,
+                ns: ns.to_owned(),
+            },
+            task,
+        ))
     }
 
     /// A handle inside the named namespace `ns` (`/run/netns/<ns>`): its socket is opened on

@@ -444,13 +444,30 @@ fn node_end<'b>(link: &'b LinkPlan, ns: &'b OwnedFd) -> VethEnd<'b> {
     }
 }
 
+/// Netlink handles on the nodes of one batch, and the tasks owning the sockets opened for
+/// it: [`Batch::close`] waits until those are closed, so that batches never overlap.
+struct Batch {
+    nodes: HashMap<usize, Netlink>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Batch {
+    async fn close(self) {
+        drop(self.nodes);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
 /// Netlink handles on the nodes `batch` (at most [`HANDLES_HELD`]): those held, the others
 /// opened now, a few threads entering the namespaces in turn.
 fn node_handles(
     new: &Plan,
     held: &HashMap<usize, Netlink>,
     batch: &[usize],
-) -> Result<HashMap<usize, Netlink>, ApplyError> {
+) -> Result<Batch, ApplyError> {
+    let mut tasks = Vec::new();
     let mut out = HashMap::with_capacity(batch.len());
     let mut to_open: Vec<usize> = Vec::new();
     for &n in batch {
@@ -463,7 +480,7 @@ fn node_handles(
         }
     }
     if to_open.is_empty() {
-        return Ok(out);
+        return Ok(Batch { nodes: out, tasks });
     }
     let names: Vec<&str> = to_open
         .iter()
@@ -472,13 +489,15 @@ fn node_handles(
     let sockets = tokio::task::block_in_place(|| netns::sockets_in(&names, 2))?;
     for (n, socket) in to_open.into_iter().zip(sockets) {
         let ns = &new.nodes[n].netns;
-        let nl = Netlink::from_socket(socket, ns).map_err(|source| ApplyError::Io {
-            op: format!("opening netlink in {ns}"),
-            source,
-        })?;
+        let (nl, task) =
+            Netlink::from_socket_joined(socket, ns).map_err(|source| ApplyError::Io {
+                op: format!("opening netlink in {ns}"),
+                source,
+            })?;
         out.insert(n, nl);
+        tasks.push(task);
     }
-    Ok(out)
+    Ok(Batch { nodes: out, tasks })
 }
 
 /// Does the work of `ctx.diff` but for map entries, FRR, hosts files and the host side.
@@ -825,7 +844,8 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
         let configure: Vec<(usize, Vec<usize>)> = configure.into_iter().collect();
         for batch in configure.chunks(HANDLES_HELD) {
             let ids: Vec<usize> = batch.iter().map(|&(n, _)| n).collect();
-            let nodes = &node_handles(new, &handles.nodes, &ids)?;
+            let handles_of = node_handles(new, &handles.nodes, &ids)?;
+            let nodes = &handles_of.nodes;
             stream::iter(batch)
                 .map(|(n, made)| {
                     let n = *n;
@@ -912,6 +932,7 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                 .buffer_unordered(CONCURRENCY)
                 .try_collect::<()>()
                 .await?;
+            handles_of.close().await;
         }
         counts.nodes_rerouted = w.rerouted.len();
         phases.end("addresses+routes");
@@ -932,12 +953,14 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
             .collect();
         let by_node: Vec<usize> = by_node.into_iter().collect();
         for batch in by_node.chunks(HANDLES_HELD) {
-            let nodes = &node_handles(new, &handles.nodes, batch)?;
+            let handles_of = node_handles(new, &handles.nodes, batch)?;
+            let nodes = &handles_of.nodes;
             stream::iter(batch)
                 .map(|n| nodes[n].attach_block(SHARED_BLOCK, ctx.node_prog, programs::NODE_INGRESS))
                 .buffer_unordered(CONCURRENCY)
                 .try_collect::<()>()
                 .await?;
+            handles_of.close().await;
         }
         if links_new
             .iter()
