@@ -433,6 +433,33 @@ fn node_ns(new: &Plan, n: usize) -> Result<OwnedFd, ApplyError> {
     Ok(netns::open(&new.nodes[n].netns)?)
 }
 
+/// Runs `work` on each of `items` with a netlink handle on its node (`node_of`),
+/// [`CONCURRENCY`] at a time, a batch of at most [`HANDLES_HELD`] handles open at once (each
+/// batch closed before the next opens).
+async fn on_each_node<'a, T: Sync, Fut>(
+    new: &Plan,
+    held: &HashMap<usize, Netlink>,
+    items: &'a [T],
+    node_of: impl Fn(&T) -> usize,
+    work: impl Fn(Netlink, &'a T) -> Fut,
+) -> Result<(), ApplyError>
+where
+    Fut: std::future::Future<Output = Result<(), ApplyError>>,
+{
+    for batch in items.chunks(HANDLES_HELD) {
+        let ids: Vec<usize> = batch.iter().map(&node_of).collect();
+        let handles = node_handles(new, held, &ids)?;
+        let done = stream::iter(batch)
+            .map(|item| work(handles.nodes[&node_of(item)].clone(), item))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await;
+        handles.close().await;
+        done?;
+    }
+    Ok(())
+}
+
 /// One end of a veth in a node, whose namespace is opened for the message and closed after it.
 fn node_end<'b>(link: &'b LinkPlan, ns: &'b OwnedFd) -> VethEnd<'b> {
     VethEnd {
@@ -842,98 +869,95 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
             .collect();
         let fabric = &fabric;
         let configure: Vec<(usize, Vec<usize>)> = configure.into_iter().collect();
-        for batch in configure.chunks(HANDLES_HELD) {
-            let ids: Vec<usize> = batch.iter().map(|&(n, _)| n).collect();
-            let handles_of = node_handles(new, &handles.nodes, &ids)?;
-            let nodes = &handles_of.nodes;
-            stream::iter(batch)
-                .map(|(n, made)| {
-                    let n = *n;
-                    let readdressed = &readdressed;
-                    let removed_routes = &removed_routes;
-                    let states = &states;
-                    let built = built_set.contains(&n);
-                    async move {
-                        let node = &new.nodes[n];
-                        let nl = &nodes[&n];
-                        debug!(
-                            node = %node.name,
-                            links = made.len(),
-                            routes = node.routes.len(),
-                            "addresses and routes"
-                        );
-                        if built {
-                            nl.set_up(1).await?;
+        on_each_node(
+            new,
+            &handles.nodes,
+            &configure,
+            |&(n, _)| n,
+            |nl, (n, made)| {
+                let n = *n;
+                let readdressed = &readdressed;
+                let removed_routes = &removed_routes;
+                let states = &states;
+                let built = built_set.contains(&n);
+                async move {
+                    let node = &new.nodes[n];
+                    let nl = &nl;
+                    debug!(
+                        node = %node.name,
+                        links = made.len(),
+                        routes = node.routes.len(),
+                        "addresses and routes"
+                    );
+                    if built {
+                        nl.set_up(1).await?;
+                    }
+                    for &l in made {
+                        let link = &new.links[l];
+                        if !link.down {
+                            nl.set_up(link.ifindex).await?;
                         }
-                        for &l in made {
-                            let link = &new.links[l];
-                            if !link.down {
+                        nl.add_address(link.ifindex, link.address, link.prefix_len)
+                            .await?;
+                    }
+                    for &position in &node.links {
+                        let link = &new.links[position as usize];
+                        if states.contains(&(position as usize)) {
+                            debug!(link = %link.ifname, down = link.down, "link state");
+                            if link.down {
+                                nl.set_down(link.ifindex).await?;
+                            } else {
                                 nl.set_up(link.ifindex).await?;
                             }
-                            nl.add_address(link.ifindex, link.address, link.prefix_len)
-                                .await?;
                         }
-                        for &position in &node.links {
-                            let link = &new.links[position as usize];
-                            if states.contains(&(position as usize)) {
-                                debug!(link = %link.ifname, down = link.down, "link state");
-                                if link.down {
-                                    nl.set_down(link.ifindex).await?;
-                                } else {
-                                    nl.set_up(link.ifindex).await?;
-                                }
-                            }
-                        }
-                        for &position in &node.links {
-                            let l = &new.links[position as usize];
-                            if let Some(&o) = readdressed.get(&(position as usize)) {
-                                let before = &old.links[o];
-                                nl.delete_address(l.ifindex, before.address).await?;
-                                nl.set_mac(l.ifindex, l.mac).await?;
-                                nl.add_address(l.ifindex, l.address, l.prefix_len).await?;
-                                if let Some(port) = &l.fabric_port {
-                                    fabric.set_mac(port.ifindex, port.mac).await?;
-                                }
-                            }
-                        }
-                        if let Some(remove) = removed_routes.get(node.name.as_str()) {
-                            for r in *remove {
-                                let dev = old.links.get(r.link as usize).map_or(0, |l| l.ifindex);
-                                nl.delete_route(r.dest, r.via, dev).await?;
-                            }
-                        }
-                        for r in &node.routes {
-                            // the kernel takes no route through a link that is down
-                            let hops: Vec<(std::net::Ipv4Addr, u32)> = r
-                                .nexthops()
-                                .map(|(via, _, l)| (via, &new.links[l as usize]))
-                                .filter(|(_, link)| !link.down)
-                                .map(|(via, link)| (via, link.ifindex))
-                                .collect();
-                            match hops[..] {
-                                [] => {}
-                                [(via, ifindex)] if built => {
-                                    nl.add_route(r.dest, via, ifindex).await?;
-                                }
-                                [(via, ifindex)] => {
-                                    nl.replace_route(r.dest, via, ifindex).await?;
-                                }
-                                _ => nl.set_multipath_route(r.dest, &hops, !built).await?,
-                            }
-                        }
-                        for &l in made {
-                            nl.add_ingress(new.links[l].ifindex, Some(SHARED_BLOCK))
-                                .await?;
-                        }
-                        observer.advance(1);
-                        Ok::<_, ApplyError>(())
                     }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .try_collect::<()>()
-                .await?;
-            handles_of.close().await;
-        }
+                    for &position in &node.links {
+                        let l = &new.links[position as usize];
+                        if let Some(&o) = readdressed.get(&(position as usize)) {
+                            let before = &old.links[o];
+                            nl.delete_address(l.ifindex, before.address).await?;
+                            nl.set_mac(l.ifindex, l.mac).await?;
+                            nl.add_address(l.ifindex, l.address, l.prefix_len).await?;
+                            if let Some(port) = &l.fabric_port {
+                                fabric.set_mac(port.ifindex, port.mac).await?;
+                            }
+                        }
+                    }
+                    if let Some(remove) = removed_routes.get(node.name.as_str()) {
+                        for r in *remove {
+                            let dev = old.links.get(r.link as usize).map_or(0, |l| l.ifindex);
+                            nl.delete_route(r.dest, r.via, dev).await?;
+                        }
+                    }
+                    for r in &node.routes {
+                        // the kernel takes no route through a link that is down
+                        let hops: Vec<(std::net::Ipv4Addr, u32)> = r
+                            .nexthops()
+                            .map(|(via, _, l)| (via, &new.links[l as usize]))
+                            .filter(|(_, link)| !link.down)
+                            .map(|(via, link)| (via, link.ifindex))
+                            .collect();
+                        match hops[..] {
+                            [] => {}
+                            [(via, ifindex)] if built => {
+                                nl.add_route(r.dest, via, ifindex).await?;
+                            }
+                            [(via, ifindex)] => {
+                                nl.replace_route(r.dest, via, ifindex).await?;
+                            }
+                            _ => nl.set_multipath_route(r.dest, &hops, !built).await?,
+                        }
+                    }
+                    for &l in made {
+                        nl.add_ingress(new.links[l].ifindex, Some(SHARED_BLOCK))
+                            .await?;
+                    }
+                    observer.advance(1);
+                    Ok::<_, ApplyError>(())
+                }
+            },
+        )
+        .await?;
         counts.nodes_rerouted = w.rerouted.len();
         phases.end("addresses+routes");
     }
@@ -952,16 +976,18 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
             .filter(|&n| new.nodes[n].attached.is_none())
             .collect();
         let by_node: Vec<usize> = by_node.into_iter().collect();
-        for batch in by_node.chunks(HANDLES_HELD) {
-            let handles_of = node_handles(new, &handles.nodes, batch)?;
-            let nodes = &handles_of.nodes;
-            stream::iter(batch)
-                .map(|n| nodes[n].attach_block(SHARED_BLOCK, ctx.node_prog, programs::NODE_INGRESS))
-                .buffer_unordered(CONCURRENCY)
-                .try_collect::<()>()
-                .await?;
-            handles_of.close().await;
-        }
+        on_each_node(
+            new,
+            &handles.nodes,
+            &by_node,
+            |&n| n,
+            |nl, _| async move {
+                nl.attach_block(SHARED_BLOCK, ctx.node_prog, programs::NODE_INGRESS)
+                    .await
+                    .map_err(ApplyError::from)
+            },
+        )
+        .await?;
         if links_new
             .iter()
             .any(|&l| new.links[l].fabric_port.is_some())

@@ -282,63 +282,48 @@ pub const PROGRAMS: [&str; 3] = [
 ];
 
 fn fill(ebpf: &mut Ebpf, e: &MapEntries) -> Result<(), BpfError> {
-    let mut impairs: HashMap<&mut MapData, u32, ImpairEntry> =
-        HashMap::try_from(ebpf.map_mut(maps::IMPAIR).expect("in the object"))
-            .map_err(map_err(maps::IMPAIR))?;
-    for (ifindex, entry) in &e.impairs {
-        impairs
-            .insert(ifindex, entry, 0)
-            .map_err(map_err(maps::IMPAIR))?;
-    }
-    let mut ifaces: HashMap<&mut MapData, u32, IfaceInfo> =
-        HashMap::try_from(ebpf.map_mut(maps::IFACES).expect("in the object"))
-            .map_err(map_err(maps::IFACES))?;
-    for (ifindex, info) in &e.ifaces {
-        ifaces
-            .insert(ifindex, info, 0)
-            .map_err(map_err(maps::IFACES))?;
-    }
-    let mut routes: LpmTrie<&mut MapData, RouterAddr, Route> =
-        LpmTrie::try_from(ebpf.map_mut(maps::ROUTES).expect("in the object"))
-            .map_err(map_err(maps::ROUTES))?;
-    for ((router, dest), route) in &e.routes {
-        let key = Key::new(
-            32 + u32::from(dest.prefix_len()),
-            RouterAddr::new(*router, u32::from(dest.network()).to_be()),
-        );
-        routes
-            .insert(&key, route, 0)
-            .map_err(map_err(maps::ROUTES))?;
-    }
-    let mut nexthops: HashMap<&mut MapData, NexthopKey, Route> =
-        HashMap::try_from(ebpf.map_mut(maps::NEXTHOPS).expect("in the object"))
-            .map_err(map_err(maps::NEXTHOPS))?;
-    for (key, hop) in &e.nexthops {
-        nexthops
-            .insert(key, hop, 0)
-            .map_err(map_err(maps::NEXTHOPS))?;
-    }
-    let mut classes: LpmTrie<&mut MapData, RouterAddr, u32> =
-        LpmTrie::try_from(ebpf.map_mut(maps::FW_CLASSES).expect("in the object"))
-            .map_err(map_err(maps::FW_CLASSES))?;
-    for ((router, prefix), class) in &e.classes {
-        let key = Key::new(
-            32 + u32::from(prefix.prefix_len()),
-            RouterAddr::new(*router, u32::from(prefix.network()).to_be()),
-        );
-        classes
-            .insert(&key, class, 0)
-            .map_err(map_err(maps::FW_CLASSES))?;
-    }
-    let mut rules: HashMap<&mut MapData, RuleKey, RuleVerdict> =
-        HashMap::try_from(ebpf.map_mut(maps::FW_RULES).expect("in the object"))
-            .map_err(map_err(maps::FW_RULES))?;
-    for (key, verdict) in &e.rules {
-        rules
-            .insert(key, verdict, 0)
-            .map_err(map_err(maps::FW_RULES))?;
+    put_hash(ebpf, maps::IMPAIR, &e.impairs)?;
+    put_hash(ebpf, maps::IFACES, &e.ifaces)?;
+    put_lpm(ebpf, maps::ROUTES, &e.routes)?;
+    put_hash(ebpf, maps::NEXTHOPS, &e.nexthops)?;
+    put_lpm(ebpf, maps::FW_CLASSES, &e.classes)?;
+    put_hash(ebpf, maps::FW_RULES, &e.rules)
+}
+
+/// Writes `entries` into the hash map `name` of the object.
+fn put_hash<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    entries: &[(K, V)],
+) -> Result<(), BpfError> {
+    let mut map: HashMap<&mut MapData, K, V> =
+        HashMap::try_from(ebpf.map_mut(name).expect("in the object")).map_err(map_err(name))?;
+    for (k, v) in entries {
+        map.insert(k, v, 0).map_err(map_err(name))?;
     }
     Ok(())
+}
+
+/// Writes `entries`, keyed by (router, prefix), into the LPM trie `name` of the object.
+fn put_lpm<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    entries: &[((u32, ipnet::Ipv4Net), V)],
+) -> Result<(), BpfError> {
+    let mut map: LpmTrie<&mut MapData, RouterAddr, V> =
+        LpmTrie::try_from(ebpf.map_mut(name).expect("in the object")).map_err(map_err(name))?;
+    for (key, v) in entries {
+        map.insert(&lpm_key(key), v, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// The LPM key of (router, prefix): the router's 32 bits, then the prefix.
+fn lpm_key((router, prefix): &(u32, ipnet::Ipv4Net)) -> Key<RouterAddr> {
+    Key::new(
+        32 + u32::from(prefix.prefix_len()),
+        RouterAddr::new(*router, u32::from(prefix.network()).to_be()),
+    )
 }
 
 /// Mounts bpffs at `/sys/fs/bpf` when it is not (a fresh machine may not have it).
@@ -559,12 +544,6 @@ impl Pinned {
                 hits.set(slot, zero, 0).map_err(map_err(maps::RULE_HITS))?;
             }
         }
-        let lpm_key = |(router, prefix): &(u32, ipnet::Ipv4Net)| {
-            Key::new(
-                32 + u32::from(prefix.prefix_len()),
-                RouterAddr::new(*router, u32::from(prefix.network()).to_be()),
-            )
-        };
         // a route's further next hops are in place before it counts them, and go after
         let mut nexthops: HashMap<MapData, NexthopKey, Route> =
             HashMap::try_from(self.map(maps::NEXTHOPS)?).map_err(map_err(maps::NEXTHOPS))?;

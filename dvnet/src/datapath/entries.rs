@@ -146,6 +146,8 @@ pub fn entries_of(
     nodes: impl IntoIterator<Item = usize>,
 ) -> Result<MapEntries, EntriesError> {
     let mut out = MapEntries::default();
+    // every router's address, sorted: made once, for the first firewall that asks
+    let mut router_addrs: Option<Vec<u32>> = None;
     for n in nodes {
         let node = &plan.nodes[n];
         let router = node.kind == NodeKind::Router;
@@ -164,7 +166,8 @@ pub fn entries_of(
                 if fw.policy == Policy::Drop {
                     flags |= IFACE_POLICY_DROP;
                 }
-                if tracks_every_flow(plan, fw) {
+                let routers = router_addrs.get_or_insert_with(|| router_addresses(plan));
+                if tracks_every_flow(plan, fw, routers) {
                     flags |= IFACE_FW_TRACK;
                 }
             }
@@ -232,18 +235,12 @@ pub fn entries_of(
 /// passes only as part of a flow), or a drop rule could meet an ICMP error about a flow —
 /// one sent by a router on the way (a drop rule from anywhere, or from a prefix holding a
 /// router's address) or from outside (outbound access). Else a flow is tracked only when a
-/// drop rule could meet its replies (see `PROTO_DROP_PAIR`).
-fn tracks_every_flow(plan: &Plan, fw: &crate::plan::FirewallPlan) -> bool {
+/// drop rule could meet its replies (see `PROTO_DROP_PAIR`). `routers`: every router
+/// address of the plan, sorted ([`router_addresses`]).
+fn tracks_every_flow(plan: &Plan, fw: &crate::plan::FirewallPlan, routers: &[u32]) -> bool {
     if fw.policy == Policy::Drop || plan.uplink.is_some() {
         return true;
     }
-    let mut routers: Vec<u32> = plan
-        .nodes
-        .iter()
-        .filter(|n| n.kind == NodeKind::Router)
-        .flat_map(|n| plan.links_of(n).map(|l| u32::from(l.address)))
-        .collect();
-    routers.sort_unstable();
     fw.rules
         .iter()
         .filter(|r| r.action == Action::Drop)
@@ -255,6 +252,18 @@ fn tracks_every_flow(plan: &Plan, fw: &crate::plan::FirewallPlan) -> bool {
                     .get(first)
                     .is_some_and(|&a| a <= u32::from(p.broadcast()))
         })
+}
+
+/// Every address of every router of `plan`, sorted.
+fn router_addresses(plan: &Plan) -> Vec<u32> {
+    let mut addrs: Vec<u32> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::Router)
+        .flat_map(|n| plan.links_of(n).map(|l| u32::from(l.address)))
+        .collect();
+    addrs.sort_unstable();
+    addrs
 }
 
 /// The entry of an impaired interface.

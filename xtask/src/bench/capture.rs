@@ -20,7 +20,7 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use super::harness::{Background, Scratch};
-use super::idle::{IdleSettings, Waiter};
+use super::idle::Waiter;
 use super::impair::Net;
 use super::stats::{Summary, sig3};
 
@@ -53,26 +53,14 @@ pub struct Report {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    if !crate::is_root() {
-        bail!("bench capture builds networks: run it as root");
-    }
-    let (runs, seconds) = args.repeat.runs_and_seconds();
-    let (scratch, mut wait, machine) = super::harness::start(IdleSettings::standard(
-        args.repeat.idle_timeout,
-        args.repeat.quick,
-    ))?;
-    let outcome = measure(&scratch, &mut wait, runs, seconds);
-    let leftovers = scratch.cleanup();
-    let report = outcome?;
-    super::harness::conclude(
+    super::harness::run_repeated(
         "capture",
-        &table(&report),
-        &wait,
-        &machine,
-        &report,
+        &args.repeat,
         args.json.as_deref(),
-    )?;
-    super::harness::verdict(&leftovers, &report.errors)
+        measure,
+        table,
+        |r: &Report| &r.errors,
+    )
 }
 
 /// `dvnet capture NET TARGET -w FILE`, ready (its taps set).

@@ -11,13 +11,13 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use dvnet::plan::{Datapath, Plan, PlanOptions};
 use serde::Serialize;
 
 use super::datapath::{iperf3_client, iperf3_server, link_rx, ping};
 use super::harness::{Scratch, check, timed};
-use super::idle::{IdleSettings, Waiter};
+use super::idle::Waiter;
 use super::stats::{Summary, sig3};
 
 const SPINES: usize = 4;
@@ -52,26 +52,14 @@ pub struct Report {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    if !crate::is_root() {
-        bail!("bench ecmp builds networks: run it as root");
-    }
-    let (runs, seconds) = args.repeat.runs_and_seconds();
-    let (scratch, mut wait, machine) = super::harness::start(IdleSettings::standard(
-        args.repeat.idle_timeout,
-        args.repeat.quick,
-    ))?;
-    let outcome = measure(&scratch, &mut wait, runs, seconds);
-    let leftovers = scratch.cleanup();
-    let report = outcome?;
-    super::harness::conclude(
+    super::harness::run_repeated(
         "ecmp",
-        &table(&report),
-        &wait,
-        &machine,
-        &report,
+        &args.repeat,
         args.json.as_deref(),
-    )?;
-    super::harness::verdict(&leftovers, &report.errors)
+        measure,
+        table,
+        |r: &Report| &r.errors,
+    )
 }
 
 /// A fabric that is up.

@@ -109,6 +109,32 @@ pub(super) fn conclude(
     Ok(())
 }
 
+/// A benchmark of the [`Repeat`] kind, whole: root checked, machine prepared, `measure`d
+/// (given the runs and seconds), everything it made cleaned up, results concluded as
+/// `bench` with `table`, and the verdict on what was left and what failed (`errors`).
+pub(super) fn run_repeated<R: serde::Serialize>(
+    bench: &str,
+    repeat: &Repeat,
+    json: Option<&Path>,
+    measure: impl FnOnce(&Scratch, &mut super::idle::Waiter, usize, f64) -> anyhow::Result<R>,
+    table: impl Fn(&R) -> String,
+    errors: impl Fn(&R) -> &[String],
+) -> anyhow::Result<()> {
+    if !crate::is_root() {
+        bail!("bench {bench} builds networks: run it as root");
+    }
+    let (runs, seconds) = repeat.runs_and_seconds();
+    let (scratch, mut wait, machine) = start(super::idle::IdleSettings::standard(
+        repeat.idle_timeout,
+        repeat.quick,
+    ))?;
+    let outcome = measure(&scratch, &mut wait, runs, seconds);
+    let leftovers = scratch.cleanup();
+    let report = outcome?;
+    conclude(bench, &table(&report), &wait, &machine, &report, json)?;
+    verdict(&leftovers, errors(&report))
+}
+
 /// The end of a benchmark: an error when the sweep left something behind or a measurement
 /// of dvnet failed.
 pub(super) fn verdict(leftovers: &[String], failed: &[String]) -> anyhow::Result<()> {

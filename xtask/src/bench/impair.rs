@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 
 use super::datapath::{iperf3_client, iperf3_server, link_rx, parse_rtt_avg, ping};
 use super::harness::{Background, Scratch, check, in_ns, timed};
-use super::idle::{IdleSettings, Waiter};
+use super::idle::Waiter;
 use super::stats::{Summary, sig3};
 
 const SINK_PORT: u16 = 9;
@@ -67,29 +67,17 @@ pub struct Report {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    if !crate::is_root() {
-        bail!("bench impair builds networks: run it as root");
-    }
-    let (runs, seconds) = args.repeat.runs_and_seconds();
     if args.others == 0 {
         bail!("--others: at least one other subnet to impair");
     }
-    let (scratch, mut wait, machine) = super::harness::start(IdleSettings::standard(
-        args.repeat.idle_timeout,
-        args.repeat.quick,
-    ))?;
-    let outcome = measure(&scratch, &mut wait, args.others, runs, seconds);
-    let leftovers = scratch.cleanup();
-    let report = outcome?;
-    super::harness::conclude(
+    super::harness::run_repeated(
         "impair",
-        &table(&report),
-        &wait,
-        &machine,
-        &report,
+        &args.repeat,
         args.json.as_deref(),
-    )?;
-    super::harness::verdict(&leftovers, &report.errors)
+        |scratch, wait, runs, seconds| measure(scratch, wait, args.others, runs, seconds),
+        table,
+        |r: &Report| &r.errors,
+    )
 }
 
 /// The network: router `r` on `sa` (host `a`), `sb` (host `b`) and `x1`…`x<others>`.
