@@ -580,12 +580,17 @@ fn apply_of_a_file_changes_only_its_impairments_and_puts_them_back() {
     let report = &applied["report"];
     assert_eq!(report["nodes_built"], 0, "{applied}");
     assert_eq!(report["links_created"], 0, "{applied}");
+    // none sooner than the delay; a stall of the shared machine may make one late (a full
+    // run saw 32.7 ms once among 30.5–30.8), so the median must be within bounds
+    let in_force = |t: &[f64], ms: f64| {
+        t.iter().all(|&x| x >= ms - 0.5) && (ms - 0.5..=ms + 2.0).contains(&median(t))
+    };
     let t = rtts(&net, "A-1", B1, 5, "0.05");
-    assert!(t.iter().all(|&x| (29.5..=32.0).contains(&x)), "{t:?}");
+    assert!(in_force(&t, 30.0), "{t:?}");
     // live over the file's, until the file is applied again
     impair(&net, &["C", "delay=5ms"]);
     let t = rtts(&net, "A-1", B1, 5, "0.05");
-    assert!(t.iter().all(|&x| (9.5..=12.0).contains(&x)), "{t:?}");
+    assert!(in_force(&t, 10.0), "{t:?}");
     let said = dvnet(&net, &["apply", file]);
     assert!(
         said.contains("~ subnet C: impairments delay=5ms -> delay=15ms"),
