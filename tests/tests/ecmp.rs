@@ -147,6 +147,17 @@ fn flows_spread_over_every_spine_and_each_keeps_to_one(datapath: &str, routing: 
             "OSPF gave l1 {SPINES} equal-cost next hops: {}",
             text(&net.exec("l1", &["ip", "route"]))
         );
+        // and every spine its route on to l2's LAN (else datagrams hashed to it die)
+        for i in 1..=SPINES {
+            let spine = format!("s{i}");
+            assert!(
+                eventually(60, || {
+                    let out = net.exec(&spine, &["ip", "route", "show", "10.0.1.0/24"]);
+                    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+                }),
+                "OSPF gave {spine} a route to 10.0.1.0/24"
+            );
+        }
     }
     assert!(
         eventually(10, || net.ping("h1-1", &h2)),
