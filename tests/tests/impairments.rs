@@ -554,6 +554,10 @@ fn apply_of_a_file_changes_only_its_impairments_and_puts_them_back() {
     let _turn = turn();
     let net = TestNet::new("apply", lab());
     net.up(&[]);
+    // neighbours resolved first: the file puts 1 % loss on B-1's link, and a lost ARP request
+    // or reply holds every ping behind it for the kernel's 1 s retry (a CI run saw RTTs of
+    // 1042, 987, ... 819 ms)
+    assert_eq!(rtts(&net, "A-1", B1, 2, "0.05").len(), 2);
     let mut edited: Value =
         serde_json::from_str(&std::fs::read_to_string(&net.file).unwrap()).unwrap();
     edited["subnets"]["C"]["impair"] = json!({"delay": "15ms"});
