@@ -8,7 +8,8 @@
 //! locked) and locks the new one instead.
 //!
 //! Changes to the host's own namespace that several networks share (forwarding, the NAT
-//! tables of outbound access) take [`HOST`], a lock of their own.
+//! tables of outbound access) take [`HOST`], a lock of their own; mounting bpffs takes
+//! [`BPFFS`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, Write as _};
@@ -20,6 +21,8 @@ use crate::state;
 
 /// The lock of the host side (forwarding and NAT shared by every network of this host).
 pub const HOST: &str = ".host";
+/// The lock of mounting bpffs, which every network's pins share.
+pub const BPFFS: &str = ".bpffs";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {

@@ -195,6 +195,54 @@ fn a_planted_pin_root_or_record_root_is_refused() {
     assert_eq!(net.leftovers(), Vec::<String>::new());
 }
 
+#[test]
+fn concurrent_ups_on_a_machine_without_bpffs_mount_it_once_and_all_come_up() {
+    if !require_root("concurrent_ups_on_a_machine_without_bpffs_mount_it_once_and_all_come_up") {
+        return;
+    }
+    // A CI run lost one of several networks coming up at once on a fresh machine: two `up`s
+    // each saw bpffs unmounted and mounted it, the second over the first, and the pin root
+    // the first had just made was hidden ("creating /sys/fs/bpf/dvnet/<id>: No such file").
+    let nets: Vec<TestNet> = (0..6)
+        .map(|i| TestNet::new(&format!("bpffs{i}"), small()))
+        .collect();
+    let files: Vec<String> = nets.iter().map(|n| n.file.display().to_string()).collect();
+    let ids: Vec<&str> = nets.iter().map(|n| n.id.as_str()).collect();
+    let script = format!(
+        r#"
+        dv() {{ nsenter --net="$HOSTNS" "$DVNET" "$@"; }}
+        # a machine that has not mounted bpffs yet (in this mount namespace only)
+        while grep -q ' /sys/fs/bpf bpf ' /proc/self/mounts; do umount /sys/fs/bpf; done
+        mount -t tmpfs -o mode=755 tmpfs /run/dvnet
+        dir=$(mktemp -d)
+        i=0
+        for f in {files}; do
+            (if dv up "$f" >"$dir/$i" 2>&1; then :; else echo "UP FAILED: $f: $(cat "$dir/$i")"; fi) &
+            i=$((i + 1))
+        done
+        wait
+        cat "$dir"/*
+        mounts=$(grep -c ' /sys/fs/bpf bpf ' /proc/self/mounts)
+        for id in {ids}; do dv down "$id" >/dev/null; done
+        test "$mounts" = 1 || {{ echo "bpffs mounted $mounts times"; exit 1; }}
+        echo ALL-DOWN
+        "#,
+        files = files.join(" "),
+        ids = ids.join(" "),
+    );
+    let out = in_private_mounts(&nets[0].host, &script);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.matches("is up").count(), 6, "{}", text(&out));
+    assert!(
+        out.status.success() && said.contains("ALL-DOWN") && !said.contains("UP FAILED"),
+        "{}",
+        text(&out)
+    );
+    for net in &nets {
+        assert_eq!(net.leftovers(), Vec::<String>::new());
+    }
+}
+
 /// A chain of `n` nodes written into `host`'s temp dir; returns (file, id).
 fn chain(host: &FakeHost, dir: &Path, n: usize, tag: &str) -> (String, String) {
     let id = unique(tag);

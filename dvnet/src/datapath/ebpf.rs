@@ -331,10 +331,28 @@ fn lpm_key((router, prefix): &(u32, ipnet::Ipv4Net)) -> Key<RouterAddr> {
 /// # Errors
 /// When the mount fails.
 pub fn ensure_bpffs() -> Result<(), BpfError> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if mounts.lines().any(|l| {
-        l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf")
-    }) {
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                l.split_whitespace().nth(1) == Some(BPFFS)
+                    && l.split_whitespace().nth(2) == Some("bpf")
+            })
+    };
+    if mounted() {
+        return Ok(());
+    }
+    // Several networks coming up at once on a machine that has not mounted bpffs yet: each
+    // would mount one, the later over the earlier, hiding the pins made there meanwhile. One
+    // mounts; the others, once it is done, find it mounted.
+    let _lock = crate::lock::Lock::acquire(crate::lock::BPFFS, "up (mounting bpffs)", |_| {})
+        .map_err(|e| BpfError::Pin {
+            op: "locking, to mount bpffs at",
+            path: BPFFS.into(),
+            source: std::io::Error::other(e),
+        })?;
+    if mounted() {
         return Ok(());
     }
     nix::mount::mount(
