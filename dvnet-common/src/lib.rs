@@ -230,6 +230,20 @@ pub const IFACE_DELAY_RETURN: u32 = 1 << 6;
 /// could meet its replies (`PROTO_DROP_PAIR`): the others pass on the rules alone.
 pub const IFACE_FW_TRACK: u32 = 1 << 7;
 
+/// `lo` of an eBPF router whose own packets the datapath routes (`NodePlan::own_route`):
+/// the kernel sends everything it originates for a destination beyond its connected subnets
+/// through one default route on `lo`, and the program on `lo`'s ingress routes it by the
+/// router's route map, found from the packet's source address (`OWNERS`). No TTL check or
+/// decrement, no firewall: the router's own packets, as the kernel's OUTPUT path.
+pub const IFACE_OWN: u32 = 1 << 8;
+/// The loopback interface's index, in every namespace.
+pub const LO_IFINDEX: u32 = 1;
+/// `IfaceInfo::link` of an interface that counts nothing (`lo`).
+pub const NO_LINK: u32 = u32::MAX;
+/// The pseudo-router under which `DV_ROUTES` holds, for each address of an eBPF router
+/// whose own packets the datapath routes, a `/32` entry whose `link` is that router's id.
+pub const OWNERS: u32 = u32::MAX - 1;
+
 /// `skb->mark` of a duplicate the datapath made: counted, not impaired again. (Marks never
 /// leave the namespace: the kernel clears them when a packet crosses into another.)
 pub const MARK_DUPLICATE: u32 = 0xd71e_0001;

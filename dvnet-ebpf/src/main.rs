@@ -3,7 +3,8 @@
 //! interface of a network its own ifindex) through `DV_IFACES`.
 //!
 //! - `node_ingress` (TC ingress, every node interface): counts what the node receives; on an
-//!   eBPF router's interface it also routes, filters and forwards.
+//!   eBPF router's interface it also routes, filters and forwards; on the `lo` of a router
+//!   whose own packets it routes, it sends those on.
 //! - `fabric_ingress` (TC ingress, fabric ports of bridged segments): counts what the node
 //!   sends.
 //! - `delay_return` (TC ingress, the near end of a delay line): sends a packet back from the
@@ -34,8 +35,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use dvnet_common::{
-    CaptureMeta, DropReason, IFACE_DELAY_RETURN, IFACE_FORWARD, IFACE_IMPAIRED, IfaceInfo,
-    MARK_DELAYED, dir, verdict,
+    CaptureMeta, DropReason, IFACE_DELAY_RETURN, IFACE_FORWARD, IFACE_IMPAIRED, IFACE_OWN,
+    IfaceInfo, MARK_DELAYED, dir, verdict,
 };
 
 /// The interface the packet is on, and its index.
@@ -103,6 +104,15 @@ pub fn node_ingress(ctx: TcContext) -> i32 {
         }
         return TC_ACT_OK as i32;
     }
+    // the router's own packets, through `lo`: acted on for the router that sent them
+    let iface = if iface.flags & IFACE_OWN == 0 {
+        iface
+    } else {
+        match router::owner(&ctx) {
+            Some(owner) => owner,
+            None => return TC_ACT_OK as i32,
+        }
+    };
     let decision = router::decide(&ctx, &iface);
     let tapping = maps::tapping();
     if tapping {

@@ -5,6 +5,10 @@
 //! TTL decrement and `bpf_redirect_neigh` to the next hop. Everything the router itself must
 //! see — ARP, packets for its own addresses, multicast and broadcast (routing protocols),
 //! frames not addressed to it — goes to the kernel untouched.
+//!
+//! A router whose own packets the datapath routes (`IFACE_OWN` on `lo`) has them looked up
+//! in the same route map and sent the same way, without the TTL and the firewall (what the
+//! kernel's OUTPUT path would do).
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -17,8 +21,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use dvnet_common::{
-    DropReason, ETH_P_IP, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IfaceInfo, NexthopKey,
-    ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route, RouterAddr, flow_hash,
+    DropReason, ETH_HLEN, ETH_P_IP, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IFACE_FORWARD, IFACE_OWN,
+    IfaceInfo, NO_LINK, NexthopKey, OWNERS, ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER,
+    Route, RouterAddr, flow_hash,
 };
 
 use crate::{
@@ -53,6 +58,8 @@ pub mod kind {
 pub struct Decision {
     pub kind: u8,
     pub peer: bool,
+    /// The router's own packet (`IFACE_OWN`): its TTL stays as the kernel set it.
+    pub own: bool,
     pub icmp: (u8, u8),
     pub reason: DropReason,
     pub rule: u32,
@@ -69,6 +76,7 @@ impl Decision {
         Decision {
             kind: kind::KERNEL,
             peer: false,
+            own: false,
             icmp: (0, 0),
             reason: DropReason::Internal,
             rule: u32::MAX,
@@ -103,12 +111,41 @@ impl Decision {
     }
 }
 
-/// What to do with a packet that arrived on a router's interface.
+/// A packet the router itself sent through `lo` (`IFACE_OWN`): the router it belongs to,
+/// found from its source address, as the interface the program acts for (counting nothing,
+/// its ICMP errors from that address). `None`: not one of an eBPF router's own packets.
+#[inline(always)]
+pub fn owner(ctx: &TcContext) -> Option<IfaceInfo> {
+    let ethertype = ctx.load::<u16>(12).ok()?;
+    if u16::from_be(ethertype) != ETH_P_IP {
+        return None;
+    }
+    let saddr = ctx.load::<u32>(ETH_HLEN + 12).ok()?;
+    let key = Key::new(
+        64,
+        RouterAddr {
+            router: OWNERS.to_be(),
+            addr: saddr,
+        },
+    );
+    let owner = DV_ROUTES.get(&key)?;
+    Some(IfaceInfo {
+        link: NO_LINK,
+        router: owner.link,
+        flags: IFACE_FORWARD | IFACE_OWN,
+        addr: saddr,
+        target: 0,
+    })
+}
+
+/// What to do with a packet that arrived on a router's interface (or that the router sent
+/// through `lo`, `IFACE_OWN`).
 #[inline(always)]
 pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision {
+    let own = iface.flags & IFACE_OWN != 0;
     // SAFETY: the context is the kernel's `__sk_buff`, valid for the whole call.
     let pkt_type = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).pkt_type };
-    if pkt_type != PACKET_HOST {
+    if pkt_type != PACKET_HOST && !own {
         return Decision::kernel();
     }
     let Ok(ethertype) = ctx.load::<u16>(12) else {
@@ -133,6 +170,7 @@ pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision {
     );
     let mut d = Decision {
         kind: kind::FORWARD,
+        own,
         ..Decision::kernel()
     };
     match DV_ROUTES.get(&key).copied() {
@@ -168,6 +206,9 @@ pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision {
                 return Decision::answer(ip, icmp, DropReason::NoRoute);
             }
         },
+    }
+    if own {
+        return d;
     }
     if ip.ttl <= 1 {
         return Decision::answer(ip, (icmp::TIME_EXCEEDED, 0), DropReason::TtlExceeded);
@@ -215,7 +256,9 @@ pub fn act(ctx: &TcContext, iface: &IfaceInfo, d: &Decision, answered: impl FnOn
 /// TTL − 1, the MACs, and out.
 #[inline(always)]
 fn send(ctx: &TcContext, d: &Decision) -> Result<i32, DropReason> {
-    decrement_ttl(ctx)?;
+    if !d.own {
+        decrement_ttl(ctx)?;
+    }
     let (egress, nexthop) = (d.egress, d.nexthop);
     if d.peer {
         let (dmac, smac) = d.macs;

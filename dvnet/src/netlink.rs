@@ -14,7 +14,9 @@ use ipnet::Ipv4Net;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteNextHop};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteNextHop, RouteScope,
+};
 use netlink_packet_route::tc::{
     TcAttribute, TcBpfFlags, TcFilterBpf, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
 };
@@ -319,6 +321,70 @@ impl Netlink {
         }
     }
 
+    /// The default route on `lo` by which an eBPF router's kernel sends the packets it
+    /// originates (source `src` unless a socket chose another), which the program on `lo`
+    /// routes ([`crate::plan::NodePlan::own_route`]): added, or set in place of the default
+    /// route there is. Its MTU is the links' (`lo`'s own is 64 KiB: nothing would fragment).
+    ///
+    /// # Errors
+    /// When `src` is not an address of the namespace.
+    pub async fn set_own_route(&self, src: Ipv4Addr) -> Result<(), NetlinkError> {
+        let mut msg = Self::own_route_message(src);
+        msg.attributes
+            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(LINK_MTU)]));
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| {
+                self.err(
+                    format_args!("setting the default route on lo from {src}"),
+                    e,
+                )
+            })
+    }
+
+    fn own_route_message(src: Ipv4Addr) -> RouteMessage {
+        RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+            .output_interface(LO_IFINDEX)
+            .pref_source(src)
+            .scope(RouteScope::Link)
+            .build()
+    }
+
+    /// Deletes the default route on `lo` ([`Netlink::set_own_route`]); none is fine.
+    ///
+    /// # Errors
+    /// When the kernel refuses for another reason.
+    pub async fn delete_own_route(&self) -> Result<(), NetlinkError> {
+        let mut msg = Self::own_route_message(Ipv4Addr::UNSPECIFIED);
+        msg.attributes
+            .retain(|a| !matches!(a, RouteAttribute::PrefSource(_)));
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::ESRCH) => Ok(()),
+            Err(e) => Err(self.err(format_args!("deleting the default route on lo"), e)),
+        }
+    }
+
+    /// Deletes the route to `dest`, whatever its next hops; none is fine.
+    ///
+    /// # Errors
+    /// When the kernel refuses for another reason.
+    pub async fn delete_route_to(&self, dest: Ipv4Net) -> Result<(), NetlinkError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest.network(), dest.prefix_len())
+            .build();
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::ESRCH) => Ok(()),
+            Err(e) => Err(self.err(format_args!("deleting the route to {dest}"), e)),
+        }
+    }
+
     /// Deletes an address from a link; one that is gone already is fine.
     ///
     /// # Errors
@@ -480,6 +546,29 @@ impl Netlink {
         .await
     }
 
+    /// Deletes a link's `ingress` qdisc (and the filters it holds); none is fine.
+    ///
+    /// # Errors
+    /// When the kernel refuses for another reason.
+    pub async fn delete_ingress(&self, ifindex: u32) -> Result<(), NetlinkError> {
+        let mut msg = TcMessage::with_index(index_i32(ifindex));
+        msg.header.parent = TcHandle::from(TC_H_INGRESS);
+        msg.header.handle = TcHandle::from(0xffff_0000);
+        match self
+            .request(
+                RouteNetlinkMessage::DelQueueDiscipline(msg),
+                0,
+                &format!("deleting the ingress qdisc of link {ifindex}"),
+            )
+            .await
+        {
+            Err(e) if is_errno(&e.source, libc::ENOENT) || is_errno(&e.source, libc::EINVAL) => {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Attaches the loaded program `prog_fd` as a direct-action cls_bpf filter to the shared
     /// block `block` of this namespace: every link whose ingress qdisc names the block (now
     /// or later) runs it. A filter there already is given the program instead.
@@ -637,6 +726,11 @@ pub fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
 fn index_i32(ifindex: u32) -> i32 {
     i32::try_from(ifindex).expect("interface indexes fit in i32")
 }
+
+/// `lo`, in every namespace.
+pub const LO_IFINDEX: u32 = 1;
+/// The MTU of every link dvnet makes (the veth default).
+pub const LINK_MTU: u32 = 1500;
 
 /// `TC_H_INGRESS`, the ingress qdisc's parent, and its hook (`TC_H_MIN_INGRESS`).
 const TC_H_INGRESS: u32 = 0xffff_fff1;

@@ -21,7 +21,7 @@ use tracing::debug;
 
 use super::ApplyError;
 use super::progress::Phases;
-use crate::netlink::{Netlink, VethEnd};
+use crate::netlink::{LO_IFINDEX, Netlink, VethEnd};
 use crate::netns::{self, NetnsError};
 use crate::plan::diff::{Diff, LinkChange};
 use crate::plan::{FabricPort, Forwarder, LinkPlan, NodePlan, Plan, Segment};
@@ -867,6 +867,9 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
             .iter()
             .map(|r| (r.node.as_str(), &r.remove))
             .collect();
+        let old_nodes: HashMap<&str, &NodePlan> =
+            old.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        let old_nodes = &old_nodes;
         let fabric = &fabric;
         let configure: Vec<(usize, Vec<usize>)> = configure.into_iter().collect();
         on_each_node(
@@ -923,30 +926,28 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                             }
                         }
                     }
-                    if let Some(remove) = removed_routes.get(node.name.as_str()) {
-                        for r in *remove {
-                            let dev = old.links.get(r.link as usize).map_or(0, |l| l.ifindex);
-                            nl.delete_route(r.dest, r.via, dev).await?;
-                        }
-                    }
-                    for r in &node.routes {
-                        // the kernel takes no route through a link that is down
-                        let hops: Vec<(std::net::Ipv4Addr, u32)> = r
-                            .nexthops()
-                            .map(|(via, _, l)| (via, &new.links[l as usize]))
-                            .filter(|(_, link)| !link.down)
-                            .map(|(via, link)| (via, link.ifindex))
-                            .collect();
-                        match hops[..] {
-                            [] => {}
-                            [(via, ifindex)] if built => {
-                                nl.add_route(r.dest, via, ifindex).await?;
+                    let before = (!built)
+                        .then(|| old_nodes.get(node.name.as_str()))
+                        .flatten();
+                    let was_own = before.is_some_and(|o| o.own_route);
+                    if node.own_route {
+                        // the kernel's own packets go through `lo`, whose program routes them
+                        // by the route map (a node made now gets the block's program in the
+                        // programs pass; one that has it already, on this qdisc at once)
+                        if !was_own {
+                            // the kernel routes it had go first (a default route among them
+                            // too): the map has them
+                            for r in before.iter().flat_map(|b| &b.routes) {
+                                nl.delete_route_to(r.dest).await?;
                             }
-                            [(via, ifindex)] => {
-                                nl.replace_route(r.dest, via, ifindex).await?;
-                            }
-                            _ => nl.set_multipath_route(r.dest, &hops, !built).await?,
+                            nl.add_ingress(LO_IFINDEX, Some(SHARED_BLOCK)).await?;
                         }
+                        if let Some(first) = new.links_of(node).next() {
+                            nl.set_own_route(first.address).await?;
+                        }
+                    } else {
+                        set_kernel_routes(nl, old, new, node, removed_routes, built, was_own)
+                            .await?;
                     }
                     for &l in made {
                         nl.add_ingress(new.links[l].ifindex, Some(SHARED_BLOCK))
@@ -1032,6 +1033,50 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
         phases.end("firewalls");
     }
     Ok(counts)
+}
+
+/// A node's routes as kernel routes: those that went, deleted; the others set (added on a
+/// node made now). A router whose own packets went through `lo` (`was_own`) stops that.
+async fn set_kernel_routes(
+    nl: &Netlink,
+    old: &Plan,
+    new: &Plan,
+    node: &NodePlan,
+    removed_routes: &HashMap<&str, &Vec<crate::plan::RoutePlan>>,
+    built: bool,
+    was_own: bool,
+) -> Result<(), ApplyError> {
+    if let Some(remove) = removed_routes.get(node.name.as_str()) {
+        for r in *remove {
+            let dev = old.links.get(r.link as usize).map_or(0, |l| l.ifindex);
+            nl.delete_route(r.dest, r.via, dev).await?;
+        }
+    }
+    for r in &node.routes {
+        // the kernel takes no route through a link that is down
+        let hops: Vec<(std::net::Ipv4Addr, u32)> = r
+            .nexthops()
+            .map(|(via, _, l)| (via, &new.links[l as usize]))
+            .filter(|(_, link)| !link.down)
+            .map(|(via, link)| (via, link.ifindex))
+            .collect();
+        match hops[..] {
+            [] => {}
+            [(via, ifindex)] if built => {
+                nl.add_route(r.dest, via, ifindex).await?;
+            }
+            [(via, ifindex)] => {
+                nl.replace_route(r.dest, via, ifindex).await?;
+            }
+            _ => nl.set_multipath_route(r.dest, &hops, !built).await?,
+        }
+    }
+    if was_own {
+        // back to a kernel route per destination (set above)
+        nl.delete_own_route().await?;
+        nl.delete_ingress(LO_IFINDEX).await?;
+    }
+    Ok(())
 }
 
 /// The delay lines of a plan, by far-end ifindex: (link position, into the node, line).

@@ -4,7 +4,9 @@
 //! - Interfaces: every node interface (counting; on eBPF routers also forwarding, with the
 //!   router's firewall flags) and every fabric port (counting what the node sends).
 //! - Routes, per eBPF router: connected subnets, the router's own addresses and its subnets'
-//!   broadcast addresses (delivered to the kernel), then the plan's routes.
+//!   broadcast addresses (delivered to the kernel), then the plan's routes; for a router
+//!   whose own packets go through `lo`, its addresses under the pseudo-router `OWNERS`, and
+//!   `lo`'s interface entry.
 //! - Firewall, per router with rules or a DROP policy: every prefix its rules name becomes a
 //!   class; each rule is expanded to the classes inside its prefixes (an address belongs to
 //!   the most specific class containing it, so a rule on `10.0.0.0/8` must also be found from
@@ -15,10 +17,10 @@ use std::collections::HashMap;
 
 use dvnet_common::{
     IFACE_DELAY_RETURN, IFACE_FABRIC_PORT, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IFACE_FORWARD,
-    IFACE_FW_TRACK, IFACE_IMPAIRED, IFACE_POLICY_DROP, IMPAIR_DELAY, IMPAIR_SEEDED, IfaceInfo,
-    ImpairEntry, NO_ROUTER, NexthopKey, PORT_ANY, PROTO_ANY, PROTO_DROP_PAIR, ROUTE_CONNECTED,
-    ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route, RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP,
-    WILDCARD, threshold,
+    IFACE_FW_TRACK, IFACE_IMPAIRED, IFACE_OWN, IFACE_POLICY_DROP, IMPAIR_DELAY, IMPAIR_SEEDED,
+    IfaceInfo, ImpairEntry, LO_IFINDEX, NO_LINK, NO_ROUTER, NexthopKey, OWNERS, PORT_ANY,
+    PROTO_ANY, PROTO_DROP_PAIR, ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route,
+    RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP, WILDCARD, threshold,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -76,7 +78,25 @@ fn be(addr: std::net::Ipv4Addr) -> u32 {
 /// # Errors
 /// A router's rules expand to too many entries.
 pub fn entries(plan: &Plan) -> Result<MapEntries, EntriesError> {
-    entries_of(plan, 0..plan.nodes.len())
+    let mut out = entries_of(plan, 0..plan.nodes.len())?;
+    out.ifaces.extend(lo_entry(plan));
+    Ok(out)
+}
+
+/// `lo`'s entry, one for the whole network (`lo` is interface 1 in every namespace), while
+/// some router's own packets go through it ([`crate::plan::NodePlan::own_route`]): the
+/// router is found from each packet's source address.
+fn lo_entry(plan: &Plan) -> Option<(u32, IfaceInfo)> {
+    plan.nodes.iter().any(|n| n.own_route).then_some((
+        LO_IFINDEX,
+        IfaceInfo {
+            link: NO_LINK,
+            router: NO_ROUTER,
+            flags: IFACE_FORWARD | IFACE_OWN,
+            addr: 0,
+            target: 0,
+        },
+    ))
 }
 
 /// How many entries each map needs for a plan.
@@ -112,8 +132,13 @@ pub fn counts(plan: &Plan) -> Result<Counts, EntriesError> {
             }
         }
         if matches!(node.forwarder, Forwarder::Program { .. }) {
-            // a connected route and two local ones per interface, then the plan's
+            // a connected route and two local ones per interface (and its owner entry),
+            // then the plan's
             c.routes += 3 * links + node.routes.len();
+            if node.own_route {
+                c.routes += links;
+                c.ifaces += 1;
+            }
             c.nexthops += node.routes.iter().map(|r| r.ecmp.len()).sum::<usize>();
             if node
                 .firewall
@@ -343,6 +368,20 @@ fn routes(
         out.push(((id, cidr), connected));
         for local in [link.address, cidr.broadcast()] {
             out.push(((id, Ipv4Net::from(local)), route(link, 0, ROUTE_LOCAL)));
+        }
+        if node.own_route {
+            // whose the packets sent from this address through `lo` are
+            let owner = Route {
+                ifindex: 0,
+                nexthop: 0,
+                flags: 0,
+                link: id,
+                dmac: [0; 6],
+                smac: [0; 6],
+                paths: 0,
+                plen: 0,
+            };
+            out.push(((OWNERS, Ipv4Net::from(link.address)), owner));
         }
     }
     for r in &node.routes {
@@ -654,8 +693,14 @@ pub fn diff(
     let old_slots: std::collections::HashSet<u32> =
         old_entries.rule_slots.iter().map(|r| r.slot).collect();
     let new_routers: std::collections::HashSet<u32> = new.nodes.iter().map(|n| n.id).collect();
+    let mut ifaces = delta(&old_entries.ifaces, &new_entries.ifaces);
+    match (lo_entry(old), lo_entry(new)) {
+        (None, Some(lo)) => ifaces.put.push(lo),
+        (Some((lo, _)), None) => ifaces.delete.push(lo),
+        _ => {}
+    }
     EntriesDiff {
-        ifaces: delta(&old_entries.ifaces, &new_entries.ifaces),
+        ifaces,
         impairs: delta(&old_entries.impairs, &new_entries.impairs),
         routes: delta(&old_entries.routes, &new_entries.routes),
         nexthops: delta(&old_entries.nexthops, &new_entries.nexthops),

@@ -145,6 +145,12 @@ pub struct NodePlan {
     pub routes: Vec<RoutePlan>,
     /// Who forwards in this node: decided here, once, for every later step.
     pub forwarder: Forwarder,
+    /// An eBPF router with more than [`OWN_ROUTE_MIN`] routes: its kernel gets one default
+    /// route on `lo` for the packets it sends itself, which the program on `lo` routes by the
+    /// route map, instead of a kernel route per destination (the routes are the map's
+    /// already; thousands of kernel routes per router cost more than the rest of `up`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_route: bool,
     /// Routers only: the firewall, resolved to prefixes.
     pub firewall: Option<FirewallPlan>,
     /// Routers that run FRR.
@@ -569,6 +575,11 @@ pub fn attached_ifindex(network_id: &str, link_id: u32) -> u32 {
 /// where it runs (`skb->ifindex`). New namespaces hold only `lo` (1).
 pub const FIRST_IFINDEX: u32 = 16;
 
+/// An eBPF router with more routes than this sends its own packets through the datapath
+/// ([`NodePlan::own_route`]): one default route and one qdisc on `lo` then cost less than
+/// its routes as kernel routes.
+pub const OWN_ROUTE_MIN: usize = 32;
+
 impl Plan {
     /// Plans `topo`.
     ///
@@ -788,6 +799,7 @@ impl Plan {
                 firewall,
                 frr: None,
                 attached: None,
+                own_route: false,
             });
         }
 
@@ -960,6 +972,13 @@ impl Plan {
             }
             _ => None,
         };
+        for node in &mut nodes {
+            node.own_route = node.forwarder
+                == (Forwarder::Program {
+                    fib_fallback: false,
+                })
+                && node.routes.len() > OWN_ROUTE_MIN;
+        }
 
         Ok((
             Plan {
