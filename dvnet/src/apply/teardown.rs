@@ -102,14 +102,14 @@ pub async fn network(id: &str) -> DownReport {
     stop_processes_in(&ours, &mut report);
     // nodes first, then the fabric: links die with the node namespaces
     let fabric = naming::fabric_netns(id);
-    let nodes: Vec<&str> = names.iter().copied().filter(|n| *n != fabric).collect();
-    let fabric: Vec<&str> = names.iter().copied().filter(|n| *n == fabric).collect();
-    for part in [nodes, fabric] {
-        for result in delete_namespaces(&part) {
-            match result {
-                Ok(()) => report.namespaces += 1,
-                Err(e) => report.errors.push(e.to_string()),
-            }
+    let ordered = names
+        .iter()
+        .filter(|n| **n != fabric)
+        .chain(names.iter().filter(|n| **n == fabric));
+    for name in ordered {
+        match netns::delete(name) {
+            Ok(()) => report.namespaces += 1,
+            Err(e) => report.errors.push(e.to_string()),
         }
     }
     // by the network's prefix: also those of namespaces that are gone already
@@ -141,30 +141,6 @@ pub async fn network(id: &str) -> DownReport {
     report
 }
 
-/// Threads that unmount namespaces at once.
-const DELETERS: usize = 8;
-
-/// Deletes namespaces `names` on [`DELETERS`] threads. Each unmount waits for an RCU grace
-/// period after letting go of the mount lock (`namespace_unlock`), so one thread spends most
-/// of a large `down` waiting — 0.6 ms a namespace here, where the waits of several threads
-/// overlap.
-fn delete_namespaces(names: &[&str]) -> Vec<Result<(), netns::NetnsError>> {
-    if names.len() < 2 * DELETERS {
-        return names.iter().map(|n| netns::delete(n)).collect();
-    }
-    let chunk = names.len().div_ceil(DELETERS);
-    std::thread::scope(|s| {
-        let threads: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|n| netns::delete(n)).collect::<Vec<_>>()))
-            .collect();
-        threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
-}
-
 /// Removes some nodes of a running network (an edit removes or recreates them): their
 /// containers, the processes in their namespaces, the namespaces, their `/etc/netns`
 /// directories and FRR directories. Their links went before (see `converge`).
@@ -186,11 +162,12 @@ pub async fn nodes(id: &str, nodes: &[&NodePlan], docker: Option<&Containers>) -
     let names: Vec<&str> = nodes.iter().map(|n| n.netns.as_str()).collect();
     stop_processes_in(&names, &mut report);
     let gone: BTreeSet<&str> = names.iter().copied().collect();
-    let gone: Vec<&str> = gone.into_iter().filter(|n| netns::exists(n)).collect();
-    for result in delete_namespaces(&gone) {
-        match result {
-            Ok(()) => report.namespaces += 1,
-            Err(e) => report.errors.push(e.to_string()),
+    for name in gone {
+        if netns::exists(name) {
+            match netns::delete(name) {
+                Ok(()) => report.namespaces += 1,
+                Err(e) => report.errors.push(e.to_string()),
+            }
         }
     }
     let (_, errors) = crate::runtime::netns::Namespaces.remove(id, nodes).await;
