@@ -271,6 +271,21 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
         }
     }
     let _ = write!(out, "routes (kernel, main table)\n{t}\n");
+    let own: Vec<&str> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.own_route)
+        .map(|n| n.name.as_str())
+        .collect();
+    if !own.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} router(s) send their own packets through `default dev lo`, routed by the eBPF \
+             program from the route map (their routes: `dvnet plan`): {}",
+            own.len(),
+            own.join(", ")
+        );
+    }
     if let Some(uplink) = &plan.uplink {
         let cidr = plan.subnets[uplink.subnet].cidr;
         let _ = writeln!(

@@ -108,6 +108,13 @@ fn a_router_with_many_routes_sends_its_own_packets_through_the_datapath() {
     let routes = out(&net, "R-1", &["ip", "-o", "route"]);
     assert_eq!(routes.lines().count(), 3, "{routes}");
     assert_eq!(kernel_routes_of_r1(&net), (0, true), "{routes}");
+    let inspect = net.host.dvnet(&["inspect", &net.id]);
+    let said = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        said.contains("1 router(s) send their own packets through `default dev lo`")
+            && said.contains("route map (their routes: `dvnet plan`): R-1\n"),
+        "{said}"
+    );
     let far = address_of(&net, "L39-1");
     let r2_on_t = net.inspect()["state"]["plan"]["links"]
         .as_array()
