@@ -230,6 +230,13 @@ pub const IFACE_DELAY_RETURN: u32 = 1 << 6;
 /// could meet its replies (`PROTO_DROP_PAIR`): the others pass on the rules alone.
 pub const IFACE_FW_TRACK: u32 = 1 << 7;
 
+/// Some key of the router's rules has `WILDCARD` as its source class (a rule from `any`):
+/// without it, the lookups of wildcard sources are skipped (each is a miss in a map that may
+/// hold many rules: a cache miss on every new flow).
+pub const IFACE_FW_SRC_ANY: u32 = 1 << 9;
+/// Some key of the router's rules has `WILDCARD` as its destination class (a rule to `any`).
+pub const IFACE_FW_DST_ANY: u32 = 1 << 10;
+
 /// `lo` of an eBPF router whose own packets the datapath routes (`NodePlan::own_route`):
 /// the kernel sends everything it originates for a destination beyond its connected subnets
 /// through one default route on `lo`, and the program on `lo`'s ingress routes it by the

@@ -11,9 +11,9 @@
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dvnet_common::{
-    CLASS_NONE, DropReason, FlowKey, IFACE_FW_TRACK, IFACE_POLICY_DROP, IPPROTO_ICMP, IPPROTO_TCP,
-    IPPROTO_UDP, IfaceInfo, PORT_ANY, PROTO_ANY, PROTO_DROP_PAIR, RouterAddr, RuleKey,
-    VERDICT_DROP, WILDCARD, global,
+    CLASS_NONE, DropReason, FlowKey, IFACE_FW_DST_ANY, IFACE_FW_SRC_ANY, IFACE_FW_TRACK,
+    IFACE_POLICY_DROP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IfaceInfo, PORT_ANY, PROTO_ANY,
+    PROTO_DROP_PAIR, RouterAddr, RuleKey, VERDICT_DROP, WILDCARD, global,
 };
 
 use crate::{
@@ -133,8 +133,16 @@ pub fn check(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv4) -> Result<(), (DropR
     } else {
         PORT_ANY
     };
-    let srcs = [src, WILDCARD];
-    let dsts = [dst, WILDCARD];
+    // a wildcard is looked up only where some rule has one there
+    let any = |flag: u32| {
+        if iface.flags & flag != 0 {
+            WILDCARD
+        } else {
+            CLASS_NONE
+        }
+    };
+    let srcs = [src, any(IFACE_FW_SRC_ANY)];
+    let dsts = [dst, any(IFACE_FW_DST_ANY)];
     let l4s = [(proto, port), (proto, PORT_ANY), (PROTO_ANY, PORT_ANY)];
     let mut accept = u32::MAX;
     let mut drop = u32::MAX;
@@ -176,7 +184,7 @@ pub fn check(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv4) -> Result<(), (DropR
     // Tracking lets the replies pass where rules would drop them. Where no drop rule could
     // meet them (and the policy accepts), the rules alone let every packet of the flow and
     // every reply through: the insert, most of a new flow's cost, is saved.
-    if iface.flags & IFACE_FW_TRACK == 0 && !replies_could_be_dropped(router, src, dst) {
+    if iface.flags & IFACE_FW_TRACK == 0 && !replies_could_be_dropped(iface, src, dst) {
         bump(&DV_GLOBAL, global::CT_UNTRACKED);
         return Ok(());
     }
@@ -189,12 +197,20 @@ pub fn check(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv4) -> Result<(), (DropR
 /// Whether a drop rule covers packets from class `dst` to class `src` (a reply's way), with
 /// wildcards: at most four lookups of the `PROTO_DROP_PAIR` markers.
 #[inline(always)]
-fn replies_could_be_dropped(router: u32, src: u32, dst: u32) -> bool {
-    for s in [dst, WILDCARD] {
+fn replies_could_be_dropped(iface: &IfaceInfo, src: u32, dst: u32) -> bool {
+    let router = iface.router;
+    let any = |flag: u32| {
+        if iface.flags & flag != 0 {
+            WILDCARD
+        } else {
+            CLASS_NONE
+        }
+    };
+    for s in [dst, any(IFACE_FW_SRC_ANY)] {
         if s == CLASS_NONE {
             continue;
         }
-        for d in [src, WILDCARD] {
+        for d in [src, any(IFACE_FW_DST_ANY)] {
             if d == CLASS_NONE {
                 continue;
             }

@@ -281,6 +281,27 @@ fn flows_are_tracked_only_where_a_drop_rule_could_meet_their_replies() {
     );
 }
 
+/// Rules from `any` and to `any` (wildcards, which eBPF routers look up only where some rule
+/// has one) beside rules between named hosts, with an ACCEPT policy.
+fn rules_from_any_and_to_any_hold(datapath: &str) {
+    let mut lab = firewall_lab();
+    lab["routers"]["R"]["fw_rules"] = json!({
+        "policy": "ACCEPT",
+        "drop": [["any", "B-1"], ["A-2", "any"]],
+        "accept": [["A-1", "B-2"]]
+    });
+    let net = TestNet::new(&format!("any-{datapath}"), lab);
+    net.up(&["--datapath", datapath]);
+    assert!(!net.ping("A-1", "B-1"), "{datapath}: any → B-1 dropped");
+    assert!(!net.ping("A-2", "B-2"), "{datapath}: A-2 → any dropped");
+    assert!(net.ping("A-1", "B-2"), "{datapath}: A-1 → B-2 accepted");
+    assert!(net.ping("B-2", "A-1"), "{datapath}: B-2 → A-1 by the policy");
+    // B-1's replies are to a ping it did not answer; B-1 itself may send
+    assert!(net.ping("B-1", "A-1"), "{datapath}: B-1 → A-1 by the policy");
+    assert!(net.down().status.success());
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
+
 macro_rules! both_datapaths {
     ($($name:ident),* $(,)?) => {
         mod ebpf {
@@ -307,4 +328,5 @@ both_datapaths!(
     traceroute_shows_each_router,
     firewall_denies_allows_and_lets_replies_through,
     stats_count_exactly_the_pings_sent,
+    rules_from_any_and_to_any_hold,
 );

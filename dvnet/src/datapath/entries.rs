@@ -17,10 +17,11 @@ use std::collections::HashMap;
 
 use dvnet_common::{
     IFACE_DELAY_RETURN, IFACE_FABRIC_PORT, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IFACE_FORWARD,
-    IFACE_FW_TRACK, IFACE_IMPAIRED, IFACE_OWN, IFACE_POLICY_DROP, IMPAIR_DELAY, IMPAIR_SEEDED,
-    IfaceInfo, ImpairEntry, LO_IFINDEX, NO_LINK, NO_ROUTER, NexthopKey, OWNERS, PORT_ANY,
-    PROTO_ANY, PROTO_DROP_PAIR, ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route,
-    RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP, WILDCARD, threshold,
+    IFACE_FW_DST_ANY, IFACE_FW_SRC_ANY, IFACE_FW_TRACK, IFACE_IMPAIRED, IFACE_OWN,
+    IFACE_POLICY_DROP, IMPAIR_DELAY, IMPAIR_SEEDED, IfaceInfo, ImpairEntry, LO_IFINDEX, NO_LINK,
+    NO_ROUTER, NexthopKey, OWNERS, PORT_ANY, PROTO_ANY, PROTO_DROP_PAIR, ROUTE_CONNECTED,
+    ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route, RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP,
+    WILDCARD, threshold,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -198,6 +199,20 @@ pub fn entries_of(
             }
         }
         let id = node.id;
+        if flags & IFACE_FIREWALL != 0 {
+            out.firewalled = true;
+            let first = out.rules.len();
+            firewall(plan, n, &mut out)?;
+            // which wildcard lookups can hit at all
+            for (k, _) in &out.rules[first..] {
+                if k.src_class == WILDCARD {
+                    flags |= IFACE_FW_SRC_ANY;
+                }
+                if k.dst_class == WILDCARD {
+                    flags |= IFACE_FW_DST_ANY;
+                }
+            }
+        }
         for link in plan.links_of(node) {
             let impaired = |hook: &Hook| {
                 if hook.is_none() { 0 } else { IFACE_IMPAIRED }
@@ -247,10 +262,6 @@ pub fn entries_of(
         }
         if program {
             routes(plan, n, &mut out.routes, &mut out.nexthops);
-        }
-        if flags & IFACE_FIREWALL != 0 {
-            out.firewalled = true;
-            firewall(plan, n, &mut out)?;
         }
     }
     Ok(out)
@@ -918,7 +929,8 @@ mod tests {
                 .unwrap()
                 .1
                 .flags,
-            IFACE_FORWARD | IFACE_FIREWALL | IFACE_POLICY_DROP | IFACE_FW_TRACK
+            // a rule to `any`, none from `any`: only wildcard destinations are looked up
+            IFACE_FORWARD | IFACE_FIREWALL | IFACE_POLICY_DROP | IFACE_FW_TRACK | IFACE_FW_DST_ANY
         );
     }
 }
