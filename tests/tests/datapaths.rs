@@ -295,9 +295,15 @@ fn rules_from_any_and_to_any_hold(datapath: &str) {
     assert!(!net.ping("A-1", "B-1"), "{datapath}: any → B-1 dropped");
     assert!(!net.ping("A-2", "B-2"), "{datapath}: A-2 → any dropped");
     assert!(net.ping("A-1", "B-2"), "{datapath}: A-1 → B-2 accepted");
-    assert!(net.ping("B-2", "A-1"), "{datapath}: B-2 → A-1 by the policy");
+    assert!(
+        net.ping("B-2", "A-1"),
+        "{datapath}: B-2 → A-1 by the policy"
+    );
     // B-1's replies are to a ping it did not answer; B-1 itself may send
-    assert!(net.ping("B-1", "A-1"), "{datapath}: B-1 → A-1 by the policy");
+    assert!(
+        net.ping("B-1", "A-1"),
+        "{datapath}: B-1 → A-1 by the policy"
+    );
     assert!(net.down().status.success());
     assert_eq!(net.leftovers(), Vec::<String>::new());
 }

@@ -1,6 +1,7 @@
 //! Data-center fabrics: equal-cost multipath on a leaf-spine Clos (flows spread over every
 //! spine, each flow on one path, nothing reordered), on both datapaths and through a routing
-//! daemon's routes; a k=4 fat tree where every host reaches every host.
+//! daemon's routes; a k=4 fat tree where every host reaches every host; a host with two
+//! equal-cost gateways spreads its flows over both.
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use dvnet::generate;
 use dvnet::plan::naming::node_netns;
 use dvnet_tests::{TestNet, eventually, require_root, text};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const SPINES: usize = 4;
 const FLOWS: usize = 64;
@@ -309,5 +310,90 @@ fn ebpf_fat_tree_every_host_reaches_every_host() {
 fn kernel_fat_tree_every_host_reaches_every_host() {
     if require_root("kernel_fat_tree_every_host_reaches_every_host") {
         fat_tree_every_host_reaches_every_host("kernel");
+    }
+}
+
+/// Two routers between two LANs, `"ecmp": true`: each host's route goes through both.
+fn two_gateways() -> Value {
+    json!({
+        "name": "gw2", "automatic_routing": true, "ecmp": true,
+        "subnets": {
+            "A": {"cidr": "10.0.0.0/24", "hosts": {"a1": {}}},
+            "B": {"cidr": "10.0.1.0/24", "hosts": {"b1": {}}}
+        },
+        "routers": {"r1": {"subnets": ["A", "B"]}, "r2": {"subnets": ["A", "B"]}}
+    })
+}
+
+/// UDP datagrams r1 and r2 received on LAN A.
+fn udp_into_gateways(s: &Value) -> Vec<u64> {
+    ["r1", "r2"]
+        .iter()
+        .map(|r| {
+            s["links"]
+                .as_array()
+                .expect("links")
+                .iter()
+                .find(|l| l["node"] == *r && l["subnet"] == "A")
+                .and_then(|l| l["rx"]["by_class"]["udp"].as_u64())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+fn a_host_spreads_flows_over_its_equal_cost_gateways(datapath: &str) {
+    let net = TestNet::new(&format!("gw2-{}", &datapath[..1]), two_gateways());
+    net.up(&["--datapath", datapath]);
+    let routes = text(&net.exec("a1", &["ip", "route", "show", "default"]));
+    assert_eq!(routes.matches("nexthop via").count(), 2, "{routes}");
+    let b1 = address_of(&net, "b1");
+    assert!(eventually(10, || net.ping("a1", &b1)), "a1 reaches b1");
+    let to = format!("{b1}:{PORT}");
+    let sink = sockets_in(&net, "b1", &[&format!("0.0.0.0:{PORT}")]).remove(0);
+    let binds = vec!["0.0.0.0:0"; FLOWS];
+    let senders = sockets_in(&net, "a1", &binds);
+    let before = udp_into_gateways(&stats(&net));
+    let got = send_and_receive(&senders, &sink, &to, PER_FLOW);
+    let after = udp_into_gateways(&stats(&net));
+    assert_eq!(
+        got.values().map(Vec::len).sum::<usize>(),
+        FLOWS * PER_FLOW as usize,
+        "{datapath}: every datagram arrives"
+    );
+    for (flow, seqs) in &got {
+        assert_eq!(
+            *seqs,
+            (0..PER_FLOW).collect::<Vec<_>>(),
+            "{datapath}: flow {flow} arrives whole and in order"
+        );
+    }
+    let spread: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        spread.iter().sum::<u64>(),
+        FLOWS as u64 * u64::from(PER_FLOW),
+        "{datapath}: the gateways count every datagram once: {spread:?}"
+    );
+    assert!(
+        spread
+            .iter()
+            .all(|&n| n > 0 && n % u64::from(PER_FLOW) == 0),
+        "{datapath}: {FLOWS} flows use both gateways, none split: {spread:?}"
+    );
+    let out = net.down();
+    assert!(out.status.success(), "down: {}", text(&out));
+    assert!(net.leftovers().is_empty());
+}
+
+#[test]
+fn ebpf_a_host_spreads_flows_over_its_equal_cost_gateways() {
+    if require_root("ebpf_a_host_spreads_flows_over_its_equal_cost_gateways") {
+        a_host_spreads_flows_over_its_equal_cost_gateways("ebpf");
+    }
+}
+
+#[test]
+fn kernel_a_host_spreads_flows_over_its_equal_cost_gateways() {
+    if require_root("kernel_a_host_spreads_flows_over_its_equal_cost_gateways") {
+        a_host_spreads_flows_over_its_equal_cost_gateways("kernel");
     }
 }

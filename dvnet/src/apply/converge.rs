@@ -248,10 +248,16 @@ pub fn node_sysctls(node: &NodePlan) -> Vec<(&'static str, &'static str)> {
         // Every traceroute probe deserves its answer.
         ("ipv4/icmp_ratelimit", "0"),
     ]);
-    if node.forwarder != Forwarder::None {
-        // Equal-cost routes (`"ecmp"`, or a routing daemon's) spread flows by addresses and
-        // ports, as the eBPF routers do: a flow stays on one path.
+    if node.forwarder != Forwarder::None || node.routes.iter().any(|r| !r.ecmp.is_empty()) {
+        // Equal-cost routes (`"ecmp"`, or a routing daemon's; a host's to several gateways)
+        // spread flows by addresses and ports, as the eBPF routers do: a flow stays on one
+        // path.
         sysctls.push(("ipv4/fib_multipath_hash_policy", "1"));
+        // and a next hop whose neighbour entry failed (a gateway taken down on a bridge)
+        // is left out
+        sysctls.push(("ipv4/fib_multipath_use_neigh", "1"));
+    }
+    if node.forwarder != Forwarder::None {
         // A next hop whose link has lost its carrier (the other end taken down) leaves its
         // group, as the eBPF routers leave it out.
         sysctls.extend([

@@ -935,24 +935,27 @@ impl Plan {
                 routing::address_on(&topo.routers[gw].subnets, &addrs.routers[gw], host.subnet)
                     .expect("a gateway is on the host's subnet")
             };
+            // through one gateway, or with `ecmp` each of several
+            let route = |dest: Ipv4Net, gws: &[usize]| RoutePlan {
+                dest,
+                via: gw_addr(gws[0]),
+                dev: dev.clone(),
+                link,
+                ecmp: gws[1..]
+                    .iter()
+                    .map(|&gw| NextHop {
+                        via: gw_addr(gw),
+                        dev: dev.clone(),
+                        link,
+                    })
+                    .collect(),
+            };
             let mut routes: Vec<RoutePlan> = routing.host_routes[host.subnet]
                 .iter()
-                .map(|&(dest, gw)| RoutePlan {
-                    dest,
-                    via: gw_addr(gw),
-                    dev: dev.clone(),
-                    link,
-                    ecmp: Vec::new(),
-                })
+                .map(|(dest, gws)| route(*dest, gws))
                 .collect();
-            if let Some(gw) = routing.default_gateway[host.subnet] {
-                routes.push(RoutePlan {
-                    dest: Ipv4Net::default(),
-                    via: gw_addr(gw),
-                    dev: dev.clone(),
-                    link,
-                    ecmp: Vec::new(),
-                });
+            if let Some(gws) = &routing.default_gateway[host.subnet] {
+                routes.push(route(Ipv4Net::default(), gws));
             }
             nodes[router_count + h].routes = routes;
         }

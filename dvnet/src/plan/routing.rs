@@ -39,12 +39,14 @@ pub struct Routing {
     /// For each router: (destinations as prefixes, next hops), aggregated, sorted by prefix.
     /// One next hop, or with `ecmp` every equal-cost one, in (router, position) order.
     pub routers: Vec<Vec<(Ipv4Net, Vec<Hop>)>>,
-    /// For each subnet with hosts: the gateway for them, if it has a router. (Host-less
-    /// subnets: the first router on them, since nothing reads it.)
-    pub default_gateway: Vec<Option<usize>>,
+    /// For each subnet with hosts: the gateway for them, if it has a router — with `ecmp`,
+    /// every router on it at the least distance (in router order). (Host-less subnets: the
+    /// first router on them, since nothing reads it.)
+    pub default_gateway: Vec<Option<Vec<usize>>>,
     /// For each subnet with hosts: specific routes for destinations not served by the default
-    /// gateway. (Empty for host-less subnets.)
-    pub host_routes: Vec<Vec<(Ipv4Net, usize)>>,
+    /// gateway(s), each through one router or, with `ecmp`, several. (Empty for host-less
+    /// subnets.)
+    pub host_routes: Vec<Vec<(Ipv4Net, Vec<usize>)>>,
     /// Groups of subnets that cannot reach each other, when the network is not connected.
     pub islands: Vec<Vec<usize>>,
 }
@@ -248,29 +250,55 @@ pub fn compute(topo: &Topology) -> Routing {
     for (t, members) in on_subnet.iter().enumerate() {
         // no router: no gateway; one router: it serves every destination
         if members.len() < 2 || !has_hosts[t] {
-            default_gateway.push(members.first().map(|&(r, _)| r));
+            default_gateway.push(members.first().map(|&(r, _)| vec![r]));
             host_routes.push(Vec::new());
             continue;
         }
-        graph.search(
-            &mut search,
-            members.iter().map(|&(r, _)| (r, r as u64)),
-            |label, _| label,
-        );
-        let decisions: Vec<(Ipv4Net, usize)> = by_address
-            .iter()
-            .filter(|&&s| s != t && search.dist[nr + s] != UNSEEN)
-            .map(|&s| {
-                let gw = usize::try_from(search.label[nr + s]).expect("a router index");
-                (topo.subnets[s].cidr, gw)
-            })
-            .collect();
-        let gw = majority(&decisions).or_else(|| members.first().map(|&(r, _)| r));
-        default_gateway.push(gw);
+        let decisions: Vec<(Ipv4Net, Vec<usize>)> = if topo.ecmp {
+            // every router of the subnet at the least distance: one search from each
+            let dists: Vec<Vec<u32>> = members
+                .iter()
+                .map(|&(r, _)| {
+                    graph.search(&mut search, [(r, r as u64)], |label, _| label);
+                    (0..ns).map(|s| search.dist[nr + s]).collect()
+                })
+                .collect();
+            let mut order: Vec<usize> = (0..members.len()).collect();
+            order.sort_by_key(|&i| members[i].0);
+            by_address
+                .iter()
+                .filter(|&&s| s != t)
+                .filter_map(|&s| {
+                    let best = dists.iter().map(|d| d[s]).min().filter(|&d| d != UNSEEN)?;
+                    let gws = order
+                        .iter()
+                        .filter(|&&i| dists[i][s] == best)
+                        .map(|&i| members[i].0)
+                        .collect();
+                    Some((topo.subnets[s].cidr, gws))
+                })
+                .collect()
+        } else {
+            graph.search(
+                &mut search,
+                members.iter().map(|&(r, _)| (r, r as u64)),
+                |label, _| label,
+            );
+            by_address
+                .iter()
+                .filter(|&&s| s != t && search.dist[nr + s] != UNSEEN)
+                .map(|&s| {
+                    let gw = usize::try_from(search.label[nr + s]).expect("a router index");
+                    (topo.subnets[s].cidr, vec![gw])
+                })
+                .collect()
+        };
+        let gw = majority(&decisions).or_else(|| members.first().map(|&(r, _)| vec![r]));
         let specific: Vec<_> = decisions
             .into_iter()
-            .filter(|&(_, g)| Some(g) != gw)
+            .filter(|(_, g)| Some(g) != gw.as_ref())
             .collect();
+        default_gateway.push(gw);
         host_routes.push(aggregate(specific));
     }
     Routing {
@@ -520,7 +548,7 @@ pub fn gateways_only(topo: &Topology) -> Routing {
     let mut default_gateway = vec![None; topo.subnets.len()];
     for (r, router) in topo.routers.iter().enumerate() {
         for &s in &router.subnets {
-            default_gateway[s].get_or_insert(r);
+            default_gateway[s].get_or_insert(vec![r]);
         }
     }
     Routing {
@@ -532,9 +560,9 @@ pub fn gateways_only(topo: &Topology) -> Routing {
 }
 
 /// The value chosen for most destinations; ties go to the smallest.
-fn majority<T: Copy + Ord>(decisions: &[(Ipv4Net, T)]) -> Option<T> {
-    let mut counts: BTreeMap<T, usize> = BTreeMap::new();
-    for &(_, v) in decisions {
+fn majority<T: Clone + Ord>(decisions: &[(Ipv4Net, T)]) -> Option<T> {
+    let mut counts: BTreeMap<&T, usize> = BTreeMap::new();
+    for (_, v) in decisions {
         *counts.entry(v).or_default() += 1;
     }
     // max_by_key keeps the last maximum: iterate in reverse so ties go to the smallest
@@ -542,7 +570,7 @@ fn majority<T: Copy + Ord>(decisions: &[(Ipv4Net, T)]) -> Option<T> {
         .into_iter()
         .rev()
         .max_by_key(|&(_, n)| n)
-        .map(|(v, _)| v)
+        .map(|(v, _)| v.clone())
 }
 
 /// Groups destinations by next hop and aggregates each group exactly; sorted by prefix.
@@ -637,7 +665,7 @@ mod tests {
             }
         }
         let mut per_router: Vec<Vec<(Ipv4Net, Vec<Hop>)>> = vec![Vec::new(); nr];
-        let mut per_subnet_gw: Vec<Vec<(Ipv4Net, usize)>> = vec![Vec::new(); ns];
+        let mut per_subnet_gw: Vec<Vec<(Ipv4Net, Vec<usize>)>> = vec![Vec::new(); ns];
         let mut island_of = vec![usize::MAX; ns];
         let mut islands: Vec<Vec<usize>> = Vec::new();
         for dest in 0..ns {
@@ -691,26 +719,36 @@ mod tests {
                 if t == dest {
                     continue;
                 }
-                if let Some(&(gw, _)) = routers
+                if let Some(best) = routers
                     .iter()
-                    .filter(|&&(r, _)| dist[r] != u32::MAX)
-                    .min_by_key(|&&(r, _)| (dist[r], r))
+                    .map(|&(r, _)| dist[r])
+                    .filter(|&d| d != u32::MAX)
+                    .min()
                 {
-                    per_subnet_gw[t].push((prefix, gw));
+                    let mut gws: Vec<usize> = routers
+                        .iter()
+                        .filter(|&&(r, _)| dist[r] == best)
+                        .map(|&(r, _)| r)
+                        .collect();
+                    gws.sort_unstable();
+                    if !topo.ecmp {
+                        gws.truncate(1);
+                    }
+                    per_subnet_gw[t].push((prefix, gws));
                 }
             }
         }
         let mut default_gateway = Vec::new();
         let mut host_routes = Vec::new();
         for (t, decisions) in per_subnet_gw.into_iter().enumerate() {
-            let gw = majority(&decisions).or_else(|| on_subnet[t].first().map(|&(r, _)| r));
-            default_gateway.push(gw);
+            let gw = majority(&decisions).or_else(|| on_subnet[t].first().map(|&(r, _)| vec![r]));
             host_routes.push(aggregate(
                 decisions
                     .into_iter()
-                    .filter(|&(_, g)| Some(g) != gw)
+                    .filter(|(_, g)| Some(g) != gw.as_ref())
                     .collect(),
             ));
+            default_gateway.push(gw);
         }
         if islands.len() == 1 {
             islands.clear();
