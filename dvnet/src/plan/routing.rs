@@ -256,7 +256,7 @@ pub fn compute(topo: &Topology) -> Routing {
         }
         let decisions: Vec<(Ipv4Net, Vec<usize>)> = if topo.ecmp {
             // every router of the subnet at the least distance: one search from each
-            let dists: Vec<Vec<u32>> = members
+            let distances: Vec<Vec<u32>> = members
                 .iter()
                 .map(|&(r, _)| {
                     graph.search(&mut search, [(r, r as u64)], |label, _| label);
@@ -269,10 +269,14 @@ pub fn compute(topo: &Topology) -> Routing {
                 .iter()
                 .filter(|&&s| s != t)
                 .filter_map(|&s| {
-                    let best = dists.iter().map(|d| d[s]).min().filter(|&d| d != UNSEEN)?;
+                    let best = distances
+                        .iter()
+                        .map(|d| d[s])
+                        .min()
+                        .filter(|&d| d != UNSEEN)?;
                     let gws = order
                         .iter()
-                        .filter(|&&i| dists[i][s] == best)
+                        .filter(|&&i| distances[i][s] == best)
                         .map(|&i| members[i].0)
                         .collect();
                     Some((topo.subnets[s].cidr, gws))
