@@ -939,6 +939,12 @@ async fn edit(
         fabric_prog,
         delay_prog: e.pinned.delay_program(),
     };
+    if new.datapath == Datapath::Ebpf {
+        let early = map_diff.own_route_puts();
+        if !early.is_empty() {
+            e.pinned.write(&early)?;
+        }
+    }
     let counts = converge::converge(&ctx, phases).await?;
     // the delay line serves the new lines before packets are sent into them...
     let during = crate::delay::lines_during(old, new);

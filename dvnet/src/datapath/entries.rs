@@ -651,6 +651,23 @@ impl EntriesDiff {
         self.len() == 0
     }
 
+    /// The writes a router needs before it starts sending its own packets through `lo`
+    /// (`lo`'s entry, its owner entries): made before the kernel routes go, so that no packet
+    /// of its own meets `lo` unrouted. New keys only, harmless before.
+    #[must_use]
+    pub fn own_route_puts(&self) -> EntriesDiff {
+        let mut early = EntriesDiff::default();
+        early.ifaces.put = (self.ifaces.put.iter())
+            .filter(|(k, _)| *k == LO_IFINDEX)
+            .cloned()
+            .collect();
+        early.routes.put = (self.routes.put.iter())
+            .filter(|((router, _), _)| *router == OWNERS)
+            .cloned()
+            .collect();
+        early
+    }
+
     /// `routes +3 -1, ifaces +2`, for people.
     #[must_use]
     pub fn summary(&self) -> String {
@@ -705,9 +722,10 @@ pub fn diff(
         old_entries.rule_slots.iter().map(|r| r.slot).collect();
     let new_routers: std::collections::HashSet<u32> = new.nodes.iter().map(|n| n.id).collect();
     let mut ifaces = delta(&old_entries.ifaces, &new_entries.ifaces);
+    // (entries of some nodes leave `lo` out; those of a whole plan have it already)
     match (lo_entry(old), lo_entry(new)) {
-        (None, Some(lo)) => ifaces.put.push(lo),
-        (Some((lo, _)), None) => ifaces.delete.push(lo),
+        (None, Some(lo)) if !ifaces.put.iter().any(|(k, _)| *k == lo.0) => ifaces.put.push(lo),
+        (Some((lo, _)), None) if !ifaces.delete.contains(&lo) => ifaces.delete.push(lo),
         _ => {}
     }
     EntriesDiff {
@@ -932,5 +950,66 @@ mod tests {
             // a rule to `any`, none from `any`: only wildcard destinations are looked up
             IFACE_FORWARD | IFACE_FIREWALL | IFACE_POLICY_DROP | IFACE_FW_TRACK | IFACE_FW_DST_ANY
         );
+    }
+
+    /// R-1 — T — R-2 with `lans` LANs behind R-2: R-1 has `lans` routes.
+    fn fan(lans: usize) -> String {
+        let mut subnets = vec![
+            r#""A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {}}}"#.to_owned(),
+            r#""T": {"cidr": "10.255.0.0/30", "hosts": {}}"#.to_owned(),
+        ];
+        let mut behind = vec![r#""T""#.to_owned()];
+        for i in 0..lans {
+            subnets.push(format!(
+                r#""L{i}": {{"cidr": "10.{}.0.0/24", "hosts": {{"L{i}-1": {{}}}}}}"#,
+                2 * i + 2
+            ));
+            behind.push(format!(r#""L{i}""#));
+        }
+        format!(
+            r#"{{"name": "fan", "automatic_routing": true, "subnets": {{{}}},
+                "routers": {{"R-1": {{"subnets": ["A", "T"]}}, "R-2": {{"subnets": [{}]}}}}}}"#,
+            subnets.join(","),
+            behind.join(",")
+        )
+    }
+
+    #[test]
+    fn a_router_taking_its_own_route_gets_lo_and_its_owners_written_first() {
+        let options = PlanOptions {
+            datapath: crate::plan::Datapath::Ebpf,
+            ..PlanOptions::default()
+        };
+        let old = plan(&fan(4));
+        let topo = Topology::from_json(&fan(40), "test").expect("valid");
+        let new = Plan::build_from(&topo, options, Some(&old)).expect("plan");
+        let r1 = new.nodes.iter().find(|n| n.name == "R-1").unwrap();
+        assert!(r1.own_route && !old.nodes[0].own_route);
+        let d = diff(&old, &entries(&old).unwrap(), &new, &entries(&new).unwrap());
+        let early = d.own_route_puts();
+        assert_eq!(
+            early.ifaces.put.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            [LO_IFINDEX]
+        );
+        // one owner entry per address of R-1, nothing else
+        let mut owners: Vec<_> = early
+            .routes
+            .put
+            .iter()
+            .map(|((r, p), v)| (*r, *p, v.link))
+            .collect();
+        owners.sort();
+        assert_eq!(
+            owners,
+            [
+                (OWNERS, "10.0.0.1/32".parse().unwrap(), r1.id),
+                (OWNERS, "10.255.0.1/32".parse().unwrap(), r1.id)
+            ]
+        );
+        assert_eq!(early.len(), 3);
+        // and the way back writes nothing early: its deletions wait for the kernel routes
+        let back = diff(&new, &entries(&new).unwrap(), &old, &entries(&old).unwrap());
+        assert!(back.own_route_puts().is_empty());
+        assert!(back.ifaces.delete.contains(&LO_IFINDEX));
     }
 }
