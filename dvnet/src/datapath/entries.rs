@@ -659,11 +659,11 @@ impl EntriesDiff {
         let mut early = EntriesDiff::default();
         early.ifaces.put = (self.ifaces.put.iter())
             .filter(|(k, _)| *k == LO_IFINDEX)
-            .cloned()
+            .copied()
             .collect();
         early.routes.put = (self.routes.put.iter())
             .filter(|((router, _), _)| *router == OWNERS)
-            .cloned()
+            .copied()
             .collect();
         early
     }
