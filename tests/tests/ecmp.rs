@@ -173,21 +173,7 @@ fn flows_spread_over_every_spine_and_each_keeps_to_one(datapath: &str, routing: 
     let before = udp_into_spines(&stats(&net));
     let got = send_and_receive(&senders, &sink, &to, PER_FLOW);
     let after = udp_into_spines(&stats(&net));
-    let arrived: usize = got.values().map(Vec::len).sum();
-    assert_eq!(arrived, FLOWS * PER_FLOW as usize, "every datagram arrives");
-    for (flow, seqs) in &got {
-        assert_eq!(
-            *seqs,
-            (0..PER_FLOW).collect::<Vec<_>>(),
-            "flow {flow} arrives whole and in order"
-        );
-    }
-    let spread: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-    assert_eq!(
-        spread.iter().sum::<u64>(),
-        FLOWS as u64 * u64::from(PER_FLOW),
-        "{datapath}/{routing}: the spines count every datagram once: {spread:?}"
-    );
+    let spread = whole_and_counted_once(&got, &before, &after, &format!("{datapath}/{routing}"));
     assert!(
         spread.iter().all(|&n| n > 0),
         "{datapath}/{routing}: {FLOWS} flows use every spine: {spread:?}"
@@ -313,6 +299,36 @@ fn kernel_fat_tree_every_host_reaches_every_host() {
     }
 }
 
+/// Checks that the [`FLOWS`] flows of [`PER_FLOW`] datagrams arrived whole and in order, and
+/// that the paths' counters (`before`, `after`) count each datagram once; returns what each
+/// path carried.
+fn whole_and_counted_once(
+    got: &BTreeMap<u32, Vec<u32>>,
+    before: &[u64],
+    after: &[u64],
+    what: &str,
+) -> Vec<u64> {
+    assert_eq!(
+        got.values().map(Vec::len).sum::<usize>(),
+        FLOWS * PER_FLOW as usize,
+        "{what}: every datagram arrives"
+    );
+    for (flow, seqs) in got {
+        assert_eq!(
+            *seqs,
+            (0..PER_FLOW).collect::<Vec<_>>(),
+            "{what}: flow {flow} arrives whole and in order"
+        );
+    }
+    let spread: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        spread.iter().sum::<u64>(),
+        FLOWS as u64 * u64::from(PER_FLOW),
+        "{what}: the paths count every datagram once: {spread:?}"
+    );
+    spread
+}
+
 /// Two routers between two LANs, `"ecmp": true`: each host's route goes through both.
 fn two_gateways() -> Value {
     json!({
@@ -355,24 +371,7 @@ fn a_host_spreads_flows_over_its_equal_cost_gateways(datapath: &str) {
     let before = udp_into_gateways(&stats(&net));
     let got = send_and_receive(&senders, &sink, &to, PER_FLOW);
     let after = udp_into_gateways(&stats(&net));
-    assert_eq!(
-        got.values().map(Vec::len).sum::<usize>(),
-        FLOWS * PER_FLOW as usize,
-        "{datapath}: every datagram arrives"
-    );
-    for (flow, seqs) in &got {
-        assert_eq!(
-            *seqs,
-            (0..PER_FLOW).collect::<Vec<_>>(),
-            "{datapath}: flow {flow} arrives whole and in order"
-        );
-    }
-    let spread: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-    assert_eq!(
-        spread.iter().sum::<u64>(),
-        FLOWS as u64 * u64::from(PER_FLOW),
-        "{datapath}: the gateways count every datagram once: {spread:?}"
-    );
+    let spread = whole_and_counted_once(&got, &before, &after, datapath);
     assert!(
         spread
             .iter()
