@@ -103,6 +103,20 @@ fn class_of(router: u32, addr: u32) -> u32 {
     DV_FW_CLASSES.get(&key).copied().unwrap_or(CLASS_NONE)
 }
 
+/// The wildcard source and destination classes worth looking up for this router: `WILDCARD`
+/// where some rule of it has one there, else `CLASS_NONE` (skipped).
+#[inline(always)]
+fn wildcards(iface: &IfaceInfo) -> (u32, u32) {
+    let any = |flag: u32| {
+        if iface.flags & flag != 0 {
+            WILDCARD
+        } else {
+            CLASS_NONE
+        }
+    };
+    (any(IFACE_FW_SRC_ANY), any(IFACE_FW_DST_ANY))
+}
+
 /// Lets the packet through, or says why it dies: the reason, and the slot of the `drop` rule
 /// that matched (`u32::MAX` for the policy).
 #[inline(always)]
@@ -133,16 +147,9 @@ pub fn check(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv4) -> Result<(), (DropR
     } else {
         PORT_ANY
     };
-    // a wildcard is looked up only where some rule has one there
-    let any = |flag: u32| {
-        if iface.flags & flag != 0 {
-            WILDCARD
-        } else {
-            CLASS_NONE
-        }
-    };
-    let srcs = [src, any(IFACE_FW_SRC_ANY)];
-    let dsts = [dst, any(IFACE_FW_DST_ANY)];
+    let (src_any, dst_any) = wildcards(iface);
+    let srcs = [src, src_any];
+    let dsts = [dst, dst_any];
     let l4s = [(proto, port), (proto, PORT_ANY), (PROTO_ANY, PORT_ANY)];
     let mut accept = u32::MAX;
     let mut drop = u32::MAX;
@@ -184,7 +191,9 @@ pub fn check(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv4) -> Result<(), (DropR
     // Tracking lets the replies pass where rules would drop them. Where no drop rule could
     // meet them (and the policy accepts), the rules alone let every packet of the flow and
     // every reply through: the insert, most of a new flow's cost, is saved.
-    if iface.flags & IFACE_FW_TRACK == 0 && !replies_could_be_dropped(iface, src, dst) {
+    if iface.flags & IFACE_FW_TRACK == 0
+        && !replies_could_be_dropped(router, (src, dst), (src_any, dst_any))
+    {
         bump(&DV_GLOBAL, global::CT_UNTRACKED);
         return Ok(());
     }
@@ -197,20 +206,16 @@ pub fn check(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv4) -> Result<(), (DropR
 /// Whether a drop rule covers packets from class `dst` to class `src` (a reply's way), with
 /// wildcards: at most four lookups of the `PROTO_DROP_PAIR` markers.
 #[inline(always)]
-fn replies_could_be_dropped(iface: &IfaceInfo, src: u32, dst: u32) -> bool {
-    let router = iface.router;
-    let any = |flag: u32| {
-        if iface.flags & flag != 0 {
-            WILDCARD
-        } else {
-            CLASS_NONE
-        }
-    };
-    for s in [dst, any(IFACE_FW_SRC_ANY)] {
+fn replies_could_be_dropped(
+    router: u32,
+    (src, dst): (u32, u32),
+    (src_any, dst_any): (u32, u32),
+) -> bool {
+    for s in [dst, src_any] {
         if s == CLASS_NONE {
             continue;
         }
-        for d in [src, any(IFACE_FW_DST_ANY)] {
+        for d in [src, dst_any] {
             if d == CLASS_NONE {
                 continue;
             }

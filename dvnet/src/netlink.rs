@@ -308,16 +308,23 @@ impl Netlink {
         via: Ipv4Addr,
         ifindex: u32,
     ) -> Result<(), NetlinkError> {
-        match self
-            .handle
-            .route()
-            .del(Self::route_message(dest, via, ifindex))
-            .execute()
-            .await
-        {
+        self.delete_route_message(
+            Self::route_message(dest, via, ifindex),
+            format_args!("deleting route {dest} via {via}"),
+        )
+        .await
+    }
+
+    /// Deletes the route `msg` names; one that is gone (or whose device is) is fine.
+    async fn delete_route_message(
+        &self,
+        msg: RouteMessage,
+        what: std::fmt::Arguments<'_>,
+    ) -> Result<(), NetlinkError> {
+        match self.handle.route().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) if is_errno(&e, libc::ESRCH) || is_errno(&e, libc::ENODEV) => Ok(()),
-            Err(e) => Err(self.err(format_args!("deleting route {dest} via {via}"), e)),
+            Err(e) => Err(self.err(what, e)),
         }
     }
 
@@ -363,11 +370,8 @@ impl Netlink {
         let mut msg = Self::own_route_message(Ipv4Addr::UNSPECIFIED);
         msg.attributes
             .retain(|a| !matches!(a, RouteAttribute::PrefSource(_)));
-        match self.handle.route().del(msg).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if is_errno(&e, libc::ESRCH) => Ok(()),
-            Err(e) => Err(self.err(format_args!("deleting the default route on lo"), e)),
-        }
+        self.delete_route_message(msg, format_args!("deleting the default route on lo"))
+            .await
     }
 
     /// Deletes the route to `dest`, whatever its next hops; none is fine.
@@ -378,11 +382,8 @@ impl Netlink {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dest.network(), dest.prefix_len())
             .build();
-        match self.handle.route().del(msg).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if is_errno(&e, libc::ESRCH) => Ok(()),
-            Err(e) => Err(self.err(format_args!("deleting the route to {dest}"), e)),
-        }
+        self.delete_route_message(msg, format_args!("deleting the route to {dest}"))
+            .await
     }
 
     /// Deletes an address from a link; one that is gone already is fine.
@@ -528,9 +529,7 @@ impl Netlink {
     /// # Errors
     /// When the link does not exist or already has one.
     pub async fn add_ingress(&self, ifindex: u32, block: Option<u32>) -> Result<(), NetlinkError> {
-        let mut msg = TcMessage::with_index(index_i32(ifindex));
-        msg.header.parent = TcHandle::from(TC_H_INGRESS);
-        msg.header.handle = TcHandle::from(0xffff_0000);
+        let mut msg = ingress_qdisc(ifindex);
         msg.attributes.push(TcAttribute::Kind("ingress".into()));
         if let Some(block) = block {
             msg.attributes.push(TcAttribute::Other(DefaultNla::new(
@@ -551,12 +550,9 @@ impl Netlink {
     /// # Errors
     /// When the kernel refuses for another reason.
     pub async fn delete_ingress(&self, ifindex: u32) -> Result<(), NetlinkError> {
-        let mut msg = TcMessage::with_index(index_i32(ifindex));
-        msg.header.parent = TcHandle::from(TC_H_INGRESS);
-        msg.header.handle = TcHandle::from(0xffff_0000);
         match self
             .request(
-                RouteNetlinkMessage::DelQueueDiscipline(msg),
+                RouteNetlinkMessage::DelQueueDiscipline(ingress_qdisc(ifindex)),
                 0,
                 &format!("deleting the ingress qdisc of link {ifindex}"),
             )
@@ -721,6 +717,14 @@ pub fn route_prefix(r: &netlink_packet_route::route::RouteMessage) -> Option<ipn
 #[must_use]
 pub fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
+}
+
+/// The message naming a link's `ingress` qdisc.
+fn ingress_qdisc(ifindex: u32) -> TcMessage {
+    let mut msg = TcMessage::with_index(index_i32(ifindex));
+    msg.header.parent = TcHandle::from(TC_H_INGRESS);
+    msg.header.handle = TcHandle::from(0xffff_0000);
+    msg
 }
 
 fn index_i32(ifindex: u32) -> i32 {

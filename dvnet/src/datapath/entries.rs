@@ -383,14 +383,8 @@ fn routes(
         if node.own_route {
             // whose the packets sent from this address through `lo` are
             let owner = Route {
-                ifindex: 0,
-                nexthop: 0,
-                flags: 0,
                 link: id,
-                dmac: [0; 6],
-                smac: [0; 6],
-                paths: 0,
-                plen: 0,
+                ..Route::default()
             };
             out.push(((OWNERS, Ipv4Net::from(link.address)), owner));
         }
