@@ -62,6 +62,8 @@ pub struct VethEnd<'a> {
     pub netns: Option<BorrowedFd<'a>>,
     /// Enslave this end to that bridge (by ifindex, in its namespace).
     pub master: Option<u32>,
+    /// Its MTU ([`LINK_MTU`] is the veth default).
+    pub mtu: u32,
 }
 
 impl Netlink {
@@ -136,6 +138,82 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| self.err(format_args!("creating bridge {name}"), e))
+    }
+
+    /// Creates a VXLAN port of bridge `master` in namespace `netns`, whose underlay is this
+    /// handle's namespace (the device keeps the namespace it was asked from for its UDP
+    /// socket, wherever it lives): unicast, `local` as its source, learning off (its
+    /// forwarding table is filled by [`Netlink::add_vxlan_destination`]), up.
+    ///
+    /// # Errors
+    /// When the kernel refuses (a name, index or VNI taken; no VXLAN support).
+    pub async fn add_vxlan(
+        &self,
+        port: &VxlanPort<'_>,
+        netns: BorrowedFd<'_>,
+    ) -> Result<(), NetlinkError> {
+        let msg = rtnetlink::LinkVxlan::new(port.name, port.vni)
+            .port(port.udp_port)
+            .local(port.local)
+            .learning(false)
+            .mtu(port.mtu)
+            .index(port.ifindex)
+            .controller(port.master)
+            .setns_by_fd(netns.as_raw_fd())
+            .up()
+            .build();
+        self.handle.link().add(msg).execute().await.map_err(|e| {
+            self.err(
+                format_args!(
+                    "creating VXLAN port {} (VNI {}, UDP port {}, from {})",
+                    port.name, port.vni, port.udp_port, port.local
+                ),
+                e,
+            )
+        })
+    }
+
+    /// Sends frames for `mac` out of VXLAN port `ifindex` to the machine at `remote`; the
+    /// all-zero MAC stands for broadcasts and unknown destinations, and is added once per
+    /// machine (`bridge fdb append`).
+    ///
+    /// # Errors
+    /// When the kernel refuses (no such port).
+    pub async fn add_vxlan_destination(
+        &self,
+        ifindex: u32,
+        mac: [u8; 6],
+        remote: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        use netlink_packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+        };
+        const NLM_F_APPEND: u16 = 0x800;
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = netlink_packet_route::AddressFamily::Bridge;
+        msg.header.ifindex = ifindex;
+        msg.header.state = NeighbourState::Permanent;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                remote,
+            )));
+        let flags = if mac == [0; 6] {
+            NLM_F_CREATE | NLM_F_APPEND
+        } else {
+            NLM_F_CREATE | NLM_F_EXCL
+        };
+        self.request(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            flags,
+            &format!(
+                "sending {} out of VXLAN port {ifindex} to {remote}",
+                crate::plan::format_mac(&mac)
+            ),
+        )
+        .await
     }
 
     /// Creates a veth pair in one message: `local` in this handle's namespace (or its own
@@ -335,10 +413,10 @@ impl Netlink {
     ///
     /// # Errors
     /// When `src` is not an address of the namespace.
-    pub async fn set_own_route(&self, src: Ipv4Addr) -> Result<(), NetlinkError> {
+    pub async fn set_own_route(&self, src: Ipv4Addr, mtu: u32) -> Result<(), NetlinkError> {
         let mut msg = Self::own_route_message(src);
         msg.attributes
-            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(LINK_MTU)]));
+            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
         self.handle
             .route()
             .add(msg)
@@ -731,6 +809,18 @@ fn index_i32(ifindex: u32) -> i32 {
     i32::try_from(ifindex).expect("interface indexes fit in i32")
 }
 
+/// A VXLAN port to make ([`Netlink::add_vxlan`]).
+pub struct VxlanPort<'a> {
+    pub name: &'a str,
+    pub ifindex: u32,
+    pub vni: u32,
+    pub udp_port: u16,
+    pub local: Ipv4Addr,
+    pub mtu: u32,
+    /// The bridge it joins.
+    pub master: u32,
+}
+
 /// `lo`, in every namespace.
 pub const LO_IFINDEX: u32 = 1;
 /// The MTU of every link dvnet makes (the veth default).
@@ -775,6 +865,9 @@ fn end_builder(end: &VethEnd<'_>, up: bool) -> LinkMessageBuilder<LinkUnspec> {
     }
     if let Some(master) = end.master {
         b = b.controller(master);
+    }
+    if end.mtu != LINK_MTU {
+        b = b.mtu(end.mtu);
     }
     b
 }

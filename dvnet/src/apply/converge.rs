@@ -24,7 +24,7 @@ use super::progress::Phases;
 use crate::netlink::{LO_IFINDEX, Netlink, VethEnd};
 use crate::netns::{self, NetnsError};
 use crate::plan::diff::{Diff, LinkChange};
-use crate::plan::{FabricPort, Forwarder, LinkPlan, NodePlan, Plan, Segment};
+use crate::plan::{FabricPort, Forwarder, LinkPlan, NodePlan, Plan, Segment, TunnelPlan};
 use crate::runtime::docker::Containers;
 use crate::runtime::{NodeRuntime as _, Origin};
 use dvnet_common::programs;
@@ -419,6 +419,63 @@ fn wires<'a>(plan: &'a Plan, made: &BTreeSet<usize>) -> Result<Vec<Wire<'a>>, Ap
     Ok(out)
 }
 
+/// The VXLAN ports of the new bridges of segments that span machines, made from dvnet's own
+/// namespace (the machine's: their underlay) into the fabric, with their forwarding tables.
+async fn tunnels(
+    new: &Plan,
+    bridges: &[usize],
+    fabric: &Netlink,
+    rollback: bool,
+) -> Result<(), ApplyError> {
+    let tunnels: Vec<(u32, &TunnelPlan)> = bridges
+        .iter()
+        .filter_map(
+            |&s| match (&new.subnets[s].segment, &new.subnets[s].tunnel) {
+                (Segment::Bridge { ifindex, .. }, Some(t)) => Some((*ifindex, t)),
+                _ => None,
+            },
+        )
+        .collect();
+    let Some(machine) = new.machine.as_ref().filter(|_| !tunnels.is_empty()) else {
+        return Ok(());
+    };
+    let io = |op: &str| {
+        let op = op.to_owned();
+        move |source| ApplyError::Io { op, source }
+    };
+    let here = crate::netlink::socket_here()
+        .and_then(|socket| Netlink::from_socket(socket, "this machine's namespace"))
+        .map_err(io("opening netlink in this machine's namespace"))?;
+    let fabric_ns = netns::open(&new.fabric_netns)?;
+    for (bridge, t) in tunnels {
+        if rollback && fabric.index_of(&t.ifname).await.is_ok() {
+            continue;
+        }
+        debug!(port = %t.ifname, vni = t.vni, "VXLAN port");
+        let port = crate::netlink::VxlanPort {
+            name: &t.ifname,
+            ifindex: t.ifindex,
+            vni: t.vni,
+            udp_port: machine.vxlan_port,
+            local: machine.address,
+            mtu: new.mtu,
+            master: bridge,
+        };
+        here.add_vxlan(&port, fabric_ns.as_fd()).await?;
+        for remote in &t.remotes {
+            fabric
+                .add_vxlan_destination(t.ifindex, [0; 6], remote.address)
+                .await?;
+            for mac in remote.macs() {
+                fabric
+                    .add_vxlan_destination(t.ifindex, mac, remote.address)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Handles on the namespaces the work touches.
 struct Handles {
     fabric: Option<Netlink>,
@@ -467,13 +524,14 @@ where
 }
 
 /// One end of a veth in a node, whose namespace is opened for the message and closed after it.
-fn node_end<'b>(link: &'b LinkPlan, ns: &'b OwnedFd) -> VethEnd<'b> {
+fn node_end<'b>(link: &'b LinkPlan, ns: &'b OwnedFd, mtu: u32) -> VethEnd<'b> {
     VethEnd {
         name: &link.ifname,
         ifindex: link.ifindex,
         mac: link.mac,
         netns: Some(ns.as_fd()),
         master: None,
+        mtu,
     }
 }
 
@@ -781,6 +839,7 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
         .try_collect::<()>()
         .await?;
         counts.bridges_created = w.bridges_new.len();
+        tunnels(new, &w.bridges_new, &fabric, rollback).await?;
         phases.end("bridges");
     }
 
@@ -808,16 +867,22 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                                 mac: port.mac,
                                 netns: None,
                                 master: Some(bridge),
+                                mtu: new.mtu,
                             };
                             let ns = node_ns(new, link.node)?;
-                            fabric.add_veth(&fabric_end, &node_end(link, &ns)).await?;
+                            fabric
+                                .add_veth(&fabric_end, &node_end(link, &ns, new.mtu))
+                                .await?;
                             fabric.add_ingress(port.ifindex, Some(SHARED_BLOCK)).await?;
                         }
                         Wire::PointToPoint(a, b) => {
                             debug!(a = %a.ifname, b = %b.ifname, "veth pair");
                             let (ns_a, ns_b) = (node_ns(new, a.node)?, node_ns(new, b.node)?);
                             fabric
-                                .add_veth(&node_end(a, &ns_a), &node_end(b, &ns_b))
+                                .add_veth(
+                                    &node_end(a, &ns_a, new.mtu),
+                                    &node_end(b, &ns_b, new.mtu),
+                                )
                                 .await?;
                         }
                     }
@@ -949,7 +1014,7 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                             nl.add_ingress(LO_IFINDEX, Some(SHARED_BLOCK)).await?;
                         }
                         if let Some(first) = new.links_of(node).next() {
-                            nl.set_own_route(first.address).await?;
+                            nl.set_own_route(first.address, new.mtu).await?;
                         }
                     } else {
                         set_kernel_routes(nl, old, new, node, removed_routes, built, was_own)
@@ -1161,6 +1226,7 @@ async fn delay_lines(
             mac: delay_mac(d.far_ifindex),
             netns: None,
             master: None,
+            mtu: crate::netlink::LINK_MTU,
         };
         let near = VethEnd {
             name: &d.ifname,
@@ -1168,6 +1234,7 @@ async fn delay_lines(
             mac: delay_mac(d.ifindex),
             netns,
             master: None,
+            mtu: crate::netlink::LINK_MTU,
         };
         fabric.add_veth(&far, &near).await?;
         near_nl.set_up(d.ifindex).await?;

@@ -69,6 +69,11 @@ pub enum ApplyError {
     #[error("network {id} is not up; `dvnet up FILE` builds it")]
     NotUp { id: String },
     #[error(
+        "network {id} is placed on several machines, and changing such a lab while it runs is \
+         not supported yet; `dvnet down` it and `dvnet up` the edited file on each machine"
+    )]
+    Placed { id: String },
+    #[error(
         "network {id} was left {status} by a dvnet that died (pid {pid}); `dvnet down {id}` \
          removes it, then `dvnet up` builds it again"
     )]
@@ -442,6 +447,9 @@ pub async fn apply(
     observer: &dyn Observer,
 ) -> Result<Applied, ApplyError> {
     let id = topo.id.clone();
+    if !topo.machines.is_empty() {
+        return Err(ApplyError::Placed { id });
+    }
     let change = Change::File {
         topo: Box::new(topo),
         text,
@@ -490,6 +498,7 @@ fn with_attached(
             image: None,
             publish: Vec::new(),
             impair: crate::topology::Impair::default(),
+            machine: 0,
         });
     }
     Ok(topo)
@@ -533,6 +542,9 @@ pub async fn apply_change(
             status: format!("{:?}", record.status).to_lowercase(),
             pid: record.pid,
         });
+    }
+    if record.plan.machine.is_some() {
+        return Err(ApplyError::Placed { id: id.to_owned() });
     }
     // what to plan: the file (edited, or the one the network runs), who is attached, the
     // impairments set at run time and the links taken down

@@ -128,6 +128,10 @@ pub struct Cli {
     /// More logs (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// In a lab placed on several machines (`"machines"` in its file), the machine whose
+    /// share to build, tear down or look at: the one this command runs on.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub machine: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -370,6 +374,7 @@ fn async_runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, CliErro
 /// # Errors
 /// Whatever the command fails with; a [`crate::topology::TopologyError`] means bad input.
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    let machine = cli.machine.as_deref();
     match cli.command {
         Command::Up {
             file,
@@ -379,7 +384,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let text = crate::topology::read_text(&file)?;
             let topo = Topology::from_json(&text, &file.display().to_string())?;
-            let plan = Plan::build(&topo, PlanOptions { datapath, runtime })?;
+            let plan = plan_for(&topo, PlanOptions { datapath, runtime }, machine)?;
             for w in &plan.warnings {
                 eprintln!("warning: {w}");
             }
@@ -458,7 +463,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             completions(shell, &mut std::io::stdout().lock());
         }
         Command::Ui { network, listen } => {
-            let id = network_id(&network)?;
+            let id = network_id(&network, machine)?;
             let plan = State::load(&id)?.plan;
             async_runtime_with(1)?.block_on(crate::ui::serve(plan, listen, |addr| {
                 eprintln!("dvnet: the page of {id} is at http://{addr}/ (Ctrl-C to stop)");
@@ -471,11 +476,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let path = std::path::Path::new(&network);
             let plan = if std::fs::metadata(path).is_ok_and(|m| m.is_file())
-                && State::load(&network_id(&network)?).is_err()
+                && State::load(&network_id(&network, machine)?).is_err()
             {
                 Plan::build(&Topology::from_file(path)?, PlanOptions::default())?
             } else {
-                State::load(&network_id(&network)?)?.plan
+                State::load(&network_id(&network, machine)?)?.plan
             };
             let picture = crate::graph::render(&plan, format);
             match output {
@@ -494,7 +499,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             count,
             drops_only,
         } => {
-            let id = network_id(&network)?;
+            let id = network_id(&network, machine)?;
             let record = State::load(&id)?;
             let request = crate::capture::Request {
                 targets,
@@ -511,7 +516,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             values,
             json,
         } => {
-            let id = network_id(&network)?;
+            let id = network_id(&network, machine)?;
             let (set, clear) = impair_values(&values)?;
             let change = apply::Change::Impair {
                 subnet,
@@ -529,7 +534,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             subnet,
             state,
         } => {
-            let id = network_id(&network)?;
+            let id = network_id(&network, machine)?;
             let change = apply::Change::Link {
                 node,
                 subnet,
@@ -541,7 +546,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Delayline { network } => crate::delay::run(&network)?,
         Command::Down { network } => {
-            let id = network_id(&network)?;
+            let id = network_id(&network, machine)?;
             let report = async_runtime()?.block_on(apply::down(&id, &apply::Silent))?;
             if report.found_anything() {
                 print!(
@@ -570,7 +575,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Ls { json } => ls(json)?,
         Command::Inspect { network, json } => {
-            let id = network_id(&network)?;
+            let id = network_id(&network, machine)?;
             let record = State::load(&id)?;
             let live = async_runtime()?.block_on(inspect::live(&record.plan))?;
             if json {
@@ -585,13 +590,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             json,
             watch,
             interval,
-        } => stats(&network, json, watch, interval)?,
+        } => stats(&network, machine, json, watch, interval)?,
         Command::Exec {
             network,
             node,
             command,
         } => {
-            let id = network_id(&network)?;
+            let id = network_id(&network, machine)?;
             let record = State::load(&id)?;
             let Some(node) = record.plan.node(&node) else {
                 let names: Vec<&str> = record.plan.nodes.iter().map(|n| n.name.as_str()).collect();
@@ -661,7 +666,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             runtime,
         } => {
             let topo = Topology::from_file(&file)?;
-            let plan = Plan::build(&topo, PlanOptions { datapath, runtime })?;
+            // the whole lab, or one machine's share
+            let options = PlanOptions { datapath, runtime };
+            let plan = match machine {
+                None => Plan::build(&topo, options)?,
+                Some(_) => plan_for(&topo, options, machine)?,
+            };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             if json {
                 serde_json::to_writer_pretty(&mut out, &plan)?;
@@ -718,9 +728,56 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The plan of what this machine builds of `topo`: the whole lab, or with `machine` (needed
+/// when the file places the lab on several machines) that machine's share.
+fn plan_for(
+    topo: &Topology,
+    options: PlanOptions,
+    machine: Option<&str>,
+) -> Result<Plan, CliError> {
+    let names = || {
+        topo.machines
+            .iter()
+            .map(|m| format!("{:?}", m.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let m = match (machine, topo.machines.len()) {
+        (None, 0) => return Ok(Plan::build(topo, options)?),
+        (Some(_), 0) => {
+            return Err(CliError::Usage(
+                "--machine is for labs placed on several machines, and this file lists none \
+                 (\"machines\")"
+                    .into(),
+            ));
+        }
+        (None, 1) => 0,
+        (None, _) => {
+            return Err(CliError::Usage(format!(
+                "the file places the lab on machines {}; build each machine's share there \
+                 with --machine NAME",
+                names()
+            )));
+        }
+        (Some(name), _) => topo.machine(name).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--machine {name:?} is not a machine of the file; it lists {}",
+                names()
+            ))
+        })?,
+    };
+    Ok(Plan::build_share(topo, options, m)?)
+}
+
 /// `dvnet stats`: once, or refreshed with rates (`--watch`).
-fn stats(network: &str, json: bool, watch: bool, interval: f64) -> Result<(), CliError> {
-    let id = network_id(network)?;
+fn stats(
+    network: &str,
+    machine: Option<&str>,
+    json: bool,
+    watch: bool,
+    interval: f64,
+) -> Result<(), CliError> {
+    let id = network_id(network, machine)?;
     let record = State::load(&id)?;
     let plan = &record.plan;
     if !watch {

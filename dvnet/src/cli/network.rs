@@ -9,12 +9,14 @@ use crate::topology::Topology;
 /// The id of the network a command-line argument names: a network id (`test-net-0`), a
 /// topology file, or the network's name as its file writes it (`"Test Net 0"`). Nothing
 /// else: an argument is never used as a path to anything but a topology file to read.
-pub fn network_id(arg: &str) -> Result<String, CliError> {
+/// With `machine`, the id of that machine's share of a lab placed on several
+/// ([`crate::topology::machine_network_id`]).
+pub fn network_id(arg: &str, machine: Option<&str>) -> Result<String, CliError> {
     use crate::plan::naming::is_network_id;
     let path = std::path::Path::new(arg);
     let is_file = std::fs::metadata(path).is_ok_and(|m| m.is_file());
     if is_network_id(arg) && !is_file {
-        return Ok(arg.to_owned());
+        return share_id(arg.to_owned(), machine);
     }
     if is_file {
         // Only the name is needed: a file that has become invalid since `up` still works.
@@ -24,17 +26,34 @@ pub fn network_id(arg: &str) -> Result<String, CliError> {
                 "{arg} is not JSON ({e}); give the network's id instead"
             ))
         })?;
-        let name = value
-            .as_object()
-            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("name")))
-            .and_then(|(_, v)| v.as_str())
-            .ok_or_else(|| {
-                CliError::Usage(format!(
-                    "{arg} has no \"name\"; give the network's id instead"
-                ))
-            })?;
+        let field = |key: &str| {
+            value
+                .as_object()
+                .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
+                .map(|(_, v)| v)
+        };
+        let name = field("name").and_then(|v| v.as_str()).ok_or_else(|| {
+            CliError::Usage(format!(
+                "{arg} has no \"name\"; give the network's id instead"
+            ))
+        })?;
         let id = crate::topology::network_id(name)
             .ok_or_else(|| CliError::Usage(format!("{arg}: the name {name:?} has no usable id")))?;
+        let machines: Vec<&String> = field("machines")
+            .and_then(|m| m.as_object())
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        let id = match (machine, machines.as_slice()) {
+            (None, [one]) => share_id(id, Some(one))?,
+            (None, [_, _, ..]) => {
+                let names: Vec<String> = machines.iter().map(|m| format!("{m:?}")).collect();
+                return Err(CliError::Usage(format!(
+                    "{arg} places the lab on machines {}; say whose share with --machine NAME",
+                    names.join(", ")
+                )));
+            }
+            _ => share_id(id, machine)?,
+        };
         same_network(&id, name)?;
         return Ok(id);
     }
@@ -49,8 +68,22 @@ pub fn network_id(arg: &str) -> Result<String, CliError> {
             "{arg:?} is neither a network nor a topology file; `dvnet ls` lists the networks"
         ))
     })?;
+    let id = share_id(id, machine)?;
     same_network(&id, arg)?;
     Ok(id)
+}
+
+/// `id`, or with `machine` the id of that machine's share.
+fn share_id(id: String, machine: Option<&str>) -> Result<String, CliError> {
+    let Some(machine) = machine else {
+        return Ok(id);
+    };
+    crate::topology::machine_network_id(&id, machine).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--machine {machine:?} is not a machine name (at most {} letters, digits and \"-\")",
+            crate::topology::MACHINE_ID_MAX
+        ))
+    })
 }
 
 /// The record of the running network a topology file describes, and the file planned as an

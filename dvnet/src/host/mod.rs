@@ -104,6 +104,7 @@ pub async fn add_uplink(
         mac: port.mac,
         netns: None,
         master: Some(bridge),
+        mtu: crate::netlink::LINK_MTU,
     };
     let host_end = VethEnd {
         name: &uplink.host_ifname,
@@ -111,6 +112,7 @@ pub async fn add_uplink(
         mac: crate::plan::naming::mac_for(uplink.host_address, false),
         netns: Some(home.as_fd()),
         master: None,
+        mtu: crate::netlink::LINK_MTU,
     };
     fabric.add_veth(&fabric_end, &host_end).await?;
     let host = netlink()?;

@@ -723,6 +723,8 @@ impl Plan {
             nodes: Vec::new(),
             links: Vec::new(),
             uplink: None,
+            machine: None,
+            mtu: crate::netlink::LINK_MTU,
             warnings: Vec::new(),
         }
     }

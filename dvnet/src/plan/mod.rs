@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 use crate::topology::{Endpoint, Impair, NodeRef, Policy, Routing, Topology};
 
 pub use frr::FrrPlan;
+pub use machines::{MachinePlan, RemoteNode, TunnelPlan};
 
 mod addressing;
 pub mod diff;
 pub mod frr;
 pub mod identity;
+pub mod machines;
 pub mod naming;
 mod routing;
 
@@ -87,8 +89,24 @@ pub struct Plan {
     pub links: Vec<LinkPlan>,
     /// Outbound access: the uplink joining the host to the border routers.
     pub uplink: Option<UplinkPlan>,
+    /// In a lab placed on several machines, the machine whose share this is: only its nodes
+    /// are here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachinePlan>,
+    /// The MTU of every link (less than the veth default in a lab spanning machines).
+    #[serde(default = "link_mtu", skip_serializing_if = "is_link_mtu")]
+    pub mtu: u32,
     /// Things the user should know (islands, missing routing).
     pub warnings: Vec<String>,
+}
+
+fn link_mtu() -> u32 {
+    crate::netlink::LINK_MTU
+}
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's signature")]
+fn is_link_mtu(mtu: &u32) -> bool {
+    *mtu == crate::netlink::LINK_MTU
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +120,9 @@ pub struct SubnetPlan {
     /// Impairments of every packet entering the segment.
     #[serde(default, skip_serializing_if = "Impair::is_none")]
     pub impair: Impair,
+    /// The VXLAN port joining the segment's bridge to its members on other machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelPlan>,
 }
 
 /// What carries a subnet.
@@ -563,10 +584,7 @@ fn uplink_plan(
 /// in a range of the network's own (one of 4,096, by a hash of its id), by its link id.
 #[must_use]
 pub fn attached_ifindex(network_id: &str, link_id: u32) -> u32 {
-    // FNV-1a: stable across builds and versions
-    let hash = network_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
+    let hash = naming::fnv1a(network_id.as_bytes());
     (1 << 24) + (hash % 4096) * 65_536 + (link_id % 65_536)
 }
 
@@ -589,6 +607,18 @@ impl Plan {
         Self::build_from(topo, options, None)
     }
 
+    /// Plans machine `machine`'s share of a lab placed on several (see [`machines`]).
+    ///
+    /// # Errors
+    /// A subnet runs out of addresses (validation rejects such files before this).
+    pub fn build_share(
+        topo: &Topology,
+        options: PlanOptions,
+        machine: usize,
+    ) -> Result<Plan, PlanError> {
+        Self::build_inner(topo, options, None, false, Some(machine)).map(|(plan, _)| plan)
+    }
+
     /// Plans `topo` as an edit of `previous` (the plan a running network was built from):
     /// everything still there keeps its identities (see [`identity`]).
     ///
@@ -599,7 +629,7 @@ impl Plan {
         options: PlanOptions,
         previous: Option<&Plan>,
     ) -> Result<Plan, PlanError> {
-        Self::build_inner(topo, options, previous, true).map(|(plan, _)| plan)
+        Self::build_inner(topo, options, previous, true, None).map(|(plan, _)| plan)
     }
 
     /// [`Plan::build_from`], with the previous plan's routes taken over when nothing routes
@@ -613,6 +643,7 @@ impl Plan {
         options: PlanOptions,
         previous: Option<&Plan>,
         reuse: bool,
+        machine: Option<usize>,
     ) -> Result<(Plan, bool), PlanError> {
         let prev = previous.map(identity::Previous::of).unwrap_or_default();
         // With outbound access, the uplink is planned as one more subnet of the border routers
@@ -631,7 +662,15 @@ impl Plan {
             _ => Vec::new(),
         };
         let addrs = addressing::assign(topo, &prev, &reserved)?;
-        let id = topo.id.clone();
+        let id = machine.map_or_else(|| topo.id.clone(), |m| topo.machine_id(m));
+        // a machine's share: which segments span machines
+        let spans: Vec<bool> = match machine {
+            Some(_) => machines::machines_on(topo)
+                .iter()
+                .map(|on| on.len() > 1)
+                .collect(),
+            None => vec![false; topo.subnets.len()],
+        };
         let mut ifindexes = identity::Pool::new(FIRST_IFINDEX, prev.all_ifindexes.iter().copied());
         let mut link_ids = identity::Pool::new(0, prev.all_link_ids.iter().copied());
         let mut node_ids = identity::Pool::new(0, prev.all_node_ids.iter().copied());
@@ -664,7 +703,7 @@ impl Plan {
                 name: s.name.clone(),
                 cidr: s.cidr,
                 segment: match members[i] {
-                    _ if Some(i) == uplink_subnet => {
+                    _ if Some(i) == uplink_subnet || spans[i] => {
                         bridge(&s.name, i, &prev, &kept_bridge_names, &mut ifindexes)
                     }
                     0 => Segment::Empty,
@@ -673,7 +712,12 @@ impl Plan {
                 },
                 links: Vec::new(),
                 impair: s.impair,
+                tunnel: None,
             })
+            .collect();
+        let tunnels: Vec<Option<u32>> = spans
+            .iter()
+            .map(|&spans| spans.then(|| ifindexes.take()))
             .collect();
 
         let mut nodes = Vec::with_capacity(topo.routers.len() + topo.hosts.len());
@@ -983,24 +1027,28 @@ impl Plan {
                 && node.routes.len() > OWN_ROUTE_MIN;
         }
 
-        Ok((
-            Plan {
-                name: topo.name.clone(),
-                id: id.clone(),
-                datapath: options.datapath,
-                runtime: options.runtime,
-                routing: topo.routing,
-                ecmp: topo.ecmp,
-                update_hosts: topo.update_hosts,
-                fabric_netns: naming::fabric_netns(&id),
-                subnets,
-                nodes,
-                links,
-                uplink,
-                warnings,
-            },
-            took_over,
-        ))
+        let plan = Plan {
+            name: topo.name.clone(),
+            id: id.clone(),
+            datapath: options.datapath,
+            runtime: options.runtime,
+            routing: topo.routing,
+            ecmp: topo.ecmp,
+            update_hosts: topo.update_hosts,
+            fabric_netns: naming::fabric_netns(&id),
+            subnets,
+            nodes,
+            links,
+            uplink,
+            machine: None,
+            mtu: machines::link_mtu(topo, spans.contains(&true)),
+            warnings,
+        };
+        let plan = match machine {
+            Some(m) => machines::share(plan, topo, m, &tunnels),
+            None => plan,
+        };
+        Ok((plan, took_over))
     }
 
     /// Marks the hosts of `attached` (by name) as containers joined through the Docker
@@ -1090,15 +1138,22 @@ impl Plan {
     #[must_use]
     pub fn host_entries(&self) -> Vec<(String, Ipv4Addr)> {
         let mut entries = Vec::with_capacity(self.links.len() + self.nodes.len());
-        for node in &self.nodes {
-            for (i, link) in self.links_of(node).enumerate() {
+        let local = self.nodes.iter().map(|node| {
+            let addresses: Vec<(usize, Ipv4Addr)> =
+                self.links_of(node).map(|l| (l.subnet, l.address)).collect();
+            (node.name.as_str(), addresses)
+        });
+        let elsewhere = self
+            .machine
+            .iter()
+            .flat_map(|m| &m.elsewhere)
+            .map(|node| (node.name.as_str(), node.addresses.clone()));
+        for (name, addresses) in local.chain(elsewhere) {
+            for (i, &(subnet, address)) in addresses.iter().enumerate() {
                 if i == 0 {
-                    entries.push((node.name.clone(), link.address));
+                    entries.push((name.to_owned(), address));
                 }
-                entries.push((
-                    format!("{}-{}", node.name, self.subnets[link.subnet].name),
-                    link.address,
-                ));
+                entries.push((format!("{name}-{}", self.subnets[subnet].name), address));
             }
         }
         entries

@@ -9,6 +9,7 @@
 //! | interface in a node | `eth<node>-<subnet>` (original dvnet) or `eth<k>` | `ethr-1-a`, `eth1` |
 //! | segment bridge (fabric) | `br-<subnet>` or `br<k>` | `br-a` |
 //! | fabric port (fabric) | `<node>.<subnet>` or `p<link>` | `r-1.a` |
+//! | VXLAN port of a segment spanning machines (fabric) | `vx-<subnet>` or `vx<k>` | `vx-c` |
 //!
 //! `<id>`, `<node>` and `<subnet>` are the sanitized forms (lowercase letters, digits and
 //! `-`), so `.` separates them unambiguously. Linux limits interface names to 15 bytes; where
@@ -29,6 +30,15 @@ pub const PREFIX: &str = "dv-";
 #[must_use]
 pub fn is_network_id(text: &str) -> bool {
     crate::topology::network_id(text).as_deref() == Some(text)
+}
+
+/// FNV-1a of `bytes`: a hash stable across builds and versions, for numbers derived from
+/// names (VXLAN ports and VNIs, the indexes of joining containers).
+#[must_use]
+pub fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// The namespace holding a network's segments.
@@ -67,6 +77,17 @@ pub fn node_ifname(node: &str, subnet: &str, position: usize) -> String {
         name
     } else {
         format!("eth{position}")
+    }
+}
+
+/// The VXLAN port of the `index`-th subnet's bridge (a lab on several machines).
+#[must_use]
+pub fn tunnel_ifname(subnet: &str, index: usize) -> String {
+    let name = format!("vx-{}", sanitize(subnet));
+    if name.len() <= IFNAME_MAX {
+        name
+    } else {
+        format!("vx{index}")
     }
 }
 

@@ -571,9 +571,9 @@ fn routes_taken_over_from_the_previous_plan_are_the_routes_computed_anew() {
         datapath: Datapath::Ebpf,
         ..PlanOptions::default()
     };
-    let (reused, took_over) = Plan::build_inner(&topo, options, Some(&before), true).unwrap();
+    let (reused, took_over) = Plan::build_inner(&topo, options, Some(&before), true, None).unwrap();
     assert!(took_over, "only hosts changed: the routes are taken over");
-    let (computed, _) = Plan::build_inner(&topo, options, Some(&before), false).unwrap();
+    let (computed, _) = Plan::build_inner(&topo, options, Some(&before), false, None).unwrap();
     assert_eq!(reused, computed);
     assert!(reused.nodes.iter().map(|n| n.routes.len()).sum::<usize>() > 100);
     // and where a router changes (it leaves a transit subnet), routes are searched again
@@ -582,9 +582,10 @@ fn routes_taken_over_from_the_previous_plan_are_the_routes_computed_anew() {
     let name = name.clone();
     router["subnets"].as_array_mut().unwrap().pop();
     let topo = Topology::from_json(&lab.to_string(), "test.json").unwrap();
-    let (changed, took_over) = Plan::build_inner(&topo, options, Some(&before), true).unwrap();
+    let (changed, took_over) =
+        Plan::build_inner(&topo, options, Some(&before), true, None).unwrap();
     assert!(!took_over, "{name} changed: routes are searched again");
-    let (searched, _) = Plan::build_inner(&topo, options, Some(&before), false).unwrap();
+    let (searched, _) = Plan::build_inner(&topo, options, Some(&before), false, None).unwrap();
     assert_eq!(changed, searched, "after {name} changed");
 }
 
@@ -666,4 +667,138 @@ fn under_the_docker_runtime_every_node_is_a_container_but_a_joined_one() {
         super::diff::diff(Some(&after), Some(&again)).render(),
         "no changes\n"
     );
+}
+
+/// The shares of `split.json`'s two machines, and the whole lab.
+fn split_shares() -> (Plan, Plan, Plan) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/split.json");
+    let topo = Topology::from_file(&path).expect("fixture is valid");
+    let options = PlanOptions::default();
+    (
+        Plan::build(&topo, options).expect("plan"),
+        Plan::build_share(&topo, options, 0).expect("plan"),
+        Plan::build_share(&topo, options, 1).expect("plan"),
+    )
+}
+
+#[test]
+fn a_lab_on_two_machines_splits_into_shares_that_agree() {
+    let (whole, m1, m2) = split_shares();
+    let names = |p: &Plan| p.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&m1), ["R-1", "A-1"]);
+    assert_eq!(names(&m2), ["R-2", "A-2", "B-1", "B-2"]);
+    // keyed apart: two machines simulated on one host never collide
+    assert_eq!(
+        (m1.id.as_str(), m2.id.as_str()),
+        ("split-lab-m1", "split-lab-m2")
+    );
+    assert_eq!(m1.fabric_netns, "dv-split-lab-m1");
+    assert_eq!(m2.node("R-2").unwrap().netns, "dv-split-lab-m2.r-2");
+    // every node has the address, interface, MAC, routes and firewall the whole lab gives it
+    for share in [&m1, &m2] {
+        for node in &share.nodes {
+            let there = whole.node(&node.name).unwrap();
+            let links = |p: &Plan, n: &super::NodePlan| {
+                p.links_of(n)
+                    .map(|l| (l.id, l.address, l.ifname.clone(), l.mac))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(links(share, node), links(&whole, there), "{}", node.name);
+            assert_eq!(routes(share, &node.name), routes(&whole, &node.name));
+            for r in &node.routes {
+                // a route leaves by one of the node's own links
+                assert!(node.links.contains(&r.link), "{}: {r:?}", node.name);
+                assert_eq!(share.links[r.link as usize].ifname, r.dev);
+            }
+            assert_eq!(node.firewall, there.firewall, "{}", node.name);
+        }
+        // names resolve to every node, wherever it runs
+        let file = share.hosts_file();
+        let mut lines: Vec<&str> = file.lines().collect();
+        lines.sort_unstable();
+        let whole_file = whole.hosts_file();
+        let mut expected: Vec<&str> = whole_file.lines().collect();
+        expected.sort_unstable();
+        assert_eq!(lines, expected);
+        // the smallest underlay (1500) less VXLAN's 50 bytes, on every link
+        assert_eq!(share.mtu, 1450);
+    }
+    assert_eq!(whole.mtu, 1500);
+}
+
+#[test]
+fn a_lab_on_two_machines_joins_its_spanning_segments_by_vxlan() {
+    let (whole, m1, m2) = split_shares();
+    let subnet = |p: &Plan, name: &str| p.subnets.iter().find(|s| s.name == name).unwrap().clone();
+    let addr = |name: &str| {
+        whole
+            .links_of(whole.node(name).unwrap())
+            .next()
+            .unwrap()
+            .address
+    };
+    // A spans both machines: a bridge on each, with a VXLAN port to the other's members
+    let (a1, a2) = (subnet(&m1, "A"), subnet(&m2, "A"));
+    assert!(matches!(a1.segment, Segment::Bridge { .. }));
+    assert!(matches!(a2.segment, Segment::Bridge { .. }));
+    let (t1, t2) = (a1.tunnel.unwrap(), a2.tunnel.unwrap());
+    assert_eq!(t1.vni, t2.vni, "one VNI per segment on every machine");
+    assert_eq!(t1.ifname, "vx-a");
+    assert_eq!(t1.remotes.len(), 1);
+    assert_eq!(t1.remotes[0].machine, "m2");
+    assert_eq!(
+        t1.remotes[0].address,
+        "192.0.2.2".parse::<Ipv4Addr>().unwrap()
+    );
+    assert_eq!(t1.remotes[0].members, [addr("A-2")]);
+    assert_eq!(t2.remotes[0].machine, "m1");
+    assert_eq!(
+        t2.remotes[0].members,
+        [
+            whole
+                .node("R-1")
+                .map(|n| whole.links[n.links[0] as usize].address)
+                .unwrap(),
+            addr("A-1")
+        ]
+    );
+    // C is a transit link between the two routers: a veth pair on one machine, a bridge with
+    // a VXLAN port on each side when its ends are on two
+    assert_eq!(subnet(&whole, "C").segment, Segment::PointToPoint);
+    let (c1, c2) = (subnet(&m1, "C"), subnet(&m2, "C"));
+    assert!(matches!(c1.segment, Segment::Bridge { .. }));
+    assert_eq!(
+        c1.tunnel.as_ref().unwrap().vni,
+        c2.tunnel.as_ref().unwrap().vni
+    );
+    assert_ne!(c1.tunnel.unwrap().vni, t1.vni, "a VNI per segment");
+    // B is all on m2: nothing of it on m1, no VXLAN on m2
+    assert_eq!(subnet(&m1, "B").segment, Segment::Empty);
+    assert!(subnet(&m1, "B").links.is_empty());
+    assert!(subnet(&m2, "B").tunnel.is_none());
+    assert_eq!(subnet(&m2, "B").segment, subnet(&whole, "B").segment);
+    // what each share knows of the other machine
+    let machine = m1.machine.as_ref().unwrap();
+    assert_eq!(
+        (machine.name.as_str(), machine.network.as_str()),
+        ("m1", "split-lab")
+    );
+    let elsewhere: Vec<&str> = machine.elsewhere.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(elsewhere, ["R-2", "A-2", "B-1", "B-2"]);
+    assert_eq!(machine.vxlan_port, m2.machine.as_ref().unwrap().vxlan_port);
+    // the share's links are renumbered: positions stay consistent
+    for share in [&m1, &m2] {
+        for (i, link) in share.links.iter().enumerate() {
+            assert!(
+                share.nodes[link.node]
+                    .links
+                    .contains(&u32::try_from(i).unwrap())
+            );
+            assert!(
+                share.subnets[link.subnet]
+                    .links
+                    .contains(&u32::try_from(i).unwrap())
+            );
+        }
+    }
 }

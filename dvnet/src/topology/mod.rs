@@ -42,6 +42,12 @@ pub struct Topology {
     /// packets staying on one; else ties go to one path.
     pub ecmp: bool,
     pub outbound: Option<Outbound>,
+    /// The machines the lab is placed on (`"machines"`), in file order; empty when the file
+    /// lists none (the whole lab on the machine that runs `up`).
+    pub machines: Vec<Machine>,
+    /// The UDP port of the VXLAN joining segments across machines (`"vxlan_port"`); derived
+    /// from the network id when not given ([`Topology::vxlan_port`]).
+    pub vxlan_port: Option<u16>,
     /// In file order.
     pub subnets: Vec<Subnet>,
     /// In file order.
@@ -93,6 +99,20 @@ pub struct Host {
     pub publish: Vec<Publish>,
     /// Impairments of the host's link, both directions (`"impair"`).
     pub impair: Impair,
+    /// Where it runs: a position in [`Topology::machines`] (0 when the file lists none).
+    pub machine: usize,
+}
+
+/// A machine of a lab placed on several (`"machines": {"m1": {"address": ...}}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Machine {
+    pub name: String,
+    /// Where the other machines reach it: the underlay address its VXLAN speaks from.
+    pub address: Ipv4Addr,
+    /// How `up` on another machine reaches it over OpenSSH (`user@host`), if it may.
+    pub ssh: Option<String>,
+    /// The MTU of its underlay (1500 unless given).
+    pub mtu: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -113,6 +133,8 @@ pub struct Router {
     /// Impairments of the router's link on each subnet, parallel to `subnets`, both
     /// directions (`"impair": {"A": {...}}`).
     pub impair: Vec<Impair>,
+    /// Where it runs: a position in [`Topology::machines`] (0 when the file lists none).
+    pub machine: usize,
 }
 
 /// Where routes come from.
@@ -315,4 +337,54 @@ impl Topology {
             .map(NodeRef::Router)
             .chain((0..self.hosts.len()).map(NodeRef::Host))
     }
+
+    /// The machine a node runs on (a position in [`Topology::machines`]).
+    #[must_use]
+    pub fn node_machine(&self, node: NodeRef) -> usize {
+        match node {
+            NodeRef::Router(i) => self.routers[i].machine,
+            NodeRef::Host(i) => self.hosts[i].machine,
+        }
+    }
+
+    /// The position of the machine called `name`.
+    #[must_use]
+    pub fn machine(&self, name: &str) -> Option<usize> {
+        self.machines.iter().position(|m| m.name == name)
+    }
+
+    /// The id under which machine `m` keeps its share of the lab (namespaces, record, pins):
+    /// [`machine_network_id`] of the network's id and the machine's name.
+    #[must_use]
+    pub fn machine_id(&self, m: usize) -> String {
+        machine_network_id(&self.id, &self.machines[m].name)
+            .expect("validation checks machine names")
+    }
+
+    /// The UDP port of the lab's VXLAN: the file's `vxlan_port`, else one of 1,000 ports from
+    /// 14789 (containerlab's default) up, by a hash of the network id, so that the labs of a
+    /// machine rarely share one.
+    #[must_use]
+    pub fn vxlan_port(&self) -> u16 {
+        self.vxlan_port.unwrap_or_else(|| {
+            14_789
+                + u16::try_from(crate::plan::naming::fnv1a(self.id.as_bytes()) % 1000)
+                    .expect("below 1000")
+        })
+    }
+}
+
+/// The longest machine name once made an id: room for it beside the network's id.
+pub const MACHINE_ID_MAX: usize = 12;
+
+/// The id of one machine's share of network `id`: the network id (shortened to leave room)
+/// and the machine's, joined by `-`, so that two machines simulated on one host keep apart
+/// and the share is still a network id. `None` when the machine's name gives no id or a
+/// longer one than [`MACHINE_ID_MAX`].
+#[must_use]
+pub fn machine_network_id(id: &str, machine: &str) -> Option<String> {
+    let m = network_id(machine).filter(|m| m.len() <= MACHINE_ID_MAX)?;
+    let room = validate::ID_MAX - 1 - m.len();
+    let head = id[..id.len().min(room)].trim_end_matches('-');
+    Some(format!("{head}-{m}"))
 }

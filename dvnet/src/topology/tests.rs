@@ -41,6 +41,7 @@ fn host(name: &str, subnet: usize) -> Host {
         image: None,
         publish: Vec::new(),
         impair: Impair::default(),
+        machine: 0,
     }
 }
 
@@ -59,6 +60,8 @@ fn classic_lab_reads_in_file_order() {
             cidr: net("192.168.240.0/24"),
             routers: vec![0, 1],
         }),
+        machines: Vec::new(),
+        vxlan_port: None,
         subnets: vec![
             Subnet {
                 name: "A".to_owned(),
@@ -96,6 +99,7 @@ fn classic_lab_reads_in_file_order() {
                 frr_config: None,
                 publish: Vec::new(),
                 impair: vec![Impair::default(); 2],
+                machine: 0,
             },
             Router {
                 name: "R-2".to_owned(),
@@ -106,6 +110,7 @@ fn classic_lab_reads_in_file_order() {
                 frr_config: None,
                 publish: Vec::new(),
                 impair: vec![Impair::default(); 2],
+                machine: 0,
             },
         ],
         hosts: vec![

@@ -9,12 +9,14 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::parse::{Document, Json};
 use super::{
-    Diagnostic, Endpoint, Firewall, FwRule, Host, Impair, NodeRef, Outbound, Policy, Proto,
-    Publish, Router, Routing, Subnet, Topology, TopologyError,
+    Diagnostic, Endpoint, Firewall, FwRule, Host, Impair, Machine, NodeRef, Outbound, Policy,
+    Proto, Publish, Router, Routing, Subnet, Topology, TopologyError,
 };
 
+mod machines;
+
 /// The longest network id.
-const ID_MAX: usize = 24;
+pub(super) const ID_MAX: usize = 24;
 /// The longest subnet prefix: a /30 holds two nodes; /31 and /32 are not supported.
 const PREFIX_MAX: u8 = 30;
 /// The most members a subnet may have: one of three or more members is a Linux bridge with a
@@ -35,12 +37,14 @@ const TOP_FIELDS: &[&str] = &[
     "update_hosts",
     "ecmp",
     "outbound_access",
+    "machines",
+    "vxlan_port",
     "subnets",
     "routers",
 ];
 const OUTBOUND_FIELDS: &[&str] = &["enabled", "cidr", "routers"];
 const SUBNET_FIELDS: &[&str] = &["cidr", "hosts", "impair"];
-const HOST_FIELDS: &[&str] = &["image", "ip", "publish", "impair"];
+const HOST_FIELDS: &[&str] = &["image", "ip", "publish", "impair", "machine"];
 const ROUTER_FIELDS: &[&str] = &[
     "subnets",
     "image",
@@ -49,6 +53,7 @@ const ROUTER_FIELDS: &[&str] = &[
     "frr_config",
     "publish",
     "impair",
+    "machine",
 ];
 const FIREWALL_FIELDS: &[&str] = &["policy", "accept", "drop"];
 const RULE_FIELDS: &[&str] = &["src", "dst", "proto", "dport"];
@@ -234,6 +239,8 @@ struct Validator<'a> {
     addresses: HashMap<Ipv4Addr, Path>,
     /// Published host ports, by whom and where.
     published: HashMap<(u16, Proto), (String, Path)>,
+    machines: Vec<Machine>,
+    machine_names: Registry<'a, usize>,
 }
 
 impl<'a> Validator<'a> {
@@ -259,6 +266,12 @@ impl<'a> Validator<'a> {
         let routing = self.routing(&f);
         let update_hosts = self.flag(&f, "update_hosts");
         let ecmp = self.flag(&f, "ecmp");
+        if let Some((value, path)) = f.get("machines") {
+            self.machines(value, &path, id.as_deref());
+        }
+        let vxlan_port = self.vxlan_port(&f);
+        let outbound_path = f.get("outbound_access").map(|(_, path)| path);
+        self.check_placement(outbound_path.as_ref());
         let outbound = f.get("outbound_access").and_then(|(value, path)| {
             let (cidr, routers) = self.outbound(value, &path)?;
             Some((cidr, path.join("cidr"), routers))
@@ -309,6 +322,8 @@ impl<'a> Validator<'a> {
             update_hosts,
             ecmp,
             outbound,
+            machines: std::mem::take(&mut self.machines),
+            vxlan_port,
             subnets,
             routers,
             hosts: std::mem::take(&mut self.hosts),
@@ -515,10 +530,12 @@ impl<'a> Validator<'a> {
             image: None,
             publish: Vec::new(),
             impair: Impair::default(),
+            machine: 0,
         };
         if let Some(entries) = self.object(value, path, "{} or {\"image\": \"dvnet/host\"}") {
             let f = self.fields(entries, path, HOST_FIELDS);
             host.image = self.image(&f);
+            host.machine = self.placement(&f);
             if let Some((value, path)) = f.get("impair") {
                 host.impair = self.impair(value, &path);
             }
@@ -562,11 +579,13 @@ impl<'a> Validator<'a> {
             frr_config: None,
             publish: Vec::new(),
             impair: Vec::new(),
+            machine: 0,
         };
         let Some(entries) = self.object(value, path, "{\"subnets\": [\"A\", \"B\"]}") else {
             return router;
         };
         let f = self.fields(entries, path, ROUTER_FIELDS);
+        router.machine = self.placement(&f);
         // The names listed, known or not, and where.
         let mut listed: HashMap<&str, usize> = HashMap::new();
         let items = self
@@ -1132,6 +1151,7 @@ impl<'a> Validator<'a> {
             NameKind::Network => (NETWORK_NAME_MAX, "the network name"),
             NameKind::Subnet => (NAME_MAX, "subnet name"),
             NameKind::Node => (NAME_MAX, "node name"),
+            NameKind::Machine => (NAME_MAX, "machine name"),
         };
         let refused = |c: char| c.is_control() || (kind == NameKind::Node && c.is_whitespace());
         if let Some(c) = name.chars().find(|&c| refused(c)) {
@@ -1141,7 +1161,9 @@ impl<'a> Validator<'a> {
                      hold whitespace or control characters; use letters, digits and \"-\", such \
                      as \"R-1\""
                 }
-                NameKind::Subnet => "control characters are not allowed; remove it",
+                NameKind::Subnet | NameKind::Machine => {
+                    "control characters are not allowed; remove it"
+                }
                 NameKind::Network => "control characters are not allowed (spaces are); remove it",
             };
             self.error(path, format!("{what} holds {}: {why}", describe(c)));
@@ -1388,6 +1410,7 @@ enum NameKind {
     Network,
     Subnet,
     Node,
+    Machine,
 }
 
 /// A character refused in a name, for a message: `a newline (U+000A)`.
