@@ -102,6 +102,21 @@ pub async fn network(id: &str) -> DownReport {
     stop_processes_in(&ours, &mut report);
     // nodes first, then the fabric: links die with the node namespaces
     let fabric = naming::fabric_netns(id);
+    // VXLAN ports (a lab on several machines) before that, and at once: their UDP socket is
+    // in this machine's namespace, and would outlive `down` for a while if they went with the
+    // fabric (the kernel destroys a namespace in the background)
+    let tunnels: Vec<u32> = record
+        .iter()
+        .flat_map(|r| &r.plan.subnets)
+        .filter_map(|s| s.tunnel.as_ref().map(|t| t.ifindex))
+        .collect();
+    if !tunnels.is_empty() && names.contains(&fabric.as_str()) {
+        let deleted = match crate::netlink::Netlink::open_in(&fabric) {
+            Ok(nl) => nl.delete_links(&tunnels).await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("opening netlink in {fabric}: {e}")),
+        };
+        report.errors.extend(deleted.err());
+    }
     let ordered = names
         .iter()
         .filter(|n| **n != fabric)
