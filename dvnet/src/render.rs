@@ -42,6 +42,7 @@ pub fn summary(plan: &Plan) -> String {
 pub fn plan(plan: &Plan) -> String {
     let mut out = summary(plan);
     out.push_str("\n\n");
+    out.push_str(&machine(plan));
 
     let mut t = table([
         "node",
@@ -184,6 +185,45 @@ fn wired_to(plan: &Plan, link: &crate::plan::LinkPlan) -> String {
     })
 }
 
+/// A machine's share of a lab placed on several: where it speaks from, which nodes run
+/// elsewhere, and the VXLAN ports joining its segments to theirs. Nothing for a lab on one.
+fn machine(plan: &Plan) -> String {
+    let Some(m) = &plan.machine else {
+        return String::new();
+    };
+    let mut out = format!(
+        "machine {:?}'s share of network {}: underlay {}, VXLAN UDP port {}, link MTU {}\n",
+        m.name, m.network, m.address, m.vxlan_port, plan.mtu
+    );
+    let mut elsewhere: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for n in &m.elsewhere {
+        elsewhere.entry(&n.machine).or_default().push(&n.name);
+    }
+    for (machine, nodes) in elsewhere {
+        let _ = writeln!(out, "on {machine:?}: {}", nodes.join(", "));
+    }
+    let mut t = table(["subnet", "VXLAN port", "VNI", "to machine", "at", "members there"]);
+    for subnet in &plan.subnets {
+        let Some(tunnel) = &subnet.tunnel else { continue };
+        for (i, remote) in tunnel.remotes.iter().enumerate() {
+            let members: Vec<String> = remote.members.iter().map(ToString::to_string).collect();
+            t.add_row([
+                on_first(i == 0, subnet.name.clone()),
+                on_first(i == 0, tunnel.ifname.clone()),
+                on_first(i == 0, tunnel.vni.to_string()),
+                remote.machine.clone(),
+                remote.address.to_string(),
+                members.join(" "),
+            ]);
+        }
+    }
+    if t.row_count() > 0 {
+        let _ = write!(out, "{t}\n");
+    }
+    out.push('\n');
+    out
+}
+
 /// `value` on a group's first row, blank on the others.
 fn on_first(first: bool, value: impl Into<String>) -> String {
     if first { value.into() } else { String::new() }
@@ -211,6 +251,7 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
             .map_or("?".into(), |p| p.display().to_string())
     );
     out.push('\n');
+    out.push_str(&machine(plan));
     let mut t = table([
         "node",
         "kind",
