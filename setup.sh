@@ -31,11 +31,12 @@ say() { printf 'setup: %s\n' "$*"; }
 # tshark to read what `dvnet capture` writes, graphviz (`dot`) and chromium (headless) to check
 # what `dvnet graph` draws and the page `dvnet ui` serves,
 # iptables for the kernel datapath, nsenter from util-linux, frr for routers' routing
-# daemons). With --docker: Docker, unless a dockerd is already installed (docker-ce, say),
+# daemons, openssh-server for the tests of labs driven over SSH on several machines, which
+# start their own sshd inside namespaces). With --docker: Docker, unless a dockerd is already installed (docker-ce, say),
 # and debootstrap, which builds the node images offline.
 packages=(llvm-22-dev libzstd-dev build-essential pkg-config iproute2 iputils-ping traceroute iperf3
           tcpdump tshark graphviz chromium iptables nftables procps util-linux psmisc ethtool bpftool
-          frr man-db)
+          frr man-db openssh-server)
 if [ "$with_docker" = 1 ]; then
   command -v dockerd >/dev/null || packages+=(docker.io)
   packages+=(debootstrap)
@@ -68,6 +69,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # On a systemd machine the units are still enabled for the next boot: not for FRR.
   if [[ " ${missing[*]} " == *" frr "* ]] && [ -d /run/systemd/system ]; then
     systemctl disable --now frr.service >/dev/null 2>&1 || true
+  fi
+  # nor the SSH server: the tests run their own, in namespaces
+  if [[ " ${missing[*]} " == *" openssh-server "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
   fi
 fi
 

@@ -163,13 +163,24 @@ impl Netlink {
             .up()
             .build();
         self.handle.link().add(msg).execute().await.map_err(|e| {
-            self.err(
+            let hint = if is_errno(&e, libc::EADDRINUSE) {
+                format!(
+                    "; UDP port {} is taken on this machine: give the lab another with \
+                     \"vxlan_port\"",
+                    port.udp_port
+                )
+            } else {
+                String::new()
+            };
+            let mut err = self.err(
                 format_args!(
                     "creating VXLAN port {} (VNI {}, UDP port {}, from {})",
                     port.name, port.vni, port.udp_port, port.local
                 ),
                 e,
-            )
+            );
+            err.op.push_str(&hint);
+            err
         })
     }
 

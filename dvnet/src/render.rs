@@ -195,16 +195,25 @@ fn machine(plan: &Plan) -> String {
         "machine {:?}'s share of network {}: underlay {}, VXLAN UDP port {}, link MTU {}\n",
         m.name, m.network, m.address, m.vxlan_port, plan.mtu
     );
-    let mut elsewhere: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    let mut elsewhere = std::collections::BTreeMap::<&str, Vec<&str>>::new();
     for n in &m.elsewhere {
         elsewhere.entry(&n.machine).or_default().push(&n.name);
     }
     for (machine, nodes) in elsewhere {
         let _ = writeln!(out, "on {machine:?}: {}", nodes.join(", "));
     }
-    let mut t = table(["subnet", "VXLAN port", "VNI", "to machine", "at", "members there"]);
+    let mut t = table([
+        "subnet",
+        "VXLAN port",
+        "VNI",
+        "to machine",
+        "at",
+        "members there",
+    ]);
     for subnet in &plan.subnets {
-        let Some(tunnel) = &subnet.tunnel else { continue };
+        let Some(tunnel) = &subnet.tunnel else {
+            continue;
+        };
         for (i, remote) in tunnel.remotes.iter().enumerate() {
             let members: Vec<String> = remote.members.iter().map(ToString::to_string).collect();
             t.add_row([
@@ -218,7 +227,7 @@ fn machine(plan: &Plan) -> String {
         }
     }
     if t.row_count() > 0 {
-        let _ = write!(out, "{t}\n");
+        let _ = writeln!(out, "{t}");
     }
     out.push('\n');
     out
@@ -417,6 +426,71 @@ fn drops(d: &std::collections::BTreeMap<&'static str, u64>) -> String {
         .map(|(r, n)| format!("{r} {n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `dvnet stats FILE` of a lab on several machines: every machine's links in one table,
+/// from each machine's `dvnet stats --json` (`machines`: by machine name, in file order).
+#[must_use]
+pub fn machines_stats(name: &str, machines: &serde_json::Map<String, serde_json::Value>) -> String {
+    use serde_json::Value;
+    let counts = |v: &Value| {
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let number = |v: &Value| v.as_u64().unwrap_or(0).to_string();
+    let mut out = format!("network \"{name}\" on {} machines\n\n", machines.len());
+    let mut t = table([
+        "machine",
+        "node",
+        "interface",
+        "subnet",
+        "rx packets",
+        "rx bytes",
+        "tx packets",
+        "tx bytes",
+        "rx by class",
+        "tx by class",
+        "drops",
+    ]);
+    let mut rules = table(["machine", "router", "rule", "action", "hits"]);
+    for (machine, stats) in machines {
+        let links = stats["links"].as_array().map_or(&[][..], Vec::as_slice);
+        for (i, l) in links.iter().enumerate() {
+            t.add_row([
+                on_first(i == 0, machine.clone()),
+                l["node"].as_str().unwrap_or_default().to_owned(),
+                l["interface"].as_str().unwrap_or_default().to_owned(),
+                l["subnet"].as_str().unwrap_or_default().to_owned(),
+                number(&l["rx"]["packets"]),
+                number(&l["rx"]["bytes"]),
+                number(&l["tx"]["packets"]),
+                number(&l["tx"]["bytes"]),
+                counts(&l["rx"]["by_class"]),
+                counts(&l["tx"]["by_class"]),
+                counts(&l["drops"]),
+            ]);
+        }
+        for r in stats["rules"].as_array().map_or(&[][..], Vec::as_slice) {
+            rules.add_row([
+                machine.clone(),
+                r["router"].as_str().unwrap_or_default().to_owned(),
+                r["rule"].as_str().unwrap_or_default().to_owned(),
+                r["action"].as_str().unwrap_or_default().to_owned(),
+                number(&r["hits"]),
+            ]);
+        }
+    }
+    let _ = writeln!(out, "{t}");
+    if rules.row_count() > 0 {
+        let _ = writeln!(out, "\nfirewall rules\n{rules}");
+    }
+    out
 }
 
 /// A rate in units per second, short: `950`, `12.3k`, `4.56M`, `7.89G`.

@@ -3,13 +3,15 @@
 //! inside each and builds that machine's share, joined to the others by VXLAN through the
 //! underlay. Real namespaces, veths, VXLAN and traffic.
 
-use std::process::Output;
+use std::process::{Child, Command, Output};
 
-use dvnet_tests::{FakeHost, leftovers_of, require_root, text, unique};
+use dvnet_tests::{FakeHost, eventually, leftovers_of, require_root, run, text, unique};
 use serde_json::{Value, json};
 
 /// Machines `m1`.. on one underlay, `192.0.2.<k>/24`, and a lab file placed on them.
 struct Machines {
+    /// The SSH servers of the machines, when the file reaches them over SSH (stopped first).
+    sshd: Option<Sshd>,
     hosts: Vec<FakeHost>,
     _switch: FakeHost,
     /// The network's id (the machines' shares add their names).
@@ -18,8 +20,114 @@ struct Machines {
     file: String,
 }
 
+/// An `sshd` in each machine, on its underlay address, letting root in with a key made for
+/// the test, and the `ssh` command line (`$DVNET_SSH`) that uses the key.
+struct Sshd {
+    servers: Vec<Child>,
+    dir: tempfile::TempDir,
+    /// `/run/sshd` (sshd's privilege-separation directory) was made by the test.
+    made_privsep_dir: bool,
+}
+
+impl Sshd {
+    fn start(hosts: &[FakeHost]) -> Sshd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let base = dir.path().to_owned();
+        let path = |name: &str| base.join(name).to_str().unwrap().to_owned();
+        for key in ["id", "host"] {
+            let out = run(Command::new("ssh-keygen").args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-f",
+                &path(key),
+            ]));
+            assert!(out.status.success(), "ssh-keygen: {}", text(&out));
+        }
+        std::fs::copy(path("id.pub"), path("authorized_keys")).unwrap();
+        let made_privsep_dir = !std::path::Path::new("/run/sshd").exists();
+        if made_privsep_dir {
+            std::fs::create_dir("/run/sshd").unwrap();
+        }
+        let mut sshd = Sshd {
+            servers: Vec::new(),
+            dir,
+            made_privsep_dir,
+        };
+        for (k, host) in hosts.iter().enumerate() {
+            let config = path(&format!("sshd_config_{k}"));
+            std::fs::write(
+                &config,
+                format!(
+                    "ListenAddress 192.0.2.{}\nHostKey {}\nAuthorizedKeysFile {}\n\
+                     PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                     KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                     PidFile {}\n",
+                    k + 1,
+                    path("host"),
+                    path("authorized_keys"),
+                    path(&format!("sshd_{k}.pid")),
+                ),
+            )
+            .unwrap();
+            let server = host
+                .command("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f", &config])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("sshd starts");
+            sshd.servers.push(server);
+        }
+        // ready when a command runs on every machine
+        for (k, host) in hosts.iter().enumerate() {
+            let ready = eventually(10, || {
+                run(host
+                    .command("sh")
+                    .args(["-c", &format!("{} root@192.0.2.{} true", sshd.ssh(), k + 1)]))
+                .status
+                .success()
+            });
+            assert!(ready, "sshd on m{} does not answer", k + 1);
+        }
+        sshd
+    }
+
+    /// The ssh command line dvnet uses (`$DVNET_SSH`).
+    fn ssh(&self) -> String {
+        format!(
+            "ssh -F /dev/null -i {} -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no \
+             -o LogLevel=ERROR -o BatchMode=yes",
+            self.dir.path().join("id").display()
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        if self.made_privsep_dir {
+            let _ = std::fs::remove_dir("/run/sshd");
+        }
+    }
+}
+
 impl Machines {
-    fn new(tag: &str, count: usize, mut lab: Value) -> Machines {
+    fn new(tag: &str, count: usize, lab: Value) -> Machines {
+        Self::placed(tag, count, lab, false)
+    }
+
+    /// Machines whose `"ssh"` reaches each one's sshd.
+    fn with_ssh(tag: &str, count: usize, lab: Value) -> Machines {
+        Self::placed(tag, count, lab, true)
+    }
+
+    fn placed(tag: &str, count: usize, mut lab: Value, ssh: bool) -> Machines {
         let switch = FakeHost::new(&format!("{tag}-sw"));
         switch.ip(&["link", "add", "br0", "type", "bridge"]);
         switch.ip(&["link", "set", "br0", "up"]);
@@ -43,9 +151,14 @@ impl Machines {
             switch.ip(&["link", "set", &far, "master", "br0", "up"]);
             host.ip(&["addr", "add", &format!("192.0.2.{k}/24"), "dev", &near]);
             host.ip(&["link", "set", &near, "up"]);
-            machines.insert(format!("m{k}"), json!({"address": format!("192.0.2.{k}")}));
+            let mut machine = json!({"address": format!("192.0.2.{k}")});
+            if ssh {
+                machine["ssh"] = json!(format!("root@192.0.2.{k}"));
+            }
+            machines.insert(format!("m{k}"), machine);
             hosts.push(host);
         }
+        let sshd = ssh.then(|| Sshd::start(&hosts));
         let id = unique(tag);
         lab["name"] = json!(id);
         lab["machines"] = Value::Object(machines);
@@ -53,6 +166,7 @@ impl Machines {
         let file = dir.path().join("lab.json");
         std::fs::write(&file, serde_json::to_string_pretty(&lab).unwrap()).unwrap();
         Machines {
+            sshd,
             hosts,
             _switch: switch,
             id,
@@ -79,6 +193,15 @@ impl Machines {
             let out = self.dvnet(k, &["up", &self.file, "--datapath", datapath]);
             assert!(out.status.success(), "up on m{k}: {}", text(&out));
         }
+    }
+
+    /// `dvnet ARGS` on machine `k`, no `--machine`: what runs on every machine over SSH.
+    fn fan_out(&self, k: usize, args: &[&str]) -> Output {
+        let ssh = self.sshd.as_ref().expect("machines with sshd").ssh();
+        run(self.hosts[k - 1]
+            .command(dvnet_tests::dvnet_bin())
+            .args(args)
+            .env("DVNET_SSH", ssh))
     }
 
     /// `dvnet exec` on machine `k`, in `node`.
@@ -123,6 +246,7 @@ impl Machines {
 
 impl Drop for Machines {
     fn drop(&mut self) {
+        self.sshd = None;
         for k in 1..=self.hosts.len() {
             let _ = self.dvnet(k, &["down", &self.file]);
         }
@@ -350,4 +474,87 @@ fn a_six_router_chain_across_three_machines() {
         );
     }
     lab.down_clean();
+}
+
+/// `dvnet up FILE` on one machine builds every machine's share over SSH; `stats FILE` shows
+/// all of them in one table; `down FILE` takes them all down. A machine whose share fails
+/// (its VXLAN port is taken) makes the whole `up` roll back, on every machine.
+#[test]
+fn over_ssh_one_command_drives_every_machine() {
+    if !require_root("over_ssh_one_command_drives_every_machine") {
+        return;
+    }
+    let mut lab = classic_split();
+    lab["vxlan_port"] = json!(24_789);
+    let lab = Machines::with_ssh("ssh", 2, lab);
+    let out = lab.fan_out(1, &["up", &lab.file]);
+    assert!(out.status.success(), "up over ssh: {}", text(&out));
+    for &(from, k) in &PLACED {
+        assert!(
+            lab.ping(k, from, "B-2") || from == "A-2",
+            "{from} (m{k}) → B-2"
+        );
+    }
+    // one table (and one JSON document) of every machine's links
+    let out = lab.fan_out(1, &["stats", &lab.file, "--json"]);
+    assert!(out.status.success(), "stats over ssh: {}", text(&out));
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for &(node, k) in &PLACED {
+        let links = stats["machines"][format!("m{k}")]["links"]
+            .as_array()
+            .unwrap();
+        assert!(
+            links.iter().any(|l| l["node"] == node),
+            "{node} on m{k}: {stats}"
+        );
+    }
+    let out = lab.fan_out(1, &["stats", &lab.file]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("m1") && table.contains("m2") && table.contains("B-2"),
+        "{table}"
+    );
+    let out = lab.fan_out(2, &["down", &lab.file]);
+    assert!(out.status.success(), "down over ssh: {}", text(&out));
+    for k in 1..=2 {
+        assert_eq!(leftovers_of(&lab.share(k)), Vec::<String>::new(), "m{k}");
+    }
+
+    // m2's VXLAN port is taken: its share fails, and m1's, which came up, goes down again
+    let mut blocker = lab.hosts[1]
+        .command("python3")
+        .args([
+            "-c",
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('192.0.2.2', 24789))\nprint('bound', flush=True)\ntime.sleep(120)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(blocker.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "bound");
+    let out = lab.fan_out(1, &["up", &lab.file]);
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    assert!(
+        !out.status.success(),
+        "up with m2's port taken: {}",
+        text(&out)
+    );
+    let said = text(&out);
+    assert!(said.contains("machine \"m2\""), "{said}");
+    assert!(said.contains("taken down again on m1"), "{said}");
+    for k in 1..=2 {
+        assert_eq!(
+            leftovers_of(&lab.share(k)),
+            Vec::<String>::new(),
+            "m{k}: {said}"
+        );
+    }
 }

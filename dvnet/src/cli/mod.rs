@@ -13,6 +13,7 @@ use crate::render;
 use crate::state::State;
 use crate::topology::{Topology, TopologyError};
 
+mod fanout;
 mod network;
 mod progress;
 
@@ -61,6 +62,9 @@ pub enum CliError {
     /// A mistake on the command line, said plainly.
     #[error("{0}")]
     Usage(String),
+    /// What went wrong on the machines of a lab placed on several.
+    #[error("{0}")]
+    Machines(String),
 }
 
 impl CliError {
@@ -382,14 +386,17 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             runtime,
             json,
         } => {
-            let text = crate::topology::read_text(&file)?;
-            let topo = Topology::from_json(&text, &file.display().to_string())?;
+            let (text, origin) = topology_text(&file)?;
+            let topo = Topology::from_json(&text, &origin)?;
+            if machine.is_none() && topo.machines.len() > 1 {
+                return fanout::up(&topo, &text, datapath, runtime);
+            }
             let plan = plan_for(&topo, PlanOptions { datapath, runtime }, machine)?;
             for w in &plan.warnings {
                 eprintln!("warning: {w}");
             }
             let options = UpOptions {
-                source: Some(file.clone()),
+                source: (file.as_os_str() != "-").then(|| file.clone()),
                 source_text: Some(text),
             };
             let bars = Bars::on_terminal();
@@ -546,6 +553,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Delayline { network } => crate::delay::run(&network)?,
         Command::Down { network } => {
+            if let Some(topo) = placed(&network, machine) {
+                return fanout::down(&topo);
+            }
             let id = network_id(&network, machine)?;
             let report = async_runtime()?.block_on(apply::down(&id, &apply::Silent))?;
             if report.found_anything() {
@@ -728,6 +738,44 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The topology file's text, from a file or (`-`) standard input, and its name for messages.
+fn topology_text(file: &std::path::Path) -> Result<(String, String), CliError> {
+    use std::io::Read as _;
+    if file.as_os_str() != "-" {
+        return Ok((
+            crate::topology::read_text(file)?,
+            file.display().to_string(),
+        ));
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .take(crate::topology::MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|source| CliError::Io {
+            what: "reading the topology from standard input".into(),
+            source,
+        })?;
+    if text.len() as u64 > crate::topology::MAX_FILE_BYTES {
+        return Err(CliError::Usage(format!(
+            "standard input holds more than the {} MiB a topology file may hold",
+            crate::topology::MAX_FILE_BYTES >> 20
+        )));
+    }
+    Ok((text, "<standard input>".into()))
+}
+
+/// The topology of a lab placed on several machines that `network` (a file) describes, when
+/// no `--machine` picks one share: the command then runs on every machine.
+fn placed(network: &str, machine: Option<&str>) -> Option<Topology> {
+    let path = std::path::Path::new(network);
+    if machine.is_some() || !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    Topology::from_file(path)
+        .ok()
+        .filter(|t| t.machines.len() > 1)
+}
+
 /// The plan of what this machine builds of `topo`: the whole lab, or with `machine` (needed
 /// when the file places the lab on several machines) that machine's share.
 fn plan_for(
@@ -777,6 +825,9 @@ fn stats(
     watch: bool,
     interval: f64,
 ) -> Result<(), CliError> {
+    if let Some(topo) = placed(network, machine).filter(|_| !watch) {
+        return fanout::stats(&topo, json);
+    }
     let id = network_id(network, machine)?;
     let record = State::load(&id)?;
     let plan = &record.plan;
