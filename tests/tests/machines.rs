@@ -514,6 +514,19 @@ fn over_ssh_one_command_drives_every_machine() {
         table.contains("m1") && table.contains("m2") && table.contains("B-2"),
         "{table}"
     );
+    // every machine's networks in one list
+    let out = lab.fan_out(2, &["ls", &lab.file, "--json"]);
+    assert!(out.status.success(), "ls over ssh: {}", text(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in 1..=2 {
+        let ids: Vec<&str> = listed["machines"][format!("m{k}")]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        assert!(ids.contains(&lab.share(k).as_str()), "m{k}: {listed}");
+    }
     let out = lab.fan_out(2, &["down", &lab.file]);
     assert!(out.status.success(), "down over ssh: {}", text(&out));
     for k in 1..=2 {

@@ -10,7 +10,7 @@ mod fuzz;
 
 const USAGE: &str = "usage: cargo xtask test [-- <cargo test args>]
        cargo xtask bench suite [--quick] [--readme] ...
-       cargo xtask bench deploy|datapath|containers|driver|plan|apply|impair|capture|ecmp [--quick] ...
+       cargo xtask bench deploy|datapath|containers|driver|plan|apply|impair|capture|ecmp|machines [--quick] ...
        cargo xtask dist [--deb]
        cargo xtask fuzz [--seconds N]";
 
@@ -125,7 +125,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&root);
     // the benchmarks, small, so that they cannot rot (they need root: namespaces)
     if is_root() {
-        for bench in ["suite", "apply", "impair", "capture", "driver", "ecmp"] {
+        for bench in [
+            "suite", "apply", "impair", "capture", "driver", "ecmp", "machines",
+        ] {
             run(
                 &format!("cargo xtask bench {bench} --quick"),
                 cargo()

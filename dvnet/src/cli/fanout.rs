@@ -65,7 +65,11 @@ fn local_addresses() -> Vec<Ipv4Addr> {
     nix::ifaddrs::getifaddrs()
         .map(|addrs| {
             addrs
-                .filter_map(|a| a.address?.as_sockaddr_in().map(nix::sys::socket::SockaddrIn::ip))
+                .filter_map(|a| {
+                    a.address?
+                        .as_sockaddr_in()
+                        .map(nix::sys::socket::SockaddrIn::ip)
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -305,5 +309,55 @@ pub fn stats(topo: &Topology, json: bool) -> Result<(), CliError> {
     } else {
         print!("{}", crate::render::machines_stats(&topo.name, &machines));
     }
+    Ok(())
+}
+
+/// `dvnet ls FILE` of a lab placed on several machines: the networks of every machine, in
+/// one table (or `{"machines": {"m1": [...], ...}}`).
+pub fn ls(topo: &Topology, json: bool) -> Result<(), CliError> {
+    let shares = shares(topo)?;
+    let outputs = run_all(&shares, |_| vec!["ls".into(), "--json".into()], None)?;
+    let mut machines = serde_json::Map::new();
+    let mut failed = Vec::new();
+    for (share, out) in shares.iter().zip(&outputs) {
+        match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            Ok(v) if out.status.success() => {
+                machines.insert(share.machine.name.clone(), v);
+            }
+            _ => failed.push(said(share, out)),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(CliError::Machines(format!(
+            "ls failed on some machines:\n  {}",
+            failed.join("\n  ")
+        )));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "machines": machines }))?
+        );
+        return Ok(());
+    }
+    let mut t = crate::render::table(["machine", "network", "name", "status", "nodes", "links"]);
+    for (machine, rows) in &machines {
+        for r in rows.as_array().map_or(&[][..], Vec::as_slice) {
+            let s = |k: &str| match &r[k] {
+                serde_json::Value::String(v) => v.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            t.add_row([
+                machine.clone(),
+                s("id"),
+                s("name"),
+                s("status"),
+                s("nodes"),
+                s("links"),
+            ]);
+        }
+    }
+    println!("{t}");
     Ok(())
 }

@@ -257,6 +257,9 @@ pub enum Command {
     Ls {
         #[arg(long)]
         json: bool,
+        /// The topology file of a lab placed on several machines: list the networks of each
+        /// of its machines (over SSH), in one table.
+        lab: Option<PathBuf>,
     },
     /// Show a running network: nodes, interfaces, addresses, routes.
     Inspect {
@@ -583,7 +586,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 )));
             }
         }
-        Command::Ls { json } => ls(json)?,
+        Command::Ls { json, lab: None } => ls(json)?,
+        Command::Ls {
+            json,
+            lab: Some(file),
+        } => {
+            let topo = Topology::from_file(&file)?;
+            if topo.machines.len() < 2 {
+                return Err(CliError::Usage(format!(
+                    "{} places its lab on {} machine(s); `dvnet ls` alone lists this one's \
+                     networks",
+                    file.display(),
+                    topo.machines.len()
+                )));
+            }
+            fanout::ls(&topo, json)?;
+        }
         Command::Inspect { network, json } => {
             let id = network_id(&network, machine)?;
             let record = State::load(&id)?;

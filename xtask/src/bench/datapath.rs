@@ -228,7 +228,7 @@ enum Counter<'a> {
 
 /// A chain of `routers` routers between host `a` (subnet `sa`) and host `b` (subnet `sb`);
 /// the first router carries `rules` drop rules on distinct /32s of 100.64.0.0/10.
-fn chain(name: &str, routers: usize, rules: usize) -> Value {
+pub(super) fn chain(name: &str, routers: usize, rules: usize) -> Value {
     let mut subnets = serde_json::Map::new();
     subnets.insert(
         "sa".into(),
@@ -280,6 +280,38 @@ struct Bench<'a> {
     xtask: PathBuf,
     series: Vec<Series>,
     notes: Vec<String>,
+}
+
+/// TCP (Gbit/s) and 64-byte UDP over one flow (kpps received by host `b`, as `dvnet stats
+/// <counted>` counts it) from `src_ns` to `dst` in `dst_ns`, `seconds` each: the figures of
+/// this benchmark, for a network another benchmark built.
+pub(super) fn tcp_and_udp(
+    scratch: &Scratch,
+    wait: &mut Waiter,
+    seconds: f64,
+    (src_ns, dst_ns, dst): (&str, &str, Ipv4Addr),
+    counted: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let settings = Settings {
+        runs: 1,
+        seconds,
+        hops: Vec::new(),
+        rules: Vec::new(),
+        up_nodes: 0,
+        flows: 1,
+        generators: false,
+    };
+    let mut bench = Bench {
+        scratch,
+        wait,
+        settings: &settings,
+        xtask: std::env::current_exe().context("locating xtask")?,
+        series: Vec::new(),
+        notes: Vec::new(),
+    };
+    let tcp = bench.tcp(src_ns, dst_ns, dst)?;
+    let (udp, _) = bench.udp(src_ns, dst_ns, dst, &Counter::Dvnet(counted), 1)?;
+    Ok((tcp, udp))
 }
 
 /// Brings everything up, measures every figure `settings.runs` times (the paths take turns

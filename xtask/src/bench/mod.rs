@@ -29,6 +29,7 @@ mod ecmp;
 mod harness;
 mod idle;
 mod impair;
+mod machines;
 mod plan;
 mod plots;
 mod stats;
@@ -71,6 +72,9 @@ enum Command {
     /// Equal-cost multipath: 8 TCP streams leaf to leaf over 4 spines, ECMP beside one path,
     /// both datapaths (needs root).
     Ecmp(ecmp::Args),
+    /// A lab placed on two machines (namespaces on a shared underlay) beside the same lab on
+    /// one: TCP and 64-byte UDP through VXLAN, and `up` of a 2,000-node chain (needs root).
+    Machines(machines::Args),
     /// (helper, run inside a benchmark's namespace) Send small UDP packets over many flows.
     #[command(hide = true)]
     Udpgen(udpgen::GenArgs),
@@ -104,6 +108,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         Command::Impair(a) => impair::run(&a),
         Command::Capture(a) => capture::run(&a),
         Command::Ecmp(a) => ecmp::run(&a),
+        Command::Machines(a) => machines::run(&a),
         Command::Udpgen(_) | Command::Udpsink(_) => unreachable!("handled above"),
     }
 }
