@@ -380,6 +380,35 @@ fn classic_across_two_machines(datapath: &str) {
     lab.down_clean();
 }
 
+/// A share brought up on a machine that is not the one the file places it on is refused
+/// before anything is made: its VXLAN would speak from an address that is not there.
+#[test]
+fn a_share_on_the_wrong_machine_is_refused() {
+    if !require_root("a_share_on_the_wrong_machine_is_refused") {
+        return;
+    }
+    let lab = Machines::new("wrong", 2, classic_split());
+    let out = lab.hosts[0].dvnet(&["up", &lab.file, "--machine", "m2"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "machine \"m2\" is at 192.0.2.2 in the file, and that is not an address of this machine"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(leftovers_of(&lab.share(2)), Vec::<String>::new());
+    // without --machine, and no "ssh" to reach the other machine by
+    let out = lab.hosts[0].dvnet(&["up", &lab.file]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("machines \"m2\" are not this one and have no \"ssh\""),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(leftovers_of(&lab.share(1)), Vec::<String>::new());
+}
+
 #[test]
 fn ebpf_the_classic_lab_across_two_machines() {
     if require_root("ebpf_the_classic_lab_across_two_machines") {

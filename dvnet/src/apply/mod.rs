@@ -118,6 +118,8 @@ pub enum ApplyError {
     #[error("{0}")]
     Attached(String),
     #[error("{0}")]
+    Placement(String),
+    #[error("{0}")]
     Impair(String),
     #[error(transparent)]
     Delay(#[from] crate::delay::DelayError),
@@ -261,6 +263,7 @@ async fn up_locked(
     let started = Instant::now();
     let id = plan.id.clone();
     preflight::nothing_there(plan)?;
+    preflight::placement(plan)?;
     raise_fd_limit();
     // The datapath is checked before anything exists: its map entries, then the kernel's
     // verdict on the programs. Loading changes nothing on the host.

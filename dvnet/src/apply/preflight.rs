@@ -59,6 +59,27 @@ pub fn nothing_there(plan: &Plan) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// A machine's share of a lab placed on several, with segments to join: it runs on that
+/// machine (its address is here), else its VXLAN would speak from an address that is not.
+///
+/// # Errors
+/// The machine's address is not one of this machine's.
+pub fn placement(plan: &Plan) -> Result<(), ApplyError> {
+    let Some(machine) = &plan.machine else {
+        return Ok(());
+    };
+    if plan.subnets.iter().all(|s| s.tunnel.is_none())
+        || crate::host::local_addresses().contains(&machine.address)
+    {
+        return Ok(());
+    }
+    Err(ApplyError::Placement(format!(
+        "machine {:?} is at {} in the file, and that is not an address of this machine: run \
+         `--machine {}` on the machine that has it, or correct its \"address\"",
+        machine.name, machine.address, machine.name
+    )))
+}
+
 /// Outbound access: nftables is there, no host route clashes with the uplink or a subnet, the
 /// host's interface and table names are free, published ports are free. For an edit
 /// (`old`), the network's own routes and interface do not count as clashes, and only what

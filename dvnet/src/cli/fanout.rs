@@ -29,7 +29,7 @@ struct Share<'a> {
 
 /// The shares of `topo`'s machines; every one that is not this machine needs `"ssh"`.
 fn shares(topo: &Topology) -> Result<Vec<Share<'_>>, CliError> {
-    let local = local_addresses();
+    let local = crate::host::local_addresses();
     let shares: Vec<Share<'_>> = topo
         .machines
         .iter()
@@ -58,21 +58,6 @@ fn shares(topo: &Topology) -> Result<Vec<Share<'_>>, CliError> {
         )));
     }
     Ok(shares)
-}
-
-/// The IPv4 addresses of this machine (of the namespace dvnet runs in).
-fn local_addresses() -> Vec<Ipv4Addr> {
-    nix::ifaddrs::getifaddrs()
-        .map(|addrs| {
-            addrs
-                .filter_map(|a| {
-                    a.address?
-                        .as_sockaddr_in()
-                        .map(nix::sys::socket::SockaddrIn::ip)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `word` quoted for a POSIX shell (ssh hands the remote shell one line).

@@ -23,6 +23,23 @@ pub mod nat;
 
 pub use nat::{HostChanges, OutboundError};
 
+/// The IPv4 addresses of the namespace dvnet runs in (this machine's, for a lab placed on
+/// several); none when they cannot be read.
+#[must_use]
+pub fn local_addresses() -> Vec<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| {
+                    a.address?
+                        .as_sockaddr_in()
+                        .map(nix::sys::socket::SockaddrIn::ip)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error(transparent)]

@@ -268,6 +268,12 @@ impl Driver {
         };
         let text = crate::topology::read_text(path)?;
         let topo = Topology::from_json(&text, def)?;
+        if !topo.machines.is_empty() {
+            return Err(DriverError::Refused(format!(
+                "{def} places its lab on machines (\"machines\"): a Docker network lives on \
+                 one machine; remove the placement, or build the lab with `dvnet up FILE`"
+            )));
+        }
         let plan = Plan::build(&topo, PlanOptions { datapath, runtime })?;
         let options = apply::UpOptions {
             source: Some(path.to_path_buf()),
