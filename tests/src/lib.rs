@@ -86,6 +86,29 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// The address of each hop `traceroute -n -q 1` printed (its first line, the header, skipped).
+#[must_use]
+pub fn hops(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect()
+}
+
+/// ICMP packets (received, sent) on `node`'s link on `subnet` in `dvnet stats --json`.
+#[must_use]
+pub fn icmp_on(stats: &serde_json::Value, node: &str, subnet: &str) -> (u64, u64) {
+    let l = stats["links"]
+        .as_array()
+        .expect("stats --json has links")
+        .iter()
+        .find(|l| l["node"] == node && l["subnet"] == subnet)
+        .unwrap_or_else(|| panic!("no link of {node} on {subnet}: {stats}"));
+    let n = |t: &serde_json::Value| t["by_class"]["icmp"].as_u64().unwrap_or(0);
+    (n(&l["rx"]), n(&l["tx"]))
+}
+
 /// A network namespace standing in for the host. Deleted on drop.
 pub struct FakeHost {
     pub name: String,

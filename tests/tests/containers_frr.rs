@@ -205,11 +205,7 @@ fn ospf_converges_and_ebpf_forwards(net: &TestNet) {
         );
     }
     let out = net.exec("A-1", &["traceroute", "-n", "-q", "1", "-w", "2", "B-2"]);
-    let hops: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        .collect();
+    let hops = dvnet_tests::hops(&out);
     assert_eq!(hops, ["10.0.0.1", "10.0.2.2", "10.0.1.3"], "{}", text(&out));
 }
 

@@ -113,11 +113,7 @@ fn traceroute_shows_each_router(datapath: &str) {
     net.up(&["--datapath", datapath]);
     let out = net.exec("A-1", &["traceroute", "-n", "-q", "1", "-w", "2", "B-2"]);
     assert!(out.status.success(), "{}", text(&out));
-    let hops: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        .collect();
+    let hops = dvnet_tests::hops(&out);
     assert_eq!(
         hops,
         ["10.0.0.1", "10.0.2.2", "10.0.1.3"],

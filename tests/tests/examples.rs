@@ -18,11 +18,7 @@ fn example(name: &str) -> Value {
 /// The addresses of the first hops `traceroute` shows from `node` to `to`.
 fn hops(net: &TestNet, node: &str, to: &str) -> Vec<String> {
     let out = net.exec(node, &["traceroute", "-n", "-q", "1", "-w", "1", to]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        .collect()
+    dvnet_tests::hops(&out)
 }
 
 fn drops(net: &TestNet, node: &str, subnet: &str, reason: &str) -> u64 {

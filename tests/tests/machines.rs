@@ -5,7 +5,7 @@
 
 use std::process::{Child, Command, Output};
 
-use dvnet_tests::{FakeHost, eventually, leftovers_of, require_root, run, text, unique};
+use dvnet_tests::{FakeHost, eventually, icmp_on, leftovers_of, require_root, run, text, unique};
 use serde_json::{Value, json};
 
 /// Machines `m1`.. on one underlay, `192.0.2.<k>/24`, and a lab file placed on them.
@@ -253,18 +253,6 @@ impl Drop for Machines {
     }
 }
 
-/// ICMP packets (received, sent) on `node`'s link on `subnet` in a stats snapshot.
-fn icmp(stats: &Value, node: &str, subnet: &str) -> (u64, u64) {
-    let l = stats["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["node"] == node && l["subnet"] == subnet)
-        .unwrap_or_else(|| panic!("no link of {node} on {subnet}: {stats}"));
-    let n = |t: &Value| t["by_class"]["icmp"].as_u64().unwrap_or(0);
-    (n(&l["rx"]), n(&l["tx"]))
-}
-
 /// The classic lab with its drop rule, split: on m1; and B's hosts on m2.
 /// A spans both machines (a bridge each side), C (the routers' transit link) too.
 fn classic_split() -> Value {
@@ -310,11 +298,7 @@ fn classic_across_two_machines(datapath: &str) {
     }
     // the routers on both sides answer a traceroute
     let trace = lab.exec(1, "A-1", &["traceroute", "-n", "-w", "1", "-q", "1", "B-1"]);
-    let hops: Vec<String> = String::from_utf8_lossy(&trace.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        .collect();
+    let hops = dvnet_tests::hops(&trace);
     assert_eq!(
         hops,
         ["10.0.0.1", "10.0.2.2", "10.0.1.2"],
@@ -359,7 +343,7 @@ fn classic_across_two_machines(datapath: &str) {
     assert!(out.status.success(), "{}", text(&out));
     let after = (lab.stats(1), lab.stats(2));
     let delta = |b: &Value, a: &Value, node, subnet| {
-        let (b, a) = (icmp(b, node, subnet), icmp(a, node, subnet));
+        let (b, a) = (icmp_on(b, node, subnet), icmp_on(a, node, subnet));
         (a.0 - b.0, a.1 - b.1)
     };
     assert_eq!(
@@ -493,8 +477,8 @@ fn a_six_router_chain_across_three_machines() {
         (3, "R5", "L4"),
     ] {
         let (b, a) = (
-            icmp(&before[k - 1], node, subnet),
-            icmp(&after[k - 1], node, subnet),
+            icmp_on(&before[k - 1], node, subnet),
+            icmp_on(&after[k - 1], node, subnet),
         );
         assert_eq!(
             (a.0 - b.0, a.1 - b.1),

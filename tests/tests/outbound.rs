@@ -69,11 +69,7 @@ fn nodes_reach_out_through_the_routers_the_host_reaches_in_and_down_restores_the
         "B-1",
         &["traceroute", "-n", "-q", "1", "-w", "2", Internet::ADDRESS],
     );
-    let hops: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        .collect();
+    let hops = dvnet_tests::hops(&out);
     assert_eq!(
         hops,
         ["10.0.1.1", "192.168.240.1", Internet::ADDRESS],

@@ -3,7 +3,7 @@
 //! `lo` routes by the route map, instead of holding a kernel route per destination; `apply`
 //! moves a router between the two as its routes grow and shrink. Real namespaces and traffic.
 
-use dvnet_tests::{TestNet, require_root, text};
+use dvnet_tests::{TestNet, icmp_on, require_root, text};
 use serde_json::{Map, Value, json};
 
 /// R-1 — T — R-2: A (one host) on R-1, `lans` LANs of one host each behind R-2, on every
@@ -66,18 +66,6 @@ fn stats(net: &TestNet) -> Value {
     serde_json::from_slice(&o.stdout).expect("stats --json is JSON")
 }
 
-/// ICMP packets received and sent on `node`'s link on `subnet`.
-fn icmp(stats: &Value, node: &str, subnet: &str) -> (u64, u64) {
-    let l = stats["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["node"] == node && l["subnet"] == subnet)
-        .unwrap_or_else(|| panic!("no link of {node} on {subnet}: {stats}"));
-    let n = |t: &Value| t["by_class"]["icmp"].as_u64().unwrap_or(0);
-    (n(&l["rx"]), n(&l["tx"]))
-}
-
 /// Whether `R-1` holds a kernel route per destination (and nothing on `lo`), or only the
 /// default route on `lo` (with the ingress qdisc there).
 fn kernel_routes_of_r1(net: &TestNet) -> (usize, bool) {
@@ -137,7 +125,10 @@ fn a_router_with_many_routes_sends_its_own_packets_through_the_datapath() {
     );
     let after = stats(&net);
     for (node, subnet, rx, tx) in [("R-2", "T", 10, 10), ("L39-1", "L39", 10, 10)] {
-        let (b, a) = (icmp(&before, node, subnet), icmp(&after, node, subnet));
+        let (b, a) = (
+            icmp_on(&before, node, subnet),
+            icmp_on(&after, node, subnet),
+        );
         assert_eq!(
             (a.0 - b.0, a.1 - b.1),
             (rx, tx),

@@ -265,11 +265,25 @@ pub fn down(topo: &Topology) -> Result<(), CliError> {
 /// table (or one JSON document: `{"machines": {"m1": <its stats>, ...}}`).
 pub fn stats(topo: &Topology, json: bool) -> Result<(), CliError> {
     let shares = shares(topo)?;
-    let outputs = run_all(
-        &shares,
-        |s| vec!["stats".into(), s.id.clone(), "--json".into()],
-        None,
-    )?;
+    let machines = gather(&shares, "stats", |s| {
+        vec!["stats".into(), s.id.clone(), "--json".into()]
+    })?;
+    if json {
+        print_json(&machines)?;
+    } else {
+        print!("{}", crate::render::machines_stats(&topo.name, &machines));
+    }
+    Ok(())
+}
+
+/// What `dvnet ARGS --json` says on every share, by machine; an error naming every machine
+/// where `what` failed.
+fn gather(
+    shares: &[Share<'_>],
+    what: &str,
+    args: impl Fn(&Share<'_>) -> Vec<String>,
+) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
+    let outputs = run_all(shares, args, None)?;
     let mut machines = serde_json::Map::new();
     let mut failed = Vec::new();
     for (share, out) in shares.iter().zip(&outputs) {
@@ -280,20 +294,22 @@ pub fn stats(topo: &Topology, json: bool) -> Result<(), CliError> {
             _ => failed.push(said(share, out)),
         }
     }
-    if !failed.is_empty() {
-        return Err(CliError::Machines(format!(
-            "stats failed on some machines:\n  {}",
-            failed.join("\n  ")
-        )));
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "machines": machines }))?
-        );
+    if failed.is_empty() {
+        Ok(machines)
     } else {
-        print!("{}", crate::render::machines_stats(&topo.name, &machines));
+        Err(CliError::Machines(format!(
+            "{what} failed on some machines:\n  {}",
+            failed.join("\n  ")
+        )))
     }
+}
+
+/// `{"machines": {...}}` on standard output.
+fn print_json(machines: &serde_json::Map<String, serde_json::Value>) -> Result<(), CliError> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({ "machines": machines }))?
+    );
     Ok(())
 }
 
@@ -301,29 +317,9 @@ pub fn stats(topo: &Topology, json: bool) -> Result<(), CliError> {
 /// one table (or `{"machines": {"m1": [...], ...}}`).
 pub fn ls(topo: &Topology, json: bool) -> Result<(), CliError> {
     let shares = shares(topo)?;
-    let outputs = run_all(&shares, |_| vec!["ls".into(), "--json".into()], None)?;
-    let mut machines = serde_json::Map::new();
-    let mut failed = Vec::new();
-    for (share, out) in shares.iter().zip(&outputs) {
-        match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
-            Ok(v) if out.status.success() => {
-                machines.insert(share.machine.name.clone(), v);
-            }
-            _ => failed.push(said(share, out)),
-        }
-    }
-    if !failed.is_empty() {
-        return Err(CliError::Machines(format!(
-            "ls failed on some machines:\n  {}",
-            failed.join("\n  ")
-        )));
-    }
+    let machines = gather(&shares, "ls", |_| vec!["ls".into(), "--json".into()])?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "machines": machines }))?
-        );
-        return Ok(());
+        return print_json(&machines);
     }
     let mut t = crate::render::table(["machine", "network", "name", "status", "nodes", "links"]);
     for (machine, rows) in &machines {
