@@ -386,7 +386,7 @@ fn a_share_on_the_wrong_machine_is_refused() {
     let out = lab.hosts[0].dvnet(&["up", &lab.file]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("machines \"m2\" are not this one and have no \"ssh\""),
+        text(&out).contains("machine(s) \"m2\" are not this one and have no \"ssh\""),
         "{}",
         text(&out)
     );
@@ -508,6 +508,29 @@ fn over_ssh_one_command_drives_every_machine() {
             "{from} (m{k}) → B-2"
         );
     }
+    // a node is entered from any machine: over SSH where it runs elsewhere, exit code kept
+    for (k, node, address) in [
+        (1, "B-1", "10.0.1.2"),
+        (2, "A-1", "10.0.0.2"),
+        (1, "A-1", "10.0.0.2"),
+    ] {
+        let out = lab.fan_out(
+            k,
+            &["exec", &lab.file, node, "--", "ip", "-4", "-o", "addr"],
+        );
+        assert!(
+            out.status.success(),
+            "exec {node} from m{k}: {}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains(&format!("inet {address}/24")),
+            "{node} from m{k}: {}",
+            text(&out)
+        );
+    }
+    let out = lab.fan_out(1, &["exec", &lab.file, "B-2", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
     // one table (and one JSON document) of every machine's links
     let out = lab.fan_out(1, &["stats", &lab.file, "--json"]);
     assert!(out.status.success(), "stats over ssh: {}", text(&out));

@@ -30,34 +30,37 @@ struct Share<'a> {
 /// The shares of `topo`'s machines; every one that is not this machine needs `"ssh"`.
 fn shares(topo: &Topology) -> Result<Vec<Share<'_>>, CliError> {
     let local = crate::host::local_addresses();
-    let shares: Vec<Share<'_>> = topo
-        .machines
-        .iter()
-        .enumerate()
-        .map(|(m, machine)| Share {
-            machine,
-            id: topo.machine_id(m),
-            here: local.contains(&machine.address),
-        })
+    let shares: Vec<Share<'_>> = (0..topo.machines.len())
+        .map(|m| share(topo, m, &local))
         .collect();
-    let unreachable: Vec<String> = shares
+    let unreachable: Vec<&Share<'_>> = shares
         .iter()
         .filter(|s| !s.here && s.machine.ssh.is_none())
-        .map(|s| format!("{:?}", s.machine.name))
         .collect();
-    if !unreachable.is_empty() {
+    if let Some(first) = unreachable.first() {
+        let names: Vec<String> = unreachable
+            .iter()
+            .map(|s| format!("{:?}", s.machine.name))
+            .collect();
         return Err(CliError::Machines(format!(
-            "machines {} are not this one and have no \"ssh\" to reach them by: give each an \
-             \"ssh\" destination (such as \"root@{}\"), or run `dvnet up FILE --machine NAME` \
+            "machine(s) {} are not this one and have no \"ssh\" to reach them by: give each an \
+             \"ssh\" destination (such as \"root@{}\"), or run the command with --machine NAME \
              on every machine",
-            unreachable.join(", "),
-            shares
-                .iter()
-                .find(|s| !s.here && s.machine.ssh.is_none())
-                .map_or(Ipv4Addr::UNSPECIFIED, |s| s.machine.address)
+            names.join(", "),
+            first.machine.address
         )));
     }
     Ok(shares)
+}
+
+/// Machine `m`'s share; `local`: this machine's addresses.
+fn share<'a>(topo: &'a Topology, m: usize, local: &[Ipv4Addr]) -> Share<'a> {
+    let machine = &topo.machines[m];
+    Share {
+        machine,
+        id: topo.machine_id(m),
+        here: local.contains(&machine.address),
+    }
 }
 
 /// `word` quoted for a POSIX shell (ssh hands the remote shell one line).
@@ -67,6 +70,11 @@ fn quoted(word: &str) -> String {
 
 /// dvnet with `args` on `share`'s machine.
 fn command(share: &Share<'_>, args: &[String]) -> Result<Command, CliError> {
+    command_for(share, args, false)
+}
+
+/// [`command`], with a terminal on the remote side when `tty`.
+fn command_for(share: &Share<'_>, args: &[String], tty: bool) -> Result<Command, CliError> {
     let exe = std::env::current_exe().map_err(|source| CliError::Io {
         what: "finding dvnet's own path".into(),
         source,
@@ -80,6 +88,9 @@ fn command(share: &Share<'_>, args: &[String]) -> Result<Command, CliError> {
     let mut words = ssh.split_whitespace();
     let mut c = Command::new(words.next().unwrap_or("ssh"));
     c.args(words).args(["-o", "BatchMode=yes"]);
+    if tty {
+        c.arg("-t");
+    }
     let destination = share.machine.ssh.as_deref().expect("checked by `shares`");
     let line: Vec<String> = std::iter::once(exe.display().to_string())
         .chain(args.iter().cloned())
@@ -341,4 +352,47 @@ pub fn ls(topo: &Topology, json: bool) -> Result<(), CliError> {
     }
     println!("{t}");
     Ok(())
+}
+
+/// `dvnet exec FILE NODE -- CMD` of a lab placed on several machines: on the node's machine,
+/// over SSH unless it is this one (with a terminal when a shell is wanted, or this one has
+/// one). Replaces this process: the exit code is the command's.
+pub fn exec(topo: &Topology, node: &str, command: &[String]) -> Result<(), CliError> {
+    use std::io::IsTerminal as _;
+    use std::os::unix::process::CommandExt as _;
+    let Some(m) = topo
+        .nodes()
+        .find(|&n| topo.node_name(n) == node)
+        .map(|n| topo.node_machine(n))
+    else {
+        let names: Vec<&str> = topo.nodes().map(|n| topo.node_name(n)).collect();
+        return Err(CliError::Usage(format!(
+            "the lab has no node {node:?}; its nodes are {}",
+            names.join(", ")
+        )));
+    };
+    let share = share(topo, m, &crate::host::local_addresses());
+    if !share.here && share.machine.ssh.is_none() {
+        return Err(CliError::Machines(format!(
+            "{node} runs on machine {:?}, which is not this one and has no \"ssh\": run `dvnet \
+             exec {} {node}` there",
+            share.machine.name, share.id
+        )));
+    }
+    let mut args = vec![
+        "exec".to_owned(),
+        share.id.clone(),
+        node.to_owned(),
+        "--".to_owned(),
+    ];
+    args.extend(command.iter().cloned());
+    let mut c = command_for(
+        &share,
+        &args,
+        command.is_empty() || std::io::stdin().is_terminal(),
+    )?;
+    Err(CliError::Io {
+        what: format!("running dvnet exec for machine {:?}", share.machine.name),
+        source: c.exec(),
+    })
 }

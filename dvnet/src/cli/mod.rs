@@ -624,6 +624,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             node,
             command,
         } => {
+            if let Some(topo) = placed(&network, machine) {
+                return fanout::exec(&topo, &node, &command);
+            }
             let id = network_id(&network, machine)?;
             let record = State::load(&id)?;
             let Some(node) = record.plan.node(&node) else {
