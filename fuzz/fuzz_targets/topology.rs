@@ -1,4 +1,5 @@
-//! Arbitrary bytes as a topology file: parsed, validated and, when valid, planned. Nothing may
+//! Arbitrary bytes as a topology file: parsed, validated and, when valid, planned (the whole
+//! lab, and each machine's share of a lab placed on several). Nothing may
 //! panic, whatever the input (`cargo xtask fuzz`; crashes are kept in
 //! dvnet/tests/fixtures/fuzz/ and replayed by the library's unit tests).
 #![no_main]
@@ -10,6 +11,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(topology) = dvnet::topology::Topology::from_json(text, "fuzz.json") {
-        let _ = dvnet::plan::Plan::build(&topology, dvnet::plan::PlanOptions::default());
+        let options = dvnet::plan::PlanOptions::default();
+        let _ = dvnet::plan::Plan::build(&topology, options);
+        for m in 0..topology.machines.len() {
+            let _ = dvnet::plan::Plan::build_share(&topology, options, m);
+        }
     }
 });

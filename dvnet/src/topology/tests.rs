@@ -899,7 +899,11 @@ fn fuzz_findings_do_not_panic() {
             continue;
         };
         if let Ok(topology) = Topology::from_json(text, "fuzz.json") {
-            let _ = crate::plan::Plan::build(&topology, crate::plan::PlanOptions::default());
+            let options = crate::plan::PlanOptions::default();
+            let _ = crate::plan::Plan::build(&topology, options);
+            for m in 0..topology.machines.len() {
+                let _ = crate::plan::Plan::build_share(&topology, options, m);
+            }
         }
     }
 }
