@@ -607,3 +607,50 @@ fn over_ssh_one_command_drives_every_machine() {
         );
     }
 }
+
+/// FRR's OSPF across machines: the routers' hellos (multicast, 224.0.0.5) cross the VXLAN
+/// port by head-end replication, the adjacency forms, and the eBPF routers forward what OSPF
+/// learnt across the machines.
+#[test]
+fn ospf_converges_across_two_machines() {
+    if !require_root("ospf_converges_across_two_machines") {
+        return;
+    }
+    let lab = Machines::new(
+        "ospf",
+        2,
+        json!({
+            "routing": "ospf",
+            "subnets": {
+                "A": {"cidr": "10.0.0.0/24", "hosts": {"A-1": {}}},
+                "B": {"cidr": "10.0.1.0/24", "hosts": {"B-1": {"machine": "m2"}}},
+                "C": {"cidr": "10.0.2.0/24", "hosts": {}}
+            },
+            "routers": {
+                "R-1": {"subnets": ["A", "C"]},
+                "R-2": {"subnets": ["C", "B"], "machine": "m2"}
+            }
+        }),
+    );
+    lab.up("ebpf");
+    assert!(
+        eventually(40, || lab.ping(1, "A-1", "10.0.1.2")),
+        "OSPF did not converge across the machines within 40 s"
+    );
+    assert!(lab.ping(2, "B-1", "10.0.0.2"), "B-1 → A-1");
+    for (k, router) in [(1, "R-1"), (2, "R-2")] {
+        let out = lab.exec(k, router, &["vtysh", "-c", "show ip ospf neighbor"]);
+        assert!(
+            text(&out).contains("Full"),
+            "{router} (m{k}): {}",
+            text(&out)
+        );
+        let routes = lab.exec(k, router, &["ip", "route"]);
+        assert!(
+            text(&routes).contains("proto ospf"),
+            "{router}: {}",
+            text(&routes)
+        );
+    }
+    lab.down_clean();
+}
