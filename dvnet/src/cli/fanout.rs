@@ -1,9 +1,9 @@
 //! A lab placed on several machines, driven from one of them (or from anywhere that reaches
 //! them): `dvnet up FILE` without `--machine` runs every machine's share at once — this
 //! machine's by running dvnet here, the others' over OpenSSH (`"ssh"` on the machine) —
-//! gathers what each said, and takes every share down again if one fails. `down` and
-//! `stats` fan out the same way. No daemon: each machine runs the same binary, given the
-//! file's text on its standard input.
+//! gathers what each said, and takes every share down again if one fails. `down`, `stats`
+//! and `ls` fan out the same way, and `exec` runs on the node's machine. No daemon: each
+//! machine runs the same binary, given the file's text on its standard input.
 //!
 //! The remote dvnet is this binary's path on the other machine (install it at the same
 //! path everywhere); `$DVNET_SSH` replaces `ssh` (with options, split at whitespace: say
