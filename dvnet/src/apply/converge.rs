@@ -439,13 +439,12 @@ async fn tunnels(
     let Some(machine) = new.machine.as_ref().filter(|_| !tunnels.is_empty()) else {
         return Ok(());
     };
-    let io = |op: &str| {
-        let op = op.to_owned();
-        move |source| ApplyError::Io { op, source }
-    };
     let here = crate::netlink::socket_here()
         .and_then(|socket| Netlink::from_socket(socket, "this machine's namespace"))
-        .map_err(io("opening netlink in this machine's namespace"))?;
+        .map_err(|source| ApplyError::Io {
+            op: "opening netlink in this machine's namespace".into(),
+            source,
+        })?;
     let fabric_ns = netns::open(&new.fabric_netns)?;
     for (bridge, t) in tunnels {
         if rollback && fabric.index_of(&t.ifname).await.is_ok() {

@@ -17,7 +17,7 @@ mod fanout;
 mod network;
 mod progress;
 
-use network::{edit_of, map_changes, network_id};
+use network::{edit_of, map_changes, network_id, placed};
 use progress::Bars;
 
 /// Why a command failed: the library's own errors, and the command line's.
@@ -761,40 +761,17 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 
 /// The topology file's text, from a file or (`-`) standard input, and its name for messages.
 fn topology_text(file: &std::path::Path) -> Result<(String, String), CliError> {
-    use std::io::Read as _;
-    if file.as_os_str() != "-" {
+    if file.as_os_str() == "-" {
+        let origin = "<standard input>";
         return Ok((
-            crate::topology::read_text(file)?,
-            file.display().to_string(),
+            crate::topology::read_from(std::io::stdin(), origin)?,
+            origin.into(),
         ));
     }
-    let mut text = String::new();
-    std::io::stdin()
-        .take(crate::topology::MAX_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|source| CliError::Io {
-            what: "reading the topology from standard input".into(),
-            source,
-        })?;
-    if text.len() as u64 > crate::topology::MAX_FILE_BYTES {
-        return Err(CliError::Usage(format!(
-            "standard input holds more than the {} MiB a topology file may hold",
-            crate::topology::MAX_FILE_BYTES >> 20
-        )));
-    }
-    Ok((text, "<standard input>".into()))
-}
-
-/// The topology of a lab placed on several machines that `network` (a file) describes, when
-/// no `--machine` picks one share: the command then runs on every machine.
-fn placed(network: &str, machine: Option<&str>) -> Option<Topology> {
-    let path = std::path::Path::new(network);
-    if machine.is_some() || !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-        return None;
-    }
-    Topology::from_file(path)
-        .ok()
-        .filter(|t| t.machines.len() > 1)
+    Ok((
+        crate::topology::read_text(file)?,
+        file.display().to_string(),
+    ))
 }
 
 /// The plan of what this machine builds of `topo`: the whole lab, or with `machine` (needed

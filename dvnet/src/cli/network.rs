@@ -26,23 +26,16 @@ pub fn network_id(arg: &str, machine: Option<&str>) -> Result<String, CliError> 
                 "{arg} is not JSON ({e}); give the network's id instead"
             ))
         })?;
-        let field = |key: &str| {
-            value
-                .as_object()
-                .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
-                .map(|(_, v)| v)
-        };
-        let name = field("name").and_then(|v| v.as_str()).ok_or_else(|| {
-            CliError::Usage(format!(
-                "{arg} has no \"name\"; give the network's id instead"
-            ))
-        })?;
+        let name = field(&value, "name")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "{arg} has no \"name\"; give the network's id instead"
+                ))
+            })?;
         let id = crate::topology::network_id(name)
             .ok_or_else(|| CliError::Usage(format!("{arg}: the name {name:?} has no usable id")))?;
-        let machines: Vec<&String> = field("machines")
-            .and_then(|m| m.as_object())
-            .map(|m| m.keys().collect())
-            .unwrap_or_default();
+        let machines = machines_of(&value);
         let id = match (machine, machines.as_slice()) {
             (None, [one]) => share_id(id, Some(one))?,
             (None, [_, _, ..]) => {
@@ -71,6 +64,41 @@ pub fn network_id(arg: &str, machine: Option<&str>) -> Result<String, CliError> 
     let id = share_id(id, machine)?;
     same_network(&id, arg)?;
     Ok(id)
+}
+
+/// A top-level field of a topology file, its key in any case (as the format reads them).
+fn field<'v>(value: &'v serde_json::Value, key: &str) -> Option<&'v serde_json::Value> {
+    value
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+/// The names of the machines a topology file places its lab on (none without `"machines"`).
+fn machines_of(value: &serde_json::Value) -> Vec<&String> {
+    field(value, "machines")
+        .and_then(serde_json::Value::as_object)
+        .map(|m| m.keys().collect())
+        .unwrap_or_default()
+}
+
+/// The topology of a lab placed on several machines that `arg` (a file) describes, when no
+/// `--machine` picks one share: the command then runs on every machine. Only such a file is
+/// validated whole; any other is read no further than its `"machines"`.
+pub fn placed(arg: &str, machine: Option<&str>) -> Option<Topology> {
+    let path = std::path::Path::new(arg);
+    if machine.is_some() || !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let text = crate::topology::read_text(path).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    if machines_of(&value).len() < 2 {
+        return None;
+    }
+    Topology::from_json(&text, arg)
+        .ok()
+        .filter(|t| t.machines.len() > 1)
 }
 
 /// `id`, or with `machine` the id of that machine's share.

@@ -130,7 +130,7 @@ pub fn share(mut plan: Plan, topo: &Topology, m: usize, tunnels: &[Option<u32>])
                 .push(link.address);
         }
     }
-    let elsewhere: Vec<super::machines::RemoteNode> = plan
+    let elsewhere: Vec<RemoteNode> = plan
         .nodes
         .iter()
         .enumerate()
@@ -143,31 +143,11 @@ pub fn share(mut plan: Plan, topo: &Topology, m: usize, tunnels: &[Option<u32>])
         .collect();
 
     // positions: old → new
-    let node_map: Vec<Option<usize>> = {
-        let mut next = 0;
-        machine_of
-            .iter()
-            .map(|&on| {
-                (on == m).then(|| {
-                    next += 1;
-                    next - 1
-                })
-            })
-            .collect()
-    };
-    let link_map: Vec<Option<u32>> = {
-        let mut next = 0;
-        plan.links
-            .iter()
-            .map(|l| {
-                node_map[l.node].map(|_| {
-                    next += 1;
-                    next - 1
-                })
-            })
-            .collect()
-    };
-    let relink = |l: u32| link_map[l as usize].expect("a local node's link is local");
+    let node_map = renumbered(machine_of.iter().map(|&on| on == m));
+    let link_map = renumbered(plan.links.iter().map(|l| node_map[l.node].is_some()));
+    let link_at =
+        |l: u32| link_map[l as usize].map(|p| u32::try_from(p).expect("fewer than 2^32 links"));
+    let relink = |l: u32| link_at(l).expect("a local node's link is local");
     let links: Vec<LinkPlan> = std::mem::take(&mut plan.links)
         .into_iter()
         .filter_map(|mut l| {
@@ -193,11 +173,7 @@ pub fn share(mut plan: Plan, topo: &Topology, m: usize, tunnels: &[Option<u32>])
         })
         .collect();
     for (s, subnet) in plan.subnets.iter_mut().enumerate() {
-        subnet.links = subnet
-            .links
-            .iter()
-            .filter_map(|&l| link_map[l as usize])
-            .collect();
+        subnet.links = subnet.links.iter().filter_map(|&l| link_at(l)).collect();
         if subnet.links.is_empty() {
             // all its members are elsewhere
             subnet.segment = Segment::Empty;
@@ -230,4 +206,17 @@ pub fn share(mut plan: Plan, topo: &Topology, m: usize, tunnels: &[Option<u32>])
         elsewhere,
     });
     plan
+}
+
+/// The new position of each kept item (`keep`, in order) among the kept ones; `None` for the
+/// others.
+fn renumbered(keep: impl Iterator<Item = bool>) -> Vec<Option<usize>> {
+    let mut next = 0;
+    keep.map(|kept| {
+        kept.then(|| {
+            next += 1;
+            next - 1
+        })
+    })
+    .collect()
 }

@@ -236,7 +236,6 @@ pub const MAX_FILE_BYTES: u64 = 64 << 20;
 /// # Errors
 /// The file cannot be opened, is not a regular file, is too large or is not UTF-8.
 pub fn read_text(path: &std::path::Path) -> Result<String, TopologyError> {
-    use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let origin = path.display().to_string();
     let read_err = |source| TopologyError::Read {
@@ -266,9 +265,24 @@ pub fn read_text(path: &std::path::Path) -> Result<String, TopologyError> {
             ),
         )));
     }
+    read_from(file, &origin)
+}
+
+/// A topology's text from `reader` (a file, standard input), named `origin` in messages: at
+/// most [`MAX_FILE_BYTES`], UTF-8, a leading byte-order mark dropped.
+///
+/// # Errors
+/// Reading fails, or the text is too large or not UTF-8.
+pub fn read_from(reader: impl std::io::Read, origin: &str) -> Result<String, TopologyError> {
+    use std::io::Read as _;
+    let read_err = |source| TopologyError::Read {
+        path: origin.to_owned(),
+        source,
+    };
     let mut bytes = Vec::new();
-    // `take`: the file may grow while it is read
-    file.take(MAX_FILE_BYTES + 1)
+    // `take`: a file may grow while it is read
+    reader
+        .take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(read_err)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
