@@ -1,6 +1,6 @@
 //! What a running network looks like, read back from the kernel (`dvnet inspect`).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures::{StreamExt as _, stream};
 use netlink_packet_route::address::AddressAttribute;
@@ -46,7 +46,7 @@ pub struct LiveInterface {
 #[derive(Clone, Debug, Serialize)]
 pub struct LiveRoute {
     pub dest: String,
-    pub via: Option<Ipv4Addr>,
+    pub via: Option<IpAddr>,
     pub dev: Option<String>,
 }
 
@@ -79,7 +79,7 @@ pub async fn live(plan: &Plan) -> Result<Vec<LiveNode>, InspectError> {
                 });
             }
             let nl = netlink_in(&node.netns)?;
-            read_node(&nl, &node.name).await
+            read_node(&nl, &node.name, plan.ipv6).await
         })
         .buffered(16)
         .collect::<Vec<_>>()
@@ -88,10 +88,15 @@ pub async fn live(plan: &Plan) -> Result<Vec<LiveNode>, InspectError> {
         .collect()
 }
 
-async fn read_node(nl: &Netlink, name: &str) -> Result<LiveNode, InspectError> {
+/// A node's interfaces, addresses and main-table routes; with `ipv6`, its IPv6 ones too
+/// (link-local addresses and the kernel's own link-local and multicast routes left out).
+async fn read_node(nl: &Netlink, name: &str, ipv6: bool) -> Result<LiveNode, InspectError> {
     let links = nl.links().await?;
     let addrs = nl.addresses().await?;
-    let routes = nl.routes().await?;
+    let mut routes = nl.routes().await?;
+    if ipv6 {
+        routes.extend(nl.routes6().await?);
+    }
     let mut interfaces: Vec<LiveInterface> = links
         .iter()
         .map(|l| LiveInterface {
@@ -114,7 +119,10 @@ async fn read_node(nl: &Netlink, name: &str) -> Result<LiveNode, InspectError> {
     for a in &addrs {
         let addr = a.attributes.iter().find_map(|attr| match attr {
             AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => {
-                Some(*ip)
+                Some(IpAddr::V4(*ip))
+            }
+            AddressAttribute::Address(IpAddr::V6(ip)) if !ip.is_unicast_link_local() => {
+                Some(IpAddr::V6(*ip))
             }
             _ => None,
         });
@@ -136,13 +144,26 @@ async fn read_node(nl: &Netlink, name: &str) -> Result<LiveNode, InspectError> {
     let routes = routes
         .iter()
         .filter(|r| r.header.table == netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN)
+        .filter(|r| {
+            // the kernel's own IPv6 routes: link-local on every link, multicast
+            let own6 = r.attributes.iter().any(|a| {
+                matches!(a, RouteAttribute::Destination(RouteAddress::Inet6(d))
+                    if d.is_unicast_link_local() || d.is_multicast())
+            });
+            !own6
+        })
         .flat_map(|r| {
             let mut dest = None;
             let mut hops = vec![(None, None)];
+            let address = |a: &RouteAddress| match a {
+                RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+                RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+                _ => None,
+            };
             for attr in &r.attributes {
                 match attr {
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dest = Some(*d),
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => hops[0].0 = Some(*g),
+                    RouteAttribute::Destination(d) => dest = address(d),
+                    RouteAttribute::Gateway(g) => hops[0].0 = address(g),
                     RouteAttribute::Oif(i) => hops[0].1 = name_of(*i),
                     // equal-cost next hops: a line each
                     RouteAttribute::MultiPath(nexthops) => {
@@ -150,7 +171,7 @@ async fn read_node(nl: &Netlink, name: &str) -> Result<LiveNode, InspectError> {
                             .iter()
                             .map(|nh| {
                                 let via = nh.attributes.iter().find_map(|a| match a {
-                                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                                    RouteAttribute::Gateway(g) => address(g),
                                     _ => None,
                                 });
                                 (via, name_of(nh.interface_index))

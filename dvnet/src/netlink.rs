@@ -6,11 +6,11 @@
 //! then on used from ordinary async code.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, IntoRawFd as _, OwnedFd};
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
@@ -283,19 +283,27 @@ impl Netlink {
             .map_err(|e| self.err(format_args!("setting link {ifindex} down"), e))
     }
 
-    /// Adds an address to a link.
+    /// Adds an address to a link. An IPv6 address is usable at once: no duplicate address
+    /// detection (dvnet hands out every address once).
     ///
     /// # Errors
     /// When the link does not exist or the address is taken.
     pub async fn add_address(
         &self,
         ifindex: u32,
-        addr: Ipv4Addr,
+        addr: impl Into<IpAddr>,
         prefix_len: u8,
     ) -> Result<(), NetlinkError> {
-        self.handle
-            .address()
-            .add(ifindex, addr.into(), prefix_len)
+        let addr = addr.into();
+        let mut request = self.handle.address().add(ifindex, addr, prefix_len);
+        if addr.is_ipv6() {
+            request.message_mut().attributes.push(
+                netlink_packet_route::address::AddressAttribute::Flags(
+                    netlink_packet_route::address::AddressFlags::Nodad,
+                ),
+            );
+        }
+        request
             .execute()
             .await
             .map_err(|e| self.err(format_args!("adding address {addr}/{prefix_len}"), e))
@@ -307,27 +315,30 @@ impl Netlink {
     /// When the gateway is not reachable on the link, or the route exists.
     pub async fn add_route(
         &self,
-        dest: Ipv4Net,
-        via: Ipv4Addr,
+        dest: impl Into<IpNet>,
+        via: impl Into<IpAddr>,
         ifindex: u32,
     ) -> Result<(), NetlinkError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dest.network(), dest.prefix_len())
-            .gateway(via)
-            .output_interface(ifindex)
-            .build();
+        let (dest, via) = (dest.into(), via.into());
         self.handle
             .route()
-            .add(msg)
+            .add(Self::route_message(dest, via, ifindex))
             .execute()
             .await
             .map_err(|e| self.err(format_args!("adding route {dest} via {via}"), e))
     }
 
-    fn route_message(dest: Ipv4Net, via: Ipv4Addr, ifindex: u32) -> RouteMessage {
-        RouteMessageBuilder::<Ipv4Addr>::new()
+    /// A route to `dest` (either family), without next hops yet.
+    fn route_to(dest: IpNet) -> RouteMessageBuilder<IpAddr> {
+        RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(dest.network(), dest.prefix_len())
+            .expect("a prefix's length fits its family")
+    }
+
+    fn route_message(dest: IpNet, via: IpAddr, ifindex: u32) -> RouteMessage {
+        Self::route_to(dest)
             .gateway(via)
+            .expect("a route's gateway is in its destination's family")
             .output_interface(ifindex)
             .build()
     }
@@ -338,26 +349,27 @@ impl Netlink {
     ///
     /// # Errors
     /// When a gateway is not reachable on its link.
-    pub async fn set_multipath_route(
+    pub async fn set_multipath_route<A: Into<IpAddr> + Copy>(
         &self,
-        dest: Ipv4Net,
-        hops: &[(Ipv4Addr, u32)],
+        dest: impl Into<IpNet>,
+        hops: &[(A, u32)],
         replace: bool,
     ) -> Result<(), NetlinkError> {
+        let dest = dest.into();
         let nexthops = hops
             .iter()
             .map(|&(via, ifindex)| {
                 let mut nh = RouteNextHop::default();
                 nh.interface_index = ifindex;
                 nh.attributes
-                    .push(RouteAttribute::Gateway(RouteAddress::Inet(via)));
+                    .push(RouteAttribute::Gateway(match via.into() {
+                        IpAddr::V4(v4) => RouteAddress::Inet(v4),
+                        IpAddr::V6(v6) => RouteAddress::Inet6(v6),
+                    }));
                 nh
             })
             .collect();
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dest.network(), dest.prefix_len())
-            .multipath(nexthops)
-            .build();
+        let msg = Self::route_to(dest).multipath(nexthops).build();
         let request = self.handle.route().add(msg);
         let request = if replace { request.replace() } else { request };
         request.execute().await.map_err(|e| {
@@ -374,10 +386,11 @@ impl Netlink {
     /// When the gateway is not reachable on the link.
     pub async fn replace_route(
         &self,
-        dest: Ipv4Net,
-        via: Ipv4Addr,
+        dest: impl Into<IpNet>,
+        via: impl Into<IpAddr>,
         ifindex: u32,
     ) -> Result<(), NetlinkError> {
+        let (dest, via) = (dest.into(), via.into());
         self.handle
             .route()
             .add(Self::route_message(dest, via, ifindex))
@@ -393,10 +406,11 @@ impl Netlink {
     /// When the kernel refuses for another reason.
     pub async fn delete_route(
         &self,
-        dest: Ipv4Net,
-        via: Ipv4Addr,
+        dest: impl Into<IpNet>,
+        via: impl Into<IpAddr>,
         ifindex: u32,
     ) -> Result<(), NetlinkError> {
+        let (dest, via) = (dest.into(), via.into());
         self.delete_route_message(
             Self::route_message(dest, via, ifindex),
             format_args!("deleting route {dest} via {via}"),
@@ -467,10 +481,9 @@ impl Netlink {
     ///
     /// # Errors
     /// When the kernel refuses for another reason.
-    pub async fn delete_route_to(&self, dest: Ipv4Net) -> Result<(), NetlinkError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dest.network(), dest.prefix_len())
-            .build();
+    pub async fn delete_route_to(&self, dest: impl Into<IpNet>) -> Result<(), NetlinkError> {
+        let dest = dest.into();
+        let msg = Self::route_to(dest).build();
         self.delete_route_message(msg, format_args!("deleting the route to {dest}"))
             .await
     }
@@ -479,7 +492,12 @@ impl Netlink {
     ///
     /// # Errors
     /// When the kernel refuses for another reason.
-    pub async fn delete_address(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NetlinkError> {
+    pub async fn delete_address(
+        &self,
+        ifindex: u32,
+        addr: impl Into<IpAddr>,
+    ) -> Result<(), NetlinkError> {
+        let addr = addr.into();
         let mut dump = self
             .handle
             .address()
@@ -492,7 +510,7 @@ impl Netlink {
             .map_err(|e| self.err(format_args!("listing addresses of link {ifindex}"), e))?
         {
             let here = msg.attributes.iter().any(|a| {
-                matches!(a, netlink_packet_route::address::AddressAttribute::Address(std::net::IpAddr::V4(v)) if *v == addr)
+                matches!(a, netlink_packet_route::address::AddressAttribute::Address(a) if *a == addr)
             });
             if here {
                 return self
@@ -776,6 +794,21 @@ impl Netlink {
             .try_collect()
             .await
             .map_err(|e| self.err(format_args!("listing routes"), e))
+    }
+
+    /// Every IPv6 route.
+    ///
+    /// # Errors
+    /// When the dump fails.
+    pub async fn routes6(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
+        let filter = RouteMessageBuilder::<std::net::Ipv6Addr>::new().build();
+        self.handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.err(format_args!("listing IPv6 routes"), e))
     }
 }
 

@@ -60,7 +60,7 @@ pub fn plan(plan: &Plan) -> String {
                 on_first(first, node.name.clone()),
                 on_first(first, kind(node.kind).to_owned()),
                 link.ifname.clone(),
-                format!("{}/{}", link.address, link.prefix_len),
+                addresses(plan, link),
                 plan.subnets[link.subnet].name.clone(),
                 wired_to(plan, link),
                 on_first(first, node.netns.clone()),
@@ -71,21 +71,9 @@ pub fn plan(plan: &Plan) -> String {
 
     let mut t = table(["node", "destination", "via", "dev"]);
     for node in &plan.nodes {
-        for (i, r) in node.routes.iter().enumerate() {
-            // a route of several equal-cost next hops: a line each, the destination once
-            for (j, (via, dev, _)) in r.nexthops().enumerate() {
-                t.add_row([
-                    on_first(i == 0 && j == 0, node.name.clone()),
-                    match (j, r.dest.prefix_len()) {
-                        (0, 0) => "default".to_owned(),
-                        (0, _) => r.dest.to_string(),
-                        _ => "  (equal cost)".to_owned(),
-                    },
-                    via.to_string(),
-                    dev.to_owned(),
-                ]);
-            }
-        }
+        let mut first = true;
+        route_rows(&mut t, &node.name, &node.routes, &mut first);
+        route_rows(&mut t, &node.name, &node.routes6, &mut first);
     }
     if t.row_count() > 0 {
         let _ = write!(out, "routes (beyond connected subnets)\n{t}\n\n");
@@ -113,8 +101,15 @@ pub fn plan(plan: &Plan) -> String {
             ]);
         }
         for (i, r) in fw.rules.iter().enumerate() {
-            let nets = |v: &[ipnet::Ipv4Net]| {
-                v.iter()
+            // both families side by side; "any" once when both are
+            let nets = |v4: &[ipnet::Ipv4Net], v6: &[ipnet::Ipv6Net]| {
+                let all: Vec<ipnet::IpNet> = v4
+                    .iter()
+                    .map(|&n| n.into())
+                    .chain(v6.iter().map(|&n| n.into()))
+                    .collect();
+                let mut words: Vec<String> = all
+                    .iter()
                     .map(|n| {
                         if n.prefix_len() == 0 {
                             "any".to_owned()
@@ -122,8 +117,9 @@ pub fn plan(plan: &Plan) -> String {
                             n.to_string()
                         }
                     })
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                    .collect();
+                words.dedup();
+                words.join(" ")
             };
             t.add_row([
                 on_first(i == 0, node.name.clone()),
@@ -132,8 +128,8 @@ pub fn plan(plan: &Plan) -> String {
                     Action::Accept => "accept".to_owned(),
                     Action::Drop => "drop".to_owned(),
                 },
-                nets(&r.src),
-                nets(&r.dst),
+                nets(&r.src, &r.src6),
+                nets(&r.dst, &r.dst6),
                 r.proto
                     .map_or_else(|| "any".to_owned(), crate::plan::proto_name),
                 r.dport.map_or_else(String::new, |p| p.to_string()),
@@ -176,6 +172,43 @@ pub fn plan(plan: &Plan) -> String {
 }
 
 /// Where a link goes: its fabric port on the subnet's bridge, or the other node.
+/// A link's addresses: IPv4, and its global IPv6 address where it has one.
+fn addresses(plan: &Plan, link: &crate::plan::LinkPlan) -> String {
+    let v4 = format!("{}/{}", link.address, link.prefix_len);
+    match (link.address6, plan.subnets[link.subnet].cidr6) {
+        (Some(a), Some(net)) => format!("{v4} {a}/{}", net.prefix_len()),
+        _ => v4,
+    }
+}
+
+/// A node's routes of one family, a line per next hop (the destination once); the node's
+/// name on its first line (`first`).
+fn route_rows<N, A>(
+    t: &mut Table,
+    node: &str,
+    routes: &[crate::plan::RoutePlan<N, A>],
+    first: &mut bool,
+) where
+    N: Into<ipnet::IpNet> + Copy,
+    A: std::fmt::Display + Copy,
+{
+    for r in routes {
+        let dest: ipnet::IpNet = r.dest.into();
+        for (j, (via, dev, _)) in r.nexthops().enumerate() {
+            t.add_row([
+                on_first(std::mem::take(first), node.to_owned()),
+                match (j, dest.prefix_len()) {
+                    (0, 0) => "default".to_owned(),
+                    (0, _) => dest.to_string(),
+                    _ => "  (equal cost)".to_owned(),
+                },
+                via.to_string(),
+                dev.to_owned(),
+            ]);
+        }
+    }
+}
+
 fn wired_to(plan: &Plan, link: &crate::plan::LinkPlan) -> String {
     if let Some(port) = &link.fabric_port {
         return format!("bridge, port {}", port.ifname);

@@ -95,6 +95,38 @@ fn classic_routes_through_two_routers_and_drops_a_2_to_b() {
 }
 
 #[test]
+fn dual_stack_routes_ipv6_across_an_ipv4_transit_and_drops_a_2_to_b_in_both_families() {
+    if !require_root(
+        "dual_stack_routes_ipv6_across_an_ipv4_transit_and_drops_a_2_to_b_in_both_families",
+    ) {
+        return;
+    }
+    let net = TestNet::new("ex-dual", example("dual-stack"));
+    net.up(&["--datapath", "kernel"]);
+    let out = net.exec(
+        "A-1",
+        &["traceroute", "-6", "-n", "-q", "1", "-w", "1", "B-1"],
+    );
+    assert_eq!(
+        dvnet_tests::hops(&out),
+        ["fd00:0:a::1", "fd00:0:b::1", "fd00:0:b::2"],
+        "{}",
+        text(&out)
+    );
+    for family in ["-4", "-6"] {
+        let ping = |from: &str, to: &str| {
+            net.exec(from, &["ping", family, "-c", "1", "-W", "2", to])
+                .status
+                .success()
+        };
+        assert!(!ping("A-2", "B-1"), "R-1's rule drops A-2 → B ({family})");
+        assert!(ping("A-1", "B-1"), "{family}");
+        assert!(ping("A-2", "A-1"), "{family}");
+    }
+    down_leaves_nothing(&net);
+}
+
+#[test]
 fn firewall_lets_only_what_its_rules_accept_and_the_replies_through() {
     if !require_root("firewall_lets_only_what_its_rules_accept_and_the_replies_through") {
         return;

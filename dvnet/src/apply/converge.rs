@@ -219,9 +219,9 @@ fn work(ctx: &Ctx<'_>) -> Work {
 /// The sysctls (below `/proc/sys/net`) of a node, set from inside its namespace before any
 /// interface exists (new interfaces take the `default` values). New namespaces copy
 /// `net.ipv4.conf.{all,default}` from the host's, so everything that matters is set
-/// explicitly.
+/// explicitly. `ipv6`: the network has IPv6 ([`Plan::ipv6`]).
 #[must_use]
-pub fn node_sysctls(node: &NodePlan) -> Vec<(&'static str, &'static str)> {
+pub fn node_sysctls(node: &NodePlan, ipv6: bool) -> Vec<(&'static str, &'static str)> {
     let mut sysctls = if node.forwarder == (Forwarder::Program { fib_fallback: true }) {
         // An eBPF router fed by a routing daemon. FRR installs no transit routes unless it
         // reads `ip_forward` as 1, and the program looks routes up in the kernel's FIB as if
@@ -237,11 +237,17 @@ pub fn node_sysctls(node: &NodePlan) -> Vec<(&'static str, &'static str)> {
         let on = node.forwarder == Forwarder::Kernel;
         vec![("ipv4/ip_forward", if on { "1" } else { "0" })]
     };
+    if ipv6 {
+        sysctls.extend(ipv6_sysctls(node.forwarder == Forwarder::Kernel));
+    } else {
+        // A network without IPv6 keeps it off: else router solicitations, MLD and DAD
+        // chatter would land on every link and in every counter.
+        sysctls.extend([
+            ("ipv6/conf/all/disable_ipv6", "1"),
+            ("ipv6/conf/default/disable_ipv6", "1"),
+        ]);
+    }
     sysctls.extend([
-        // IPv6 is not supported yet: without this, router solicitations, MLD and DAD chatter
-        // would land on every link and in every counter.
-        ("ipv6/conf/all/disable_ipv6", "1"),
-        ("ipv6/conf/default/disable_ipv6", "1"),
         // Labs route asymmetrically on purpose at times; reverse-path filtering would drop it.
         ("ipv4/conf/all/rp_filter", "0"),
         ("ipv4/conf/default/rp_filter", "0"),
@@ -266,6 +272,36 @@ pub fn node_sysctls(node: &NodePlan) -> Vec<(&'static str, &'static str)> {
         ]);
     }
     sysctls
+}
+
+/// IPv6 on, and as quiet and deterministic as IPv4: dvnet gives every interface its
+/// link-local and global addresses itself (no address made from the MAC by the kernel, no
+/// duplicate address detection, no router advertisements or solicitations: routes are
+/// dvnet's), and a link taken down keeps its global ones, as IPv4 addresses are kept (its
+/// link-local one the kernel flushes: dvnet adds it again when the link is up); routers of the
+/// kernel datapath forward. Every traceroute probe gets its answer.
+fn ipv6_sysctls(forward: bool) -> [(&'static str, &'static str); 16] {
+    [
+        ("ipv6/conf/all/disable_ipv6", "0"),
+        ("ipv6/conf/default/disable_ipv6", "0"),
+        ("ipv6/conf/all/addr_gen_mode", "1"),
+        ("ipv6/conf/default/addr_gen_mode", "1"),
+        ("ipv6/conf/all/accept_dad", "0"),
+        ("ipv6/conf/default/accept_dad", "0"),
+        ("ipv6/conf/all/accept_ra", "0"),
+        ("ipv6/conf/default/accept_ra", "0"),
+        ("ipv6/conf/all/router_solicitations", "0"),
+        ("ipv6/conf/default/router_solicitations", "0"),
+        ("ipv6/conf/all/keep_addr_on_down", "1"),
+        ("ipv6/conf/default/keep_addr_on_down", "1"),
+        ("ipv6/conf/all/forwarding", if forward { "1" } else { "0" }),
+        (
+            "ipv6/conf/default/forwarding",
+            if forward { "1" } else { "0" },
+        ),
+        ("ipv6/icmp/ratelimit", "0"),
+        ("ipv6/fib_multipath_hash_policy", "1"),
+    ]
 }
 
 fn fabric_sysctls() -> Vec<(&'static str, &'static str)> {
@@ -751,7 +787,7 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
         let node = &new.nodes[n];
         NsJob {
             name: node.netns.clone(),
-            sysctls: node_sysctls(node),
+            sysctls: node_sysctls(node, new.ipv6),
             adopt: adopt.get(node.netns.as_str()).copied(),
         }
     }));
@@ -970,8 +1006,7 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                         if !link.down {
                             nl.set_up(link.ifindex).await?;
                         }
-                        nl.add_address(link.ifindex, link.address, link.prefix_len)
-                            .await?;
+                        add_addresses(nl, new, link).await?;
                     }
                     for &position in &node.links {
                         let link = &new.links[position as usize];
@@ -981,6 +1016,19 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                                 nl.set_down(link.ifindex).await?;
                             } else {
                                 nl.set_up(link.ifindex).await?;
+                                if new.ipv6 {
+                                    // the kernel flushes link-local addresses when a link
+                                    // goes down, whatever `keep_addr_on_down` says
+                                    match nl.add_address(link.ifindex, link.link_local(), 64).await
+                                    {
+                                        Err(e)
+                                            if crate::netlink::is_errno(
+                                                &e.source,
+                                                libc::EEXIST,
+                                            ) => {}
+                                        other => other?,
+                                    }
+                                }
                             }
                         }
                     }
@@ -990,7 +1038,7 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                             let before = &old.links[o];
                             nl.delete_address(l.ifindex, before.address).await?;
                             nl.set_mac(l.ifindex, l.mac).await?;
-                            nl.add_address(l.ifindex, l.address, l.prefix_len).await?;
+                            add_addresses(nl, new, l).await?;
                             if let Some(port) = &l.fabric_port {
                                 fabric.set_mac(port.ifindex, port.mac).await?;
                             }
@@ -1105,8 +1153,56 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
     Ok(counts)
 }
 
+/// A link's addresses: its IPv4 address; in a network with IPv6, its link-local address
+/// and, on a subnet with a `cidr6`, its global IPv6 address.
+async fn add_addresses(nl: &Netlink, plan: &Plan, link: &LinkPlan) -> Result<(), ApplyError> {
+    nl.add_address(link.ifindex, link.address, link.prefix_len)
+        .await?;
+    if plan.ipv6 {
+        nl.add_address(link.ifindex, link.link_local(), 64).await?;
+        if let (Some(address6), Some(cidr6)) = (link.address6, plan.subnets[link.subnet].cidr6) {
+            nl.add_address(link.ifindex, address6, cidr6.prefix_len())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// A node's routes as kernel routes: those that went, deleted; the others set (added on a
 /// node made now). A router whose own packets went through `lo` (`was_own`) stops that.
+/// IPv6 routes are set too (a network with IPv6 is never edited but for impairments and
+/// link states: they are all set again when a link comes back up).
+/// One route as a kernel route: added (`built`) or set in place, through its next hops
+/// whose links are up (the kernel takes no route through a link that is down).
+async fn set_kernel_route<N, A>(
+    nl: &Netlink,
+    new: &Plan,
+    r: &crate::plan::RoutePlan<N, A>,
+    built: bool,
+) -> Result<(), ApplyError>
+where
+    N: Into<ipnet::IpNet> + Copy,
+    A: Into<std::net::IpAddr> + Copy,
+{
+    let hops: Vec<(A, u32)> = r
+        .nexthops()
+        .map(|(via, _, l)| (via, &new.links[l as usize]))
+        .filter(|(_, link)| !link.down)
+        .map(|(via, link)| (via, link.ifindex))
+        .collect();
+    match hops[..] {
+        [] => {}
+        [(via, ifindex)] if built => {
+            nl.add_route(r.dest, via, ifindex).await?;
+        }
+        [(via, ifindex)] => {
+            nl.replace_route(r.dest, via, ifindex).await?;
+        }
+        _ => nl.set_multipath_route(r.dest, &hops, !built).await?,
+    }
+    Ok(())
+}
+
 async fn set_kernel_routes(
     nl: &Netlink,
     old: &Plan,
@@ -1123,23 +1219,10 @@ async fn set_kernel_routes(
         }
     }
     for r in &node.routes {
-        // the kernel takes no route through a link that is down
-        let hops: Vec<(std::net::Ipv4Addr, u32)> = r
-            .nexthops()
-            .map(|(via, _, l)| (via, &new.links[l as usize]))
-            .filter(|(_, link)| !link.down)
-            .map(|(via, link)| (via, link.ifindex))
-            .collect();
-        match hops[..] {
-            [] => {}
-            [(via, ifindex)] if built => {
-                nl.add_route(r.dest, via, ifindex).await?;
-            }
-            [(via, ifindex)] => {
-                nl.replace_route(r.dest, via, ifindex).await?;
-            }
-            _ => nl.set_multipath_route(r.dest, &hops, !built).await?,
-        }
+        set_kernel_route(nl, new, r, built).await?;
+    }
+    for r in &node.routes6 {
+        set_kernel_route(nl, new, r, built).await?;
     }
     if was_own {
         // back to a kernel route per destination (set above)

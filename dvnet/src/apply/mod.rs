@@ -74,6 +74,17 @@ pub enum ApplyError {
     )]
     Placed { id: String },
     #[error(
+        "network {id} has IPv6, and editing such a lab while it runs is not supported yet \
+         (`dvnet impair` and `dvnet link` work); `dvnet down` it and `dvnet up` the edited file"
+    )]
+    Ipv6Edit { id: String },
+    #[error(
+        "the file gives subnets IPv6 prefixes (\"cidr6\"), and the eBPF datapath forwards \
+         IPv4 only for now; run `dvnet up --datapath kernel FILE`, where the routers' kernels \
+         forward and filter both families"
+    )]
+    Ipv6Ebpf,
+    #[error(
         "network {id} was left {status} by a dvnet that died (pid {pid}); `dvnet down {id}` \
          removes it, then `dvnet up` builds it again"
     )]
@@ -264,6 +275,9 @@ async fn up_locked(
     let id = plan.id.clone();
     preflight::nothing_there(plan)?;
     preflight::placement(plan)?;
+    if plan.ipv6 && plan.datapath == crate::plan::Datapath::Ebpf {
+        return Err(ApplyError::Ipv6Ebpf);
+    }
     raise_fd_limit();
     // The datapath is checked before anything exists: its map entries, then the kernel's
     // verdict on the programs. Loading changes nothing on the host.
@@ -453,6 +467,9 @@ pub async fn apply(
     if !topo.machines.is_empty() {
         return Err(ApplyError::Placed { id });
     }
+    if topo.ipv6() {
+        return Err(ApplyError::Ipv6Edit { id });
+    }
     let change = Change::File {
         topo: Box::new(topo),
         text,
@@ -498,6 +515,7 @@ fn with_attached(
             name: a.name.clone(),
             subnet,
             ip: Some(a.address),
+            ip6: None,
             image: None,
             publish: Vec::new(),
             impair: crate::topology::Impair::default(),
@@ -548,6 +566,9 @@ pub async fn apply_change(
     }
     if record.plan.machine.is_some() {
         return Err(ApplyError::Placed { id: id.to_owned() });
+    }
+    if record.plan.ipv6 && matches!(change, Change::File { .. }) {
+        return Err(ApplyError::Ipv6Edit { id: id.to_owned() });
     }
     // what to plan: the file (edited, or the one the network runs), who is attached, the
     // impairments set at run time and the links taken down

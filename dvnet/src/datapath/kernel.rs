@@ -1,7 +1,8 @@
 //! The kernel datapath's firewall: the router's `fw_rules` as an iptables ruleset loaded into
 //! the router's own namespace (never the host's), with the same semantics as the eBPF
 //! firewall: established flows and their replies first, then drop rules, then accept rules,
-//! then the policy, on the FORWARD chain.
+//! then the policy, on the FORWARD chain. In a network with IPv6 the same rules, in their
+//! IPv6 form, go to ip6tables too (a DROP policy with no IPv6 ruleset would let IPv6 pass).
 
 use std::fmt::Write as _;
 use std::os::fd::AsRawFd as _;
@@ -24,8 +25,12 @@ pub enum KernelFirewallError {
         #[source]
         source: std::io::Error,
     },
-    #[error("iptables-restore in {ns} refused the rules: {stderr}")]
-    Refused { ns: String, stderr: String },
+    #[error("{program} in {ns} refused the rules: {stderr}")]
+    Refused {
+        ns: String,
+        program: String,
+        stderr: String,
+    },
 }
 
 /// The kernel datapath: kernel forwarding in the routers, firewalls as iptables rules in
@@ -59,6 +64,23 @@ impl super::Forwarding for Iptables {
 /// The iptables-restore input for a router's firewall.
 #[must_use]
 pub fn ruleset(fw: &FirewallPlan) -> String {
+    ruleset_of(fw, Family::V4)
+}
+
+/// The ip6tables-restore input for a router's firewall: the rules with IPv6 prefixes; ICMP
+/// is ICMPv6.
+#[must_use]
+pub fn ruleset6(fw: &FirewallPlan) -> String {
+    ruleset_of(fw, Family::V6)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+fn ruleset_of(fw: &FirewallPlan, family: Family) -> String {
     let policy = match fw.policy {
         Policy::Accept => "ACCEPT",
         Policy::Drop => "DROP",
@@ -76,8 +98,7 @@ pub fn ruleset(fw: &FirewallPlan) -> String {
         .collect();
     ordered.extend(fw.rules.iter().filter(|r| r.action == Action::Accept));
     for rule in ordered {
-        out.push_str("-A FORWARD");
-        let side = |flag: &str, nets: &[ipnet::Ipv4Net]| {
+        let side = |flag: &str, nets: Vec<ipnet::IpNet>| {
             if nets.iter().any(|n| n.prefix_len() == 0) {
                 String::new()
             } else {
@@ -90,10 +111,28 @@ pub fn ruleset(fw: &FirewallPlan) -> String {
                 )
             }
         };
-        out.push_str(&side("-s", &rule.src));
-        out.push_str(&side("-d", &rule.dst));
+        let (src, dst): (Vec<ipnet::IpNet>, Vec<ipnet::IpNet>) = match family {
+            Family::V4 => (
+                rule.src.iter().map(|&n| n.into()).collect(),
+                rule.dst.iter().map(|&n| n.into()).collect(),
+            ),
+            Family::V6 => (
+                rule.src6.iter().map(|&n| n.into()).collect(),
+                rule.dst6.iter().map(|&n| n.into()).collect(),
+            ),
+        };
+        // a rule with no prefixes in this family matches nothing in it
+        if src.is_empty() || dst.is_empty() {
+            continue;
+        }
+        out.push_str("-A FORWARD");
+        out.push_str(&side("-s", src));
+        out.push_str(&side("-d", dst));
         if let Some(p) = rule.proto {
-            let name = crate::plan::proto_name(p);
+            let name = match (family, p) {
+                (Family::V6, 1) => "ipv6-icmp".to_owned(),
+                _ => crate::plan::proto_name(p),
+            };
             let _ = write!(out, " -p {name}");
             if let Some(port) = rule.dport {
                 let _ = write!(out, " -m {name} --dport {port}");
@@ -110,14 +149,24 @@ pub fn ruleset(fw: &FirewallPlan) -> String {
     out
 }
 
-/// Loads `fw` into the namespace `ns` with `iptables-restore`.
+/// Loads `fw` into the namespace `ns` with `iptables-restore`, and in a network with IPv6
+/// with `ip6tables-restore` too.
 ///
 /// # Errors
 /// When iptables is missing or refuses the rules.
 pub fn apply(ns: &str, fw: &FirewallPlan) -> Result<(), KernelFirewallError> {
+    restore(ns, "iptables-restore", &ruleset(fw))?;
+    if fw.ipv6 {
+        restore(ns, "ip6tables-restore", &ruleset6(fw))?;
+    }
+    Ok(())
+}
+
+/// Runs `program` (an iptables-restore) in namespace `ns` with `rules` on its input.
+fn restore(ns: &str, program: &str, rules: &str) -> Result<(), KernelFirewallError> {
     let fd = netns::open(ns)?;
     let raw = fd.as_raw_fd();
-    let mut cmd = Command::new("iptables-restore");
+    let mut cmd = Command::new(program);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -138,7 +187,7 @@ pub fn apply(ns: &str, fw: &FirewallPlan) -> Result<(), KernelFirewallError> {
     let mut child = cmd.spawn().map_err(spawn_err)?;
     drop(fd);
     if let Some(mut stdin) = child.stdin.take() {
-        std::io::Write::write_all(&mut stdin, ruleset(fw).as_bytes()).map_err(spawn_err)?;
+        std::io::Write::write_all(&mut stdin, rules.as_bytes()).map_err(spawn_err)?;
     }
     let out = child.wait_with_output().map_err(spawn_err)?;
     if out.status.success() {
@@ -146,6 +195,7 @@ pub fn apply(ns: &str, fw: &FirewallPlan) -> Result<(), KernelFirewallError> {
     } else {
         Err(KernelFirewallError::Refused {
             ns: ns.to_owned(),
+            program: program.to_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
     }
@@ -168,6 +218,8 @@ mod tests {
                     dst: vec!["0.0.0.0/0".parse().unwrap()],
                     proto: Some(6),
                     dport: Some(22),
+                    src6: Vec::new(),
+                    dst6: Vec::new(),
                     origin: "routers.\"R\".fw_rules.accept[0]".into(),
                 },
                 RulePlan {
@@ -180,9 +232,12 @@ mod tests {
                     dst: vec!["10.0.1.0/24".parse().unwrap()],
                     proto: None,
                     dport: None,
+                    src6: Vec::new(),
+                    dst6: Vec::new(),
                     origin: "routers.\"R\".fw_rules.drop[0]".into(),
                 },
             ],
+            ipv6: false,
         };
         assert_eq!(
             ruleset(&fw),

@@ -724,6 +724,7 @@ impl Plan {
             links: Vec::new(),
             uplink: None,
             machine: None,
+            ipv6: false,
             mtu: crate::netlink::LINK_MTU,
             warnings: Vec::new(),
         }

@@ -9,9 +9,9 @@
 //! ones. With no previous plan, identities follow file order, as they always have.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{LinkPlan, Plan, RulePlan, Segment};
 
@@ -52,6 +52,8 @@ pub struct PrevLink<'a> {
     pub address: Ipv4Addr,
     /// The subnet's prefix then: an address is kept only while its subnet keeps its prefix.
     pub cidr: Ipv4Net,
+    /// Its IPv6 address and the subnet's IPv6 prefix then, if it had them.
+    pub address6: Option<(Ipv6Addr, Ipv6Net)>,
     pub port: Option<(&'a str, u32)>,
 }
 
@@ -102,6 +104,7 @@ impl<'a> Previous<'a> {
                     ifindex: link.ifindex,
                     address: link.address,
                     cidr: subnet.cidr,
+                    address6: link.address6.zip(subnet.cidr6),
                     port: link
                         .fabric_port
                         .as_ref()
@@ -139,6 +142,16 @@ impl<'a> Previous<'a> {
         self.link(node, subnet)
             .filter(|l| l.cidr == cidr)
             .map(|l| l.address)
+    }
+
+    /// The previous IPv6 address of `node` on `subnet`, if its subnet still has the same
+    /// IPv6 prefix.
+    #[must_use]
+    pub fn address6(&self, node: &str, subnet: &str, cidr6: Ipv6Net) -> Option<Ipv6Addr> {
+        self.link(node, subnet)?
+            .address6
+            .filter(|&(_, net)| net == cidr6)
+            .map(|(address, _)| address)
     }
 
     /// The (near, far) ifindexes of link `id`'s delay line into the node (`into`) or out.

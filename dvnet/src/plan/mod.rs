@@ -4,9 +4,9 @@
 //! `up`, `inspect` and `down` all work from it.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::topology::{Endpoint, Impair, NodeRef, Policy, Routing, Topology};
@@ -62,7 +62,7 @@ pub struct PlanOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("subnet \"{subnet}\" ({cidr}) has no address left")]
-    SubnetExhausted { subnet: String, cidr: Ipv4Net },
+    SubnetExhausted { subnet: String, cidr: ipnet::IpNet },
 }
 
 /// What `up` builds.
@@ -93,6 +93,10 @@ pub struct Plan {
     /// are here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<MachinePlan>,
+    /// IPv6 is on in every node (some subnet has a `cidr6`): every link has a link-local
+    /// address, links on subnets with `cidr6` a global one, and nodes IPv6 routes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6: bool,
     /// The MTU of every link (less than the veth default in a lab spanning machines).
     #[serde(default = "link_mtu", skip_serializing_if = "is_link_mtu")]
     pub mtu: u32,
@@ -113,6 +117,8 @@ fn is_link_mtu(mtu: &u32) -> bool {
 pub struct SubnetPlan {
     pub name: String,
     pub cidr: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<Ipv6Net>,
     /// How the subnet's links are joined.
     pub segment: Segment,
     /// Links on this subnet (positions in [`Plan::links`]).
@@ -164,6 +170,9 @@ pub struct NodePlan {
     pub links: Vec<u32>,
     /// Routes beyond the connected ones.
     pub routes: Vec<RoutePlan>,
+    /// IPv6 routes beyond the connected ones, through the next hops' link-local addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes6: Vec<Route6Plan>,
     /// Who forwards in this node: decided here, once, for every later step.
     pub forwarder: Forwarder,
     /// An eBPF router with more than [`OWN_ROUTE_MIN`] routes: its kernel gets one default
@@ -222,6 +231,14 @@ pub enum Forwarder {
     Program { fib_fallback: bool },
 }
 
+impl LinkPlan {
+    /// The link's IPv6 link-local address (from its MAC), in a network with IPv6.
+    #[must_use]
+    pub fn link_local(&self) -> Ipv6Addr {
+        addressing::link_local(self.mac)
+    }
+}
+
 impl FirewallPlan {
     /// Whether the firewall filters anything (rules, or a DROP policy).
     #[must_use]
@@ -246,6 +263,10 @@ pub struct LinkPlan {
     pub mac: [u8; 6],
     pub address: Ipv4Addr,
     pub prefix_len: u8,
+    /// The global IPv6 address, on a subnet with a `cidr6` (its prefix length is the
+    /// subnet's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
     /// On bridged segments only.
     pub fabric_port: Option<FabricPort>,
     /// The member's own impairments, both directions of this link (the file's, or what
@@ -303,32 +324,36 @@ pub struct FabricPort {
     pub mac: [u8; 6],
 }
 
+/// A route: IPv4 (the default), or IPv6 ([`Route6Plan`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoutePlan {
-    pub dest: Ipv4Net,
-    pub via: Ipv4Addr,
+pub struct RoutePlan<N = Ipv4Net, A = Ipv4Addr> {
+    pub dest: N,
+    pub via: A,
     /// Outgoing interface (name inside the node).
     pub dev: String,
     /// Outgoing link (position in [`Plan::links`]).
     pub link: u32,
     /// With `"ecmp": true`, the other next hops of equal cost: the route's next hops are
     /// this one and these (each flow takes one of them).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ecmp: Vec<NextHop>,
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
+    pub ecmp: Vec<NextHop<A>>,
 }
+
+/// An IPv6 route, through the next hop's link-local address.
+pub type Route6Plan = RoutePlan<Ipv6Net, Ipv6Addr>;
 
 /// One more next hop of a route (see [`RoutePlan::ecmp`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NextHop {
-    pub via: Ipv4Addr,
+pub struct NextHop<A = Ipv4Addr> {
+    pub via: A,
     pub dev: String,
     /// Position in [`Plan::links`].
     pub link: u32,
 }
 
-impl RoutePlan {
+impl<N, A: Copy> RoutePlan<N, A> {
     /// Every next hop: (gateway, interface, link), the first one first.
-    pub fn nexthops(&self) -> impl Iterator<Item = (Ipv4Addr, &str, u32)> {
+    pub fn nexthops(&self) -> impl Iterator<Item = (A, &str, u32)> {
         std::iter::once((self.via, self.dev.as_str(), self.link))
             .chain(self.ecmp.iter().map(|h| (h.via, h.dev.as_str(), h.link)))
     }
@@ -339,6 +364,10 @@ pub struct FirewallPlan {
     pub policy: Policy,
     /// `drop` rules first, then `accept` rules, each in file order.
     pub rules: Vec<RulePlan>,
+    /// The network has IPv6: the firewall filters it too (the policy, and the rules with
+    /// IPv6 prefixes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -353,10 +382,16 @@ pub struct RulePlan {
     /// The rule's stable slot in the hit counters.
     pub slot: u32,
     pub action: Action,
-    /// Source prefixes (`0.0.0.0/0` for any).
+    /// Source prefixes (`0.0.0.0/0` for any); empty when the rule matches IPv6 only.
     pub src: Vec<Ipv4Net>,
-    /// Destination prefixes (`0.0.0.0/0` for any).
+    /// Destination prefixes (`0.0.0.0/0` for any); empty when the rule matches IPv6 only.
     pub dst: Vec<Ipv4Net>,
+    /// In a network with IPv6: the rule's IPv6 source prefixes (`::/0` for any); empty when
+    /// it matches IPv4 only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src6: Vec<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst6: Vec<Ipv6Net>,
     /// IP protocol number, if the rule names one.
     pub proto: Option<u8>,
     pub dport: Option<u16>,
@@ -454,12 +489,14 @@ fn with_uplink(topo: &Topology, out: &crate::topology::Outbound) -> Topology {
     t.subnets.push(crate::topology::Subnet {
         name: UPLINK.to_owned(),
         cidr: out.cidr,
+        cidr6: None,
         impair: crate::topology::Impair::default(),
     });
     // the host holds the first address (reserved); border routers take the next ones
     for &r in &out.routers {
         t.routers[r].subnets.push(uplink);
         t.routers[r].ips.push(None);
+        t.routers[r].ips6.push(None);
         t.routers[r].impair.push(crate::topology::Impair::default());
     }
     t
@@ -588,6 +625,18 @@ pub fn attached_ifindex(network_id: &str, link_id: u32) -> u32 {
     (1 << 24) + (hash % 4096) * 65_536 + (link_id % 65_536)
 }
 
+/// A route through `hops` (the first one first; with ECMP, the others too).
+fn route_through<N, A>(dest: N, mut hops: impl Iterator<Item = NextHop<A>>) -> RoutePlan<N, A> {
+    let first = hops.next().expect("a route has a next hop");
+    RoutePlan {
+        dest,
+        via: first.via,
+        dev: first.dev,
+        link: first.link,
+        ecmp: hops.collect(),
+    }
+}
+
 /// Interface indexes start here: every interface a network creates gets its own index, the
 /// same in whichever namespace it lives, so one eBPF program shared by all of them can tell
 /// where it runs (`skb->ifindex`). New namespaces hold only `lo` (1).
@@ -702,6 +751,7 @@ impl Plan {
             .map(|(i, s)| SubnetPlan {
                 name: s.name.clone(),
                 cidr: s.cidr,
+                cidr6: s.cidr6,
                 segment: match members[i] {
                     _ if Some(i) == uplink_subnet || spans[i] => {
                         bridge(&s.name, i, &prev, &kept_bridge_names, &mut ifindexes)
@@ -723,11 +773,12 @@ impl Plan {
         let mut nodes = Vec::with_capacity(topo.routers.len() + topo.hosts.len());
         let mut links: Vec<LinkPlan> = Vec::new();
         for node in topo.nodes() {
-            let (name, kind, node_subnets, node_addrs): (
+            let (name, kind, node_subnets, node_addrs, node_addrs6): (
                 &str,
                 NodeKind,
                 Vec<usize>,
                 Vec<Ipv4Addr>,
+                Vec<Option<Ipv6Addr>>,
             ) = match node {
                 NodeRef::Router(r) => {
                     let router = &topo.routers[r];
@@ -736,6 +787,7 @@ impl Plan {
                         NodeKind::Router,
                         router.subnets.clone(),
                         addrs.routers[r].clone(),
+                        addrs.routers6[r].clone(),
                     )
                 }
                 NodeRef::Host(h) => {
@@ -745,6 +797,7 @@ impl Plan {
                         NodeKind::Host,
                         vec![host.subnet],
                         vec![addrs.hosts[h]],
+                        vec![addrs.hosts6[h]],
                     )
                 }
             };
@@ -795,6 +848,7 @@ impl Plan {
                     mac: naming::mac_for(address, false),
                     address,
                     prefix_len: subnet.cidr.prefix_len(),
+                    address6: node_addrs6[position],
                     fabric_port,
                     impair: match node {
                         NodeRef::Router(r) => topo.routers[r].impair[position],
@@ -833,6 +887,7 @@ impl Plan {
                     || (options.runtime == Runtime::Auto && topo.node_image(node).is_some()),
                 links: node_links,
                 routes: Vec::new(),
+                routes6: Vec::new(),
                 forwarder: match (kind, options.datapath) {
                     (NodeKind::Host, _) => Forwarder::None,
                     (NodeKind::Router, Datapath::Kernel) => Forwarder::Kernel,
@@ -886,8 +941,10 @@ impl Plan {
         let routing = match (&reused, topo.routing) {
             (Some(_), _) => routing::Routing {
                 routers: Vec::new(),
+                routers6: Vec::new(),
                 default_gateway: Vec::new(),
                 host_routes: Vec::new(),
+                host_routes6: Vec::new(),
                 islands: routing::islands_of(topo),
             },
             (None, Routing::Static) => routing::compute(topo),
@@ -936,72 +993,109 @@ impl Plan {
                 node.routes = routes;
             }
         }
+        // a router's link on a subnet (its IPv4 address, its link-local address for IPv6)
+        let router_links: Vec<Vec<u32>> = nodes[..router_count]
+            .iter()
+            .map(|n| n.links.clone())
+            .collect();
+        let link_on = |r: usize, subnet: usize| -> &LinkPlan {
+            let position = topo.routers[r]
+                .subnets
+                .iter()
+                .position(|&s| s == subnet)
+                .expect("a next hop shares the subnet");
+            &links[router_links[r][position] as usize]
+        };
         // routers
         for (r, table) in routing.routers.iter().enumerate() {
             let node = &nodes[r];
             let next_hop = |hop: &routing::Hop| {
                 let link = node.links[hop.via_position];
-                let subnet = links[link as usize].subnet;
-                let via = routing::address_on(
-                    &topo.routers[hop.router].subnets,
-                    &addrs.routers[hop.router],
-                    subnet,
-                )
-                .expect("a next hop shares the subnet");
-                NextHop {
-                    via,
-                    dev: links[link as usize].ifname.clone(),
+                (
                     link,
-                }
+                    &links[link as usize],
+                    link_on(hop.router, links[link as usize].subnet),
+                )
             };
             let routes = table
                 .iter()
                 .map(|(dest, hops)| {
-                    let mut hops = hops.iter().map(next_hop);
-                    let first = hops.next().expect("a route has a next hop");
-                    RoutePlan {
-                        dest: *dest,
-                        via: first.via,
-                        dev: first.dev,
-                        link: first.link,
-                        ecmp: hops.collect(),
-                    }
+                    route_through(
+                        *dest,
+                        hops.iter().map(next_hop).map(|(at, out, to)| NextHop {
+                            via: to.address,
+                            dev: out.ifname.clone(),
+                            link: at,
+                        }),
+                    )
                 })
                 .collect();
+            let routes6 = routing
+                .routers6
+                .get(r)
+                .into_iter()
+                .flatten()
+                .map(|(dest, hops)| {
+                    route_through(
+                        *dest,
+                        hops.iter().map(next_hop).map(|(at, out, to)| NextHop {
+                            via: to.link_local(),
+                            dev: out.ifname.clone(),
+                            link: at,
+                        }),
+                    )
+                });
+            let routes6 = routes6.collect();
             nodes[r].routes = routes;
+            nodes[r].routes6 = routes6;
         }
         // hosts
         for (h, host) in topo.hosts.iter().enumerate().filter(|_| computed) {
             let node = &nodes[router_count + h];
             let link = node.links[0];
-            let dev = links[link as usize].ifname.clone();
-            let gw_addr = |gw: usize| {
-                routing::address_on(&topo.routers[gw].subnets, &addrs.routers[gw], host.subnet)
-                    .expect("a gateway is on the host's subnet")
-            };
+            let dev = &links[link as usize].ifname;
             // through one gateway, or with `ecmp` each of several
-            let route = |dest: Ipv4Net, gws: &[usize]| RoutePlan {
-                dest,
-                via: gw_addr(gws[0]),
-                dev: dev.clone(),
-                link,
-                ecmp: gws[1..]
-                    .iter()
-                    .map(|&gw| NextHop {
-                        via: gw_addr(gw),
-                        dev: dev.clone(),
-                        link,
-                    })
-                    .collect(),
+            let hops = |gws: &[usize]| {
+                gws.iter()
+                    .map(|&gw| (link_on(gw, host.subnet), dev.clone(), link))
+                    .collect::<Vec<_>>()
             };
-            let mut routes: Vec<RoutePlan> = routing.host_routes[host.subnet]
+            let route = |dest: Ipv4Net, gws: &[usize]| {
+                route_through(
+                    dest,
+                    hops(gws).into_iter().map(|(to, dev, link)| NextHop {
+                        via: to.address,
+                        dev,
+                        link,
+                    }),
+                )
+            };
+            let route6 = |dest: Ipv6Net, gws: &[usize]| {
+                route_through(
+                    dest,
+                    hops(gws).into_iter().map(|(to, dev, link)| NextHop {
+                        via: to.link_local(),
+                        dev,
+                        link,
+                    }),
+                )
+            };
+            let mut v4: Vec<RoutePlan> = routing.host_routes[host.subnet]
                 .iter()
                 .map(|(dest, gws)| route(*dest, gws))
                 .collect();
+            let mut v6: Vec<Route6Plan> = routing.host_routes6[host.subnet]
+                .iter()
+                .map(|(dest, gws)| route6(*dest, gws))
+                .collect();
             if let Some(gws) = &routing.default_gateway[host.subnet] {
-                routes.push(route(Ipv4Net::default(), gws));
+                v4.push(route(Ipv4Net::default(), gws));
+                if topo.ipv6() {
+                    v6.push(route6(Ipv6Net::default(), gws));
+                }
             }
-            nodes[router_count + h].routes = routes;
+            nodes[router_count + h].routes = v4;
+            nodes[router_count + h].routes6 = v6;
         }
 
         let uplink = match (&topo.outbound, uplink_subnet) {
@@ -1041,6 +1135,7 @@ impl Plan {
             links,
             uplink,
             machine: None,
+            ipv6: topo.ipv6(),
             mtu: machines::link_mtu(topo, spans.contains(&true)),
             warnings,
         };
@@ -1136,19 +1231,28 @@ impl Plan {
     /// Every name and address, for name resolution in the nodes (`update_hosts`): each node
     /// under its own name at its first address, and every interface as `<node>-<subnet>`.
     #[must_use]
-    pub fn host_entries(&self) -> Vec<(String, Ipv4Addr)> {
+    pub fn host_entries(&self) -> Vec<(String, IpAddr)> {
         let mut entries = Vec::with_capacity(self.links.len() + self.nodes.len());
         let local = self.nodes.iter().map(|node| {
-            let addresses: Vec<(usize, Ipv4Addr)> =
-                self.links_of(node).map(|l| (l.subnet, l.address)).collect();
+            let addresses: Vec<(usize, IpAddr)> = self
+                .links_of(node)
+                .map(|l| (l.subnet, l.address.into()))
+                .collect();
             (node.name.as_str(), addresses)
         });
-        let elsewhere = self
-            .machine
-            .iter()
-            .flat_map(|m| &m.elsewhere)
-            .map(|node| (node.name.as_str(), node.addresses.clone()));
-        for (name, addresses) in local.chain(elsewhere) {
+        let elsewhere = self.machine.iter().flat_map(|m| &m.elsewhere).map(|node| {
+            let addresses = node.addresses.iter().map(|&(s, a)| (s, a.into())).collect();
+            (node.name.as_str(), addresses)
+        });
+        // IPv6 names follow the same rules, over the links with a global IPv6 address
+        let local6 = self.nodes.iter().map(|node| {
+            let addresses: Vec<(usize, IpAddr)> = self
+                .links_of(node)
+                .filter_map(|l| Some((l.subnet, l.address6?.into())))
+                .collect();
+            (node.name.as_str(), addresses)
+        });
+        for (name, addresses) in local.chain(elsewhere).chain(local6) {
             for (i, &(subnet, address)) in addresses.iter().enumerate() {
                 if i == 0 {
                     entries.push((name.to_owned(), address));
@@ -1163,6 +1267,9 @@ impl Plan {
     #[must_use]
     pub fn hosts_file(&self) -> String {
         let mut out = String::from("127.0.0.1\tlocalhost\n");
+        if self.ipv6 {
+            out.push_str("::1\tlocalhost ip6-localhost ip6-loopback\n");
+        }
         for (name, addr) in self.host_entries() {
             let _ = writeln!(out, "{addr}\t{name}");
         }
@@ -1183,6 +1290,10 @@ fn reusable_routes(
     links: &[LinkPlan],
 ) -> Option<Vec<Vec<RoutePlan>>> {
     let prev = previous?;
+    // IPv6 routes are computed every time (their labs are small)
+    if topo.ipv6() || prev.ipv6 {
+        return None;
+    }
     if topo.routing != Routing::Static || prev.routing != Routing::Static || topo.ecmp != prev.ecmp
     {
         return None;
@@ -1330,6 +1441,16 @@ fn node_ifname(
     }
 }
 
+/// A rule's sides in one family: both, or neither when one has no prefix in it (the rule
+/// matches nothing in that family).
+fn both<N>(src: Vec<N>, dst: Vec<N>) -> (Vec<N>, Vec<N>) {
+    if src.is_empty() || dst.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        (src, dst)
+    }
+}
+
 fn firewall_plan(
     topo: &Topology,
     addrs: &addressing::Addresses,
@@ -1348,6 +1469,25 @@ fn firewall_plan(
                 .map(|&a| Ipv4Net::from(a))
                 .collect(),
             Endpoint::Cidr(c) => vec![*c],
+            Endpoint::Cidr6(_) => Vec::new(),
+        }
+    };
+    // names stand for both families; a network without IPv6 has no IPv6 rules
+    let resolve6 = |e: &Endpoint| -> Vec<Ipv6Net> {
+        if !topo.ipv6() {
+            return Vec::new();
+        }
+        match e {
+            Endpoint::Any => vec![Ipv6Net::default()],
+            Endpoint::Subnet(s) => topo.subnets[*s].cidr6.into_iter().collect(),
+            Endpoint::Host(h) => addrs.hosts6[*h].map(Ipv6Net::from).into_iter().collect(),
+            Endpoint::Router(r) => addrs.routers6[*r]
+                .iter()
+                .flatten()
+                .map(|&a| Ipv6Net::from(a))
+                .collect(),
+            Endpoint::Cidr(_) => Vec::new(),
+            Endpoint::Cidr6(c) => vec![*c],
         }
     };
     let rules = fw
@@ -1355,11 +1495,18 @@ fn firewall_plan(
         .iter()
         .map(|r| (Action::Drop, r))
         .chain(fw.accept.iter().map(|r| (Action::Accept, r)))
-        .map(|(action, r)| RulePlan {
+        .map(|(action, r)| {
+            let (src, dst) = both(resolve(&r.src), resolve(&r.dst));
+            let (src6, dst6) = both(resolve6(&r.src), resolve6(&r.dst));
+            (action, r, src, dst, src6, dst6)
+        })
+        .map(|(action, r, src, dst, src6, dst6)| RulePlan {
             slot: 0,
             action,
-            src: resolve(&r.src),
-            dst: resolve(&r.dst),
+            src,
+            dst,
+            src6,
+            dst6,
             proto: r.proto.map(crate::topology::Proto::number),
             dport: r.dport,
             origin: r.origin.clone(),
@@ -1381,6 +1528,7 @@ fn firewall_plan(
     FirewallPlan {
         policy: fw.policy,
         rules,
+        ipv6: topo.ipv6(),
     }
 }
 

@@ -16,12 +16,10 @@
 //! aggregate. Subnets with hosts and two or more routers take one search each (from all
 //! their routers together); one-router subnets need none.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
-
-use ipnet::{Ipv4Net, Ipv4Subnets};
+use ipnet::{Ipv4Net, Ipv4Subnets, Ipv6Net};
 use petgraph::Directed;
 use petgraph::csr::Csr;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::topology::Topology;
 
@@ -39,6 +37,9 @@ pub struct Routing {
     /// For each router: (destinations as prefixes, next hops), aggregated, sorted by prefix.
     /// One next hop, or with `ecmp` every equal-cost one, in (router, position) order.
     pub routers: Vec<Vec<(Ipv4Net, Vec<Hop>)>>,
+    /// The same for the subnets' IPv6 prefixes (empty when none has one): the same next
+    /// hops, each group aggregated in its own family.
+    pub routers6: Vec<Vec<(Ipv6Net, Vec<Hop>)>>,
     /// For each subnet with hosts: the gateway for them, if it has a router — with `ecmp`,
     /// every router on it at the least distance (in router order). (Host-less subnets: the
     /// first router on them, since nothing reads it.)
@@ -47,6 +48,8 @@ pub struct Routing {
     /// gateway(s), each through one router or, with `ecmp`, several. (Empty for host-less
     /// subnets.)
     pub host_routes: Vec<Vec<(Ipv4Net, Vec<usize>)>>,
+    /// The same for IPv6 prefixes (the default gateway serves both families).
+    pub host_routes6: Vec<Vec<(Ipv6Net, Vec<usize>)>>,
     /// Groups of subnets that cannot reach each other, when the network is not connected.
     pub islands: Vec<Vec<usize>>,
 }
@@ -222,21 +225,36 @@ pub fn compute(topo: &Topology) -> Routing {
             }
         })
         .collect();
+    // IPv6 destinations: the vertex deciding each subnet's next hop, and its prefix
+    let dests6: Vec<(u32, Ipv6Net)> = topo
+        .subnets
+        .iter()
+        .enumerate()
+        .filter_map(|(s, sub)| {
+            let vertex = u32::try_from(single[s].unwrap_or(nr + s)).expect("checked");
+            Some((vertex, sub.cidr6?))
+        })
+        .collect();
     let mut routers = Vec::with_capacity(nr);
+    let mut routers6 = Vec::with_capacity(if dests6.is_empty() { 0 } else { nr });
     // the group of each label, reset after each router
     let mut group_of = vec![usize::MAX; nr];
     let mut sets = topo.ecmp.then(|| HopSets::new(nr + ns));
     for r in 0..nr {
-        routers.push(router_routes(
+        let (v4, v6) = router_routes(
             topo,
             &core,
             r,
             &single,
-            &dests,
+            (&dests, &dests6),
             &mut search,
             &mut group_of,
             sets.as_mut(),
-        ));
+        );
+        routers.push(v4);
+        if !dests6.is_empty() {
+            routers6.push(v6);
+        }
     }
 
     // Hosts: per subnet, the closest router on it (ties to the lowest), found by one search
@@ -247,14 +265,17 @@ pub fn compute(topo: &Topology) -> Routing {
     }
     let mut default_gateway = Vec::with_capacity(ns);
     let mut host_routes = Vec::with_capacity(ns);
+    let mut host_routes6 = Vec::with_capacity(ns);
     for (t, members) in on_subnet.iter().enumerate() {
         // no router: no gateway; one router: it serves every destination
         if members.len() < 2 || !has_hosts[t] {
             default_gateway.push(members.first().map(|&(r, _)| vec![r]));
             host_routes.push(Vec::new());
+            host_routes6.push(Vec::new());
             continue;
         }
-        let decisions: Vec<(Ipv4Net, Vec<usize>)> = if topo.ecmp {
+        // (destination subnet, gateways)
+        let decisions: Vec<(usize, Vec<usize>)> = if topo.ecmp {
             // every router of the subnet at the least distance: one search from each
             let distances: Vec<Vec<u32>> = members
                 .iter()
@@ -279,7 +300,7 @@ pub fn compute(topo: &Topology) -> Routing {
                         .filter(|&&i| distances[i][s] == best)
                         .map(|&i| members[i].0)
                         .collect();
-                    Some((topo.subnets[s].cidr, gws))
+                    Some((s, gws))
                 })
                 .collect()
         } else {
@@ -293,22 +314,35 @@ pub fn compute(topo: &Topology) -> Routing {
                 .filter(|&&s| s != t && search.dist[nr + s] != UNSEEN)
                 .map(|&s| {
                     let gw = usize::try_from(search.label[nr + s]).expect("a router index");
-                    (topo.subnets[s].cidr, vec![gw])
+                    (s, vec![gw])
                 })
                 .collect()
         };
         let gw = majority(&decisions).or_else(|| members.first().map(|&(r, _)| vec![r]));
-        let specific: Vec<_> = decisions
+        let specific: Vec<(usize, Vec<usize>)> = decisions
             .into_iter()
             .filter(|(_, g)| Some(g) != gw.as_ref())
             .collect();
         default_gateway.push(gw);
-        host_routes.push(aggregate(specific));
+        host_routes.push(aggregate(
+            specific
+                .iter()
+                .map(|(s, g)| (topo.subnets[*s].cidr, g.clone()))
+                .collect(),
+        ));
+        host_routes6.push(aggregate6(
+            specific
+                .iter()
+                .filter_map(|(s, g)| Some((topo.subnets[*s].cidr6?, g.clone())))
+                .collect(),
+        ));
     }
     Routing {
         routers,
+        routers6,
         default_gateway,
         host_routes,
+        host_routes6,
         islands,
     }
 }
@@ -323,7 +357,8 @@ struct Dest {
 
 /// The routes of router `r`: a search from its subnets over `core` (the graph without
 /// single-router subnets), then every destination in address order. With `ecmp`, each
-/// destination's next hops are every first hop of its shortest paths.
+/// destination's next hops are every first hop of its shortest paths. The IPv6 routes
+/// (destinations `dests.1`) come from the same search.
 #[expect(
     clippy::too_many_arguments,
     reason = "scratch space threaded through the searches"
@@ -333,11 +368,11 @@ fn router_routes(
     core: &Graph,
     r: usize,
     single: &[Option<usize>],
-    dests: &[Dest],
+    (dests, dests6): (&[Dest], &[(u32, Ipv6Net)]),
     search: &mut Search,
     group_of: &mut Vec<usize>,
     mut ecmp: Option<&mut HopSets>,
-) -> Vec<(Ipv4Net, Vec<Hop>)> {
+) -> RouterRoutes {
     let nr = core.routers;
     core.search(
         search,
@@ -408,20 +443,38 @@ fn router_routes(
         router: usize::try_from(packed >> 32).expect("a router index"),
         via_position: usize::try_from(packed & 0xffff_ffff).expect("a position"),
     };
-    Group::finish(groups)
+    let hops_of = |label: u64| -> Vec<Hop> {
+        match &ecmp {
+            Some(sets) => sets.sets[group_key(label)]
+                .iter()
+                .map(|&p| hop(p))
+                .collect(),
+            None => vec![hop(label)],
+        }
+    };
+    let v4 = Group::finish(groups)
         .into_iter()
-        .map(|(prefix, label)| {
-            let hops = match &ecmp {
-                Some(sets) => sets.sets[group_key(label)]
-                    .iter()
-                    .map(|&p| hop(p))
-                    .collect(),
-                None => vec![hop(label)],
-            };
-            (prefix, hops)
+        .map(|(prefix, label)| (prefix, hops_of(label)))
+        .collect();
+    // IPv6: the same decisions for the subnets' IPv6 prefixes, aggregated by label
+    let decisions6: Vec<(Ipv6Net, u64)> = dests6
+        .iter()
+        .filter(|&&(vertex, _)| {
+            let v = vertex as usize;
+            let d = search.dist[v];
+            d != UNSEEN && d != 0 && v != r
         })
-        .collect()
+        .map(|&(vertex, net)| (net, label_of(vertex as usize)))
+        .collect();
+    let v6 = aggregate6(decisions6)
+        .into_iter()
+        .map(|(prefix, label)| (prefix, hops_of(label)))
+        .collect();
+    (v4, v6)
 }
+
+/// A router's routes: IPv4, IPv6.
+type RouterRoutes = (Vec<(Ipv4Net, Vec<Hop>)>, Vec<(Ipv6Net, Vec<Hop>)>);
 
 /// ECMP: the sets of first hops (packed as (router, position)) of one router's search,
 /// interned, so that the vertices sharing a set share its id. Id 0 is the empty set.
@@ -557,14 +610,16 @@ pub fn gateways_only(topo: &Topology) -> Routing {
     }
     Routing {
         routers: vec![Vec::new(); topo.routers.len()],
+        routers6: Vec::new(),
         host_routes: vec![Vec::new(); topo.subnets.len()],
+        host_routes6: vec![Vec::new(); topo.subnets.len()],
         default_gateway,
         islands: Vec::new(),
     }
 }
 
 /// The value chosen for most destinations; ties go to the smallest.
-fn majority<T: Clone + Ord>(decisions: &[(Ipv4Net, T)]) -> Option<T> {
+fn majority<K, T: Clone + Ord>(decisions: &[(K, T)]) -> Option<T> {
     let mut counts: BTreeMap<&T, usize> = BTreeMap::new();
     for (_, v) in decisions {
         *counts.entry(v).or_default() += 1;
@@ -579,19 +634,29 @@ fn majority<T: Clone + Ord>(decisions: &[(Ipv4Net, T)]) -> Option<T> {
 
 /// Groups destinations by next hop and aggregates each group exactly; sorted by prefix.
 fn aggregate<T: Clone + Ord>(decisions: Vec<(Ipv4Net, T)>) -> Vec<(Ipv4Net, T)> {
-    let mut groups: BTreeMap<T, Vec<Ipv4Net>> = BTreeMap::new();
+    aggregate_with(decisions, Ipv4Net::aggregate)
+}
+
+/// [`aggregate`] for IPv6 prefixes.
+fn aggregate6<T: Clone + Ord>(decisions: Vec<(Ipv6Net, T)>) -> Vec<(Ipv6Net, T)> {
+    aggregate_with(decisions, Ipv6Net::aggregate)
+}
+
+/// [`aggregate`] in either family: `merge` is the family's exact aggregation. Prefixes
+/// order by network address, then length.
+fn aggregate_with<N: Copy + Ord, T: Clone + Ord>(
+    decisions: Vec<(N, T)>,
+    merge: fn(&Vec<N>) -> Vec<N>,
+) -> Vec<(N, T)> {
+    let mut groups: BTreeMap<T, Vec<N>> = BTreeMap::new();
     for (prefix, hop) in decisions {
         groups.entry(hop).or_default().push(prefix);
     }
-    let mut out: Vec<(Ipv4Net, T)> = groups
+    let mut out: Vec<(N, T)> = groups
         .into_iter()
-        .flat_map(|(hop, prefixes)| {
-            Ipv4Net::aggregate(&prefixes)
-                .into_iter()
-                .map(move |p| (p, hop.clone()))
-        })
+        .flat_map(|(hop, prefixes)| merge(&prefixes).into_iter().map(move |p| (p, hop.clone())))
         .collect();
-    out.sort_by_key(|&(p, _)| (u32::from(p.network()), p.prefix_len()));
+    out.sort_by_key(|&(p, _)| p);
     out
 }
 
@@ -630,19 +695,6 @@ impl<T: Copy + Ord> Group<T> {
         out.sort_by_key(|&(p, _)| (u32::from(p.network()), p.prefix_len()));
         out
     }
-}
-
-/// The address a router has on the subnet it shares with a neighbour.
-#[must_use]
-pub fn address_on(
-    router_subnets: &[usize],
-    router_addrs: &[Ipv4Addr],
-    subnet: usize,
-) -> Option<Ipv4Addr> {
-    router_subnets
-        .iter()
-        .position(|&s| s == subnet)
-        .map(|i| router_addrs[i])
 }
 
 #[cfg(test)]
@@ -758,6 +810,8 @@ mod tests {
             islands.clear();
         }
         Routing {
+            routers6: Vec::new(),
+            host_routes6: Vec::new(),
             routers: per_router.into_iter().map(aggregate).collect(),
             default_gateway,
             host_routes,
@@ -880,7 +934,13 @@ mod tests {
             .expect("a0-1");
         let (_, hops) = routing.routers[a]
             .iter()
-            .find(|(p, _)| p.contains(&"10.2.1.1".parse::<Ipv4Addr>().expect("an address")))
+            .find(|(p, _)| {
+                p.contains(
+                    &"10.2.1.1"
+                        .parse::<std::net::Ipv4Addr>()
+                        .expect("an address"),
+                )
+            })
             .expect("a route to pod 2");
         let names: Vec<&str> = hops
             .iter()

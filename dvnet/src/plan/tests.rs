@@ -802,3 +802,169 @@ fn a_lab_on_two_machines_joins_its_spanning_segments_by_vxlan() {
         }
     }
 }
+
+/// A dual-stack classic lab whose transit subnet C has no IPv6 prefix.
+const DUAL_STACK: &str = r#"{
+  "name": "ds", "automatic_routing": true, "update_hosts": true,
+  "subnets": {
+    "A": {"cidr": "10.0.0.0/24", "cidr6": "fd00:0:a::/64", "hosts": {"A-1": {}, "A-2": {"ip6": "fd00:0:a::a2"}}},
+    "B": {"cidr": "10.0.1.0/24", "cidr6": "fd00:0:b::/64", "hosts": {"B-1": {}}},
+    "C": {"cidr": "10.0.2.0/24"},
+    "D": {"cidr": "10.0.3.0/24", "cidr6": "fd00:0:d::/64", "hosts": {"D-1": {}}}
+  },
+  "routers": {
+    "R-1": {"subnets": ["A", "C"], "fw_rules": {"drop": [["A-2", "B"], ["10.0.0.0/24", "D"], ["fd00:0:a::/64", "D-1"]]}},
+    "R-2": {"subnets": ["C", "B", "D"], "ip6": {"D": "fd00:0:d::fe"}}
+  }
+}"#;
+
+#[test]
+fn a_dual_stack_lab_gets_ipv6_addresses_routes_and_rules_from_the_same_decisions() {
+    let plan = plan_text(DUAL_STACK, None);
+    assert!(plan.ipv6);
+    let six = |node: &str, subnet: &str| {
+        let n = plan.node(node).expect("node");
+        plan.links_of(n)
+            .find(|l| plan.subnets[l.subnet].name == subnet)
+            .expect("on subnet")
+            .address6
+            .map(|a| a.to_string())
+    };
+    // routers first, hosts after, explicit addresses kept out of the pool
+    assert_eq!(six("R-1", "A").as_deref(), Some("fd00:0:a::1"));
+    assert_eq!(six("A-1", "A").as_deref(), Some("fd00:0:a::2"));
+    assert_eq!(six("A-2", "A").as_deref(), Some("fd00:0:a::a2"));
+    assert_eq!(six("R-2", "D").as_deref(), Some("fd00:0:d::fe"));
+    assert_eq!(six("D-1", "D").as_deref(), Some("fd00:0:d::1"));
+    assert_eq!(six("R-1", "C"), None, "C has no IPv6 prefix");
+    // IPv6 routes cross C through the next hop's link-local address (from its MAC)
+    let r2_c = plan
+        .links
+        .iter()
+        .find(|l| l.ifname == "ethr-2-c")
+        .expect("R-2 on C");
+    assert_eq!(
+        r2_c.link_local(),
+        "fe80::d7:aff:fe00:202"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+    );
+    let routes6 = |node: &str| -> Vec<(String, String)> {
+        plan.node(node)
+            .unwrap()
+            .routes6
+            .iter()
+            .map(|r| (r.dest.to_string(), r.via.to_string()))
+            .collect()
+    };
+    // B and D aggregate? fd00:0:b::/64 and fd00:0:d::/64 are not adjacent: two routes
+    assert_eq!(
+        routes6("R-1"),
+        [
+            (
+                "fd00:0:b::/64".to_owned(),
+                "fe80::d7:aff:fe00:202".to_owned()
+            ),
+            (
+                "fd00:0:d::/64".to_owned(),
+                "fe80::d7:aff:fe00:202".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(
+        routes6("R-2"),
+        [(
+            "fd00:0:a::/64".to_owned(),
+            "fe80::d7:aff:fe00:201".to_owned()
+        )]
+    );
+    assert_eq!(
+        routes6("A-1"),
+        [("::/0".to_owned(), "fe80::d7:aff:fe00:1".to_owned())]
+    );
+    // rules: names stand for both families, literal prefixes for their own
+    let rules = &plan.node("R-1").unwrap().firewall.as_ref().unwrap().rules;
+    let sides = |i: usize| {
+        let r = &rules[i];
+        let s = |v: &[ipnet::Ipv4Net]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let s6 = |v: &[ipnet::Ipv6Net]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        (s(&r.src), s(&r.dst), s6(&r.src6), s6(&r.dst6))
+    };
+    assert_eq!(
+        sides(0),
+        (
+            vec!["10.0.0.3/32".to_owned()],
+            vec!["10.0.1.0/24".to_owned()],
+            vec!["fd00:0:a::a2/128".to_owned()],
+            vec!["fd00:0:b::/64".to_owned()]
+        )
+    );
+    assert_eq!(
+        sides(1),
+        (
+            vec!["10.0.0.0/24".to_owned()],
+            vec!["10.0.3.0/24".to_owned()],
+            vec![],
+            vec![]
+        ),
+        "an IPv4 prefix: IPv4 only"
+    );
+    assert_eq!(
+        sides(2),
+        (
+            vec![],
+            vec![],
+            vec!["fd00:0:a::/64".to_owned()],
+            vec!["fd00:0:d::1/128".to_owned()]
+        ),
+        "an IPv6 prefix: IPv6 only"
+    );
+    let v6 =
+        crate::datapath::kernel::ruleset6(plan.node("R-1").unwrap().firewall.as_ref().unwrap());
+    assert!(v6.contains("-s fd00:0:a::a2/128 -d fd00:0:b::/64"), "{v6}");
+    assert!(!v6.contains("10.0.0.0/24"), "{v6}");
+    let v4 = crate::datapath::kernel::ruleset(plan.node("R-1").unwrap().firewall.as_ref().unwrap());
+    assert!(!v4.contains("fd00"), "{v4}");
+    assert_eq!(v4.matches("-j DROP").count(), 2, "{v4}");
+    // names resolve to both families
+    let hosts = plan.hosts_file();
+    assert!(hosts.contains("10.0.0.2\tA-1\n"), "{hosts}");
+    assert!(hosts.contains("fd00:0:a::2\tA-1\n"), "{hosts}");
+    assert!(hosts.contains("fd00:0:d::fe\tR-2-D\n"), "{hosts}");
+}
+
+#[test]
+fn a_network_without_ipv6_plans_none() {
+    let plan = plan_of("classic");
+    assert!(!plan.ipv6);
+    assert!(plan.links.iter().all(|l| l.address6.is_none()));
+    assert!(plan.nodes.iter().all(|n| n.routes6.is_empty()));
+    assert!(!plan.hosts_file().contains("::1"));
+    let json = serde_json::to_string(&plan).unwrap();
+    assert!(
+        !json.contains("ipv6") && !json.contains("routes6"),
+        "{json}"
+    );
+}
+
+#[test]
+fn ipv6_addresses_stay_with_their_nodes_across_an_edit() {
+    let before = plan_text(DUAL_STACK, None);
+    // a host added before A-1 in file order: A-1 keeps its IPv6 address, the new host takes
+    // the next free one
+    let edited = DUAL_STACK.replace(
+        r#""hosts": {"A-1": {}"#,
+        r#""hosts": {"A-0": {}, "A-1": {}"#,
+    );
+    let after = plan_text(&edited, Some(&before));
+    let six = |plan: &Plan, node: &str| {
+        plan.links_of(plan.node(node).unwrap())
+            .next()
+            .unwrap()
+            .address6
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(six(&after, "A-1"), "fd00:0:a::2");
+    assert_eq!(six(&after, "A-0"), "fd00:0:a::3");
+}

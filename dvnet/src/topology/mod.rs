@@ -5,9 +5,9 @@
 //! into a [`Topology`] or the complete list of what is wrong with it. Nothing here touches
 //! the host.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 mod error;
@@ -82,6 +82,9 @@ pub struct Subnet {
     /// Normalized to its network address (`10.0.0.7/24` reads as `10.0.0.0/24`, as the
     /// original dvnet did).
     pub cidr: Ipv4Net,
+    /// Its IPv6 prefix (`"cidr6"`), normalized the same way: the subnet is dual-stack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<Ipv6Net>,
     /// Impairments of every packet entering the segment (`"impair"`).
     pub impair: Impair,
 }
@@ -94,6 +97,10 @@ pub struct Host {
     /// An explicit address (the `ip` extension); validated to lie inside the subnet and not
     /// be its network or broadcast address.
     pub ip: Option<Ipv4Addr>,
+    /// An explicit IPv6 address (`"ip6"`), inside the subnet's `cidr6` and not its network
+    /// address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub image: Option<String>,
     /// Ports of this node published on the host.
     pub publish: Vec<Publish>,
@@ -123,6 +130,9 @@ pub struct Router {
     /// Explicit addresses, parallel to `subnets` (the `ip` extension: an object mapping
     /// subnet names to addresses).
     pub ips: Vec<Option<Ipv4Addr>>,
+    /// Explicit IPv6 addresses, parallel to `subnets` (`"ip6"`: an object mapping subnet
+    /// names to addresses).
+    pub ips6: Vec<Option<Ipv6Addr>>,
     pub image: Option<String>,
     pub firewall: Firewall,
     /// A user's own FRR configuration for this router (absolute path): FRR runs in it with
@@ -196,6 +206,8 @@ pub enum Endpoint {
     Router(usize),
     /// A literal prefix.
     Cidr(Ipv4Net),
+    /// A literal IPv6 prefix.
+    Cidr6(Ipv6Net),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -325,6 +337,13 @@ impl Topology {
         let origin = path.display().to_string();
         let text = read_text(path)?;
         Self::from_json(&text, &origin)
+    }
+
+    /// Whether any subnet has an IPv6 prefix: then every node has IPv6 (link-local addresses
+    /// on every link, global ones on the subnets with `cidr6`), else it stays off in them.
+    #[must_use]
+    pub fn ipv6(&self) -> bool {
+        self.subnets.iter().any(|s| s.cidr6.is_some())
     }
 
     /// The name of a node.

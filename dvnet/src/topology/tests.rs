@@ -38,6 +38,7 @@ fn host(name: &str, subnet: usize) -> Host {
         name: name.to_owned(),
         subnet,
         ip: None,
+        ip6: None,
         image: None,
         publish: Vec::new(),
         impair: Impair::default(),
@@ -66,16 +67,19 @@ fn classic_lab_reads_in_file_order() {
             Subnet {
                 name: "A".to_owned(),
                 cidr: net("10.0.0.0/24"),
+                cidr6: None,
                 impair: Impair::default(),
             },
             Subnet {
                 name: "B".to_owned(),
                 cidr: net("10.0.1.0/24"),
+                cidr6: None,
                 impair: Impair::default(),
             },
             Subnet {
                 name: "C".to_owned(),
                 cidr: net("10.0.2.0/24"),
+                cidr6: None,
                 impair: Impair::default(),
             },
         ],
@@ -84,6 +88,7 @@ fn classic_lab_reads_in_file_order() {
                 name: "R-1".to_owned(),
                 subnets: vec![0, 2],
                 ips: vec![None, None],
+                ips6: vec![None; 2],
                 image: None,
                 firewall: Firewall {
                     policy: Policy::Accept,
@@ -105,6 +110,7 @@ fn classic_lab_reads_in_file_order() {
                 name: "R-2".to_owned(),
                 subnets: vec![2, 1],
                 ips: vec![None, None],
+                ips6: vec![None; 2],
                 image: Some("dvnet/router".to_owned()),
                 firewall: Firewall::default(),
                 frr_config: None,
@@ -235,15 +241,15 @@ fn every_error_is_reported_at_once() {
             "routers": {"R-1": {"subnets": ["C", "D"], "fw_rules": {"drop": [["X", "Y"]]}}}
         }"#,
     );
-    let also = r#"an entry may also be a CIDR such as "10.0.0.0/24", an address, or "*""#;
+    let also = r#"an entry may also be a CIDR such as "10.0.0.0/24" or "fd00:0:a::/64", an address, or "*""#;
     assert_eq!(
         errors,
         [
             "update_hosts: expected true or false, found a string".to_owned(),
-            r#"subnets."A".cidrr: unknown field "cidrr" (did you mean "cidr"?)"#.to_owned(),
+            r#"subnets."A".cidrr: unknown field "cidrr" (did you mean "cidr" or "cidr6"?)"#.to_owned(),
             r#"subnets."A": missing field "cidr": the subnet's prefix, such as "10.0.0.0/24""#
                 .to_owned(),
-            r#"subnets."B".cidr: "fd00::/64" is IPv6, and IPv6 is not yet supported; use IPv4"#
+            r#"subnets."B".cidr: "fd00::/64" is IPv6: IPv6 prefixes go in "cidr6" and addresses in "ip6", beside the IPv4 ones"#
                 .to_owned(),
             r#"routers."R-1".subnets[1]: unknown subnet "D" (the subnets are "A", "B", "C")"#
                 .to_owned(),

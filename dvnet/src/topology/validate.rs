@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::parse::{Document, Json};
 use super::{
@@ -19,6 +19,9 @@ mod machines;
 pub(super) const ID_MAX: usize = 24;
 /// The longest subnet prefix: a /30 holds two nodes; /31 and /32 are not supported.
 const PREFIX_MAX: u8 = 30;
+/// The longest IPv6 subnet prefix: a /126 holds three nodes besides its network address
+/// (the subnet-router anycast address, never handed out); /127 and /128 are not supported.
+const PREFIX6_MAX: u8 = 126;
 /// The most members a subnet may have: one of three or more members is a Linux bridge with a
 /// port per member, and a bridge holds 1023 ports (`BR_MAX_PORTS` is 1024, port 0 unused).
 const BRIDGE_PORTS_MAX: usize = 1023;
@@ -43,13 +46,14 @@ const TOP_FIELDS: &[&str] = &[
     "routers",
 ];
 const OUTBOUND_FIELDS: &[&str] = &["enabled", "cidr", "routers"];
-const SUBNET_FIELDS: &[&str] = &["cidr", "hosts", "impair"];
-const HOST_FIELDS: &[&str] = &["image", "ip", "publish", "impair", "machine"];
+const SUBNET_FIELDS: &[&str] = &["cidr", "cidr6", "hosts", "impair"];
+const HOST_FIELDS: &[&str] = &["image", "ip", "ip6", "publish", "impair", "machine"];
 const ROUTER_FIELDS: &[&str] = &[
     "subnets",
     "image",
     "fw_rules",
     "ip",
+    "ip6",
     "frr_config",
     "publish",
     "impair",
@@ -220,6 +224,7 @@ struct SubnetDraft<'a> {
     name: &'a str,
     path: Path,
     cidr: Option<Ipv4Net>,
+    cidr6: Option<Ipv6Net>,
     /// Hosts and routers that need an address on it.
     nodes: usize,
     impair: Impair,
@@ -237,6 +242,7 @@ struct Validator<'a> {
     node_names: Registry<'a, NodeRef>,
     /// Explicit addresses, and where each is given.
     addresses: HashMap<Ipv4Addr, Path>,
+    addresses6: HashMap<Ipv6Addr, Path>,
     /// Published host ports, by whom and where.
     published: HashMap<(u16, Proto), (String, Path)>,
     machines: Vec<Machine>,
@@ -311,6 +317,7 @@ impl<'a> Validator<'a> {
                 Some(Subnet {
                     name: s.name.to_owned(),
                     cidr: s.cidr?,
+                    cidr6: s.cidr6,
                     impair: s.impair,
                 })
             })
@@ -480,6 +487,7 @@ impl<'a> Validator<'a> {
                 name,
                 path: path.clone(),
                 cidr: None,
+                cidr6: None,
                 nodes: 0,
                 impair: Impair::default(),
             });
@@ -494,6 +502,18 @@ impl<'a> Validator<'a> {
             self.subnets[index].cidr = self
                 .require(&f, "cidr", "the subnet's prefix, such as \"10.0.0.0/24\"")
                 .and_then(|(value, path)| self.prefix(value, &path));
+            self.subnets[index].cidr6 = f.get("cidr6").and_then(|(value, path)| {
+                let net = self.prefix6(value, &path)?;
+                if self.machines.len() > 1 {
+                    self.error(
+                        &path,
+                        "IPv6 in a lab placed on several machines is not supported yet; remove \
+                         \"cidr6\", or place the lab on one machine",
+                    );
+                    return None;
+                }
+                Some(net)
+            });
             if let Some((value, path)) = f.get("impair") {
                 self.subnets[index].impair = self.impair(value, &path);
             }
@@ -527,6 +547,7 @@ impl<'a> Validator<'a> {
             name: name.to_owned(),
             subnet,
             ip: None,
+            ip6: None,
             image: None,
             publish: Vec::new(),
             impair: Impair::default(),
@@ -543,6 +564,9 @@ impl<'a> Validator<'a> {
             host.ip = f
                 .get("ip")
                 .and_then(|(value, path)| self.address(value, &path, subnet));
+            host.ip6 = f
+                .get("ip6")
+                .and_then(|(value, path)| self.address6(value, &path, subnet));
         }
         self.hosts.push(host);
     }
@@ -574,6 +598,7 @@ impl<'a> Validator<'a> {
             name: name.to_owned(),
             subnets: Vec::new(),
             ips: Vec::new(),
+            ips6: Vec::new(),
             image: None,
             firewall: Firewall::default(),
             frr_config: None,
@@ -629,8 +654,12 @@ impl<'a> Validator<'a> {
             }
         }
         router.ips = vec![None; router.subnets.len()];
+        router.ips6 = vec![None; router.subnets.len()];
         if let Some((value, path)) = f.get("ip") {
-            self.router_addresses(&mut router, &listed, value, &path);
+            self.router_addresses(&mut router, &listed, value, &path, false);
+        }
+        if let Some((value, path)) = f.get("ip6") {
+            self.router_addresses(&mut router, &listed, value, &path, true);
         }
         router.impair = vec![Impair::default(); router.subnets.len()];
         if let Some((value, path)) = f.get("impair") {
@@ -651,22 +680,32 @@ impl<'a> Validator<'a> {
         router
     }
 
-    /// A router's `ip`: an object from subnet names to addresses.
+    /// A router's `ip` (or with `six`, `ip6`): an object from subnet names to addresses.
     fn router_addresses(
         &mut self,
         router: &mut Router,
         listed: &HashMap<&str, usize>,
         value: &'a Json,
         path: &Path,
+        six: bool,
     ) {
-        let Some(entries) = self.object(value, path, "{\"A\": \"10.0.0.1\"}") else {
+        let example = if six {
+            "{\"A\": \"fd00:0:a::1\"}"
+        } else {
+            "{\"A\": \"10.0.0.1\"}"
+        };
+        let Some(entries) = self.object(value, path, example) else {
             return;
         };
         for (subnet_name, value, path) in self.named(entries, path) {
             match self.subnet_names.get(subnet_name) {
                 Some(subnet) => {
                     if let Some(slot) = router.subnets.iter().position(|&s| s == subnet) {
-                        router.ips[slot] = self.address(value, &path, subnet);
+                        if six {
+                            router.ips6[slot] = self.address6(value, &path, subnet);
+                        } else {
+                            router.ips[slot] = self.address(value, &path, subnet);
+                        }
                     } else {
                         self.error(
                             &path,
@@ -839,7 +878,7 @@ impl<'a> Validator<'a> {
             dport,
             origin: path.to_string(),
         };
-        match value {
+        let rule = match value {
             Json::String(text) => Some(rule(self.endpoint(text, path)?, Endpoint::Any, None, None)),
             Json::Array(items) if (1..=2).contains(&items.len()) => {
                 let src = self.side(&items[0], &path.index(0));
@@ -894,7 +933,21 @@ impl<'a> Validator<'a> {
                 );
                 None
             }
-        }
+        }?;
+        let ipv6 = self.subnets.iter().any(|s| s.cidr6.is_some());
+        let message = match (&rule.src, &rule.dst) {
+            (Endpoint::Cidr(_), Endpoint::Cidr6(_)) | (Endpoint::Cidr6(_), Endpoint::Cidr(_)) => {
+                "one side is IPv4 and the other IPv6, so the entry would match nothing; write \
+                 both sides in one family, or a name (a name stands for both)"
+            }
+            (Endpoint::Cidr6(_), _) | (_, Endpoint::Cidr6(_)) if !ipv6 => {
+                "an IPv6 prefix, but no subnet has IPv6, so the entry would match nothing; give \
+                 subnets a \"cidr6\" or write IPv4 prefixes"
+            }
+            _ => return Some(rule),
+        };
+        self.error(path, message);
+        None
     }
 
     /// One side of a firewall entry.
@@ -932,12 +985,13 @@ impl<'a> Validator<'a> {
             }
             (None, None) => {}
         }
+        if let Some(net) = parse_prefix6(text) {
+            return Some(Endpoint::Cidr6(net));
+        }
         let parsed = if text.contains('/') {
             parse_prefix(text)
         } else if let Ok(ip) = text.parse::<Ipv4Addr>() {
             Ok(Ipv4Net::from(ip))
-        } else if text.parse::<Ipv6Addr>().is_ok() {
-            Err(ipv6(text))
         } else {
             let hint = suggest(
                 text,
@@ -945,7 +999,7 @@ impl<'a> Validator<'a> {
             );
             Err(format!(
                 "unknown subnet or node {text:?}{hint}; an entry may also be a CIDR such as \
-                 \"10.0.0.0/24\", an address, or \"*\""
+                 \"10.0.0.0/24\" or \"fd00:0:a::/64\", an address, or \"*\""
             ))
         };
         parsed
@@ -1064,17 +1118,124 @@ impl<'a> Validator<'a> {
         Some(ip)
     }
 
-    /// Subnets must not share addresses: sorted by address, a prefix overlaps another only
-    /// if the widest one before it contains it.
+    /// A subnet's IPv6 prefix (`cidr6`), normalized; at most [`PREFIX6_MAX`] long.
+    fn prefix6(&mut self, value: &Json, path: &Path) -> Option<Ipv6Net> {
+        let text = self.string(value, path)?;
+        let message = match text.parse::<Ipv6Net>().map(|n| n.trunc()) {
+            Ok(net) if let Some((range, what)) = special_range6(net) => format!(
+                "{net} overlaps {range}, {what}: nodes cannot use it as a subnet; use a unique \
+                 local prefix such as fd00:0:a::/64"
+            ),
+            Ok(net) if net.prefix_len() <= PREFIX6_MAX => return Some(net),
+            Ok(net) => format!(
+                "prefix /{} is too long: an IPv6 subnet needs /{PREFIX6_MAX} or shorter (/64 is \
+                 usual; /127 and /128 are not supported)",
+                net.prefix_len()
+            ),
+            Err(_) if text.parse::<Ipv6Addr>().is_ok() => {
+                format!("{text:?} has no prefix length; write a CIDR such as \"{text}/64\"")
+            }
+            Err(_) if text.parse::<Ipv4Net>().is_ok() || text.parse::<Ipv4Addr>().is_ok() => {
+                format!(
+                    "{text:?} is IPv4: \"cidr6\" takes the subnet's IPv6 prefix, such as \
+                     \"fd00:0:a::/64\" (the IPv4 one goes in \"cidr\")"
+                )
+            }
+            Err(_) => {
+                format!("invalid IPv6 CIDR {text:?}: expected a prefix such as \"fd00:0:a::/64\"")
+            }
+        };
+        self.error(path, message);
+        None
+    }
+
+    /// An explicit IPv6 address (`ip6`) of a node on a subnet.
+    fn address6(&mut self, value: &Json, path: &Path, subnet: usize) -> Option<Ipv6Addr> {
+        let text = self.string(value, path)?;
+        let Ok(ip) = text.parse::<Ipv6Addr>() else {
+            let message = if text.parse::<Ipv4Addr>().is_ok() {
+                format!("{text:?} is IPv4: \"ip6\" takes an IPv6 address (\"ip\" the IPv4 one)")
+            } else if let Some((addr, _)) = text.split_once('/')
+                && addr.parse::<Ipv6Addr>().is_ok()
+            {
+                format!(
+                    "{text:?} has a prefix length; write the address alone, \"{addr}\" (the \
+                     subnet gives the prefix)"
+                )
+            } else {
+                format!(
+                    "invalid IPv6 address {text:?}: expected an address such as \
+                     \"fd00:0:a::10\""
+                )
+            };
+            self.error(path, message);
+            return None;
+        };
+        let SubnetDraft {
+            name, cidr6, cidr, ..
+        } = self.subnets[subnet];
+        match cidr6 {
+            None if cidr.is_some() => {
+                self.error(
+                    path,
+                    format!(
+                        "subnet {name:?} has no IPv6 prefix; add \"cidr6\" to it (such as \
+                         \"fd00:0:a::/64\") or remove this address"
+                    ),
+                );
+                return None;
+            }
+            Some(net) if !net.contains(&ip) || ip == net.network() => {
+                let what = if net.contains(&ip) {
+                    "the network address (subnet-router anycast) of"
+                } else {
+                    "outside"
+                };
+                self.error(
+                    path,
+                    format!(
+                        "{ip} is {what} subnet {name:?} ({net}); use an address such as {}",
+                        Ipv6Addr::from(u128::from(net.network()) + 10)
+                    ),
+                );
+                return None;
+            }
+            _ => {}
+        }
+        if let Some(first) = self.addresses6.get(&ip) {
+            let message = format!(
+                "{ip} is already the address at {first}; explicit addresses must be unique"
+            );
+            self.error(path, message);
+            return None;
+        }
+        self.addresses6.insert(ip, path.clone());
+        Some(ip)
+    }
+
+    /// Subnets must not share addresses, in either family.
     fn check_overlaps(&mut self) {
-        let mut sorted: Vec<(usize, Ipv4Net)> = self
+        let v4: Vec<(usize, IpNet)> = self
             .subnets
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| Some((i, s.cidr?)))
+            .filter_map(|(i, s)| Some((i, IpNet::V4(s.cidr?))))
             .collect();
+        let v6: Vec<(usize, IpNet)> = self
+            .subnets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, IpNet::V6(s.cidr6?))))
+            .collect();
+        self.check_overlaps_in(v4, "cidr");
+        self.check_overlaps_in(v6, "cidr6");
+    }
+
+    /// Sorted by address, a prefix overlaps another only if the widest one before it
+    /// contains it. Reported at `field` of the subnet written later.
+    fn check_overlaps_in(&mut self, mut sorted: Vec<(usize, IpNet)>, field: &str) {
         sorted.sort_by_key(|&(_, net)| (net.network(), net.prefix_len()));
-        let mut widest: Option<(usize, Ipv4Net)> = None;
+        let mut widest: Option<(usize, IpNet)> = None;
         for (index, net) in sorted {
             match widest {
                 Some((other, other_net)) if other_net.contains(&net.network()) => {
@@ -1089,7 +1250,7 @@ impl<'a> Validator<'a> {
                          prefixes",
                         self.subnets[first].name
                     );
-                    let path = self.subnets[later].path.join("cidr");
+                    let path = self.subnets[later].path.join(field);
                     self.error(&path, message);
                 }
                 _ => widest = Some((index, net)),
@@ -1106,10 +1267,11 @@ impl<'a> Validator<'a> {
                 nodes,
                 ..
             } = self.subnets[index];
-            let Some(net) = cidr else { continue };
-            let usable = (1_u64 << (32 - net.prefix_len())) - 2;
             let needed = u64::try_from(nodes).unwrap_or(u64::MAX);
-            if needed > usable {
+            let usable = cidr.map_or(u64::MAX, |net| (1_u64 << (32 - net.prefix_len())) - 2);
+            if let Some(net) = cidr
+                && needed > usable
+            {
                 let bits = needed
                     .saturating_add(2)
                     .next_power_of_two()
@@ -1121,6 +1283,27 @@ impl<'a> Validator<'a> {
                     32_u32.saturating_sub(bits)
                 );
                 let path = path.join("cidr");
+                self.error(&path, message);
+            }
+            let Some(net6) = self.subnets[index].cidr6 else {
+                continue;
+            };
+            // every address but the network's (no broadcast in IPv6); wider than 2^63 is
+            // plenty
+            let host_bits = 128 - u32::from(net6.prefix_len());
+            let usable = 1_u64.checked_shl(host_bits).map_or(u64::MAX, |n| n - 1);
+            if needed > usable {
+                let bits = needed
+                    .saturating_add(1)
+                    .next_power_of_two()
+                    .trailing_zeros();
+                let message = format!(
+                    "subnet too small: {nodes} nodes need IPv6 addresses but /{} has {usable}; \
+                     use /{} or shorter (/64 is usual)",
+                    net6.prefix_len(),
+                    128_u32.saturating_sub(bits)
+                );
+                let path = self.subnets[index].path.join("cidr6");
                 self.error(&path, message);
             }
         }
@@ -1582,7 +1765,37 @@ fn parse_address(text: &str) -> Result<Ipv4Addr, String> {
 }
 
 fn ipv6(text: &str) -> String {
-    format!("{text:?} is IPv6, and IPv6 is not yet supported; use IPv4")
+    format!(
+        "{text:?} is IPv6: IPv6 prefixes go in \"cidr6\" and addresses in \"ip6\", beside the \
+         IPv4 ones"
+    )
+}
+
+/// An IPv6 prefix or address (as a /128), normalized; `None` when `text` is neither.
+fn parse_prefix6(text: &str) -> Option<Ipv6Net> {
+    text.parse::<Ipv6Net>()
+        .map(|n| n.trunc())
+        .ok()
+        .or_else(|| text.parse::<Ipv6Addr>().ok().map(Ipv6Net::from))
+}
+
+/// The special IPv6 range `net` overlaps, if any: addresses no segment of nodes can use.
+fn special_range6(net: Ipv6Net) -> Option<(Ipv6Net, &'static str)> {
+    const SPECIAL: [(&str, &str); 3] = [
+        (
+            "::/8",
+            "the reserved range (unspecified, loopback, IPv4-mapped)",
+        ),
+        (
+            "fe80::/10",
+            "the link-local range (dvnet gives every link its own)",
+        ),
+        ("ff00::/8", "the multicast range"),
+    ];
+    SPECIAL.iter().find_map(|&(range, what)| {
+        let range: Ipv6Net = range.parse().expect("a valid prefix");
+        (range.contains(&net.network()) || net.contains(&range.network())).then_some((range, what))
+    })
 }
 
 /// ` (did you mean "X"?)` when some candidates are close to `word`, else nothing. Close: a
