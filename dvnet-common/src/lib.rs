@@ -62,8 +62,23 @@ impl PacketClass {
         }
     }
 
+    /// The class of an IPv6 packet whose (first) next header is `next` and, for ICMPv6,
+    /// whose type is `icmp_type`. Neighbour discovery and multicast listener messages are
+    /// IPv6's ARP: counted as `Other`, so that `icmp` counts pings and errors alone, in
+    /// both families.
+    #[must_use]
+    pub const fn of_ipv6(next: u8, icmp_type: u8) -> Self {
+        match next {
+            IPPROTO_ICMPV6 if icmp_type >= 130 && icmp_type <= 143 => PacketClass::Other,
+            IPPROTO_ICMPV6 => PacketClass::Icmp,
+            IPPROTO_TCP => PacketClass::Tcp,
+            IPPROTO_UDP => PacketClass::Udp,
+            _ => PacketClass::Other,
+        }
+    }
+
     /// The class of an Ethernet frame, from its `EtherType` (host byte order) and, for IPv4,
-    /// its protocol.
+    /// its protocol (for IPv6, see [`PacketClass::of_ipv6`]).
     #[must_use]
     pub const fn of_frame(ethertype: u16, ipv4_proto: u8) -> Self {
         match ethertype {
@@ -399,6 +414,45 @@ pub struct Route {
     pub plen: u16,
 }
 
+/// Key of `DV_ROUTES6` (and `DV_FW_CLASSES6`), an LPM trie: the router id (big-endian) then
+/// the IPv6 address; the prefix length counts the router's 32 bits (`32 + plen`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouterAddr6 {
+    pub router: u32,
+    pub addr: [u8; 16],
+}
+
+/// Value of `DV_ROUTES6`: as [`Route`], with an IPv6 next hop (the next router's link-local
+/// address; all zero on a connected subnet: the destination itself). One next hop: with
+/// `"ecmp"` the first (equal-cost IPv6 routes are spread on the kernel datapath only, for
+/// now).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Route6 {
+    pub ifindex: u32,
+    pub flags: u32,
+    pub link: u32,
+    pub nexthop: [u8; 16],
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+
+/// Key of `DV_CONNTRACK6`: an IPv6 flow seen by a router, in the direction it was accepted
+/// (ICMPv6 echo uses the identifier as both ports).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey6 {
+    pub router: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u32,
+}
+
 /// Key of `DV_NEXTHOPS`: the `index`-th (from 1) next hop of the route of `router` to
 /// `addr/plen`. A flow takes the next hop `hash % paths` (0: the route itself).
 #[repr(C)]
@@ -531,10 +585,45 @@ pub mod maps {
     pub const CAPTURE: &str = "DV_CAPTURE";
     /// `NexthopKey` → `Route`: the further next hops of equal-cost routes.
     pub const NEXTHOPS: &str = "DV_NEXTHOPS";
-    pub const ALL: [&str; 13] = [
-        LINK_STATS, IFACES, ROUTES, FW_CLASSES, FW_RULES, CONNTRACK, RULE_HITS, GLOBAL, IMPAIR,
-        TAPS, TAPPING, CAPTURE, NEXTHOPS,
+    /// `RouterAddr6` → `Route6`: every eBPF router's IPv6 table.
+    pub const ROUTES6: &str = "DV_ROUTES6";
+    /// `RouterAddr6` → class: the IPv6 prefixes of firewall rules.
+    pub const FW_CLASSES6: &str = "DV_FW_CLASSES6";
+    /// `FlowKey6` → 1: accepted IPv6 flows.
+    pub const CONNTRACK6: &str = "DV_CONNTRACK6";
+    /// ifindex → IPv6 address: the source of the ICMPv6 errors a router sends from there.
+    pub const ADDRS6: &str = "DV_ADDRS6";
+    /// Per-CPU scratch space of the IPv6 program.
+    pub const SCRATCH6: &str = "DV_SCRATCH6";
+    /// Program array: `node_ingress` tail-calls `node_ingress6` (index `JUMP_IPV6`) for the
+    /// IPv6 packets a router forwards, in a stack frame of its own.
+    pub const JUMP: &str = "DV_JUMP";
+    /// Per-CPU scratch space: IPv6 flow keys.
+    pub const KEYS6: &str = "DV_KEYS6";
+    pub const ALL: [&str; 20] = [
+        LINK_STATS,
+        IFACES,
+        ROUTES,
+        FW_CLASSES,
+        FW_RULES,
+        CONNTRACK,
+        RULE_HITS,
+        GLOBAL,
+        IMPAIR,
+        TAPS,
+        TAPPING,
+        CAPTURE,
+        NEXTHOPS,
+        ROUTES6,
+        FW_CLASSES6,
+        CONNTRACK6,
+        ADDRS6,
+        SCRATCH6,
+        JUMP,
+        KEYS6,
     ];
+    /// `node_ingress6`'s index in `DV_JUMP`.
+    pub const JUMP_IPV6: u32 = 0;
 }
 
 /// Program names, as the kernel and aya see them.
@@ -546,6 +635,9 @@ pub mod programs {
     pub const FABRIC_INGRESS: &str = "fabric_ingress";
     /// TC ingress of the near end of a delay line: sends delayed packets on.
     pub const DELAY_RETURN: &str = "delay_return";
+    /// Reached from `node_ingress` by a tail call (never attached): forwards, filters or
+    /// answers the IPv6 packets of an eBPF router.
+    pub const NODE_INGRESS6: &str = "node_ingress6";
 }
 
 pub const ETH_P_IP: u16 = 0x0800;
@@ -554,6 +646,7 @@ pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
 pub const ETH_HLEN: usize = 14;
 
 #[cfg(feature = "user")]
@@ -569,6 +662,9 @@ mod pod {
     unsafe impl aya::Pod for super::RuleKey {}
     unsafe impl aya::Pod for super::RuleVerdict {}
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::RouterAddr6 {}
+    unsafe impl aya::Pod for super::Route6 {}
+    unsafe impl aya::Pod for super::FlowKey6 {}
     unsafe impl aya::Pod for super::ImpairEntry {}
     unsafe impl aya::Pod for super::Tap {}
     unsafe impl aya::Pod for super::CaptureMeta {}

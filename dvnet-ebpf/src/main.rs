@@ -22,10 +22,12 @@
 
 mod firewall;
 mod icmp;
+mod icmp6;
 mod impair;
 mod maps;
 mod packet;
 mod router;
+mod router6;
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -104,6 +106,13 @@ pub fn node_ingress(ctx: TcContext) -> i32 {
         }
         return TC_ACT_OK as i32;
     }
+    if iface.flags & IFACE_OWN == 0 && router6::is_ipv6(&ctx) {
+        // in a frame of its own: IPv4 forwarding and IPv6 forwarding do not fit one stack.
+        // (No IPv6 program in the array: the kernel, whose IPv6 is off, drops it.)
+        // SAFETY: the context is this program's own.
+        let _ = unsafe { maps::DV_JUMP.tail_call(&ctx, dvnet_common::maps::JUMP_IPV6) };
+        return TC_ACT_OK as i32;
+    }
     // the router's own packets, through `lo`: acted on for the router that sent them
     let iface = if iface.flags & IFACE_OWN == 0 {
         iface
@@ -137,6 +146,45 @@ pub fn node_ingress(ctx: TcContext) -> i32 {
             let mut m = meta(&ctx, verdict::ANSWERED);
             m.reason = decision.reason as u8;
             maps::capture(&ctx, &mut m);
+        }
+    })
+}
+
+/// Tail-called by `node_ingress` (counted and impaired there already): an IPv6 packet on an
+/// eBPF router's interface, decided, captured with the decision, and carried out.
+#[classifier]
+pub fn node_ingress6(ctx: TcContext) -> i32 {
+    match maps::iface_of(&ctx) {
+        Some(iface) if iface.flags & IFACE_FORWARD != 0 => forward6(&ctx, &iface),
+        _ => TC_ACT_OK as i32,
+    }
+}
+
+#[inline(always)]
+fn forward6(ctx: &TcContext, iface: &IfaceInfo) -> i32 {
+    let decision = router6::decide(ctx, iface);
+    let tapping = maps::tapping();
+    if tapping {
+        let mut m = meta(ctx, verdict::DELIVERED);
+        match decision.kind {
+            router::kind::DROP | router::kind::ANSWER => {
+                m.verdict = verdict::DROPPED;
+                m.reason = decision.reason as u8;
+                m.rule = decision.rule;
+            }
+            router::kind::FORWARD => {
+                m.verdict = verdict::FORWARDED;
+                m.egress = decision.egress;
+            }
+            _ => {}
+        }
+        maps::capture(ctx, &mut m);
+    }
+    router6::act(ctx, iface, &decision, || {
+        if tapping {
+            let mut m = meta(ctx, verdict::ANSWERED);
+            m.reason = decision.reason as u8;
+            maps::capture(ctx, &mut m);
         }
     })
 }

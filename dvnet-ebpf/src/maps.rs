@@ -5,13 +5,13 @@ use aya_ebpf::{
     bindings::__sk_buff,
     helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerfEventArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerfEventArray, ProgramArray},
     programs::TcContext,
 };
 use dvnet_common::{
-    CAPTURE_SESSIONS, CAPTURE_SNAPLEN, CaptureMeta, DropReason, ETH_HLEN, ETH_P_IP, FlowKey,
-    IfaceInfo, ImpairEntry, LinkStats, NexthopKey, PacketClass, Route, RouterAddr, RuleKey,
-    RuleVerdict, Tap,
+    CAPTURE_SESSIONS, CAPTURE_SNAPLEN, CaptureMeta, DropReason, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
+    FlowKey, FlowKey6, IfaceInfo, ImpairEntry, LinkStats, NexthopKey, PacketClass, Route, Route6,
+    RouterAddr, RouterAddr6, RuleKey, RuleVerdict, Tap,
 };
 
 // Sizes are set by userspace before loading, from the network's plan.
@@ -47,6 +47,39 @@ pub static DV_FW_RULES: HashMap<RuleKey, RuleVerdict> = HashMap::with_max_entrie
 /// Accepted flows, so their later packets and replies pass. LRU: a full map evicts.
 #[map(name = "DV_CONNTRACK")]
 pub static DV_CONNTRACK: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(1, 0);
+
+/// (router, IPv6 destination) → route.
+#[map(name = "DV_ROUTES6")]
+pub static DV_ROUTES6: LpmTrie<RouterAddr6, Route6> = LpmTrie::with_max_entries(1, 0);
+
+/// (router, IPv6 address) → firewall class.
+#[map(name = "DV_FW_CLASSES6")]
+pub static DV_FW_CLASSES6: LpmTrie<RouterAddr6, u32> = LpmTrie::with_max_entries(1, 0);
+
+/// Accepted IPv6 flows.
+#[map(name = "DV_CONNTRACK6")]
+pub static DV_CONNTRACK6: LruHashMap<FlowKey6, u32> = LruHashMap::with_max_entries(1, 0);
+
+/// ifindex → the IPv6 source of the ICMPv6 errors a router sends from that interface.
+#[map(name = "DV_ADDRS6")]
+pub static DV_ADDRS6: HashMap<u32, [u8; 16]> = HashMap::with_max_entries(1, NO_PREALLOC);
+
+/// Scratch space for building an ICMPv6 error (one per CPU): too large for the stack
+/// beside the rest of the program.
+#[map(name = "DV_SCRATCH6")]
+pub static DV_SCRATCH6: PerCpuArray<[u8; 256]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Two IPv6 flow keys, per CPU: a flow and its reply (or a quoted flow) for the firewall,
+/// off the stack.
+#[repr(C)]
+pub struct Keys6(pub [FlowKey6; 2]);
+
+#[map(name = "DV_KEYS6")]
+pub static DV_KEYS6: PerCpuArray<Keys6> = PerCpuArray::with_max_entries(1, 0);
+
+/// `node_ingress6`, tail-called for the IPv6 packets of eBPF routers.
+#[map(name = "DV_JUMP")]
+pub static DV_JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Hits per rule.
 #[map(name = "DV_RULE_HITS")]
@@ -90,6 +123,11 @@ pub fn classify(ctx: &TcContext) -> PacketClass {
         return PacketClass::Other;
     };
     let ethertype = u16::from_be(ethertype);
+    if ethertype == ETH_P_IPV6 {
+        let next = ctx.load::<u8>(ETH_HLEN + 6).unwrap_or(0);
+        let icmp_type = ctx.load::<u8>(ETH_HLEN + 40).unwrap_or(0);
+        return PacketClass::of_ipv6(next, icmp_type);
+    }
     let proto = if ethertype == ETH_P_IP {
         ctx.load::<u8>(ETH_HLEN + 9).unwrap_or(0)
     } else {

@@ -90,3 +90,46 @@ pub fn is_multicast_or_broadcast(addr_be: u32) -> bool {
     let a = u32::from_be(addr_be);
     a >> 28 == 0xe || a == u32::MAX
 }
+
+/// The IPv6 header fields the datapath reads, copied out of the packet (addresses as
+/// stored, network byte order).
+#[derive(Clone, Copy, Default)]
+pub struct Ipv6 {
+    pub payload_len: u16,
+    /// The first next header (extension headers are not walked: a packet with one is
+    /// forwarded and filtered by its first next header, without ports).
+    pub next: u8,
+    pub hop_limit: u8,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// The fixed IPv6 header.
+pub const IPV6_HLEN: usize = 40;
+
+/// Reads the IPv6 header, pulling it into the linear area if needed.
+#[inline(always)]
+pub fn ipv6(ctx: &TcContext) -> Option<Ipv6> {
+    const NEED: usize = IP_OFF + IPV6_HLEN;
+    if ctx.data() + NEED > ctx.data_end() {
+        ctx.pull_data(NEED as u32).ok()?;
+    }
+    let ver = ctx.load::<u8>(IP_OFF).ok()?;
+    if ver >> 4 != 6 {
+        return None;
+    }
+    Some(Ipv6 {
+        payload_len: u16::from_be(ctx.load::<u16>(IP_OFF + 4).ok()?),
+        next: ctx.load::<u8>(IP_OFF + 6).ok()?,
+        hop_limit: ctx.load::<u8>(IP_OFF + 7).ok()?,
+        saddr: ctx.load::<[u8; 16]>(IP_OFF + 8).ok()?,
+        daddr: ctx.load::<[u8; 16]>(IP_OFF + 24).ok()?,
+    })
+}
+
+/// Whether an IPv6 address is multicast (`ff00::/8`) or link-local (`fe80::/10`): never
+/// forwarded, for the router's own stack.
+#[inline(always)]
+pub fn is_multicast_or_link_local6(addr: &[u8; 16]) -> bool {
+    addr[0] == 0xff || (addr[0] == 0xfe && addr[1] & 0xc0 == 0x80)
+}

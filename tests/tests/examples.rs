@@ -102,7 +102,7 @@ fn dual_stack_routes_ipv6_across_an_ipv4_transit_and_drops_a_2_to_b_in_both_fami
         return;
     }
     let net = TestNet::new("ex-dual", example("dual-stack"));
-    net.up(&["--datapath", "kernel"]);
+    net.up(&[]);
     let out = net.exec(
         "A-1",
         &["traceroute", "-6", "-n", "-q", "1", "-w", "1", "B-1"],

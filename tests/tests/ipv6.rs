@@ -1,6 +1,8 @@
-//! IPv6: dual-stack labs (`"cidr6"` beside `"cidr"`), in real namespaces with real traffic.
-//! IPv6 routes cross subnets without an IPv6 prefix through the next hop's link-local
-//! address, names resolve to both families, the firewall filters both.
+//! IPv6: dual-stack labs (`"cidr6"` beside `"cidr"`), in real namespaces with real traffic,
+//! on both datapaths — eBPF routers (kernel forwarding off in both families: the program
+//! forwards, filters and answers ICMPv6 errors) and kernel routers with ip6tables. IPv6
+//! routes cross subnets without an IPv6 prefix through the next hop's link-local address,
+//! names resolve to both families, the firewall filters both.
 
 use dvnet_tests::{TestNet, require_root, text};
 use serde_json::{Value, json};
@@ -91,24 +93,23 @@ fn sysctl(net: &TestNet, node: &str, key: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[test]
-fn kernel_datapath_every_host_reaches_every_host_over_ipv6_by_name() {
-    if !require_root("kernel_datapath_every_host_reaches_every_host_over_ipv6_by_name") {
-        return;
-    }
-    let net = TestNet::new("v6reach", dual_stack());
-    net.up(&["--datapath", "kernel"]);
+fn every_host_reaches_every_host_over_ipv6_by_name(datapath: &str) {
+    let net = TestNet::new(&format!("v6reach-{datapath}"), dual_stack());
+    net.up(&["--datapath", datapath]);
     for router in ["R-1", "R-2"] {
         assert_eq!(
             sysctl(&net, router, "net.ipv6.conf.all.forwarding"),
-            "1",
-            "{router} forwards IPv6"
+            if datapath == "kernel" { "1" } else { "0" },
+            "{datapath}: {router}'s kernel forwarding"
         );
     }
     let hosts = ["A-1", "A-2", "B-1", "B-2"];
     for from in hosts {
         for to in hosts.iter().filter(|&&t| t != from) {
-            assert!(ping6(&net, from, to), "{from} cannot ping -6 {to}");
+            assert!(
+                ping6(&net, from, to),
+                "{datapath}: {from} cannot ping -6 {to}"
+            );
         }
     }
     // IPv4 as before
@@ -156,13 +157,9 @@ fn kernel_datapath_every_host_reaches_every_host_over_ipv6_by_name() {
     );
 }
 
-#[test]
-fn kernel_datapath_traceroute6_shows_each_router_and_hop_limits_expire_there() {
-    if !require_root("kernel_datapath_traceroute6_shows_each_router_and_hop_limits_expire_there") {
-        return;
-    }
-    let net = TestNet::new("v6trace", dual_stack());
-    net.up(&["--datapath", "kernel"]);
+fn traceroute6_shows_each_router_and_hop_limits_expire_there(datapath: &str) {
+    let net = TestNet::new(&format!("v6trace-{datapath}"), dual_stack());
+    net.up(&["--datapath", datapath]);
     let out = net.exec(
         "A-1",
         &["traceroute", "-6", "-n", "-q", "1", "-w", "2", "B-2"],
@@ -172,7 +169,7 @@ fn kernel_datapath_traceroute6_shows_each_router_and_hop_limits_expire_there() {
     assert_eq!(
         dvnet_tests::hops(&out),
         ["fd00:0:a::1", "fd00:0:b::1", "fd00:0:b::3"],
-        "{}",
+        "{datapath}: {}",
         text(&out)
     );
     for (hop_limit, router) in [("1", "fd00:0:a::1"), ("2", "fd00:0:b::1")] {
@@ -185,18 +182,63 @@ fn kernel_datapath_traceroute6_shows_each_router_and_hop_limits_expire_there() {
         let o = String::from_utf8_lossy(&out.stdout);
         assert!(
             o.contains(&format!("From {router}")) && o.contains("Time exceeded"),
-            "hop limit {hop_limit}: {o}"
+            "{datapath}: hop limit {hop_limit}: {o}"
         );
     }
+    // no route: R-1 says so
+    let out = net.exec(
+        "A-1",
+        &["ping", "-6", "-n", "-c", "1", "-W", "2", "fd00:0:c::1"],
+    );
+    let o = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        o.contains("From fd00:0:a::1") && o.contains("Destination unreachable"),
+        "{datapath}: {o}"
+    );
 }
 
-#[test]
-fn kernel_datapath_firewall_filters_ipv6_as_it_filters_ipv4() {
-    if !require_root("kernel_datapath_firewall_filters_ipv6_as_it_filters_ipv4") {
-        return;
+fn stats_count_exactly_the_ipv6_pings_sent(datapath: &str) {
+    let net = TestNet::new(&format!("v6count-{datapath}"), dual_stack());
+    net.up(&["--datapath", datapath]);
+    // neighbour discovery first: it is counted apart from ICMPv6 pings ("other"), as ARP
+    assert!(ping6(&net, "A-1", "B-2"));
+    let stats = || -> Value {
+        let out = net.host.dvnet(&["stats", &net.id, "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("stats --json")
+    };
+    let before = stats();
+    let out = net.exec(
+        "A-1",
+        &["ping", "-6", "-c", "10", "-i", "0.01", "-W", "2", "B-2"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let after = stats();
+    // every link on the path: 10 echo requests one way, 10 replies the other
+    for (node, subnet) in [
+        ("A-1", "A"),
+        ("R-1", "A"),
+        ("R-1", "C"),
+        ("R-2", "C"),
+        ("R-2", "B"),
+        ("B-2", "B"),
+    ] {
+        let (rx0, tx0) = dvnet_tests::icmp_on(&before, node, subnet);
+        let (rx1, tx1) = dvnet_tests::icmp_on(&after, node, subnet);
+        assert_eq!(
+            (rx1 - rx0, tx1 - tx0),
+            (10, 10),
+            "{datapath}: {node} on {subnet} (received, sent)"
+        );
     }
-    let net = TestNet::new("v6fw", firewall_lab());
-    net.up(&["--datapath", "kernel"]);
+    let (rx0, _) = dvnet_tests::icmp_on(&before, "B-1", "B");
+    let (rx1, _) = dvnet_tests::icmp_on(&after, "B-1", "B");
+    assert_eq!(rx1, rx0, "B-1 saw none of A-1's pings");
+}
+
+fn firewall_filters_ipv6_as_it_filters_ipv4(datapath: &str) {
+    let net = TestNet::new(&format!("v6fw-{datapath}"), firewall_lab());
+    net.up(&["--datapath", datapath]);
     for (from, to, family, passes, why) in [
         (
             "A-1",
@@ -237,44 +279,52 @@ fn kernel_datapath_firewall_filters_ipv6_as_it_filters_ipv4() {
         } else {
             ping4(&net, from, to)
         };
-        assert_eq!(got, passes, "{from} → {to} over IPv{family}: {why}");
+        assert_eq!(
+            got, passes,
+            "{datapath}: {from} → {to} over IPv{family}: {why}"
+        );
     }
     assert!(
         tcp6_ok(&net, "B-1", "A-1"),
-        "B-1 → A-1 tcp/5201 over IPv6 is accepted"
+        "{datapath}: B-1 → A-1 tcp/5201 over IPv6 is accepted"
     );
     assert!(
         !tcp6_ok(&net, "B-2", "A-1"),
-        "B-2 → A-1 tcp/5201 over IPv6 is not"
+        "{datapath}: B-2 → A-1 tcp/5201 over IPv6 is not"
     );
+    if datapath == "ebpf" {
+        let out = net.host.dvnet(&["stats", &net.id, "--json"]);
+        let s: Value = serde_json::from_slice(&out.stdout).expect("stats --json");
+        let hits = |rule: &str| {
+            s["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["rule"] == rule)
+                .and_then(|r| r["hits"].as_u64())
+                .unwrap_or(0)
+        };
+        // drop[0]: A-2 → B-2 once in each family; drop[1]: A-1's and A-3's ICMPv6 to B-2
+        assert_eq!(hits(r#"routers."R".fw_rules.drop[0]"#), 2, "{s}");
+        assert_eq!(hits(r#"routers."R".fw_rules.drop[1]"#), 2, "{s}");
+    }
 }
 
-#[test]
-fn an_ipv6_lab_survives_a_link_down_and_up_and_refuses_edits_and_the_ebpf_datapath() {
-    if !require_root(
-        "an_ipv6_lab_survives_a_link_down_and_up_and_refuses_edits_and_the_ebpf_datapath",
-    ) {
-        return;
-    }
-    // the eBPF datapath does not forward IPv6 yet: refused before anything is made
-    let refused = TestNet::new("v6ebpf", dual_stack());
-    let file = refused.file.to_str().unwrap();
-    let out = refused.host.dvnet(&["up", file]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("--datapath kernel"), "{}", text(&out));
-    assert!(refused.leftovers().is_empty(), "{:?}", refused.leftovers());
-
-    let net = TestNet::new("v6link", dual_stack());
-    net.up(&["--datapath", "kernel"]);
+fn an_ipv6_lab_survives_a_link_down_and_up_and_refuses_edits(datapath: &str) {
+    let net = TestNet::new(&format!("v6ln-{datapath}"), dual_stack());
+    net.up(&["--datapath", datapath]);
     assert!(ping6(&net, "A-1", "B-1"));
     let out = net.host.dvnet(&["link", &net.id, "R-2", "C", "down"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(!ping6(&net, "A-1", "B-1"), "the only path is down");
+    assert!(
+        !ping6(&net, "A-1", "B-1"),
+        "{datapath}: the only path is down"
+    );
     let out = net.host.dvnet(&["link", &net.id, "R-2", "C", "up"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         ping6(&net, "A-1", "B-1"),
-        "the IPv6 routes through the link are set again"
+        "{datapath}: the IPv6 routes through the link are set again"
     );
     assert!(ping4(&net, "A-1", "B-1"));
     // edits of an IPv6 lab are refused, and it runs on
@@ -289,11 +339,7 @@ fn an_ipv6_lab_survives_a_link_down_and_up_and_refuses_edits_and_the_ebpf_datapa
     assert!(net.leftovers().is_empty(), "{:?}", net.leftovers());
 }
 
-#[test]
-fn nodes_of_a_network_without_ipv6_keep_it_off() {
-    if !require_root("nodes_of_a_network_without_ipv6_keep_it_off") {
-        return;
-    }
+fn nodes_of_a_network_without_ipv6_keep_it_off(datapath: &str) {
     let mut topology = dual_stack();
     for s in ["A", "B"] {
         topology["subnets"][s]
@@ -302,8 +348,8 @@ fn nodes_of_a_network_without_ipv6_keep_it_off() {
             .remove("cidr6");
     }
     topology["subnets"]["A"]["hosts"]["A-2"] = json!({});
-    let net = TestNet::new("v6off", topology);
-    net.up(&["--datapath", "kernel"]);
+    let net = TestNet::new(&format!("v6off-{datapath}"), topology);
+    net.up(&["--datapath", datapath]);
     for node in ["R-1", "A-1"] {
         assert_eq!(
             sysctl(&net, node, "net.ipv6.conf.all.disable_ipv6"),
@@ -318,3 +364,33 @@ fn nodes_of_a_network_without_ipv6_keep_it_off() {
         );
     }
 }
+
+macro_rules! both_datapaths {
+    ($($name:ident),* $(,)?) => {
+        mod ebpf {
+            $(#[test]
+            fn $name() {
+                if super::require_root(stringify!($name)) {
+                    super::$name("ebpf");
+                }
+            })*
+        }
+        mod kernel {
+            $(#[test]
+            fn $name() {
+                if super::require_root(stringify!($name)) {
+                    super::$name("kernel");
+                }
+            })*
+        }
+    };
+}
+
+both_datapaths!(
+    every_host_reaches_every_host_over_ipv6_by_name,
+    traceroute6_shows_each_router_and_hop_limits_expire_there,
+    stats_count_exactly_the_ipv6_pings_sent,
+    firewall_filters_ipv6_as_it_filters_ipv4,
+    an_ipv6_lab_survives_a_link_down_and_up_and_refuses_edits,
+    nodes_of_a_network_without_ipv6_keep_it_off,
+);

@@ -1063,6 +1063,10 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                         if let Some(first) = new.links_of(node).next() {
                             nl.set_own_route(first.address, new.mtu).await?;
                         }
+                        // (IPv6 routes are few: kernel routes still)
+                        for r in &node.routes6 {
+                            set_kernel_route(nl, new, r, built).await?;
+                        }
                     } else {
                         set_kernel_routes(nl, old, new, node, removed_routes, built, was_own)
                             .await?;

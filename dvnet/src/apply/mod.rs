@@ -79,12 +79,6 @@ pub enum ApplyError {
     )]
     Ipv6Edit { id: String },
     #[error(
-        "the file gives subnets IPv6 prefixes (\"cidr6\"), and the eBPF datapath forwards \
-         IPv4 only for now; run `dvnet up --datapath kernel FILE`, where the routers' kernels \
-         forward and filter both families"
-    )]
-    Ipv6Ebpf,
-    #[error(
         "network {id} was left {status} by a dvnet that died (pid {pid}); `dvnet down {id}` \
          removes it, then `dvnet up` builds it again"
     )]
@@ -275,9 +269,6 @@ async fn up_locked(
     let id = plan.id.clone();
     preflight::nothing_there(plan)?;
     preflight::placement(plan)?;
-    if plan.ipv6 && plan.datapath == crate::plan::Datapath::Ebpf {
-        return Err(ApplyError::Ipv6Ebpf);
-    }
     raise_fd_limit();
     // The datapath is checked before anything exists: its map entries, then the kernel's
     // verdict on the programs. Loading changes nothing on the host.

@@ -11,7 +11,8 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData};
 use aya::{Ebpf, EbpfLoader};
 use dvnet_common::{
-    IfaceInfo, ImpairEntry, NexthopKey, Route, RouterAddr, RuleKey, RuleVerdict, maps, programs,
+    IfaceInfo, ImpairEntry, NexthopKey, Route, Route6, RouterAddr, RouterAddr6, RuleKey,
+    RuleVerdict, maps, programs,
 };
 
 use super::entries::MapEntries;
@@ -52,6 +53,11 @@ pub struct MapSizes {
     pub rules: u32,
     pub rule_hits: u32,
     pub conntrack: u32,
+    pub routes6: u32,
+    pub classes6: u32,
+    pub addrs6: u32,
+    /// Preallocated (LRU): a network without IPv6 takes one entry.
+    pub conntrack6: u32,
 }
 
 /// Room for edits: a map holding `n` entries at `up` is made for this many. Arrays
@@ -83,6 +89,15 @@ impl MapSizes {
             rule_hits: with_room(rule_slots, 256),
             // LRU maps are preallocated; a firewall added by an edit needs it whole
             conntrack: CONNTRACK_ENTRIES,
+            routes6: with_room(entries.routes6.len(), 256),
+            classes6: with_room(entries.classes6.len(), 256),
+            addrs6: with_room(entries.addrs6.len(), 256),
+            // (a network's IPv6 is never added by an edit)
+            conntrack6: if entries.addrs6.is_empty() {
+                1
+            } else {
+                CONNTRACK_ENTRIES
+            },
         }
     }
 }
@@ -152,6 +167,10 @@ pub fn open(sizes: MapSizes) -> Result<Ebpf, BpfError> {
         .map_max_entries(maps::FW_RULES, sizes.rules)
         .map_max_entries(maps::RULE_HITS, sizes.rule_hits)
         .map_max_entries(maps::CONNTRACK, sizes.conntrack)
+        .map_max_entries(maps::ROUTES6, sizes.routes6)
+        .map_max_entries(maps::FW_CLASSES6, sizes.classes6)
+        .map_max_entries(maps::ADDRS6, sizes.addrs6)
+        .map_max_entries(maps::CONNTRACK6, sizes.conntrack6)
         .load(OBJECT)
         .map_err(|e| BpfError::Load {
             source: Box::new(e),
@@ -208,6 +227,7 @@ impl Loaded {
         for name in PROGRAMS {
             load_program(&mut ebpf, name)?;
         }
+        jump_table(&mut ebpf)?;
         fill(&mut ebpf, entries)?;
         Ok(Loaded { ebpf })
     }
@@ -275,11 +295,35 @@ impl Loaded {
 }
 
 /// The programs of a network, loaded and pinned.
-pub const PROGRAMS: [&str; 3] = [
+pub const PROGRAMS: [&str; 4] = [
     programs::NODE_INGRESS,
     programs::FABRIC_INGRESS,
     programs::DELAY_RETURN,
+    programs::NODE_INGRESS6,
 ];
+
+/// Puts `node_ingress6` where `node_ingress` tail-calls it.
+fn jump_table(ebpf: &mut Ebpf) -> Result<(), BpfError> {
+    let fd = {
+        let program: &aya::programs::SchedClassifier = ebpf
+            .program(programs::NODE_INGRESS6)
+            .and_then(|p| p.try_into().ok())
+            .expect("a loaded classifier");
+        program
+            .fd()
+            .expect("a loaded program has a descriptor")
+            .try_clone()
+            .map_err(|e| BpfError::Program {
+                name: programs::NODE_INGRESS6.to_owned(),
+                source: Box::new(aya::programs::ProgramError::IOError(e)),
+            })?
+    };
+    let mut jump: aya::maps::ProgramArray<&mut MapData> =
+        aya::maps::ProgramArray::try_from(ebpf.map_mut(maps::JUMP).expect("in the object"))
+            .map_err(map_err(maps::JUMP))?;
+    jump.set(maps::JUMP_IPV6, &fd, 0)
+        .map_err(map_err(maps::JUMP))
+}
 
 fn fill(ebpf: &mut Ebpf, e: &MapEntries) -> Result<(), BpfError> {
     put_hash(ebpf, maps::IMPAIR, &e.impairs)?;
@@ -287,7 +331,35 @@ fn fill(ebpf: &mut Ebpf, e: &MapEntries) -> Result<(), BpfError> {
     put_lpm(ebpf, maps::ROUTES, &e.routes)?;
     put_hash(ebpf, maps::NEXTHOPS, &e.nexthops)?;
     put_lpm(ebpf, maps::FW_CLASSES, &e.classes)?;
-    put_hash(ebpf, maps::FW_RULES, &e.rules)
+    put_hash(ebpf, maps::FW_RULES, &e.rules)?;
+    put_lpm6(ebpf, maps::ROUTES6, &e.routes6)?;
+    put_lpm6(ebpf, maps::FW_CLASSES6, &e.classes6)?;
+    put_hash(ebpf, maps::ADDRS6, &e.addrs6)
+}
+
+/// [`put_lpm`] for IPv6 prefixes.
+fn put_lpm6<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    entries: &[((u32, ipnet::Ipv6Net), V)],
+) -> Result<(), BpfError> {
+    let mut map: LpmTrie<&mut MapData, RouterAddr6, V> =
+        LpmTrie::try_from(ebpf.map_mut(name).expect("in the object")).map_err(map_err(name))?;
+    for (key, v) in entries {
+        map.insert(&lpm_key6(key), v, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// The LPM key of (router, IPv6 prefix).
+fn lpm_key6((router, prefix): &(u32, ipnet::Ipv6Net)) -> Key<RouterAddr6> {
+    Key::new(
+        32 + u32::from(prefix.prefix_len()),
+        RouterAddr6 {
+            router: router.to_be(),
+            addr: prefix.network().octets(),
+        },
+    )
 }
 
 /// Writes `entries` into the hash map `name` of the object.
@@ -598,6 +670,18 @@ impl Pinned {
         }
         for (k, v) in &diff.rules.put {
             rules.insert(k, v, 0).map_err(map_err(maps::FW_RULES))?;
+        }
+        if !diff.routes6.is_empty() {
+            let mut routes6: LpmTrie<MapData, RouterAddr6, Route6> =
+                LpmTrie::try_from(self.map(maps::ROUTES6)?).map_err(map_err(maps::ROUTES6))?;
+            for k in &diff.routes6.delete {
+                let _ = routes6.remove(&lpm_key6(k));
+            }
+            for (k, v) in &diff.routes6.put {
+                routes6
+                    .insert(&lpm_key6(k), v, 0)
+                    .map_err(map_err(maps::ROUTES6))?;
+            }
         }
         // impairments before the interfaces flagged for them, removed after
         let mut impairs: HashMap<MapData, u32, ImpairEntry> =

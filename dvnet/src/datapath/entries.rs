@@ -23,7 +23,8 @@ use dvnet_common::{
     ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route, RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP,
     WILDCARD, threshold,
 };
-use ipnet::Ipv4Net;
+use dvnet_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, Route6};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::plan::{Action, Forwarder, Hook, LinkPlan, NodeKind, Plan};
@@ -63,6 +64,12 @@ pub struct MapEntries {
     pub nexthops: Vec<(NexthopKey, Route)>,
     /// (router id, prefix) → class.
     pub classes: Vec<((u32, Ipv4Net), u32)>,
+    /// (router id, IPv6 destination) → route.
+    pub routes6: Vec<((u32, Ipv6Net), Route6)>,
+    /// (router id, IPv6 prefix) → class.
+    pub classes6: Vec<((u32, Ipv6Net), u32)>,
+    /// ifindex → the IPv6 source of the ICMPv6 errors a router sends from there.
+    pub addrs6: Vec<(u32, [u8; 16])>,
     pub rules: Vec<(RuleKey, RuleVerdict)>,
     /// The rules and their `DV_RULE_HITS` slots.
     pub rule_slots: Vec<RuleSlot>,
@@ -262,6 +269,10 @@ pub fn entries_of(
         }
         if program {
             routes(plan, n, &mut out.routes, &mut out.nexthops);
+            if plan.ipv6 {
+                routes6(plan, n, &mut out.routes6);
+                addresses6(plan, n, &mut out.addrs6);
+            }
         }
     }
     Ok(out)
@@ -325,9 +336,10 @@ pub fn impair_entry(hook: &Hook) -> ImpairEntry {
     }
 }
 
-/// Whether a packet sent on `link` toward `via` cannot get there: the link is down, or the
-/// other end of its veth pair, or (on a bridge) the next hop's own link.
-fn blocked(plan: &Plan, link: &LinkPlan, via: Option<std::net::Ipv4Addr>) -> bool {
+/// Whether a packet sent on `link` toward `via` (an IPv4 address, or an IPv6 link-local
+/// one) cannot get there: the link is down, or the other end of its veth pair, or (on a
+/// bridge) the next hop's own link.
+fn blocked(plan: &Plan, link: &LinkPlan, via: Option<std::net::IpAddr>) -> bool {
     if link.down || plan.peer_of(link).is_some_and(|p| p.down) {
         return true;
     }
@@ -336,8 +348,87 @@ fn blocked(plan: &Plan, link: &LinkPlan, via: Option<std::net::Ipv4Addr>) -> boo
             .links
             .iter()
             .map(|&l| &plan.links[l as usize])
-            .any(|l| l.address == via && l.down)
+            .any(|l| l.down && is_at(l, via))
     })
+}
+
+/// Whether `via` is `link`'s IPv4 address or its IPv6 link-local one.
+fn is_at(link: &LinkPlan, via: std::net::IpAddr) -> bool {
+    match via {
+        std::net::IpAddr::V4(v4) => link.address == v4,
+        std::net::IpAddr::V6(v6) => link.link_local() == v6,
+    }
+}
+
+/// A router's IPv6 routes: its connected IPv6 subnets, its own global addresses (for the
+/// kernel), then the plan's IPv6 routes through their first next hop that can be reached.
+fn routes6(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv6Net), Route6)>) {
+    let node = &plan.nodes[n];
+    let id = node.id;
+    let route = |link: &LinkPlan, via: Option<std::net::Ipv6Addr>, flags: u32| {
+        let mut r = Route6 {
+            ifindex: link.ifindex,
+            flags,
+            link: link.id,
+            nexthop: via.map_or([0; 16], |v| v.octets()),
+            dmac: [0; 6],
+            smac: [0; 6],
+        };
+        // to the other end of a point-to-point link: the MACs are known
+        if flags & ROUTE_LOCAL == 0
+            && let Some(peer) = plan.peer_of(link)
+            && via.is_none_or(|v| peer.link_local() == v)
+        {
+            r.flags |= ROUTE_PEER;
+            r.dmac = peer.mac;
+            r.smac = link.mac;
+        }
+        r
+    };
+    for link in plan.links_of(node) {
+        let (Some(cidr6), Some(address6)) = (plan.subnets[link.subnet].cidr6, link.address6) else {
+            continue;
+        };
+        let mut connected = route(link, None, ROUTE_CONNECTED);
+        if blocked(plan, link, None) {
+            connected.flags |= ROUTE_DOWN;
+        }
+        out.push(((id, cidr6), connected));
+        out.push((
+            (id, Ipv6Net::from(address6)),
+            route(link, None, ROUTE_LOCAL),
+        ));
+    }
+    for r in &node.routes6 {
+        let hops: Vec<(std::net::Ipv6Addr, &LinkPlan)> = r
+            .nexthops()
+            .map(|(via, _, l)| (via, &plan.links[l as usize]))
+            .collect();
+        let live = hops
+            .iter()
+            .find(|(via, link)| !blocked(plan, link, Some((*via).into())));
+        let entry = if let Some(&(via, link)) = live {
+            route(link, Some(via), 0)
+        } else {
+            let (via, link) = hops[0];
+            let mut dead = route(link, Some(via), 0);
+            dead.flags |= ROUTE_DOWN;
+            dead
+        };
+        out.push(((id, r.dest), entry));
+    }
+}
+
+/// The source of the ICMPv6 errors an eBPF router sends from each of its interfaces: the
+/// interface's global address, else the router's first one, else the interface's
+/// link-local address (the kernel's choice for a destination of global scope).
+fn addresses6(plan: &Plan, n: usize, out: &mut Vec<(u32, [u8; 16])>) {
+    let node = &plan.nodes[n];
+    let first = plan.links_of(node).find_map(|l| l.address6);
+    for link in plan.links_of(node) {
+        let source = link.address6.or(first).unwrap_or_else(|| link.link_local());
+        out.push((link.ifindex, source.octets()));
+    }
 }
 
 fn routes(
@@ -407,7 +498,7 @@ fn routes(
         let first = hops.next().expect("a route has a next hop");
         let mut live: Vec<Route> = std::iter::once(first)
             .chain(hops)
-            .filter(|&(via, link)| !blocked(plan, link, Some(via)))
+            .filter(|&(via, link)| !blocked(plan, link, Some(via.into())))
             .map(|(via, link)| entry(via, link))
             .collect();
         if live.is_empty() {
@@ -442,33 +533,34 @@ fn firewall(plan: &Plan, n: usize, out: &mut MapEntries) -> Result<(), EntriesEr
     };
     let id = node.id;
 
-    // Classes: every prefix named, sorted so that each prefix is followed by the prefixes
-    // inside it (network ascending, shorter first).
-    let mut prefixes: Vec<Ipv4Net> = fw
+    // Classes: every prefix named, in either family, sorted so that each prefix is followed
+    // by the prefixes inside it (IPv4 first, then network ascending, shorter first).
+    let mut prefixes: Vec<IpNet> = fw
         .rules
         .iter()
-        .flat_map(|r| r.src.iter().chain(&r.dst))
+        .flat_map(|r| {
+            let v4 = r.src.iter().chain(&r.dst).map(|&p| IpNet::from(p));
+            let v6 = r.src6.iter().chain(&r.dst6).map(|&p| IpNet::from(p));
+            v4.chain(v6)
+        })
         .filter(|p| p.prefix_len() > 0)
-        .copied()
         .collect();
-    prefixes.sort_by_key(|p| (u32::from(p.network()), p.prefix_len()));
+    prefixes.sort_unstable();
     prefixes.dedup();
     // numbered per router (keys carry the router): an edit of one router's rules renumbers
     // no other router's classes
     let first_class = 1;
-    let class_of: HashMap<Ipv4Net, usize> =
+    let class_of: HashMap<IpNet, usize> =
         prefixes.iter().enumerate().map(|(i, p)| (*p, i)).collect();
     for (i, p) in prefixes.iter().enumerate() {
-        out.classes.push((
-            (id, *p),
-            first_class + u32::try_from(i).expect("fewer than 2^32 classes"),
-        ));
+        let class = first_class + u32::try_from(i).expect("fewer than 2^32 classes");
+        match p {
+            IpNet::V4(p) => out.classes.push(((id, *p), class)),
+            IpNet::V6(p) => out.classes6.push(((id, *p), class)),
+        }
     }
     // The classes inside a prefix: itself and the run of prefixes after it that it contains.
-    let inside = |p: &Ipv4Net| -> Vec<u32> {
-        if p.prefix_len() == 0 {
-            return vec![WILDCARD];
-        }
+    let inside = |p: &IpNet| -> Vec<u32> {
         let start = class_of[p];
         let end = prefixes[start..]
             .iter()
@@ -479,7 +571,7 @@ fn firewall(plan: &Plan, n: usize, out: &mut MapEntries) -> Result<(), EntriesEr
             .map(|i| first_class + u32::try_from(i).expect("fewer than 2^32 classes"))
             .collect()
     };
-    let expand = |side: &[Ipv4Net]| -> Vec<u32> {
+    let expand = |side: Vec<IpNet>| -> Vec<u32> {
         if side.iter().any(|p| p.prefix_len() == 0) {
             return vec![WILDCARD];
         }
@@ -488,6 +580,8 @@ fn firewall(plan: &Plan, n: usize, out: &mut MapEntries) -> Result<(), EntriesEr
         v.dedup();
         v
     };
+    let v4 = |side: &[Ipv4Net]| expand(side.iter().map(|&p| p.into()).collect());
+    let v6 = |side: &[ipnet::Ipv6Net]| expand(side.iter().map(|&p| p.into()).collect());
 
     let mut keys: HashMap<RuleKey, RuleVerdict> = HashMap::new();
     for rule in &fw.rules {
@@ -501,39 +595,50 @@ fn firewall(plan: &Plan, n: usize, out: &mut MapEntries) -> Result<(), EntriesEr
             Action::Accept => VERDICT_ACCEPT,
             Action::Drop => VERDICT_DROP,
         };
-        let srcs = expand(&rule.src);
-        let dsts = expand(&rule.dst);
-        if keys.len() + srcs.len() * dsts.len() > MAX_RULE_ENTRIES {
-            return Err(EntriesError::TooManyRules {
-                router: node.name.clone(),
-                entries: keys.len() + srcs.len() * dsts.len(),
-            });
-        }
-        let proto = rule.proto.map_or(PROTO_ANY, u16::from);
+        // the rule in each family it matches in: its IPv4 sides, then its IPv6 ones (where
+        // ICMP is ICMPv6)
+        let families = [
+            (v4(&rule.src), v4(&rule.dst), rule.proto),
+            (
+                v6(&rule.src6),
+                v6(&rule.dst6),
+                rule.proto
+                    .map(|p| if p == IPPROTO_ICMP { IPPROTO_ICMPV6 } else { p }),
+            ),
+        ];
         let dport = rule.dport.unwrap_or(PORT_ANY);
-        for &s in &srcs {
-            for &d in &dsts {
-                let key = RuleKey {
-                    router: id,
-                    src_class: s,
-                    dst_class: d,
-                    proto,
-                    dport,
-                };
-                let new = RuleVerdict {
-                    verdict,
-                    rule: slot,
-                };
-                keys.entry(key)
-                    .and_modify(|old| {
-                        // drop beats accept; then the earlier rule
-                        if (new.verdict, std::cmp::Reverse(new.rule))
-                            > (old.verdict, std::cmp::Reverse(old.rule))
-                        {
-                            *old = new;
-                        }
-                    })
-                    .or_insert(new);
+        for (srcs, dsts, proto) in families {
+            if keys.len() + srcs.len() * dsts.len() > MAX_RULE_ENTRIES {
+                return Err(EntriesError::TooManyRules {
+                    router: node.name.clone(),
+                    entries: keys.len() + srcs.len() * dsts.len(),
+                });
+            }
+            let proto = proto.map_or(PROTO_ANY, u16::from);
+            for &s in &srcs {
+                for &d in &dsts {
+                    let key = RuleKey {
+                        router: id,
+                        src_class: s,
+                        dst_class: d,
+                        proto,
+                        dport,
+                    };
+                    let new = RuleVerdict {
+                        verdict,
+                        rule: slot,
+                    };
+                    keys.entry(key)
+                        .and_modify(|old| {
+                            // drop beats accept; then the earlier rule
+                            if (new.verdict, std::cmp::Reverse(new.rule))
+                                > (old.verdict, std::cmp::Reverse(old.rule))
+                            {
+                                *old = new;
+                            }
+                        })
+                        .or_insert(new);
+                }
             }
         }
     }
@@ -621,6 +726,9 @@ pub struct EntriesDiff {
     pub nexthops: Delta<NexthopKey, Route>,
     pub classes: Delta<(u32, Ipv4Net), u32>,
     pub rules: Delta<RuleKey, RuleVerdict>,
+    pub routes6: Delta<(u32, Ipv6Net), Route6>,
+    pub classes6: Delta<(u32, Ipv6Net), u32>,
+    pub addrs6: Delta<u32, [u8; 16]>,
     /// Counter slots of links and rules that are new: zeroed before use.
     pub fresh_links: Vec<u32>,
     pub fresh_rules: Vec<u32>,
@@ -638,6 +746,9 @@ impl EntriesDiff {
             + self.nexthops.len()
             + self.classes.len()
             + self.rules.len()
+            + self.routes6.len()
+            + self.classes6.len()
+            + self.addrs6.len()
     }
 
     #[must_use]
@@ -678,6 +789,11 @@ impl EntriesDiff {
                 self.impairs.delete.len(),
             ),
             ("routes", self.routes.put.len(), self.routes.delete.len()),
+            (
+                "IPv6 routes",
+                self.routes6.put.len(),
+                self.routes6.delete.len(),
+            ),
             (
                 "next hops",
                 self.nexthops.put.len(),
@@ -729,6 +845,9 @@ pub fn diff(
         nexthops: delta(&old_entries.nexthops, &new_entries.nexthops),
         classes: delta(&old_entries.classes, &new_entries.classes),
         rules: delta(&old_entries.rules, &new_entries.rules),
+        routes6: delta(&old_entries.routes6, &new_entries.routes6),
+        classes6: delta(&old_entries.classes6, &new_entries.classes6),
+        addrs6: delta(&old_entries.addrs6, &new_entries.addrs6),
         fresh_links: new
             .links
             .iter()

@@ -964,6 +964,13 @@ impl Plan {
                     .to_owned(),
             );
         }
+        if topo.ipv6() && topo.routers.iter().any(runs_frr) {
+            warnings.push(
+                "FRR runs OSPF for IPv4 only (OSPFv3 is not generated yet): IPv6 reaches the \
+                 subnets a router is on, and hosts their gateway's"
+                    .to_owned(),
+            );
+        }
         for (i, island) in routing.islands.iter().enumerate().skip(1) {
             let names = |members: &[usize]| {
                 members

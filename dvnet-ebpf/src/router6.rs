@@ -1,0 +1,226 @@
+//! IPv6 forwarding on an eBPF router's interface, in the order of [`crate::router`]: route
+//! lookup in `DV_ROUTES6` (a miss is answered with ICMPv6 destination unreachable), hop
+//! limit (expiry answered with ICMPv6 time exceeded), the firewall, then the hop limit
+//! decrement (IPv6 has no header checksum) and out: straight to the peer of a
+//! point-to-point link, else `bpf_redirect_neigh` to the next hop (the neighbour table the
+//! kernel's neighbour discovery keeps). Neighbour discovery, multicast, link-local
+//! destinations and the router's own addresses go to the kernel untouched.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, bpf_redir_neigh},
+    helpers::generated::{bpf_redirect_neigh, bpf_redirect_peer},
+    maps::lpm_trie::Key,
+    programs::TcContext,
+};
+use dvnet_common::{
+    DropReason, ETH_P_IPV6, IFACE_FIREWALL, IfaceInfo, ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL,
+    ROUTE_PEER, RouterAddr6,
+};
+
+use crate::{
+    firewall, icmp6,
+    maps::{self, DV_ROUTES6},
+    packet::{self, IP_OFF},
+    router::kind,
+};
+
+const PACKET_HOST: u32 = 0;
+const AF_INET6: u32 = 10;
+
+/// What a router does with an IPv6 packet: as [`crate::router::Decision`].
+#[derive(Clone, Copy)]
+pub struct Decision6 {
+    pub kind: u8,
+    pub peer: bool,
+    pub icmp: (u8, u8),
+    pub reason: DropReason,
+    pub rule: u32,
+    pub link: u32,
+    pub egress: u32,
+    pub nexthop: [u8; 16],
+    pub macs: ([u8; 6], [u8; 6]),
+    pub ip: packet::Ipv6,
+}
+
+impl Decision6 {
+    #[inline(always)]
+    fn kernel() -> Decision6 {
+        Decision6 {
+            kind: kind::KERNEL,
+            peer: false,
+            icmp: (0, 0),
+            reason: DropReason::Internal,
+            rule: u32::MAX,
+            link: 0,
+            egress: 0,
+            nexthop: [0; 16],
+            macs: ([0; 6], [0; 6]),
+            ip: packet::Ipv6::default(),
+        }
+    }
+
+    #[inline(always)]
+    fn drop(reason: DropReason, link: u32) -> Decision6 {
+        Decision6 {
+            kind: kind::DROP,
+            reason,
+            link,
+            ..Decision6::kernel()
+        }
+    }
+
+    #[inline(always)]
+    fn answer(ip: packet::Ipv6, icmp: (u8, u8), reason: DropReason) -> Decision6 {
+        Decision6 {
+            kind: kind::ANSWER,
+            icmp,
+            reason,
+            ip,
+            ..Decision6::kernel()
+        }
+    }
+}
+
+/// Whether the frame is IPv6.
+#[inline(always)]
+pub fn is_ipv6(ctx: &TcContext) -> bool {
+    ctx.load::<u16>(12)
+        .is_ok_and(|t| u16::from_be(t) == ETH_P_IPV6)
+}
+
+/// What to do with an IPv6 packet that arrived on a router's interface.
+#[inline(always)]
+pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision6 {
+    // SAFETY: the context is the kernel's `__sk_buff`, valid for the whole call.
+    let pkt_type = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).pkt_type };
+    if pkt_type != PACKET_HOST {
+        return Decision6::kernel();
+    }
+    let Some(ip) = packet::ipv6(ctx) else {
+        return Decision6::drop(DropReason::Malformed, iface.link);
+    };
+    if packet::is_multicast_or_link_local6(&ip.daddr) {
+        return Decision6::kernel();
+    }
+    let key = Key::new(
+        160,
+        RouterAddr6 {
+            router: iface.router.to_be(),
+            addr: ip.daddr,
+        },
+    );
+    let mut d = Decision6 {
+        kind: kind::FORWARD,
+        ip,
+        ..Decision6::kernel()
+    };
+    match DV_ROUTES6.get(&key).copied() {
+        Some(route) if route.flags & ROUTE_LOCAL != 0 => return Decision6::kernel(),
+        Some(route) if route.flags & ROUTE_DOWN != 0 => {
+            return Decision6::drop(DropReason::LinkDown, route.link);
+        }
+        Some(route) => {
+            d.nexthop = if route.flags & ROUTE_CONNECTED != 0 {
+                ip.daddr
+            } else {
+                route.nexthop
+            };
+            d.egress = route.ifindex;
+            if route.flags & ROUTE_PEER != 0 {
+                d.peer = true;
+                d.macs = (route.dmac, route.smac);
+            }
+        }
+        None => {
+            let icmp = (icmp6::DEST_UNREACHABLE, icmp6::NO_ROUTE);
+            return Decision6::answer(ip, icmp, DropReason::NoRoute);
+        }
+    }
+    if ip.hop_limit <= 1 {
+        return Decision6::answer(ip, (icmp6::TIME_EXCEEDED, 0), DropReason::TtlExceeded);
+    }
+    if iface.flags & IFACE_FIREWALL != 0 {
+        let verdict = firewall::check6(ctx, iface, &ip);
+        if verdict != 0 {
+            let reason = if verdict >> 32 == DropReason::FirewallRule as u64 + 1 {
+                DropReason::FirewallRule
+            } else {
+                DropReason::FirewallPolicy
+            };
+            let mut dropped = Decision6::drop(reason, iface.link);
+            dropped.rule = verdict as u32;
+            return dropped;
+        }
+    }
+    d
+}
+
+/// Carries out `d` (counting drops), as [`crate::router::act`].
+#[inline(always)]
+pub fn act(ctx: &TcContext, iface: &IfaceInfo, d: &Decision6, answered: impl FnOnce()) -> i32 {
+    match d.kind {
+        kind::DROP => {
+            maps::count_drop(d.link, d.reason);
+            TC_ACT_SHOT as i32
+        }
+        kind::ANSWER => {
+            maps::count_drop(iface.link, d.reason);
+            match icmp6::reply_error(ctx, iface, &d.ip, d.icmp.0, d.icmp.1) {
+                Ok(true) => {
+                    answered();
+                    TC_ACT_REDIRECT as i32
+                }
+                Ok(false) | Err(_) => TC_ACT_SHOT as i32,
+            }
+        }
+        kind::FORWARD => match send(ctx, d) {
+            Ok(action) => action,
+            Err(reason) => {
+                maps::count_drop(iface.link, reason);
+                TC_ACT_SHOT as i32
+            }
+        },
+        _ => TC_ACT_OK as i32,
+    }
+}
+
+/// Hop limit − 1, the MACs, and out.
+#[inline(always)]
+fn send(ctx: &TcContext, d: &Decision6) -> Result<i32, DropReason> {
+    let hop_limit = d.ip.hop_limit - 1;
+    ctx.store(IP_OFF + 7, &hop_limit, 0)
+        .map_err(|_| DropReason::Internal)?;
+    if d.peer {
+        let (dmac, smac) = d.macs;
+        let mut eth = [0u8; 12];
+        eth[..6].copy_from_slice(&dmac);
+        eth[6..].copy_from_slice(&smac);
+        ctx.store(0, &eth, 0).map_err(|_| DropReason::Internal)?;
+        // SAFETY: plain helper call; valid at TC ingress
+        return Ok(unsafe { bpf_redirect_peer(d.egress, 0) } as i32);
+    }
+    let mut params = bpf_redir_neigh {
+        nh_family: AF_INET6,
+        __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 {
+            ipv6_nh: words(d.nexthop),
+        },
+    };
+    // SAFETY: params lives on the stack for the call; the size is its own.
+    let action = unsafe {
+        bpf_redirect_neigh(
+            d.egress,
+            &raw mut params,
+            core::mem::size_of::<bpf_redir_neigh>() as i32,
+            0,
+        )
+    };
+    Ok(action as i32)
+}
+
+/// An address's 16 bytes as the four 32-bit words (in memory order) the helper takes.
+#[inline(always)]
+fn words(a: [u8; 16]) -> [u32; 4] {
+    let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
