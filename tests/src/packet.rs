@@ -89,3 +89,48 @@ pub fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     f.extend_from_slice(&target);
     f
 }
+
+/// An Ethernet + IPv6 frame with next header `next` and `payload`.
+#[must_use]
+pub fn ipv6(src: [u8; 16], dst: [u8; 16], hop_limit: u8, next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(54 + payload.len());
+    f.extend_from_slice(&TO_TEST_DEVICE);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    let len = u16::try_from(payload.len()).expect("small packet");
+    f.extend_from_slice(&len.to_be_bytes());
+    f.push(next);
+    f.push(hop_limit);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The checksum of an ICMPv6 `message` between `src` and `dst` (RFC 4443: over the
+/// pseudo-header and the message): 0 over a valid one.
+#[must_use]
+pub fn icmp6_checksum(src: &[u8], dst: &[u8], message: &[u8]) -> u16 {
+    let mut data = Vec::with_capacity(40 + message.len());
+    data.extend_from_slice(src);
+    data.extend_from_slice(dst);
+    let len = u32::try_from(message.len()).expect("small message");
+    data.extend_from_slice(&len.to_be_bytes());
+    data.extend_from_slice(&[0, 0, 0, 58]);
+    data.extend_from_slice(message);
+    checksum(&data)
+}
+
+/// An ICMPv6 message of `kind` (`code` 0) with identifier 1 and sequence `seq`, 56 data
+/// bytes, valid checksum.
+#[must_use]
+pub fn icmp6(src: [u8; 16], dst: [u8; 16], hop_limit: u8, kind: u8, seq: u16) -> Vec<u8> {
+    let mut m = vec![kind, 0, 0, 0];
+    m.extend_from_slice(&1u16.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend((0..56u8).map(|i| i.wrapping_mul(7)));
+    let c = icmp6_checksum(&src, &dst, &m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv6(src, dst, hop_limit, 58, &m)
+}

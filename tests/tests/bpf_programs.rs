@@ -66,6 +66,12 @@ impl Bench {
         let mut ifaces: HashMap<&mut MapData, u32, IfaceInfo> =
             HashMap::try_from(loaded.ebpf_mut().map_mut(maps::IFACES).unwrap()).unwrap();
         ifaces.insert(&LOOPBACK, &info, 0).expect("insert iface");
+        // the ICMPv6 errors' source, for an interface that has one
+        if let Some((_, source)) = entries.addrs6.iter().find(|(i, _)| *i == ifindex) {
+            let mut addrs6: HashMap<&mut MapData, u32, [u8; 16]> =
+                HashMap::try_from(loaded.ebpf_mut().map_mut(maps::ADDRS6).unwrap()).unwrap();
+            addrs6.insert(&LOOPBACK, source, 0).expect("insert address");
+        }
         Bench {
             loaded,
             entries,
@@ -430,4 +436,187 @@ fn a_host_interface_only_counts() {
         b.stats(link).traffic[dir::TO_NODE][PacketClass::Icmp as usize].packets,
         1
     );
+}
+
+/// The classic lab, dual-stack on A and B; C (between the routers) is IPv4 only.
+const DUAL: &str = r#"{
+    "name": "dual", "automatic_routing": true,
+    "subnets": {
+        "A": {"cidr": "10.0.0.0/24", "cidr6": "fd00:0:a::/64", "hosts": {"A-1": {}, "A-2": {}}},
+        "B": {"cidr": "10.0.1.0/24", "cidr6": "fd00:0:b::/64", "hosts": {"B-1": {}, "B-2": {}}},
+        "C": {"cidr": "10.0.2.0/24", "hosts": {}}
+    },
+    "routers": {
+        "R-1": {"subnets": ["A", "C"], "fw_rules": {"policy": "ACCEPT", "drop": [["A-2", "B"]]}},
+        "R-2": {"subnets": ["C", "B"]}
+    }
+}"#;
+
+fn v6(text: &str) -> [u8; 16] {
+    text.parse::<std::net::Ipv6Addr>()
+        .expect("an address")
+        .octets()
+}
+
+#[test]
+fn an_ipv6_packet_is_forwarded_with_hop_limit_minus_one_to_the_peer() {
+    if !require_root("an_ipv6_packet_is_forwarded_with_hop_limit_minus_one_to_the_peer") {
+        return;
+    }
+    let mut b = Bench::new(DUAL, "R-1", "ethr-1-a", false);
+    let ping = packet::icmp6(v6("fd00:0:a::2"), v6("fd00:0:b::2"), 64, 128, 1);
+    let (verdict, out) = b.ingress(&ping);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "forwarded (bpf_redirect_peer)");
+    assert_eq!(out[14 + 7], 63, "hop limit − 1");
+    assert_eq!(
+        out[14..21],
+        ping[14..21],
+        "the rest of the header is untouched"
+    );
+    assert_eq!(out[22..], ping[22..], "addresses and payload untouched");
+    // C is point-to-point: R-2's MAC is known, both are written
+    assert_eq!(out[0..6], [0x02, 0xd7, 10, 0, 2, 2], "to R-2's ethr-2-c");
+    assert_eq!(out[6..12], [0x02, 0xd7, 10, 0, 2, 1], "from R-1's ethr-1-c");
+    let link = b.link_of("R-1", "ethr-1-a");
+    let s = b.stats(link);
+    assert_eq!(
+        s.traffic[dir::TO_NODE][PacketClass::Icmp as usize].packets,
+        1,
+        "an ICMPv6 echo counts as ICMP"
+    );
+    assert_eq!(s.drops, [0; DropReason::COUNT]);
+}
+
+/// The ICMPv6 error in `out` from `from` to `to`: its type and code, after checking its
+/// headers, its checksum and its quote of `original`.
+fn icmp6_error(out: &[u8], original: &[u8], from: [u8; 16], to: [u8; 16]) -> (u8, u8) {
+    assert_eq!(out[0..6], packet::SRC_MAC, "back to the sender's MAC");
+    assert_eq!(out[12..14], [0x86, 0xdd], "IPv6");
+    let ip = &out[14..54];
+    assert_eq!(ip[0] >> 4, 6);
+    assert_eq!(ip[6], 58, "ICMPv6");
+    assert_eq!(ip[7], 64, "a fresh hop limit");
+    assert_eq!(ip[8..24], from, "from the router");
+    assert_eq!(ip[24..40], to, "to the sender");
+    let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    assert_eq!(out.len(), 54 + len, "the frame is exactly the packet");
+    let icmp = &out[54..];
+    assert_eq!(
+        packet::icmp6_checksum(&ip[8..24], &ip[24..40], icmp),
+        0,
+        "valid ICMPv6 checksum over the pseudo-header"
+    );
+    assert_eq!(icmp[8..48], original[14..54], "quotes the original header");
+    assert_eq!(icmp[48..56], original[54..62], "and the 8 bytes after it");
+    (icmp[0], icmp[1])
+}
+
+#[test]
+fn hop_limit_expiry_and_no_route_become_well_formed_icmpv6_errors() {
+    if !require_root("hop_limit_expiry_and_no_route_become_well_formed_icmpv6_errors") {
+        return;
+    }
+    let mut b = Bench::new(DUAL, "R-1", "ethr-1-a", false);
+    let (a1, r1) = (v6("fd00:0:a::2"), v6("fd00:0:a::1"));
+    let ping = packet::icmp6(a1, v6("fd00:0:b::2"), 1, 128, 7);
+    let (verdict, out) = b.ingress(&ping);
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "back out of the ingress interface"
+    );
+    assert_eq!(icmp6_error(&out, &ping, r1, a1), (3, 0), "time exceeded");
+    let nowhere = packet::icmp6(a1, v6("fd00:0:c::1"), 64, 128, 8);
+    let (verdict, out) = b.ingress(&nowhere);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        icmp6_error(&out, &nowhere, r1, a1),
+        (1, 0),
+        "destination unreachable: no route"
+    );
+    // no error answers an error
+    let error = packet::icmp6(a1, v6("fd00:0:b::2"), 1, 3, 9);
+    assert_eq!(b.ingress(&error).0, TC_ACT_SHOT, "dropped silently");
+    let link = b.link_of("R-1", "ethr-1-a");
+    let s = b.stats(link);
+    assert_eq!(s.drops[DropReason::TtlExceeded as usize], 2);
+    assert_eq!(s.drops[DropReason::NoRoute as usize], 1);
+}
+
+#[test]
+fn neighbour_discovery_and_the_routers_own_ipv6_go_to_the_kernel_counted_apart() {
+    if !require_root("neighbour_discovery_and_the_routers_own_ipv6_go_to_the_kernel_counted_apart")
+    {
+        return;
+    }
+    let mut b = Bench::new(DUAL, "R-1", "ethr-1-a", false);
+    let a1 = v6("fd00:0:a::2");
+    // a neighbour solicitation for R-1's address, to its solicited-node group
+    let ns = packet::icmp6(a1, v6("ff02::1:ff00:1"), 255, 135, 0);
+    assert_eq!(b.ingress(&ns).0, TC_ACT_OK, "neighbour discovery");
+    assert_eq!(
+        b.ingress(&packet::icmp6(a1, v6("fd00:0:a::1"), 64, 128, 1))
+            .0,
+        TC_ACT_OK,
+        "for the router's address"
+    );
+    assert_eq!(
+        b.ingress(&packet::icmp6(
+            v6("fe80::1"),
+            v6("fe80::d7:aff:fe00:1"),
+            64,
+            128,
+            1
+        ))
+        .0,
+        TC_ACT_OK,
+        "link-local"
+    );
+    let link = b.link_of("R-1", "ethr-1-a");
+    let s = b.stats(link);
+    assert_eq!(
+        s.traffic[dir::TO_NODE][PacketClass::Other as usize].packets,
+        1,
+        "neighbour discovery counts apart from ICMP, as ARP does"
+    );
+    assert_eq!(
+        s.traffic[dir::TO_NODE][PacketClass::Icmp as usize].packets,
+        2
+    );
+}
+
+#[test]
+fn the_firewall_drops_ipv6_by_the_same_rules() {
+    if !require_root("the_firewall_drops_ipv6_by_the_same_rules") {
+        return;
+    }
+    let mut b = Bench::new(DUAL, "R-1", "ethr-1-a", false);
+    for seq in 0..3 {
+        assert_eq!(
+            b.ingress(&packet::icmp6(
+                v6("fd00:0:a::3"),
+                v6("fd00:0:b::2"),
+                64,
+                128,
+                seq
+            ))
+            .0,
+            TC_ACT_SHOT,
+            "A-2 → B is dropped over IPv6 too"
+        );
+    }
+    assert_eq!(
+        b.ingress(&packet::icmp6(
+            v6("fd00:0:a::2"),
+            v6("fd00:0:b::2"),
+            64,
+            128,
+            1
+        ))
+        .0,
+        TC_ACT_REDIRECT,
+        "A-1 → B passes"
+    );
+    let link = b.link_of("R-1", "ethr-1-a");
+    assert_eq!(b.stats(link).drops[DropReason::FirewallRule as usize], 3);
+    assert_eq!(b.rule_hits(0), 3, "the one rule, hit over IPv6");
 }
