@@ -107,23 +107,37 @@ pub struct Ipv6 {
 /// The fixed IPv6 header.
 pub const IPV6_HLEN: usize = 40;
 
-/// Reads the IPv6 header, pulling it into the linear area if needed.
+/// The raw IPv6 header.
+#[repr(C)]
+pub struct Ipv6Hdr {
+    pub ver_tc_flow: [u8; 4],
+    pub payload_len: u16,
+    pub next: u8,
+    pub hop_limit: u8,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Reads the IPv6 header, pulling it into the linear area if needed (then read in place,
+/// not by a helper call per field).
 #[inline(always)]
 pub fn ipv6(ctx: &TcContext) -> Option<Ipv6> {
     const NEED: usize = IP_OFF + IPV6_HLEN;
     if ctx.data() + NEED > ctx.data_end() {
         ctx.pull_data(NEED as u32).ok()?;
     }
-    let ver = ctx.load::<u8>(IP_OFF).ok()?;
-    if ver >> 4 != 6 {
+    let ip = ptr_at::<Ipv6Hdr>(ctx, IP_OFF)?;
+    // SAFETY: bounds checked by `ptr_at`.
+    let ip = unsafe { &*ip };
+    if ip.ver_tc_flow[0] >> 4 != 6 {
         return None;
     }
     Some(Ipv6 {
-        payload_len: u16::from_be(ctx.load::<u16>(IP_OFF + 4).ok()?),
-        next: ctx.load::<u8>(IP_OFF + 6).ok()?,
-        hop_limit: ctx.load::<u8>(IP_OFF + 7).ok()?,
-        saddr: ctx.load::<[u8; 16]>(IP_OFF + 8).ok()?,
-        daddr: ctx.load::<[u8; 16]>(IP_OFF + 24).ok()?,
+        payload_len: u16::from_be(ip.payload_len),
+        next: ip.next,
+        hop_limit: ip.hop_limit,
+        saddr: ip.saddr,
+        daddr: ip.daddr,
     })
 }
 

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -70,6 +70,10 @@ pub struct Args {
     /// Seconds to wait for an idle machine before measuring anyway (and saying so).
     #[arg(long)]
     idle_timeout: Option<f64>,
+    /// The chains dual-stack, and the forwarding figures (TCP, round trips, 64-byte UDP)
+    /// measured over IPv6 [results: bench-results/datapath-ipv6.json].
+    #[arg(long)]
+    ipv6: bool,
 }
 
 /// What to measure, resolved from the options (the suite builds its own).
@@ -84,6 +88,9 @@ pub struct Settings {
     pub flows: u32,
     /// Whether to measure the generators alone on the bare pair (udpgen, iperf3, hping3).
     pub generators: bool,
+    /// The forwarding figures over IPv6 (dual-stack chains).
+    #[serde(default)]
+    pub ipv6: bool,
 }
 
 impl Settings {
@@ -96,6 +103,7 @@ impl Settings {
             up_nodes: args.up_nodes,
             flows: 2 * udpgen::SPORTS,
             generators: true,
+            ipv6: args.ipv6,
         }
     }
 }
@@ -174,7 +182,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for n in &report.notes {
         println!("note: {n}");
     }
-    let path = super::results_path(args.json.as_deref(), "datapath.json");
+    let default = if args.ipv6 {
+        "datapath-ipv6.json"
+    } else {
+        "datapath.json"
+    };
+    let path = super::results_path(args.json.as_deref(), default);
     super::write_json(&path, &report)?;
     let md = path.with_extension("md");
     std::fs::write(&md, tables(&report, true))
@@ -215,7 +228,10 @@ struct Net {
     datapath: Datapath,
     src_ns: String,
     dst_ns: String,
-    dst_ip: Ipv4Addr,
+    /// `b`'s address the forwarding figures go to (IPv6 with `--ipv6`).
+    dst_ip: IpAddr,
+    /// `b`'s IPv4 address (the firewall figures' generator is IPv4).
+    dst_ip4: Ipv4Addr,
 }
 
 /// Where the received packets are counted.
@@ -229,6 +245,12 @@ enum Counter<'a> {
 /// A chain of `routers` routers between host `a` (subnet `sa`) and host `b` (subnet `sb`);
 /// the first router carries `rules` drop rules on distinct /32s of 100.64.0.0/10.
 pub(super) fn chain(name: &str, routers: usize, rules: usize) -> Value {
+    chain_of(name, routers, rules, false)
+}
+
+/// [`chain`], with `ipv6` dual-stack: `sa` and `sb` get IPv6 prefixes (the transit subnets
+/// carry IPv6 through link-local next hops).
+pub(super) fn chain_of(name: &str, routers: usize, rules: usize, ipv6: bool) -> Value {
     let mut subnets = serde_json::Map::new();
     subnets.insert(
         "sa".into(),
@@ -269,6 +291,10 @@ pub(super) fn chain(name: &str, routers: usize, rules: usize) -> Value {
         }
         list.insert(format!("r{i}"), r);
     }
+    if ipv6 {
+        subnets["sa"]["cidr6"] = json!("fd00:a::/64");
+        subnets["sb"]["cidr6"] = json!("fd00:b::/64");
+    }
     json!({"name": name, "automatic_routing": true, "subnets": subnets, "routers": list})
 }
 
@@ -300,6 +326,7 @@ pub(super) fn tcp_and_udp(
         up_nodes: 0,
         flows: 1,
         generators: false,
+        ipv6: false,
     };
     let mut bench = Bench {
         scratch,
@@ -309,8 +336,8 @@ pub(super) fn tcp_and_udp(
         series: Vec::new(),
         notes: Vec::new(),
     };
-    let tcp = bench.tcp(src_ns, dst_ns, dst)?;
-    let (udp, _) = bench.udp(src_ns, dst_ns, dst, &Counter::Dvnet(counted), 1)?;
+    let tcp = bench.tcp(src_ns, dst_ns, dst.into())?;
+    let (udp, _) = bench.udp(src_ns, dst_ns, dst.into(), &Counter::Dvnet(counted), 1)?;
     Ok((tcp, udp))
 }
 
@@ -356,6 +383,14 @@ pub fn measure(
         }
     }
     let (va, vb) = bench.veth_pair()?;
+    if settings.ipv6 {
+        bench.notes.push(
+            "IPv6: the chains are dual-stack and TCP, round trips and 64-byte UDP go to b's IPv6 \
+             address (udpgen on a raw IPv6 socket, UDP checksums by the kernel); the bare veth \
+             pair and the firewall figures stay IPv4"
+                .into(),
+        );
+    }
     let hping3 = settings.generators && on_path("hping3");
     if settings.generators && !hping3 {
         bench
@@ -363,7 +398,8 @@ pub fn measure(
             .push("hping3 is not installed: its generator figure is left out".into());
     }
     let veth = Counter::Link { ns: &vb, dev: "v1" };
-    let veth_ip = Ipv4Addr::new(10, 255, 0, 2);
+    let veth_ip4 = Ipv4Addr::new(10, 255, 0, 2);
+    let veth_ip = IpAddr::V4(veth_ip4);
 
     for run in 1..=settings.runs {
         eprintln!("xtask: run {run}/{}", settings.runs);
@@ -371,11 +407,11 @@ pub fn measure(
         if settings.generators {
             let r = bench.udp(&va, &vb, veth_ip, &veth, 1).map(|x| x.0);
             bench.record("generator", "udpgen", 0, 0, "kpps", r, None);
-            let r = bench.iperf3_udp(&va, &vb, veth_ip, &veth);
+            let r = bench.iperf3_udp(&va, &vb, veth_ip4, &veth);
             bench.record("generator", "iperf3", 0, 0, "kpps", r, None);
         }
         if hping3 {
-            let r = bench.hping3(&va, &vb, veth_ip, &veth);
+            let r = bench.hping3(&va, &vb, veth_ip4, &veth);
             bench.record("generator", "hping3", 0, 0, "kpps", r, None);
         }
         // forwarding
@@ -413,7 +449,7 @@ pub fn measure(
         for &rules in &settings.rules {
             for dp in [Datapath::Ebpf, Datapath::Kernel] {
                 let n = &nets[&(dp_name(dp), 1, rules)];
-                let r = bench.tcp(&n.src_ns, &n.dst_ns, n.dst_ip);
+                let r = bench.tcp(&n.src_ns, &n.dst_ns, n.dst_ip4.into());
                 bench.record("fw_tcp", dp_name(dp), 1, rules, "Gbit/s", r, None);
             }
             for dp in [Datapath::Ebpf, Datapath::Kernel] {
@@ -421,7 +457,7 @@ pub fn measure(
                 let r = bench.udp(
                     &n.src_ns,
                     &n.dst_ns,
-                    n.dst_ip,
+                    n.dst_ip4.into(),
                     &Counter::Dvnet(&n.id),
                     settings.flows,
                 );
@@ -566,7 +602,7 @@ impl Bench<'_> {
         let name = format!("{}-{tag}", self.scratch.prefix);
         let (file, plan) = self.scratch.network_file(
             &format!("{tag}.json"),
-            &chain(&name, routers, rules),
+            &chain_of(&name, routers, rules, self.settings.ipv6),
             PlanOptions {
                 datapath,
                 ..PlanOptions::default()
@@ -579,7 +615,12 @@ impl Bench<'_> {
                 .with_context(|| format!("no node {name} in the plan"))
         };
         let (a, b) = (node("a")?, node("b")?);
-        let dst_ip = plan.links_of(b).next().context("b has no link")?.address;
+        let b_link = plan.links_of(b).next().context("b has no link")?;
+        let dst_ip4 = b_link.address;
+        let dst_ip = match b_link.address6 {
+            Some(v6) if self.settings.ipv6 => IpAddr::V6(v6),
+            _ => IpAddr::V4(dst_ip4),
+        };
         let net = Net {
             id: plan.id.clone(),
             file,
@@ -587,6 +628,7 @@ impl Bench<'_> {
             src_ns: a.netns.clone(),
             dst_ns: b.netns.clone(),
             dst_ip,
+            dst_ip4,
         };
         self.scratch.networks.borrow_mut().push(net.id.clone());
         let out = self
@@ -636,7 +678,7 @@ impl Bench<'_> {
     }
 
     /// One TCP stream for `seconds`, Gbit/s as the receiver counts it.
-    fn tcp(&mut self, src_ns: &str, dst_ns: &str, dst: Ipv4Addr) -> anyhow::Result<f64> {
+    fn tcp(&mut self, src_ns: &str, dst_ns: &str, dst: IpAddr) -> anyhow::Result<f64> {
         self.wait.settle("tcp")?;
         let server = iperf3_server(dst_ns)?;
         let secs = format!("{}", self.settings.seconds);
@@ -649,7 +691,7 @@ impl Bench<'_> {
     }
 
     /// The mean round-trip time of 200 pings 5 ms apart, µs (`ping -q` summary).
-    fn rtt(&mut self, src_ns: &str, dst: Ipv4Addr) -> anyhow::Result<f64> {
+    fn rtt(&mut self, src_ns: &str, dst: IpAddr) -> anyhow::Result<f64> {
         self.wait.settle("rtt")?;
         let out = in_ns(src_ns, "ping")
             .args([
@@ -676,7 +718,7 @@ impl Bench<'_> {
         &mut self,
         src_ns: &str,
         dst_ns: &str,
-        dst: Ipv4Addr,
+        dst: IpAddr,
         counter: &Counter<'_>,
         flows: u32,
     ) -> anyhow::Result<(f64, Option<f64>)> {
@@ -894,7 +936,8 @@ pub(super) fn parse_rtt_avg(text: &str) -> Option<f64> {
 }
 
 /// `ping -c 1` until one answers (three tries).
-pub(super) fn ping(ns: &str, dst: Ipv4Addr) -> anyhow::Result<()> {
+pub(super) fn ping(ns: &str, dst: impl Into<IpAddr>) -> anyhow::Result<()> {
+    let dst: IpAddr = dst.into();
     let mut last = None;
     for _ in 0..3 {
         let out = in_ns(ns, "ping")

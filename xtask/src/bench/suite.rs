@@ -214,6 +214,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             flows: 2 * super::udpgen::SPORTS,
             // what limits the UDP figures is `bench datapath`'s to show
             generators: false,
+            ipv6: false,
         };
         if !args.big {
             report.datapath = Some(datapath::measure(

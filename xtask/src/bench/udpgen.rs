@@ -8,7 +8,9 @@
 //! raw socket (`IPPROTO_RAW`: the kernel fills in the IP checksum, the UDP checksum is left
 //! 0 as IPv4 allows). Each packet's flow is (source port, destination port) counted up over
 //! `flows` combinations like hping3's `-s` does with source ports, so with enough flows
-//! every packet is the first of its flow for a router's connection tracking.
+//! every packet is the first of its flow for a router's connection tracking. To an IPv6
+//! destination it sends UDP headers and payloads on a raw IPv6 socket (`IPPROTO_UDP`): the
+//! kernel builds the IPv6 header and, asked by `IPV6_CHECKSUM`, the UDP checksum IPv6 needs.
 //!
 //! The sink binds the destination port and never reads: the destination's stack drops what
 //! overflows the socket buffer instead of answering every packet with ICMP port unreachable
@@ -26,9 +28,9 @@ const BATCH: usize = 64;
 
 #[derive(Debug, clap::Args)]
 pub struct GenArgs {
-    /// Destination address.
+    /// Destination address (IPv4 or IPv6).
     #[arg(long)]
-    dst: std::net::Ipv4Addr,
+    dst: std::net::IpAddr,
     /// First destination port (flows beyond 64,512 source ports use the next ones).
     #[arg(long, default_value_t = 9)]
     dport: u16,
@@ -80,29 +82,93 @@ fn packet(dst: std::net::Ipv4Addr, sport: u16, dport: u16, payload: usize) -> Ve
     p
 }
 
+/// A UDP header and payload, for a raw IPv6 socket (the kernel adds the IPv6 header and,
+/// with `IPV6_CHECKSUM`, the checksum).
+fn datagram6(sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+    let udp_len = 8 + payload;
+    let mut p = vec![0u8; udp_len];
+    p[0..2].copy_from_slice(&sport.to_be_bytes());
+    p[2..4].copy_from_slice(&dport.to_be_bytes());
+    p[4..6].copy_from_slice(&u16::try_from(udp_len).unwrap_or(u16::MAX).to_be_bytes());
+    p
+}
+
+/// A raw socket to `dst` and its address: IPv4 (`IPPROTO_RAW`: whole packets) or IPv6
+/// (`IPPROTO_UDP`: UDP headers, checksum by the kernel). The address is a `sockaddr_in6`'s
+/// room either way.
+fn raw_socket(
+    dst: std::net::IpAddr,
+) -> anyhow::Result<(std::os::fd::OwnedFd, libc::sockaddr_in6, libc::socklen_t)> {
+    let (family, proto) = match dst {
+        std::net::IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_RAW),
+        std::net::IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_UDP),
+    };
+    // SAFETY: plain socket call; the descriptor is owned below.
+    let fd = unsafe { libc::socket(family, libc::SOCK_RAW, proto) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening a raw socket (root?)");
+    }
+    // SAFETY: fd was just opened and nothing else owns it.
+    let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: all-zero bytes are a valid sockaddr_in6 (and sockaddr_in within it).
+    let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    let len = match dst {
+        std::net::IpAddr::V4(v4) => {
+            let sin = (&raw mut addr).cast::<libc::sockaddr_in>();
+            // SAFETY: a sockaddr_in fits in the sockaddr_in6 it points into.
+            unsafe {
+                (*sin).sin_family = libc::sa_family_t::try_from(libc::AF_INET).expect("small");
+                (*sin).sin_addr.s_addr = u32::from_ne_bytes(v4.octets());
+            }
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::IpAddr::V6(v6) => {
+            addr.sin6_family = libc::sa_family_t::try_from(libc::AF_INET6).expect("small");
+            addr.sin6_addr.s6_addr = v6.octets();
+            // the kernel computes the UDP checksum at this offset
+            let offset: libc::c_int = 6;
+            // SAFETY: a valid descriptor and option value.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_CHECKSUM,
+                    (&raw const offset).cast(),
+                    libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).expect("small"),
+                )
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error()).context("IPV6_CHECKSUM");
+            }
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    Ok((
+        owned,
+        addr,
+        libc::socklen_t::try_from(len).expect("small struct"),
+    ))
+}
+
 /// Sends for `seconds`; prints `{"sent": N, "seconds": S, "pps": R}`.
 pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
     if args.flows == 0 || args.flows > 1 << 24 || args.payload > 1400 {
         bail!("need 1 to 2^24 flows and at most 1400 bytes of payload");
     }
-    // SAFETY: plain socket call; the descriptor is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("opening a raw socket (root?)");
-    }
-    // SAFETY: fd was just opened and nothing else owns it.
-    let _owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-
-    // SAFETY: all-zero bytes are a valid sockaddr_in.
-    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    addr.sin_family = libc::sa_family_t::try_from(libc::AF_INET).expect("small");
-    addr.sin_addr.s_addr = u32::from_ne_bytes(args.dst.octets());
-    let addr_len =
-        libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>()).expect("small struct");
+    let (owned, mut addr, addr_len) = raw_socket(args.dst)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&owned);
+    // where the ports are in each buffer
+    let ports_at = match args.dst {
+        std::net::IpAddr::V4(_) => 20,
+        std::net::IpAddr::V6(_) => 0,
+    };
 
     // one buffer per slot of the batch; their ports are rewritten before every send
     let mut bufs: Vec<Vec<u8>> = (0..BATCH)
-        .map(|_| packet(args.dst, SPORT_BASE, args.dport, args.payload))
+        .map(|_| match args.dst {
+            std::net::IpAddr::V4(v4) => packet(v4, SPORT_BASE, args.dport, args.payload),
+            std::net::IpAddr::V6(_) => datagram6(SPORT_BASE, args.dport, args.payload),
+        })
         .collect();
     let mut iovs: Vec<libc::iovec> = bufs
         .iter_mut()
@@ -129,8 +195,8 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
         if args.flows > 1 {
             for b in &mut bufs {
                 let (s, d) = ports(flow, args.dport);
-                b[20..22].copy_from_slice(&s.to_be_bytes());
-                b[22..24].copy_from_slice(&d.to_be_bytes());
+                b[ports_at..ports_at + 2].copy_from_slice(&s.to_be_bytes());
+                b[ports_at + 2..ports_at + 4].copy_from_slice(&d.to_be_bytes());
                 flow = (flow + 1) % args.flows;
             }
         }
@@ -168,7 +234,9 @@ pub fn sink(args: &SinkArgs) -> anyhow::Result<()> {
     let sockets = (0..args.ports.max(1))
         .map(|i| {
             let port = args.port.wrapping_add(i);
-            std::net::UdpSocket::bind(("0.0.0.0", port))
+            // both families where the namespace has IPv6, else IPv4
+            std::net::UdpSocket::bind(("::", port))
+                .or_else(|_| std::net::UdpSocket::bind(("0.0.0.0", port)))
                 .with_context(|| format!("binding UDP port {port}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
