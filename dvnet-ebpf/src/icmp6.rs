@@ -19,10 +19,12 @@ use aya_ebpf::{
 use dvnet_common::{DropReason, ETH_HLEN, IPPROTO_ICMPV6, IfaceInfo};
 
 use crate::maps::{DV_ADDRS6, DV_SCRATCH6};
-use crate::packet::{IP_OFF, IPV6_HLEN, Ipv6};
+use crate::packet::{self, IP_OFF, IPV6_HLEN};
 
 pub const DEST_UNREACHABLE: u8 = 1;
 pub const NO_ROUTE: u8 = 0;
+/// Beyond the scope of the source address (a link-local source to be forwarded).
+pub const BEYOND_SCOPE: u8 = 2;
 pub const TIME_EXCEEDED: u8 = 3;
 
 const ICMP_HLEN: usize = 8;
@@ -71,10 +73,12 @@ fn checksum(pseudo: *mut u8, data: *mut u8, len: u32) -> Result<u16, DropReason>
 pub fn reply_error(
     ctx: &TcContext,
     _iface: &IfaceInfo,
-    ip: &Ipv6,
     kind: u8,
     code: u8,
 ) -> Result<bool, DropReason> {
+    let Some(ip) = packet::ipv6(ctx) else {
+        return Ok(false);
+    };
     if ip.saddr == [0; 16] || ip.saddr[0] == 0xff {
         return Ok(false);
     }

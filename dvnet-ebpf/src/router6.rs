@@ -4,29 +4,34 @@
 //! decrement (IPv6 has no header checksum) and out: straight to the peer of a
 //! point-to-point link, else `bpf_redirect_neigh` to the next hop (the neighbour table the
 //! kernel's neighbour discovery keeps). Neighbour discovery, multicast, link-local
-//! destinations and the router's own addresses go to the kernel untouched.
+//! destinations and the router's own addresses go to the kernel untouched. Routers fed by
+//! a routing daemon ask the kernel's FIB on a miss ([`fib_fallback`]).
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, bpf_redir_neigh},
-    helpers::generated::{bpf_redirect_neigh, bpf_redirect_peer},
+    bindings::{
+        __sk_buff, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, TC_ACT_OK, TC_ACT_REDIRECT,
+        TC_ACT_SHOT, bpf_fib_lookup, bpf_redir_neigh,
+    },
+    helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
 use dvnet_common::{
-    DropReason, ETH_P_IPV6, IFACE_FIREWALL, IfaceInfo, ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL,
-    ROUTE_PEER, RouterAddr6,
+    DropReason, ETH_P_IPV6, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IfaceInfo, ROUTE_CONNECTED,
+    ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, RouterAddr6,
 };
 
 use crate::{
     firewall, icmp6,
     maps::{self, DV_ROUTES6},
-    packet::{self, IP_OFF},
+    packet::{self, IP_OFF, IPV6_HLEN},
     router::kind,
 };
 
 const PACKET_HOST: u32 = 0;
 const AF_INET6: u32 = 10;
+const LOOPBACK: u32 = 1;
 
 /// What a router does with an IPv6 packet: as [`crate::router::Decision`].
 #[derive(Clone, Copy)]
@@ -40,7 +45,9 @@ pub struct Decision6 {
     pub egress: u32,
     pub nexthop: [u8; 16],
     pub macs: ([u8; 6], [u8; 6]),
-    pub ip: packet::Ipv6,
+    /// The packet's hop limit (the rest of its header is read again where needed: the
+    /// decision stays small, for the stack).
+    pub hop_limit: u8,
 }
 
 impl Decision6 {
@@ -56,7 +63,7 @@ impl Decision6 {
             egress: 0,
             nexthop: [0; 16],
             macs: ([0; 6], [0; 6]),
-            ip: packet::Ipv6::default(),
+            hop_limit: 0,
         }
     }
 
@@ -71,12 +78,11 @@ impl Decision6 {
     }
 
     #[inline(always)]
-    fn answer(ip: packet::Ipv6, icmp: (u8, u8), reason: DropReason) -> Decision6 {
+    fn answer(icmp: (u8, u8), reason: DropReason) -> Decision6 {
         Decision6 {
             kind: kind::ANSWER,
             icmp,
             reason,
-            ip,
             ..Decision6::kernel()
         }
     }
@@ -112,7 +118,7 @@ pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision6 {
     );
     let mut d = Decision6 {
         kind: kind::FORWARD,
-        ip,
+        hop_limit: ip.hop_limit,
         ..Decision6::kernel()
     };
     match DV_ROUTES6.get(&key).copied() {
@@ -133,12 +139,23 @@ pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision6 {
             }
         }
         None => {
-            let icmp = (icmp6::DEST_UNREACHABLE, icmp6::NO_ROUTE);
-            return Decision6::answer(ip, icmp, DropReason::NoRoute);
+            let mut nexthop = [0u8; 16];
+            let egress = fib_fallback(ctx, iface, &ip, &mut nexthop);
+            if egress == 0 {
+                let icmp = (icmp6::DEST_UNREACHABLE, icmp6::NO_ROUTE);
+                return Decision6::answer(icmp, DropReason::NoRoute);
+            }
+            d.egress = egress;
+            d.nexthop = nexthop;
         }
     }
+    // a link-local source never leaves its link (RFC 4291): answered as the kernel does
+    if ip.saddr[0] == 0xfe && ip.saddr[1] & 0xc0 == 0x80 {
+        let icmp = (icmp6::DEST_UNREACHABLE, icmp6::BEYOND_SCOPE);
+        return Decision6::answer(icmp, DropReason::NoRoute);
+    }
     if ip.hop_limit <= 1 {
-        return Decision6::answer(ip, (icmp6::TIME_EXCEEDED, 0), DropReason::TtlExceeded);
+        return Decision6::answer((icmp6::TIME_EXCEEDED, 0), DropReason::TtlExceeded);
     }
     if iface.flags & IFACE_FIREWALL != 0 {
         let verdict = firewall::check6(ctx, iface, &ip);
@@ -156,6 +173,51 @@ pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision6 {
     d
 }
 
+/// On a route-map miss, a router whose routes come from a routing daemon (OSPFv3) asks the
+/// kernel's IPv6 FIB, as [`crate::router`] does for IPv4: as if the packet came in on `lo`,
+/// the one device whose IPv6 forwarding flag is on in such a router (the kernel's own IPv6
+/// forwarding, `all`, stays off). Returns the egress interface (0: no route) and writes the
+/// next hop. A function of its own (a BPF subprogram), for the stack.
+#[inline(never)]
+fn fib_fallback(
+    ctx: &TcContext,
+    iface: &IfaceInfo,
+    ip: &packet::Ipv6,
+    nexthop: &mut [u8; 16],
+) -> u32 {
+    if iface.flags & IFACE_FIB_FALLBACK == 0 {
+        return 0;
+    }
+    maps::bump(&maps::DV_GLOBAL, dvnet_common::global::FIB_LOOKUPS);
+    // SAFETY: all-zero bytes are a valid value of this plain C struct of integers.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET6 as u8;
+    params.l4_protocol = ip.next;
+    (params.sport, params.dport) = firewall::ports6(ctx, IP_OFF + IPV6_HLEN, ip.next);
+    params.__bindgen_anon_1.tot_len = ip.payload_len.saturating_add(IPV6_HLEN as u16);
+    params.ifindex = LOOPBACK;
+    params.__bindgen_anon_3.ipv6_src = words(ip.saddr);
+    params.__bindgen_anon_4.ipv6_dst = words(ip.daddr);
+    // SAFETY: params lives on the stack for the call; the size is its own.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr().cast(),
+            &raw mut params,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            u32::from(BPF_FIB_LOOKUP_SKIP_NEIGH),
+        )
+    };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return 0;
+    }
+    // SAFETY: the kernel filled the IPv6 member of the union.
+    let w = unsafe { params.__bindgen_anon_4.ipv6_dst };
+    for (i, word) in w.iter().enumerate() {
+        nexthop[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+    }
+    params.ifindex
+}
+
 /// Carries out `d` (counting drops), as [`crate::router::act`].
 #[inline(always)]
 pub fn act(ctx: &TcContext, iface: &IfaceInfo, d: &Decision6, answered: impl FnOnce()) -> i32 {
@@ -166,7 +228,7 @@ pub fn act(ctx: &TcContext, iface: &IfaceInfo, d: &Decision6, answered: impl FnO
         }
         kind::ANSWER => {
             maps::count_drop(iface.link, d.reason);
-            match icmp6::reply_error(ctx, iface, &d.ip, d.icmp.0, d.icmp.1) {
+            match icmp6::reply_error(ctx, iface, d.icmp.0, d.icmp.1) {
                 Ok(true) => {
                     answered();
                     TC_ACT_REDIRECT as i32
@@ -188,7 +250,7 @@ pub fn act(ctx: &TcContext, iface: &IfaceInfo, d: &Decision6, answered: impl FnO
 /// Hop limit − 1, the MACs, and out.
 #[inline(always)]
 fn send(ctx: &TcContext, d: &Decision6) -> Result<i32, DropReason> {
-    let hop_limit = d.ip.hop_limit - 1;
+    let hop_limit = d.hop_limit - 1;
     ctx.store(IP_OFF + 7, &hop_limit, 0)
         .map_err(|_| DropReason::Internal)?;
     if d.peer {

@@ -533,13 +533,23 @@ fn hop_limit_expiry_and_no_route_become_well_formed_icmpv6_errors() {
         (1, 0),
         "destination unreachable: no route"
     );
+    // a link-local source is not forwarded: "beyond scope", as the kernel answers
+    let local = v6("fe80::d7:aff:fe00:2");
+    let scoped = packet::icmp6(local, v6("fd00:0:b::2"), 64, 128, 10);
+    let (verdict, out) = b.ingress(&scoped);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        icmp6_error(&out, &scoped, r1, local),
+        (1, 2),
+        "beyond scope"
+    );
     // no error answers an error
     let error = packet::icmp6(a1, v6("fd00:0:b::2"), 1, 3, 9);
     assert_eq!(b.ingress(&error).0, TC_ACT_SHOT, "dropped silently");
     let link = b.link_of("R-1", "ethr-1-a");
     let s = b.stats(link);
     assert_eq!(s.drops[DropReason::TtlExceeded as usize], 2);
-    assert_eq!(s.drops[DropReason::NoRoute as usize], 1);
+    assert_eq!(s.drops[DropReason::NoRoute as usize], 2);
 }
 
 #[test]

@@ -239,6 +239,11 @@ pub fn node_sysctls(node: &NodePlan, ipv6: bool) -> Vec<(&'static str, &'static 
     };
     if ipv6 {
         sysctls.extend(ipv6_sysctls(node.forwarder == Forwarder::Kernel));
+        if node.forwarder == (Forwarder::Program { fib_fallback: true }) {
+            // the program asks the kernel's IPv6 FIB as if packets came in on `lo`, which
+            // needs lo's forwarding flag; the kernel's own IPv6 forwarding (`all`) stays off
+            sysctls.push(("ipv6/conf/lo/forwarding", "1"));
+        }
     } else {
         // A network without IPv6 keeps it off: else router solicitations, MLD and DAD
         // chatter would land on every link and in every counter.

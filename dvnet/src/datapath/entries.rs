@@ -420,14 +420,16 @@ fn routes6(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv6Net), Route6)>) {
 }
 
 /// The source of the ICMPv6 errors an eBPF router sends from each of its interfaces: the
-/// interface's global address, else the router's first one, else the interface's
-/// link-local address (the kernel's choice for a destination of global scope).
+/// interface's global address, else the router's first one (the kernel's choice for a
+/// destination of global scope). A router without any global address sends none (its
+/// link-local address could not leave the link: the kernel sends none either).
 fn addresses6(plan: &Plan, n: usize, out: &mut Vec<(u32, [u8; 16])>) {
     let node = &plan.nodes[n];
-    let first = plan.links_of(node).find_map(|l| l.address6);
+    let Some(first) = plan.links_of(node).find_map(|l| l.address6) else {
+        return;
+    };
     for link in plan.links_of(node) {
-        let source = link.address6.or(first).unwrap_or_else(|| link.link_local());
-        out.push((link.ifindex, source.octets()));
+        out.push((link.ifindex, link.address6.unwrap_or(first).octets()));
     }
 }
 

@@ -926,6 +926,7 @@ impl Plan {
                         topo.outbound
                             .as_ref()
                             .is_some_and(|o| o.routers.contains(&r)),
+                        topo.ipv6(),
                     ),
                 })
             } else {
@@ -961,13 +962,6 @@ impl Plan {
             warnings.push(
                 "automatic_routing is off: routers get only connected routes and hosts a default \
                  gateway; set \"automatic_routing\": true, or \"routing\": \"ospf\" to run FRR, or run a routing daemon yourself"
-                    .to_owned(),
-            );
-        }
-        if topo.ipv6() && topo.routers.iter().any(runs_frr) {
-            warnings.push(
-                "FRR runs OSPF for IPv4 only (OSPFv3 is not generated yet): IPv6 reaches the \
-                 subnets a router is on, and hosts their gateway's"
                     .to_owned(),
             );
         }
