@@ -83,6 +83,8 @@ struct Work {
     bridges_new: Vec<usize>,
     /// (old link, new link) whose address changes in place.
     readdressed: Vec<(usize, usize)>,
+    /// (old link, new link) whose global IPv6 address changes (comes, goes) in place.
+    readdressed6: Vec<(usize, usize)>,
     /// New nodes that stay and whose routes are set again.
     rerouted: Vec<usize>,
     /// New links (of nodes that stay) taken down or up.
@@ -165,6 +167,13 @@ fn work(ctx: &Ctx<'_>) -> Work {
                 }
                 rerouted.extend(node_of(node));
             }
+            LinkChange::Address6 { node, subnet, .. } => {
+                let k = (node.clone(), subnet.clone());
+                if let (Some(&o), Some(&n)) = (old_links.get(&k), new_links.get(&k)) {
+                    w.readdressed6.push((o, n));
+                }
+                rerouted.extend(node_of(node));
+            }
             // the datapath's maps only
             LinkChange::Impair { .. } => {}
             LinkChange::State { node, subnet, .. } => {
@@ -182,6 +191,7 @@ fn work(ctx: &Ctx<'_>) -> Work {
     // state)
     let made: BTreeSet<usize> = w.links_new.iter().copied().collect();
     w.readdressed.retain(|(_, n)| !made.contains(n));
+    w.readdressed6.retain(|(_, n)| !made.contains(n));
     w.states.retain(|n| !made.contains(n));
     w.rerouted = rerouted
         .into_iter()
@@ -960,7 +970,7 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
     for &n in &w.rerouted {
         configure.entry(n).or_default();
     }
-    for &(_, l) in &w.readdressed {
+    for &(_, l) in w.readdressed.iter().chain(&w.readdressed6) {
         configure.entry(new.links[l].node).or_default();
     }
     for &l in &w.states {
@@ -972,11 +982,13 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
         observer.start("addresses", configure.len());
         let readdressed: HashMap<usize, usize> =
             w.readdressed.iter().map(|&(o, n)| (n, o)).collect();
-        let removed_routes: HashMap<&str, &Vec<crate::plan::RoutePlan>> = ctx
+        let readdressed6: HashMap<usize, usize> =
+            w.readdressed6.iter().map(|&(o, n)| (n, o)).collect();
+        let removed_routes: HashMap<&str, &crate::plan::diff::RouteChange> = ctx
             .diff
             .routes
             .iter()
-            .map(|r| (r.node.as_str(), &r.remove))
+            .map(|r| (r.node.as_str(), r))
             .collect();
         let old_nodes: HashMap<&str, &NodePlan> =
             old.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
@@ -991,6 +1003,7 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
             |nl, (n, made)| {
                 let n = *n;
                 let readdressed = &readdressed;
+                let readdressed6 = &readdressed6;
                 let removed_routes = &removed_routes;
                 let states = &states;
                 let built = built_set.contains(&n);
@@ -1043,9 +1056,24 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                             let before = &old.links[o];
                             nl.delete_address(l.ifindex, before.address).await?;
                             nl.set_mac(l.ifindex, l.mac).await?;
-                            add_addresses(nl, new, l).await?;
+                            nl.add_address(l.ifindex, l.address, l.prefix_len).await?;
+                            if new.ipv6 {
+                                // the link-local address follows the MAC
+                                nl.delete_address(l.ifindex, before.link_local()).await?;
+                                nl.add_address(l.ifindex, l.link_local(), 64).await?;
+                            }
                             if let Some(port) = &l.fabric_port {
                                 fabric.set_mac(port.ifindex, port.mac).await?;
+                            }
+                        }
+                        if let Some(&o) = readdressed6.get(&(position as usize)) {
+                            let before = &old.links[o];
+                            if let Some(a) = before.address6 {
+                                nl.delete_address(l.ifindex, a).await?;
+                            }
+                            if let (Some(a), Some(net)) = (l.address6, new.subnets[l.subnet].cidr6)
+                            {
+                                nl.add_address(l.ifindex, a, net.prefix_len()).await?;
                             }
                         }
                     }
@@ -1217,12 +1245,16 @@ async fn set_kernel_routes(
     old: &Plan,
     new: &Plan,
     node: &NodePlan,
-    removed_routes: &HashMap<&str, &Vec<crate::plan::RoutePlan>>,
+    removed_routes: &HashMap<&str, &crate::plan::diff::RouteChange>,
     built: bool,
     was_own: bool,
 ) -> Result<(), ApplyError> {
-    if let Some(remove) = removed_routes.get(node.name.as_str()) {
-        for r in *remove {
+    if let Some(change) = removed_routes.get(node.name.as_str()) {
+        for r in &change.remove {
+            let dev = old.links.get(r.link as usize).map_or(0, |l| l.ifindex);
+            nl.delete_route(r.dest, r.via, dev).await?;
+        }
+        for r in &change.remove6 {
             let dev = old.links.get(r.link as usize).map_or(0, |l| l.ifindex);
             nl.delete_route(r.dest, r.via, dev).await?;
         }

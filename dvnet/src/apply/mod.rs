@@ -74,10 +74,10 @@ pub enum ApplyError {
     )]
     Placed { id: String },
     #[error(
-        "network {id} has IPv6, and editing such a lab while it runs is not supported yet \
-         (`dvnet impair` and `dvnet link` work); `dvnet down` it and `dvnet up` the edited file"
+        "the edit {what} network {id}, which changes every node's IPv6 settings: not \
+         supported while it runs; `dvnet down` it and `dvnet up` the edited file"
     )]
-    Ipv6Edit { id: String },
+    Ipv6Edit { id: String, what: &'static str },
     #[error(
         "network {id} was left {status} by a dvnet that died (pid {pid}); `dvnet down {id}` \
          removes it, then `dvnet up` builds it again"
@@ -458,9 +458,6 @@ pub async fn apply(
     if !topo.machines.is_empty() {
         return Err(ApplyError::Placed { id });
     }
-    if topo.ipv6() {
-        return Err(ApplyError::Ipv6Edit { id });
-    }
     let change = Change::File {
         topo: Box::new(topo),
         text,
@@ -557,9 +554,6 @@ pub async fn apply_change(
     }
     if record.plan.machine.is_some() {
         return Err(ApplyError::Placed { id: id.to_owned() });
-    }
-    if record.plan.ipv6 && matches!(change, Change::File { .. }) {
-        return Err(ApplyError::Ipv6Edit { id: id.to_owned() });
     }
     // what to plan: the file (edited, or the one the network runs), who is attached, the
     // impairments set at run time and the links taken down
@@ -669,6 +663,16 @@ pub async fn apply_change(
     );
     new.mark_down(&downs);
     phases.end("plan");
+    if old.ipv6 != new.ipv6 {
+        return Err(ApplyError::Ipv6Edit {
+            id: id.to_owned(),
+            what: if new.ipv6 {
+                "gives IPv6 (a first \"cidr6\") to"
+            } else {
+                "takes IPv6 (its last \"cidr6\") from"
+            },
+        });
+    }
     let changes = diff::diff(Some(&old), Some(&new));
     let (old_entries, new_entries) = touched_entries(&old, &new, &changes)?;
     let map_diff = entries::diff(&old, &old_entries, &new, &new_entries);
@@ -1111,6 +1115,7 @@ fn touched(old: &Plan, new: &Plan, changes: &Diff) -> (Vec<usize>, Vec<usize>) {
             | LinkChange::Remove { node, .. }
             | LinkChange::Rewire { node, .. }
             | LinkChange::Address { node, .. }
+            | LinkChange::Address6 { node, .. }
             | LinkChange::Impair { node, .. } => node,
             LinkChange::State { node, subnet, .. } => {
                 whole.insert(subnet);
@@ -1175,6 +1180,8 @@ fn check_capacity(pinned: &Pinned, new: &Plan) -> Result<(), ApplyError> {
         (maps::FW_CLASSES, counts.classes as u64),
         (maps::FW_RULES, counts.rules as u64),
         (maps::RULE_HITS, counts.rule_slots as u64),
+        (maps::ROUTES6, counts.routes6 as u64),
+        (maps::FW_CLASSES6, counts.classes6 as u64),
     ] {
         let have = pinned.capacity(map)?;
         if need > u64::from(have) {

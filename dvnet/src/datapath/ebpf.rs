@@ -683,6 +683,29 @@ impl Pinned {
                     .map_err(map_err(maps::ROUTES6))?;
             }
         }
+        if !diff.classes6.is_empty() {
+            let mut classes6: LpmTrie<MapData, RouterAddr6, u32> =
+                LpmTrie::try_from(self.map(maps::FW_CLASSES6)?)
+                    .map_err(map_err(maps::FW_CLASSES6))?;
+            for k in &diff.classes6.delete {
+                let _ = classes6.remove(&lpm_key6(k));
+            }
+            for (k, v) in &diff.classes6.put {
+                classes6
+                    .insert(&lpm_key6(k), v, 0)
+                    .map_err(map_err(maps::FW_CLASSES6))?;
+            }
+        }
+        if !diff.addrs6.is_empty() {
+            let mut addrs6: HashMap<MapData, u32, [u8; 16]> =
+                HashMap::try_from(self.map(maps::ADDRS6)?).map_err(map_err(maps::ADDRS6))?;
+            for k in &diff.addrs6.delete {
+                let _ = addrs6.remove(k);
+            }
+            for (k, v) in &diff.addrs6.put {
+                addrs6.insert(k, v, 0).map_err(map_err(maps::ADDRS6))?;
+            }
+        }
         // impairments before the interfaces flagged for them, removed after
         let mut impairs: HashMap<MapData, u32, ImpairEntry> =
             HashMap::try_from(self.map(maps::IMPAIR)?).map_err(map_err(maps::IMPAIR))?;

@@ -120,6 +120,10 @@ pub struct Counts {
     pub rules: usize,
     /// One past the highest rule slot.
     pub rule_slots: usize,
+    /// At most this many IPv6 routes (a connected and a local one per interface, then the
+    /// plan's).
+    pub routes6: usize,
+    pub classes6: usize,
 }
 
 /// How many entries each map needs for `plan`, without making them all: interfaces and
@@ -148,6 +152,9 @@ pub fn counts(plan: &Plan) -> Result<Counts, EntriesError> {
                 c.ifaces += 1;
             }
             c.nexthops += node.routes.iter().map(|r| r.ecmp.len()).sum::<usize>();
+            if plan.ipv6 {
+                c.routes6 += 2 * links + node.routes6.len();
+            }
             if node
                 .firewall
                 .as_ref()
@@ -159,6 +166,7 @@ pub fn counts(plan: &Plan) -> Result<Counts, EntriesError> {
     }
     let fw = entries_of(plan, firewalled)?;
     c.classes = fw.classes.len();
+    c.classes6 = fw.classes6.len();
     c.rules = fw.rules.len();
     c.rule_slots = fw
         .rule_slots

@@ -10,12 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use super::{LinkPlan, NodeKind, NodePlan, Plan, RoutePlan, Segment};
+use super::{LinkPlan, NodeKind, NodePlan, Plan, Route6Plan, RoutePlan, Segment};
 use crate::topology::Impair;
 
 /// Every change between two plans, grouped by kind, each list in a stable order.
@@ -104,6 +104,14 @@ pub enum LinkChange {
         from: Ipv4Addr,
         to: Ipv4Addr,
     },
+    /// A new global IPv6 address (with its prefix length), or one given or taken away (the
+    /// subnet's `cidr6` came or went).
+    Address6 {
+        node: String,
+        subnet: String,
+        from: Option<(Ipv6Addr, u8)>,
+        to: Option<(Ipv6Addr, u8)>,
+    },
     /// The member's own impairments.
     Impair {
         node: String,
@@ -125,6 +133,10 @@ pub struct RouteChange {
     pub node: String,
     pub add: Vec<RoutePlan>,
     pub remove: Vec<RoutePlan>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add6: Vec<Route6Plan>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove6: Vec<Route6Plan>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -259,6 +271,22 @@ impl Diff {
                     from,
                     to,
                 } => writeln!(out, "~ link {node} on {subnet}: address {from} -> {to}"),
+                LinkChange::Address6 {
+                    node,
+                    subnet,
+                    from,
+                    to,
+                } => {
+                    let show = |a: &Option<(Ipv6Addr, u8)>| {
+                        a.map_or_else(|| "none".to_owned(), |(a, l)| format!("{a}/{l}"))
+                    };
+                    writeln!(
+                        out,
+                        "~ link {node} on {subnet}: IPv6 address {} -> {}",
+                        show(from),
+                        show(to)
+                    )
+                }
                 LinkChange::Impair {
                     node,
                     subnet,
@@ -286,6 +314,12 @@ impl Diff {
             }
             for route in &r.remove {
                 let _ = write!(out, " -{} via {}", route.dest, vias(route));
+            }
+            for route in &r.add6 {
+                let _ = write!(out, " +{} via {}", route.dest, route.via);
+            }
+            for route in &r.remove6 {
+                let _ = write!(out, " -{}", route.dest);
             }
             out.push('\n');
         }
@@ -417,7 +451,7 @@ fn key<'a>(plan: &'a Plan, link: &LinkPlan) -> (&'a str, &'a str) {
 }
 
 /// A route as the kernel sees it: its destination and every next hop.
-fn route_key(r: &RoutePlan) -> (Ipv4Net, Vec<(Ipv4Addr, &str)>) {
+fn route_key<N: Copy, A: Copy>(r: &super::RoutePlan<N, A>) -> (N, Vec<(A, &str)>) {
     (
         r.dest,
         r.nexthops().map(|(via, dev, _)| (via, dev)).collect(),
@@ -579,6 +613,17 @@ pub fn diff(old: Option<&Plan>, new: Option<&Plan>) -> Diff {
                 to: l.address,
             });
         }
+        let six = |p: &Plan, l: &super::LinkPlan| {
+            Some((l.address6?, p.subnets[l.subnet].cidr6?.prefix_len()))
+        };
+        if six(old, o) != six(new, l) {
+            d.links.push(LinkChange::Address6 {
+                node: k.0.to_owned(),
+                subnet: k.1.to_owned(),
+                from: six(old, o),
+                to: six(new, l),
+            });
+        }
         if o.impair != l.impair {
             d.links.push(LinkChange::Impair {
                 node: k.0.to_owned(),
@@ -618,18 +663,43 @@ pub fn diff(old: Option<&Plan>, new: Option<&Plan>) -> Diff {
             .filter(|r| !after.contains(&route_key(r)))
             .cloned()
             .collect();
-        if !add.is_empty() || !remove.is_empty() {
+        let before6: BTreeSet<_> = o.routes6.iter().map(route_key).collect();
+        let after6: BTreeSet<_> = n.routes6.iter().map(route_key).collect();
+        let add6: Vec<Route6Plan> = n
+            .routes6
+            .iter()
+            .filter(|r| !before6.contains(&route_key(r)))
+            .cloned()
+            .collect();
+        let remove6: Vec<Route6Plan> = o
+            .routes6
+            .iter()
+            .filter(|r| !after6.contains(&route_key(r)))
+            .cloned()
+            .collect();
+        if !add.is_empty() || !remove.is_empty() || !add6.is_empty() || !remove6.is_empty() {
             d.routes.push(RouteChange {
                 node: n.name.clone(),
                 add,
                 remove,
+                add6,
+                remove6,
             });
         }
         if let (Some(fo), Some(fn_)) = (&o.firewall, &n.firewall)
             && fo != fn_
         {
-            let rule =
-                |r: &super::RulePlan| (r.action, r.src.clone(), r.dst.clone(), r.proto, r.dport);
+            let rule = |r: &super::RulePlan| {
+                (
+                    r.action,
+                    r.src.clone(),
+                    r.dst.clone(),
+                    r.src6.clone(),
+                    r.dst6.clone(),
+                    r.proto,
+                    r.dport,
+                )
+            };
             let before: BTreeSet<_> = fo.rules.iter().map(rule).collect();
             let after: BTreeSet<_> = fn_.rules.iter().map(rule).collect();
             let change = FirewallChange {
