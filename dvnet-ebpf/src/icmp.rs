@@ -44,7 +44,13 @@ fn is_icmp_error(kind: u8) -> bool {
 #[inline(always)]
 fn checksum(data: *mut u8, len: u32) -> Result<u16, DropReason> {
     // SAFETY: `data` points into a stack buffer at least `len` bytes long.
-    let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, data.cast(), len, 0) };
+    fold(unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, data.cast(), len, 0) })
+}
+
+/// A `bpf_csum_diff` sum folded to 16 bits and inverted: the checksum as stored (an error
+/// from the helper, negative, is an internal drop).
+#[inline(always)]
+pub fn fold(sum: i64) -> Result<u16, DropReason> {
     if sum < 0 {
         return Err(DropReason::Internal);
     }

@@ -54,15 +54,9 @@ fn checksum(pseudo: *mut u8, data: *mut u8, len: u32) -> Result<u16, DropReason>
         return Err(DropReason::Internal);
     }
     // SAFETY: as above.
-    let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, data.cast(), len, head as u32) };
-    if sum < 0 {
-        return Err(DropReason::Internal);
-    }
-    let mut s = sum as u64;
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    Ok(!(s as u16))
+    crate::icmp::fold(unsafe {
+        bpf_csum_diff(core::ptr::null_mut(), 0, data.cast(), len, head as u32)
+    })
 }
 
 /// Turns the packet into an ICMPv6 error (`kind`, `code`) for its sender, to be sent back

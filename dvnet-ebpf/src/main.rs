@@ -75,6 +75,32 @@ fn arrive(ctx: &TcContext, iface: &IfaceInfo, direction: usize) -> Option<i32> {
     }
 }
 
+/// Captures the packet with a router's decision on it (`router::kind`): dropped (why, by
+/// which rule), forwarded (where), or delivered to the router's kernel.
+#[inline(always)]
+fn capture_decision(
+    ctx: &TcContext,
+    kind: u8,
+    (reason, rule): (DropReason, u32),
+    (egress, nexthop): (u32, u32),
+) {
+    let mut m = meta(ctx, verdict::DELIVERED);
+    match kind {
+        router::kind::DROP | router::kind::ANSWER => {
+            m.verdict = verdict::DROPPED;
+            m.reason = reason as u8;
+            m.rule = rule;
+        }
+        router::kind::FORWARD => {
+            m.verdict = verdict::FORWARDED;
+            m.egress = egress;
+            m.nexthop = nexthop;
+        }
+        _ => {}
+    }
+    maps::capture(ctx, &mut m);
+}
+
 /// A capture's record of the packet on this interface.
 #[inline(always)]
 fn meta(ctx: &TcContext, verdict: u8) -> CaptureMeta {
@@ -125,21 +151,8 @@ pub fn node_ingress(ctx: TcContext) -> i32 {
     let decision = router::decide(&ctx, &iface);
     let tapping = maps::tapping();
     if tapping {
-        let mut m = meta(&ctx, verdict::DELIVERED);
-        match decision.kind {
-            router::kind::DROP | router::kind::ANSWER => {
-                m.verdict = verdict::DROPPED;
-                m.reason = decision.reason as u8;
-                m.rule = decision.rule;
-            }
-            router::kind::FORWARD => {
-                m.verdict = verdict::FORWARDED;
-                m.egress = decision.egress;
-                m.nexthop = decision.nexthop;
-            }
-            _ => {}
-        }
-        maps::capture(&ctx, &mut m);
+        let d = &decision;
+        capture_decision(&ctx, d.kind, (d.reason, d.rule), (d.egress, d.nexthop));
     }
     router::act(&ctx, &iface, &decision, || {
         if tapping {
@@ -165,20 +178,9 @@ fn forward6(ctx: &TcContext, iface: &IfaceInfo) -> i32 {
     let decision = router6::decide(ctx, iface);
     let tapping = maps::tapping();
     if tapping {
-        let mut m = meta(ctx, verdict::DELIVERED);
-        match decision.kind {
-            router::kind::DROP | router::kind::ANSWER => {
-                m.verdict = verdict::DROPPED;
-                m.reason = decision.reason as u8;
-                m.rule = decision.rule;
-            }
-            router::kind::FORWARD => {
-                m.verdict = verdict::FORWARDED;
-                m.egress = decision.egress;
-            }
-            _ => {}
-        }
-        maps::capture(ctx, &mut m);
+        let d = &decision;
+        // (an IPv6 next hop does not fit the record's 32 bits: left out)
+        capture_decision(ctx, d.kind, (d.reason, d.rule), (d.egress, 0));
     }
     router6::act(ctx, iface, &decision, || {
         if tapping {

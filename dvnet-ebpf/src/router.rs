@@ -227,14 +227,34 @@ pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision {
 /// error is handed to `answered` as it leaves (for the captures).
 #[inline(always)]
 pub fn act(ctx: &TcContext, iface: &IfaceInfo, d: &Decision, answered: impl FnOnce()) -> i32 {
-    match d.kind {
+    carry_out(
+        iface,
+        (d.kind, d.reason, d.link),
+        || icmp::reply_error(ctx, iface, &d.ip, d.icmp.0, d.icmp.1),
+        || send(ctx, d),
+        answered,
+    )
+}
+
+/// Carries out a decision of either family (`kind`, and for a drop its reason and the link
+/// it is counted on): drops counted, an answer made by `answer` (handed to `answered` as it
+/// leaves), a packet forwarded by `send` (its failure counted on the ingress link).
+#[inline(always)]
+pub fn carry_out(
+    iface: &IfaceInfo,
+    (kind, reason, link): (u8, DropReason, u32),
+    answer: impl FnOnce() -> Result<bool, DropReason>,
+    send: impl FnOnce() -> Result<i32, DropReason>,
+    answered: impl FnOnce(),
+) -> i32 {
+    match kind {
         kind::DROP => {
-            maps::count_drop(d.link, d.reason);
+            maps::count_drop(link, reason);
             TC_ACT_SHOT as i32
         }
         kind::ANSWER => {
-            maps::count_drop(iface.link, d.reason);
-            match icmp::reply_error(ctx, iface, &d.ip, d.icmp.0, d.icmp.1) {
+            maps::count_drop(iface.link, reason);
+            match answer() {
                 Ok(true) => {
                     answered();
                     TC_ACT_REDIRECT as i32
@@ -242,7 +262,7 @@ pub fn act(ctx: &TcContext, iface: &IfaceInfo, d: &Decision, answered: impl FnOn
                 Ok(false) | Err(_) => TC_ACT_SHOT as i32,
             }
         }
-        kind::FORWARD => match send(ctx, d) {
+        kind::FORWARD => match send() {
             Ok(action) => action,
             Err(reason) => {
                 maps::count_drop(iface.link, reason);

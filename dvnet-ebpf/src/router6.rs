@@ -10,8 +10,8 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{
-        __sk_buff, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, TC_ACT_OK, TC_ACT_REDIRECT,
-        TC_ACT_SHOT, bpf_fib_lookup, bpf_redir_neigh,
+        __sk_buff, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, bpf_fib_lookup,
+        bpf_redir_neigh,
     },
     helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     maps::lpm_trie::Key,
@@ -221,30 +221,13 @@ fn fib_fallback(
 /// Carries out `d` (counting drops), as [`crate::router::act`].
 #[inline(always)]
 pub fn act(ctx: &TcContext, iface: &IfaceInfo, d: &Decision6, answered: impl FnOnce()) -> i32 {
-    match d.kind {
-        kind::DROP => {
-            maps::count_drop(d.link, d.reason);
-            TC_ACT_SHOT as i32
-        }
-        kind::ANSWER => {
-            maps::count_drop(iface.link, d.reason);
-            match icmp6::reply_error(ctx, iface, d.icmp.0, d.icmp.1) {
-                Ok(true) => {
-                    answered();
-                    TC_ACT_REDIRECT as i32
-                }
-                Ok(false) | Err(_) => TC_ACT_SHOT as i32,
-            }
-        }
-        kind::FORWARD => match send(ctx, d) {
-            Ok(action) => action,
-            Err(reason) => {
-                maps::count_drop(iface.link, reason);
-                TC_ACT_SHOT as i32
-            }
-        },
-        _ => TC_ACT_OK as i32,
-    }
+    crate::router::carry_out(
+        iface,
+        (d.kind, d.reason, d.link),
+        || icmp6::reply_error(ctx, iface, d.icmp.0, d.icmp.1),
+        || send(ctx, d),
+        answered,
+    )
 }
 
 /// Hop limit − 1, the MACs, and out.

@@ -786,14 +786,11 @@ impl Netlink {
     /// # Errors
     /// When the dump fails.
     pub async fn routes(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
-        let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        self.handle
-            .route()
-            .get(filter)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.err(format_args!("listing routes"), e))
+        self.dump_routes(
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            "listing routes",
+        )
+        .await
     }
 
     /// Every IPv6 route.
@@ -802,13 +799,22 @@ impl Netlink {
     /// When the dump fails.
     pub async fn routes6(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
         let filter = RouteMessageBuilder::<std::net::Ipv6Addr>::new().build();
+        self.dump_routes(filter, "listing IPv6 routes").await
+    }
+
+    /// The routes `filter` (a family) selects.
+    async fn dump_routes(
+        &self,
+        filter: RouteMessage,
+        what: &str,
+    ) -> Result<Vec<RouteMessage>, NetlinkError> {
         self.handle
             .route()
             .get(filter)
             .execute()
             .try_collect()
             .await
-            .map_err(|e| self.err(format_args!("listing IPv6 routes"), e))
+            .map_err(|e| self.err(format_args!("{what}"), e))
     }
 }
 

@@ -390,3 +390,27 @@ pub fn lab_with_a_drop_rule() -> serde_json::Value {
         }
     })
 }
+
+/// Runs each test `name(datapath)` on both datapaths, as `ebpf::name` and `kernel::name`
+/// (as root only: see [`require_root`]).
+#[macro_export]
+macro_rules! both_datapaths {
+    ($($name:ident),* $(,)?) => {
+        mod ebpf {
+            $(#[test]
+            fn $name() {
+                if $crate::require_root(stringify!($name)) {
+                    super::$name("ebpf");
+                }
+            })*
+        }
+        mod kernel {
+            $(#[test]
+            fn $name() {
+                if $crate::require_root(stringify!($name)) {
+                    super::$name("kernel");
+                }
+            })*
+        }
+    };
+}

@@ -692,23 +692,6 @@ fn the_same_file_twice_changes_nothing(datapath: &str) {
     assert!(net.ping("A-1", "B-2"), "{datapath}: A-1 → B-2");
 }
 
-macro_rules! both_datapaths {
-    ($($name:ident),* $(,)?) => {
-        mod ebpf {
-            $(#[test]
-            fn $name() {
-                super::$name("ebpf");
-            })*
-        }
-        mod kernel {
-            $(#[test]
-            fn $name() {
-                super::$name("kernel");
-            })*
-        }
-    };
-}
-
 /// An explicit address changes in place (the interface, its MAC, the routes through it and
 /// every hosts file follow); an image turns a namespace node into a container, recreated
 /// alone.
@@ -768,7 +751,7 @@ fn an_address_in_place_and_an_image_by_recreating_the_node(datapath: &str) {
     assert_eq!(net.leftovers(), Vec::<String>::new());
 }
 
-both_datapaths!(
+dvnet_tests::both_datapaths!(
     edits_in_sequence_keep_the_network_consistent,
     the_same_file_twice_changes_nothing,
     an_address_in_place_and_an_image_by_recreating_the_node,

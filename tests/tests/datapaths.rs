@@ -304,28 +304,7 @@ fn rules_from_any_and_to_any_hold(datapath: &str) {
     assert_eq!(net.leftovers(), Vec::<String>::new());
 }
 
-macro_rules! both_datapaths {
-    ($($name:ident),* $(,)?) => {
-        mod ebpf {
-            $(#[test]
-            fn $name() {
-                if super::require_root(stringify!($name)) {
-                    super::$name("ebpf");
-                }
-            })*
-        }
-        mod kernel {
-            $(#[test]
-            fn $name() {
-                if super::require_root(stringify!($name)) {
-                    super::$name("kernel");
-                }
-            })*
-        }
-    };
-}
-
-both_datapaths!(
+dvnet_tests::both_datapaths!(
     every_host_reaches_every_host,
     traceroute_shows_each_router,
     firewall_denies_allows_and_lets_replies_through,

@@ -4,7 +4,7 @@
 //! routes cross subnets without an IPv6 prefix through the next hop's link-local address,
 //! names resolve to both families, the firewall filters both.
 
-use dvnet_tests::{TestNet, require_root, text};
+use dvnet_tests::{TestNet, text};
 use serde_json::{Value, json};
 
 /// The classic lab, dual-stack on the host subnets; the transit subnet C is IPv4 only.
@@ -483,28 +483,7 @@ fn ospfv3_converges_and_the_routers_forward_what_it_learnt(datapath: &str) {
     );
 }
 
-macro_rules! both_datapaths {
-    ($($name:ident),* $(,)?) => {
-        mod ebpf {
-            $(#[test]
-            fn $name() {
-                if super::require_root(stringify!($name)) {
-                    super::$name("ebpf");
-                }
-            })*
-        }
-        mod kernel {
-            $(#[test]
-            fn $name() {
-                if super::require_root(stringify!($name)) {
-                    super::$name("kernel");
-                }
-            })*
-        }
-    };
-}
-
-both_datapaths!(
+dvnet_tests::both_datapaths!(
     every_host_reaches_every_host_over_ipv6_by_name,
     traceroute6_shows_each_router_and_hop_limits_expire_there,
     stats_count_exactly_the_ipv6_pings_sent,

@@ -11,8 +11,8 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData};
 use aya::{Ebpf, EbpfLoader};
 use dvnet_common::{
-    IfaceInfo, ImpairEntry, NexthopKey, Route, Route6, RouterAddr, RouterAddr6, RuleKey,
-    RuleVerdict, maps, programs,
+    IfaceInfo, ImpairEntry, NexthopKey, Route, RouterAddr, RouterAddr6, RuleKey, RuleVerdict, maps,
+    programs,
 };
 
 use super::entries::MapEntries;
@@ -595,6 +595,28 @@ impl Pinned {
         Ok(())
     }
 
+    /// Applies `delta` to the LPM trie `name`, whose keys `key` makes: deletions, then
+    /// insertions (nothing opened when it is empty).
+    fn write_lpm<P, K: aya::Pod, V: aya::Pod>(
+        &self,
+        name: &str,
+        delta: &super::entries::Delta<P, V>,
+        key: fn(&P) -> Key<K>,
+    ) -> Result<(), BpfError> {
+        if delta.is_empty() {
+            return Ok(());
+        }
+        let mut map: LpmTrie<MapData, K, V> =
+            LpmTrie::try_from(self.map(name)?).map_err(map_err(name))?;
+        for k in &delta.delete {
+            let _ = map.remove(&key(k));
+        }
+        for (k, v) in &delta.put {
+            map.insert(&key(k), v, 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
     /// Writes `diff` into the maps: deletions, then insertions; new counter slots zeroed
     /// first; flows of routers that are gone forgotten.
     ///
@@ -653,16 +675,7 @@ impl Pinned {
         for k in &diff.nexthops.delete {
             let _ = nexthops.remove(k);
         }
-        let mut classes: LpmTrie<MapData, RouterAddr, u32> =
-            LpmTrie::try_from(self.map(maps::FW_CLASSES)?).map_err(map_err(maps::FW_CLASSES))?;
-        for k in &diff.classes.delete {
-            let _ = classes.remove(&lpm_key(k));
-        }
-        for (k, v) in &diff.classes.put {
-            classes
-                .insert(&lpm_key(k), v, 0)
-                .map_err(map_err(maps::FW_CLASSES))?;
-        }
+        self.write_lpm(maps::FW_CLASSES, &diff.classes, lpm_key)?;
         let mut rules: HashMap<MapData, RuleKey, RuleVerdict> =
             HashMap::try_from(self.map(maps::FW_RULES)?).map_err(map_err(maps::FW_RULES))?;
         for k in &diff.rules.delete {
@@ -671,31 +684,8 @@ impl Pinned {
         for (k, v) in &diff.rules.put {
             rules.insert(k, v, 0).map_err(map_err(maps::FW_RULES))?;
         }
-        if !diff.routes6.is_empty() {
-            let mut routes6: LpmTrie<MapData, RouterAddr6, Route6> =
-                LpmTrie::try_from(self.map(maps::ROUTES6)?).map_err(map_err(maps::ROUTES6))?;
-            for k in &diff.routes6.delete {
-                let _ = routes6.remove(&lpm_key6(k));
-            }
-            for (k, v) in &diff.routes6.put {
-                routes6
-                    .insert(&lpm_key6(k), v, 0)
-                    .map_err(map_err(maps::ROUTES6))?;
-            }
-        }
-        if !diff.classes6.is_empty() {
-            let mut classes6: LpmTrie<MapData, RouterAddr6, u32> =
-                LpmTrie::try_from(self.map(maps::FW_CLASSES6)?)
-                    .map_err(map_err(maps::FW_CLASSES6))?;
-            for k in &diff.classes6.delete {
-                let _ = classes6.remove(&lpm_key6(k));
-            }
-            for (k, v) in &diff.classes6.put {
-                classes6
-                    .insert(&lpm_key6(k), v, 0)
-                    .map_err(map_err(maps::FW_CLASSES6))?;
-            }
-        }
+        self.write_lpm(maps::ROUTES6, &diff.routes6, lpm_key6)?;
+        self.write_lpm(maps::FW_CLASSES6, &diff.classes6, lpm_key6)?;
         if !diff.addrs6.is_empty() {
             let mut addrs6: HashMap<MapData, u32, [u8; 16]> =
                 HashMap::try_from(self.map(maps::ADDRS6)?).map_err(map_err(maps::ADDRS6))?;

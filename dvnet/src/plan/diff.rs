@@ -451,6 +451,30 @@ fn key<'a>(plan: &'a Plan, link: &LinkPlan) -> (&'a str, &'a str) {
 }
 
 /// A route as the kernel sees it: its destination and every next hop.
+/// What came and what went.
+type AddedRemoved<T> = (Vec<T>, Vec<T>);
+
+/// The routes of `new` that `old` lacks, and those of `old` that `new` lacks (compared by
+/// destination and next hops), in either family.
+fn routes_changed<N: Copy + Ord, A: Copy + Ord>(
+    old: &[super::RoutePlan<N, A>],
+    new: &[super::RoutePlan<N, A>],
+) -> AddedRemoved<super::RoutePlan<N, A>> {
+    let before: BTreeSet<_> = old.iter().map(route_key).collect();
+    let after: BTreeSet<_> = new.iter().map(route_key).collect();
+    let add = new
+        .iter()
+        .filter(|r| !before.contains(&route_key(r)))
+        .cloned()
+        .collect();
+    let remove = old
+        .iter()
+        .filter(|r| !after.contains(&route_key(r)))
+        .cloned()
+        .collect();
+    (add, remove)
+}
+
 fn route_key<N: Copy, A: Copy>(r: &super::RoutePlan<N, A>) -> (N, Vec<(A, &str)>) {
     (
         r.dest,
@@ -649,34 +673,8 @@ pub fn diff(old: Option<&Plan>, new: Option<&Plan>) -> Diff {
         if recreated.contains(n.name.as_str()) {
             continue;
         }
-        let before: BTreeSet<_> = o.routes.iter().map(route_key).collect();
-        let after: BTreeSet<_> = n.routes.iter().map(route_key).collect();
-        let add: Vec<RoutePlan> = n
-            .routes
-            .iter()
-            .filter(|r| !before.contains(&route_key(r)))
-            .cloned()
-            .collect();
-        let remove: Vec<RoutePlan> = o
-            .routes
-            .iter()
-            .filter(|r| !after.contains(&route_key(r)))
-            .cloned()
-            .collect();
-        let before6: BTreeSet<_> = o.routes6.iter().map(route_key).collect();
-        let after6: BTreeSet<_> = n.routes6.iter().map(route_key).collect();
-        let add6: Vec<Route6Plan> = n
-            .routes6
-            .iter()
-            .filter(|r| !before6.contains(&route_key(r)))
-            .cloned()
-            .collect();
-        let remove6: Vec<Route6Plan> = o
-            .routes6
-            .iter()
-            .filter(|r| !after6.contains(&route_key(r)))
-            .cloned()
-            .collect();
+        let (add, remove) = routes_changed(&o.routes, &n.routes);
+        let (add6, remove6) = routes_changed(&o.routes6, &n.routes6);
         if !add.is_empty() || !remove.is_empty() || !add6.is_empty() || !remove6.is_empty() {
             d.routes.push(RouteChange {
                 node: n.name.clone(),
