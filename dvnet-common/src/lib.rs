@@ -424,9 +424,7 @@ pub struct RouterAddr6 {
 }
 
 /// Value of `DV_ROUTES6`: as [`Route`], with an IPv6 next hop (the next router's link-local
-/// address; all zero on a connected subnet: the destination itself). One next hop: with
-/// `"ecmp"` the first (equal-cost IPv6 routes are spread on the kernel datapath only, for
-/// now).
+/// address; all zero on a connected subnet: the destination itself).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Route6 {
@@ -436,6 +434,44 @@ pub struct Route6 {
     pub nexthop: [u8; 16],
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
+    /// Equal-cost next hops (`"ecmp"`): this one and `paths - 1` in `DV_NEXTHOPS6` under
+    /// `group`; 0 or 1 for a route of one next hop.
+    pub paths: u32,
+    /// The route's number among its router's IPv6 routes (from 1): its further next hops'
+    /// key, so that no address needs masking to find them.
+    pub group: u32,
+}
+
+/// Key of `DV_NEXTHOPS6`: the `index`-th (from 1) next hop of route `group` of `router`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NexthopKey6 {
+    pub router: u32,
+    pub group: u32,
+    pub index: u32,
+}
+
+/// [`flow_hash`] of an IPv6 flow: each address folded to 32 bits first.
+#[must_use]
+pub const fn flow_hash6(
+    router: u32,
+    saddr: &[u8; 16],
+    daddr: &[u8; 16],
+    ports: u32,
+    proto: u8,
+) -> u32 {
+    flow_hash(router, fold6(saddr), fold6(daddr), ports, proto)
+}
+
+/// An IPv6 address's four 32-bit words, xored.
+const fn fold6(a: &[u8; 16]) -> u32 {
+    let mut out = 0u32;
+    let mut i = 0;
+    while i < 16 {
+        out ^= u32::from_be_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        i += 4;
+    }
+    out
 }
 
 /// Key of `DV_CONNTRACK6`: an IPv6 flow seen by a router, in the direction it was accepted
@@ -600,7 +636,9 @@ pub mod maps {
     pub const JUMP: &str = "DV_JUMP";
     /// Per-CPU scratch space: IPv6 flow keys.
     pub const KEYS6: &str = "DV_KEYS6";
-    pub const ALL: [&str; 20] = [
+    /// `NexthopKey6` → `Route6`: the further next hops of equal-cost IPv6 routes.
+    pub const NEXTHOPS6: &str = "DV_NEXTHOPS6";
+    pub const ALL: [&str; 21] = [
         LINK_STATS,
         IFACES,
         ROUTES,
@@ -621,6 +659,7 @@ pub mod maps {
         SCRATCH6,
         JUMP,
         KEYS6,
+        NEXTHOPS6,
     ];
     /// `node_ingress6`'s index in `DV_JUMP`.
     pub const JUMP_IPV6: u32 = 0;
@@ -665,6 +704,7 @@ mod pod {
     unsafe impl aya::Pod for super::RouterAddr6 {}
     unsafe impl aya::Pod for super::Route6 {}
     unsafe impl aya::Pod for super::FlowKey6 {}
+    unsafe impl aya::Pod for super::NexthopKey6 {}
     unsafe impl aya::Pod for super::ImpairEntry {}
     unsafe impl aya::Pod for super::Tap {}
     unsafe impl aya::Pod for super::CaptureMeta {}

@@ -291,15 +291,15 @@ fn quoted_flow6(ctx: &TcContext, router: u32, l4: usize, out: &mut FlowKey6) -> 
 
 /// The firewall class of an IPv6 address at a router.
 #[inline(always)]
-fn class_of6(router: u32, addr: [u8; 16]) -> u32 {
-    let key = Key::new(
+fn class_of6(key: &mut Key<RouterAddr6>, router: u32, addr: [u8; 16]) -> u32 {
+    *key = Key::new(
         160,
         RouterAddr6 {
             router: router.to_be(),
             addr,
         },
     );
-    DV_FW_CLASSES6.get(&key).copied().unwrap_or(CLASS_NONE)
+    DV_FW_CLASSES6.get(key).copied().unwrap_or(CLASS_NONE)
 }
 
 /// [`check`] for an IPv6 packet, in a function of its own (a BPF subprogram, whose stack
@@ -324,7 +324,7 @@ fn check6_inner(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv6) -> Result<(), (Dr
     };
     // SAFETY: a per-CPU slot; nothing else runs on this CPU while the program does.
     let keys = unsafe { &mut *keys };
-    let [key, other] = &mut keys.0;
+    let [key, other] = &mut keys.flows;
     key.router = router;
     key.saddr = ip.saddr;
     key.daddr = ip.daddr;
@@ -340,7 +340,10 @@ fn check6_inner(ctx: &TcContext, iface: &IfaceInfo, ip: &Ipv6) -> Result<(), (Dr
             return Ok(());
         }
     }
-    let classes = (class_of6(router, ip.saddr), class_of6(router, ip.daddr));
+    let classes = (
+        class_of6(&mut keys.class, router, ip.saddr),
+        class_of6(&mut keys.class, router, ip.daddr),
+    );
     if verdict(iface, classes, ip.next, dport)?
         && DV_CONNTRACK6.insert(key, &1, BPF_NOEXIST).is_ok()
     {

@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use dvnet_common::{
     CAPTURE_SESSIONS, CAPTURE_SNAPLEN, CaptureMeta, DropReason, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
-    FlowKey, FlowKey6, IfaceInfo, ImpairEntry, LinkStats, NexthopKey, PacketClass, Route, Route6,
-    RouterAddr, RouterAddr6, RuleKey, RuleVerdict, Tap,
+    FlowKey, FlowKey6, IfaceInfo, ImpairEntry, LinkStats, NexthopKey, NexthopKey6, PacketClass,
+    Route, Route6, RouterAddr, RouterAddr6, RuleKey, RuleVerdict, Tap,
 };
 
 // Sizes are set by userspace before loading, from the network's plan.
@@ -52,6 +52,10 @@ pub static DV_CONNTRACK: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries
 #[map(name = "DV_ROUTES6")]
 pub static DV_ROUTES6: LpmTrie<RouterAddr6, Route6> = LpmTrie::with_max_entries(1, 0);
 
+/// The further next hops of equal-cost IPv6 routes (`Route6::paths`).
+#[map(name = "DV_NEXTHOPS6")]
+pub static DV_NEXTHOPS6: HashMap<NexthopKey6, Route6> = HashMap::with_max_entries(1, NO_PREALLOC);
+
 /// (router, IPv6 address) → firewall class.
 #[map(name = "DV_FW_CLASSES6")]
 pub static DV_FW_CLASSES6: LpmTrie<RouterAddr6, u32> = LpmTrie::with_max_entries(1, 0);
@@ -69,10 +73,13 @@ pub static DV_ADDRS6: HashMap<u32, [u8; 16]> = HashMap::with_max_entries(1, NO_P
 #[map(name = "DV_SCRATCH6")]
 pub static DV_SCRATCH6: PerCpuArray<[u8; 256]> = PerCpuArray::with_max_entries(1, 0);
 
-/// Two IPv6 flow keys, per CPU: a flow and its reply (or a quoted flow) for the firewall,
-/// off the stack.
+/// The IPv6 firewall's keys, per CPU, off the stack: a flow and its reply (or a quoted
+/// flow), and the key of an address's class lookup.
 #[repr(C)]
-pub struct Keys6(pub [FlowKey6; 2]);
+pub struct Keys6 {
+    pub flows: [FlowKey6; 2],
+    pub class: aya_ebpf::maps::lpm_trie::Key<RouterAddr6>,
+}
 
 #[map(name = "DV_KEYS6")]
 pub static DV_KEYS6: PerCpuArray<Keys6> = PerCpuArray::with_max_entries(1, 0);

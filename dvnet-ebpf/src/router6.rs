@@ -18,13 +18,13 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use dvnet_common::{
-    DropReason, ETH_P_IPV6, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IfaceInfo, ROUTE_CONNECTED,
-    ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, RouterAddr6,
+    DropReason, ETH_P_IPV6, IFACE_FIB_FALLBACK, IFACE_FIREWALL, IfaceInfo, NexthopKey6,
+    ROUTE_CONNECTED, ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route6, RouterAddr6, flow_hash6,
 };
 
 use crate::{
     firewall, icmp6,
-    maps::{self, DV_ROUTES6},
+    maps::{self, DV_NEXTHOPS6, DV_ROUTES6},
     packet::{self, IP_OFF, IPV6_HLEN},
     router::kind,
 };
@@ -109,36 +109,16 @@ pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision6 {
     if packet::is_multicast_or_link_local6(&ip.daddr) {
         return Decision6::kernel();
     }
-    let key = Key::new(
-        160,
-        RouterAddr6 {
-            router: iface.router.to_be(),
-            addr: ip.daddr,
-        },
-    );
     let mut d = Decision6 {
         kind: kind::FORWARD,
         hop_limit: ip.hop_limit,
         ..Decision6::kernel()
     };
-    match DV_ROUTES6.get(&key).copied() {
-        Some(route) if route.flags & ROUTE_LOCAL != 0 => return Decision6::kernel(),
-        Some(route) if route.flags & ROUTE_DOWN != 0 => {
-            return Decision6::drop(DropReason::LinkDown, route.link);
-        }
-        Some(route) => {
-            d.nexthop = if route.flags & ROUTE_CONNECTED != 0 {
-                ip.daddr
-            } else {
-                route.nexthop
-            };
-            d.egress = route.ifindex;
-            if route.flags & ROUTE_PEER != 0 {
-                d.peer = true;
-                d.macs = (route.dmac, route.smac);
-            }
-        }
-        None => {
+    match route_to(ctx, iface, &ip, &mut d) {
+        LOCAL => return Decision6::kernel(),
+        DOWN => return Decision6::drop(DropReason::LinkDown, d.link),
+        FOUND => {}
+        _ => {
             let mut nexthop = [0u8; 16];
             let egress = fib_fallback(ctx, iface, &ip, &mut nexthop);
             if egress == 0 {
@@ -171,6 +151,77 @@ pub fn decide(ctx: &TcContext, iface: &IfaceInfo) -> Decision6 {
         }
     }
     d
+}
+
+/// What [`route_to`] found.
+const FOUND: u32 = 0;
+const MISS: u32 = 1;
+/// For the router itself.
+const LOCAL: u32 = 2;
+/// Through a link that is down (`d.link`).
+const DOWN: u32 = 3;
+
+/// Looks the packet's destination up in the route map: with a route, `d` gets where it goes
+/// (of equal-cost next hops, the flow's). A function of its own (a BPF subprogram): the
+/// route and its key stay off the caller's stack.
+#[inline(never)]
+fn route_to(ctx: &TcContext, iface: &IfaceInfo, ip: &packet::Ipv6, d: &mut Decision6) -> u32 {
+    let key = Key::new(
+        160,
+        RouterAddr6 {
+            router: iface.router.to_be(),
+            addr: ip.daddr,
+        },
+    );
+    let Some(mut route) = DV_ROUTES6.get(&key).copied() else {
+        return MISS;
+    };
+    if route.flags & ROUTE_LOCAL != 0 {
+        return LOCAL;
+    }
+    if route.flags & ROUTE_DOWN != 0 {
+        // counted on the link that is down, where the packet would have left
+        d.link = route.link;
+        return DOWN;
+    }
+    if route.paths > 1 {
+        pick_path(ctx, iface.router, ip, &mut route);
+    }
+    d.nexthop = if route.flags & ROUTE_CONNECTED != 0 {
+        ip.daddr
+    } else {
+        route.nexthop
+    };
+    d.egress = route.ifindex;
+    if route.flags & ROUTE_PEER != 0 {
+        d.peer = true;
+        d.macs = (route.dmac, route.smac);
+    }
+    FOUND
+}
+
+/// Of an equal-cost route's next hops, the flow's (a hash of its addresses and ports picks
+/// one of `route.paths`): `route` becomes it. A function of its own (a BPF subprogram), for
+/// the stack.
+#[inline(never)]
+fn pick_path(ctx: &TcContext, router: u32, ip: &packet::Ipv6, route: &mut Route6) {
+    let (sport, dport) = firewall::ports6(ctx, IP_OFF + IPV6_HLEN, ip.next);
+    let ports = (u32::from(u16::from_be(sport)) << 16) | u32::from(u16::from_be(dport));
+    let hash = flow_hash6(router, &ip.saddr, &ip.daddr, ports, ip.next);
+    // (no division that could panic: a BPF subprogram may not end in a call)
+    let index = match hash.checked_rem(route.paths) {
+        Some(0) | None => return,
+        Some(index) => index,
+    };
+    let key = NexthopKey6 {
+        router,
+        group: route.group,
+        index,
+    };
+    // SAFETY: the value is copied out at once.
+    if let Some(other) = unsafe { DV_NEXTHOPS6.get(&key) } {
+        *route = *other;
+    }
 }
 
 /// On a route-map miss, a router whose routes come from a routing daemon (OSPFv3) asks the

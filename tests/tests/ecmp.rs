@@ -299,6 +299,58 @@ fn kernel_fat_tree_every_host_reaches_every_host() {
     }
 }
 
+/// The leaf-spine lab with IPv6 on its host LANs (the spine links stay IPv4-only: IPv6
+/// crosses them through link-local next hops): 64 IPv6 flows spread over every spine, each on
+/// one, nothing reordered, counted once.
+fn ipv6_flows_spread_over_every_spine_and_each_keeps_to_one(datapath: &str) {
+    let mut doc = clos("static");
+    doc["subnets"]["n1"]["cidr6"] = json!("fd00:1::/64");
+    doc["subnets"]["n2"]["cidr6"] = json!("fd00:2::/64");
+    let net = TestNet::new(&format!("ecmp6-{}", &datapath[..1]), doc);
+    net.up(&["--datapath", datapath]);
+    // h2-1, the only host of n2, takes the address after l2's
+    let h2 = "fd00:2::2";
+    assert!(
+        eventually(10, || net
+            .exec("h1-1", &["ping", "-6", "-c", "1", "-W", "1", h2])
+            .status
+            .success()),
+        "{datapath}: h1-1 reaches h2-1 over IPv6"
+    );
+    let to = format!("[{h2}]:{PORT}");
+    let sink = sockets_in(&net, "h2-1", &[&format!("[::]:{PORT}")]).remove(0);
+    let binds = vec!["[::]:0"; FLOWS];
+    let senders = sockets_in(&net, "h1-1", &binds);
+    let before = udp_into_spines(&stats(&net));
+    let got = send_and_receive(&senders, &sink, &to, PER_FLOW);
+    let after = udp_into_spines(&stats(&net));
+    let spread = whole_and_counted_once(&got, &before, &after, &format!("{datapath}/IPv6"));
+    assert!(
+        spread.iter().all(|&n| n > 0),
+        "{datapath}: {FLOWS} IPv6 flows use every spine: {spread:?}"
+    );
+    assert!(
+        spread.iter().all(|&n| n % u64::from(PER_FLOW) == 0),
+        "{datapath}: no IPv6 flow is split between spines: {spread:?}"
+    );
+    let out = net.down();
+    assert!(out.status.success(), "down: {}", text(&out));
+}
+
+#[test]
+fn ebpf_ipv6_flows_spread_over_every_spine_and_each_keeps_to_one() {
+    if require_root("ebpf_ipv6_flows_spread_over_every_spine_and_each_keeps_to_one") {
+        ipv6_flows_spread_over_every_spine_and_each_keeps_to_one("ebpf");
+    }
+}
+
+#[test]
+fn kernel_ipv6_flows_spread_over_every_spine_and_each_keeps_to_one() {
+    if require_root("kernel_ipv6_flows_spread_over_every_spine_and_each_keeps_to_one") {
+        ipv6_flows_spread_over_every_spine_and_each_keeps_to_one("kernel");
+    }
+}
+
 /// Checks that the [`FLOWS`] flows of [`PER_FLOW`] datagrams arrived whole and in order, and
 /// that the paths' counters (`before`, `after`) count each datagram once; returns what each
 /// path carried.

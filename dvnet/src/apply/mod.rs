@@ -1181,6 +1181,7 @@ fn check_capacity(pinned: &Pinned, new: &Plan) -> Result<(), ApplyError> {
         (maps::FW_RULES, counts.rules as u64),
         (maps::RULE_HITS, counts.rule_slots as u64),
         (maps::ROUTES6, counts.routes6 as u64),
+        (maps::NEXTHOPS6, counts.nexthops6 as u64),
         (maps::FW_CLASSES6, counts.classes6 as u64),
     ] {
         let have = pinned.capacity(map)?;

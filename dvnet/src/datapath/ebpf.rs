@@ -11,8 +11,8 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData};
 use aya::{Ebpf, EbpfLoader};
 use dvnet_common::{
-    IfaceInfo, ImpairEntry, NexthopKey, Route, RouterAddr, RouterAddr6, RuleKey, RuleVerdict, maps,
-    programs,
+    IfaceInfo, ImpairEntry, NexthopKey, NexthopKey6, Route, Route6, RouterAddr, RouterAddr6,
+    RuleKey, RuleVerdict, maps, programs,
 };
 
 use super::entries::MapEntries;
@@ -54,6 +54,7 @@ pub struct MapSizes {
     pub rule_hits: u32,
     pub conntrack: u32,
     pub routes6: u32,
+    pub nexthops6: u32,
     pub classes6: u32,
     pub addrs6: u32,
     /// Preallocated (LRU): a network without IPv6 takes one entry.
@@ -90,6 +91,7 @@ impl MapSizes {
             // LRU maps are preallocated; a firewall added by an edit needs it whole
             conntrack: CONNTRACK_ENTRIES,
             routes6: with_room(entries.routes6.len(), 256),
+            nexthops6: with_room(entries.nexthops6.len(), 256),
             classes6: with_room(entries.classes6.len(), 256),
             addrs6: with_room(entries.addrs6.len(), 256),
             // (a network's IPv6 is never added by an edit)
@@ -168,6 +170,7 @@ pub fn open(sizes: MapSizes) -> Result<Ebpf, BpfError> {
         .map_max_entries(maps::RULE_HITS, sizes.rule_hits)
         .map_max_entries(maps::CONNTRACK, sizes.conntrack)
         .map_max_entries(maps::ROUTES6, sizes.routes6)
+        .map_max_entries(maps::NEXTHOPS6, sizes.nexthops6)
         .map_max_entries(maps::FW_CLASSES6, sizes.classes6)
         .map_max_entries(maps::ADDRS6, sizes.addrs6)
         .map_max_entries(maps::CONNTRACK6, sizes.conntrack6)
@@ -332,6 +335,7 @@ fn fill(ebpf: &mut Ebpf, e: &MapEntries) -> Result<(), BpfError> {
     put_hash(ebpf, maps::NEXTHOPS, &e.nexthops)?;
     put_lpm(ebpf, maps::FW_CLASSES, &e.classes)?;
     put_hash(ebpf, maps::FW_RULES, &e.rules)?;
+    put_hash(ebpf, maps::NEXTHOPS6, &e.nexthops6)?;
     put_lpm6(ebpf, maps::ROUTES6, &e.routes6)?;
     put_lpm6(ebpf, maps::FW_CLASSES6, &e.classes6)?;
     put_hash(ebpf, maps::ADDRS6, &e.addrs6)
@@ -684,7 +688,18 @@ impl Pinned {
         for (k, v) in &diff.rules.put {
             rules.insert(k, v, 0).map_err(map_err(maps::FW_RULES))?;
         }
+        // a route's further next hops are in place before it counts them, and go after
+        let mut nexthops6: HashMap<MapData, NexthopKey6, Route6> =
+            HashMap::try_from(self.map(maps::NEXTHOPS6)?).map_err(map_err(maps::NEXTHOPS6))?;
+        for (k, v) in &diff.nexthops6.put {
+            nexthops6
+                .insert(k, v, 0)
+                .map_err(map_err(maps::NEXTHOPS6))?;
+        }
         self.write_lpm(maps::ROUTES6, &diff.routes6, lpm_key6)?;
+        for k in &diff.nexthops6.delete {
+            let _ = nexthops6.remove(k);
+        }
         self.write_lpm(maps::FW_CLASSES6, &diff.classes6, lpm_key6)?;
         if !diff.addrs6.is_empty() {
             let mut addrs6: HashMap<MapData, u32, [u8; 16]> =

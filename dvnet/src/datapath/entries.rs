@@ -23,7 +23,7 @@ use dvnet_common::{
     ROUTE_DOWN, ROUTE_LOCAL, ROUTE_PEER, Route, RuleKey, RuleVerdict, VERDICT_ACCEPT, VERDICT_DROP,
     WILDCARD, threshold,
 };
-use dvnet_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, Route6};
+use dvnet_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, NexthopKey6, Route6};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
@@ -68,6 +68,8 @@ pub struct MapEntries {
     pub routes6: Vec<((u32, Ipv6Net), Route6)>,
     /// (router id, IPv6 prefix) → class.
     pub classes6: Vec<((u32, Ipv6Net), u32)>,
+    /// The further next hops of equal-cost IPv6 routes.
+    pub nexthops6: Vec<(NexthopKey6, Route6)>,
     /// ifindex → the IPv6 source of the ICMPv6 errors a router sends from there.
     pub addrs6: Vec<(u32, [u8; 16])>,
     pub rules: Vec<(RuleKey, RuleVerdict)>,
@@ -124,6 +126,8 @@ pub struct Counts {
     /// plan's).
     pub routes6: usize,
     pub classes6: usize,
+    /// Further next hops of equal-cost IPv6 routes.
+    pub nexthops6: usize,
 }
 
 /// How many entries each map needs for `plan`, without making them all: interfaces and
@@ -154,6 +158,7 @@ pub fn counts(plan: &Plan) -> Result<Counts, EntriesError> {
             c.nexthops += node.routes.iter().map(|r| r.ecmp.len()).sum::<usize>();
             if plan.ipv6 {
                 c.routes6 += 2 * links + node.routes6.len();
+                c.nexthops6 += node.routes6.iter().map(|r| r.ecmp.len()).sum::<usize>();
             }
             if node
                 .firewall
@@ -278,7 +283,7 @@ pub fn entries_of(
         if program {
             routes(plan, n, &mut out.routes, &mut out.nexthops);
             if plan.ipv6 {
-                routes6(plan, n, &mut out.routes6);
+                routes6(plan, n, &mut out.routes6, &mut out.nexthops6);
                 addresses6(plan, n, &mut out.addrs6);
             }
         }
@@ -370,7 +375,12 @@ fn is_at(link: &LinkPlan, via: std::net::IpAddr) -> bool {
 
 /// A router's IPv6 routes: its connected IPv6 subnets, its own global addresses (for the
 /// kernel), then the plan's IPv6 routes through their first next hop that can be reached.
-fn routes6(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv6Net), Route6)>) {
+fn routes6(
+    plan: &Plan,
+    n: usize,
+    out: &mut Vec<((u32, Ipv6Net), Route6)>,
+    nexthops: &mut Vec<(NexthopKey6, Route6)>,
+) {
     let node = &plan.nodes[n];
     let id = node.id;
     let route = |link: &LinkPlan, via: Option<std::net::Ipv6Addr>, flags: u32| {
@@ -381,6 +391,8 @@ fn routes6(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv6Net), Route6)>) {
             nexthop: via.map_or([0; 16], |v| v.octets()),
             dmac: [0; 6],
             smac: [0; 6],
+            paths: 0,
+            group: 0,
         };
         // to the other end of a point-to-point link: the MACs are known
         if flags & ROUTE_LOCAL == 0
@@ -407,23 +419,38 @@ fn routes6(plan: &Plan, n: usize, out: &mut Vec<((u32, Ipv6Net), Route6)>) {
             route(link, None, ROUTE_LOCAL),
         ));
     }
-    for r in &node.routes6 {
+    for (group, r) in (1..).zip(&node.routes6) {
         let hops: Vec<(std::net::Ipv6Addr, &LinkPlan)> = r
             .nexthops()
             .map(|(via, _, l)| (via, &plan.links[l as usize]))
             .collect();
-        let live = hops
+        // of equal-cost next hops, those that can be reached (see `routes`)
+        let mut live: Vec<Route6> = hops
             .iter()
-            .find(|(via, link)| !blocked(plan, link, Some((*via).into())));
-        let entry = if let Some(&(via, link)) = live {
-            route(link, Some(via), 0)
-        } else {
+            .filter(|(via, link)| !blocked(plan, link, Some((*via).into())))
+            .map(|&(via, link)| route(link, Some(via), 0))
+            .collect();
+        if live.is_empty() {
             let (via, link) = hops[0];
             let mut dead = route(link, Some(via), 0);
             dead.flags |= ROUTE_DOWN;
-            dead
-        };
-        out.push(((id, r.dest), entry));
+            live.push(dead);
+        }
+        live.truncate(dvnet_common::MAX_PATHS);
+        let paths = u32::try_from(live.len()).expect("at most MAX_PATHS");
+        for (index, hop) in (0..).zip(live.iter_mut()) {
+            hop.paths = paths;
+            hop.group = group;
+            if index > 0 {
+                let key = NexthopKey6 {
+                    router: id,
+                    group,
+                    index,
+                };
+                nexthops.push((key, *hop));
+            }
+        }
+        out.push(((id, r.dest), live[0]));
     }
 }
 
@@ -737,6 +764,7 @@ pub struct EntriesDiff {
     pub classes: Delta<(u32, Ipv4Net), u32>,
     pub rules: Delta<RuleKey, RuleVerdict>,
     pub routes6: Delta<(u32, Ipv6Net), Route6>,
+    pub nexthops6: Delta<NexthopKey6, Route6>,
     pub classes6: Delta<(u32, Ipv6Net), u32>,
     pub addrs6: Delta<u32, [u8; 16]>,
     /// Counter slots of links and rules that are new: zeroed before use.
@@ -757,6 +785,7 @@ impl EntriesDiff {
             + self.classes.len()
             + self.rules.len()
             + self.routes6.len()
+            + self.nexthops6.len()
             + self.classes6.len()
             + self.addrs6.len()
     }
@@ -856,6 +885,7 @@ pub fn diff(
         classes: delta(&old_entries.classes, &new_entries.classes),
         rules: delta(&old_entries.rules, &new_entries.rules),
         routes6: delta(&old_entries.routes6, &new_entries.routes6),
+        nexthops6: delta(&old_entries.nexthops6, &new_entries.nexthops6),
         classes6: delta(&old_entries.classes6, &new_entries.classes6),
         addrs6: delta(&old_entries.addrs6, &new_entries.addrs6),
         fresh_links: new
