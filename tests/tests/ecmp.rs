@@ -165,24 +165,8 @@ fn flows_spread_over_every_spine_and_each_keeps_to_one(datapath: &str, routing: 
         "h1-1 reaches h2-1"
     );
     let to = format!("{h2}:{PORT}");
-    let sink = sockets_in(&net, "h2-1", &[&format!("0.0.0.0:{PORT}")]).remove(0);
-
-    // 64 flows (source ports), 20 datagrams each, interleaved
-    let binds = vec!["0.0.0.0:0"; FLOWS];
-    let senders = sockets_in(&net, "h1-1", &binds);
-    let before = udp_into_spines(&stats(&net));
-    let got = send_and_receive(&senders, &sink, &to, PER_FLOW);
-    let after = udp_into_spines(&stats(&net));
-    let spread = whole_and_counted_once(&got, &before, &after, &format!("{datapath}/{routing}"));
-    assert!(
-        spread.iter().all(|&n| n > 0),
-        "{datapath}/{routing}: {FLOWS} flows use every spine: {spread:?}"
-    );
-    // a flow is a multiple of its 20 datagrams on whichever spine carries it
-    assert!(
-        spread.iter().all(|&n| n % u64::from(PER_FLOW) == 0),
-        "{datapath}/{routing}: no flow is split between spines: {spread:?}"
-    );
+    let (senders, sink) =
+        flows_over_every_spine(&net, ("0.0.0.0", &to), &format!("{datapath}/{routing}"));
 
     // one flow of 500 datagrams: all on one spine
     let before = udp_into_spines(&stats(&net));
@@ -318,21 +302,7 @@ fn ipv6_flows_spread_over_every_spine_and_each_keeps_to_one(datapath: &str) {
         "{datapath}: h1-1 reaches h2-1 over IPv6"
     );
     let to = format!("[{h2}]:{PORT}");
-    let sink = sockets_in(&net, "h2-1", &[&format!("[::]:{PORT}")]).remove(0);
-    let binds = vec!["[::]:0"; FLOWS];
-    let senders = sockets_in(&net, "h1-1", &binds);
-    let before = udp_into_spines(&stats(&net));
-    let got = send_and_receive(&senders, &sink, &to, PER_FLOW);
-    let after = udp_into_spines(&stats(&net));
-    let spread = whole_and_counted_once(&got, &before, &after, &format!("{datapath}/IPv6"));
-    assert!(
-        spread.iter().all(|&n| n > 0),
-        "{datapath}: {FLOWS} IPv6 flows use every spine: {spread:?}"
-    );
-    assert!(
-        spread.iter().all(|&n| n % u64::from(PER_FLOW) == 0),
-        "{datapath}: no IPv6 flow is split between spines: {spread:?}"
-    );
+    flows_over_every_spine(&net, ("[::]", &to), &format!("{datapath}/IPv6"));
     let out = net.down();
     assert!(out.status.success(), "down: {}", text(&out));
 }
@@ -349,6 +319,34 @@ fn kernel_ipv6_flows_spread_over_every_spine_and_each_keeps_to_one() {
     if require_root("kernel_ipv6_flows_spread_over_every_spine_and_each_keeps_to_one") {
         ipv6_flows_spread_over_every_spine_and_each_keeps_to_one("kernel");
     }
+}
+
+/// [`FLOWS`] flows (source ports) of [`PER_FLOW`] datagrams each, interleaved, from h1-1 to
+/// `to` on h2-1 (sockets bound to `any`, the family's unspecified address): every one whole,
+/// in order and counted once, every spine used, no flow split between spines. Returns the
+/// senders and the sink, for more.
+fn flows_over_every_spine(
+    net: &TestNet,
+    (any, to): (&str, &str),
+    what: &str,
+) -> (Vec<UdpSocket>, UdpSocket) {
+    let sink = sockets_in(net, "h2-1", &[&format!("{any}:{PORT}")]).remove(0);
+    let bind = format!("{any}:0");
+    let senders = sockets_in(net, "h1-1", &vec![bind.as_str(); FLOWS]);
+    let before = udp_into_spines(&stats(net));
+    let got = send_and_receive(&senders, &sink, to, PER_FLOW);
+    let after = udp_into_spines(&stats(net));
+    let spread = whole_and_counted_once(&got, &before, &after, what);
+    assert!(
+        spread.iter().all(|&n| n > 0),
+        "{what}: {FLOWS} flows use every spine: {spread:?}"
+    );
+    // a flow is a multiple of its 20 datagrams on whichever spine carries it
+    assert!(
+        spread.iter().all(|&n| n % u64::from(PER_FLOW) == 0),
+        "{what}: no flow is split between spines: {spread:?}"
+    );
+    (senders, sink)
 }
 
 /// Checks that the [`FLOWS`] flows of [`PER_FLOW`] datagrams arrived whole and in order, and
