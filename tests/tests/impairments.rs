@@ -208,37 +208,52 @@ fn loss_in_the_file_is_what_was_asked_in_each_direction_and_counted() {
     topo["subnets"]["C"]["impair"] = json!({"loss": "10%"});
     let net = TestNet::new("loss", topo);
     net.up(&[]);
-    // 20,000 datagrams each way (5 Mbit/s of 100-byte datagrams: ~3 s each)
+    // 20,000 datagrams each way (5 Mbit/s of 100-byte datagrams: ~3 s each). Each way's
+    // losses on C are counted where it arrives on C: at R-2 going to B-1, at R-1 coming back.
     let udp = ["-u", "-b", "5M", "-l", "100", "-k", "20000"];
-    let forward = iperf(&net, "A-1", &udp);
-    let reverse = iperf(&net, "A-1", &[&udp[..], &["-R"]].concat());
-    for (way, report) in [("A-1 → B-1", &forward), ("B-1 → A-1", &reverse)] {
+    let lost_on_c = |node: &str| {
+        let l = link(&stats(&net), node, "C");
+        (
+            l["rx"]["packets"].as_f64().unwrap_or(0.0),
+            l["drops"]["impair-loss"].as_f64().unwrap_or(0.0),
+        )
+    };
+    for (way, reverse, arrives) in [("A-1 → B-1", false, "R-2"), ("B-1 → A-1", true, "R-1")] {
+        let (rx0, lost0) = lost_on_c(arrives);
+        let args: Vec<&str> = if reverse {
+            [&udp[..], &["-R"]].concat()
+        } else {
+            udp.to_vec()
+        };
+        let report = iperf(&net, "A-1", &args);
+        let (rx1, lost1) = lost_on_c(arrives);
+        let (rx, impaired) = (rx1 - rx0, lost1 - lost0);
         let sum = &report["end"]["sum"];
         let (lost, total) = (
             sum["lost_packets"].as_f64().unwrap(),
             sum["packets"].as_f64().unwrap(),
         );
         assert!(total >= 19_000.0, "{way}: {total} datagrams counted");
-        let percent = 100.0 * lost / total;
-        // the standard deviation of 20,000 draws at 10 % is 0.21 points: 1.5 is 7 of them
+        assert!(
+            rx >= 19_000.0,
+            "{way}: {rx} datagrams reached C at {arrives}"
+        );
+        // what the impairment took: the standard deviation of 20,000 draws at 10 % is 0.21
+        // points, 1.5 is 7 of them
+        let percent = 100.0 * impaired / rx;
         assert!(
             (8.5..=11.5).contains(&percent),
-            "{way}: {percent:.2} % lost, 10 % asked"
+            "{way}: {impaired} of {rx} counted as impair-loss at {arrives} ({percent:.2} %), \
+             10 % asked"
         );
-    }
-    // counted where each direction arrives: received, and lost there
-    let s = stats(&net);
-    for node in ["R-1", "R-2"] {
-        let l = link(&s, node, "C");
-        let (rx, lost) = (
-            l["rx"]["packets"].as_f64().unwrap(),
-            l["drops"]["impair-loss"].as_f64().unwrap_or(0.0),
-        );
-        assert!(rx >= 20_000.0, "{node}: {l}");
-        let percent = 100.0 * lost / rx;
+        // and what the receiver saw: every datagram the impairment took, and at most a few
+        // points more lost elsewhere (a full socket buffer on a loaded machine), said apart
+        let seen = 100.0 * lost / total;
+        let elsewhere = 100.0 * (lost - impaired) / total;
         assert!(
-            (8.5..=11.5).contains(&percent),
-            "{node} on C: {lost} of {rx} counted as impair-loss ({percent:.2} %)"
+            lost >= impaired * 0.99 && elsewhere <= 5.0,
+            "{way}: iperf3 lost {seen:.2} %, the impairment {percent:.2} %, elsewhere \
+             {elsewhere:.2} %"
         );
     }
     // the file says so, and inspect
