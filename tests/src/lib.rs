@@ -414,3 +414,39 @@ macro_rules! both_datapaths {
         }
     };
 }
+
+/// Whether a TCP connection from `client` to `server:5201` carries 100 KB (iperf3; over
+/// IPv6 with `ipv6`). The server gives up after 5 s and is stopped by its pid once the
+/// client is done, so nothing outlives the test.
+#[must_use]
+pub fn tcp_ok(net: &TestNet, client: &str, server: &str, ipv6: bool) -> bool {
+    let family: &[&str] = if ipv6 { &["-6"] } else { &[] };
+    let mut srv = net
+        .host
+        .command(dvnet_bin())
+        .args(["exec", &net.id, server, "--", "timeout", "5", "iperf3"])
+        .args(family)
+        .args(["-s", "-1", "-p", "5201"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut cmd = vec!["timeout", "4", "iperf3"];
+    cmd.extend_from_slice(family);
+    cmd.extend_from_slice(&[
+        "-c",
+        server,
+        "-p",
+        "5201",
+        "-n",
+        "100K",
+        "--connect-timeout",
+        "1000",
+    ]);
+    let out = net.exec(client, &cmd);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(srv.id()).expect("pid"));
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = srv.wait();
+    out.status.success()
+}

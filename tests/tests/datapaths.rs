@@ -51,43 +51,6 @@ fn icmp(traffic: &Value) -> u64 {
     traffic["by_class"]["icmp"].as_u64().unwrap_or(0)
 }
 
-/// Whether a TCP connection from `client` to `server:5201` carries 100 KB (iperf3).
-fn tcp_ok(net: &TestNet, client: &str, server: &str) -> bool {
-    // The server gives up after 5 s; stopped (by its pid, through `timeout`) once the client
-    // is done, so nothing outlives the test.
-    let mut srv = net
-        .host
-        .command(dvnet_tests::dvnet_bin())
-        .args([
-            "exec", &net.id, server, "--", "timeout", "5", "iperf3", "-s", "-1", "-p", "5201",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("iperf3 server");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let out = net.exec(
-        client,
-        &[
-            "timeout",
-            "4",
-            "iperf3",
-            "-c",
-            server,
-            "-p",
-            "5201",
-            "-n",
-            "100K",
-            "--connect-timeout",
-            "1000",
-        ],
-    );
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(srv.id()).expect("pid"));
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let _ = srv.wait();
-    out.status.success()
-}
-
 fn every_host_reaches_every_host(datapath: &str) {
     let net = TestNet::new(&format!("reach-{datapath}"), classic());
     net.up(&["--datapath", datapath]);
@@ -151,11 +114,11 @@ fn firewall_denies_allows_and_lets_replies_through(datapath: &str) {
         "{datapath}: B → A is not accepted (policy DROP)"
     );
     assert!(
-        tcp_ok(&net, "B-1", "A-1"),
+        dvnet_tests::tcp_ok(&net, "B-1", "A-1", false),
         "{datapath}: B-1 → A-1 tcp/5201 is accepted"
     );
     assert!(
-        !tcp_ok(&net, "B-2", "A-1"),
+        !dvnet_tests::tcp_ok(&net, "B-2", "A-1", false),
         "{datapath}: B-2 → A-1 tcp/5201 is not"
     );
     if datapath == "ebpf" {

@@ -51,43 +51,6 @@ fn ping4(net: &TestNet, from: &str, to: &str) -> bool {
         .success()
 }
 
-/// Whether a TCP connection over IPv6 from `client` to `server:5201` carries 100 KB.
-fn tcp6_ok(net: &TestNet, client: &str, server: &str) -> bool {
-    // the server gives up after 5 s; stopped by its pid once the client is done
-    let mut srv = net
-        .host
-        .command(dvnet_tests::dvnet_bin())
-        .args([
-            "exec", &net.id, server, "--", "timeout", "5", "iperf3", "-6", "-s", "-1", "-p", "5201",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("iperf3 server");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let out = net.exec(
-        client,
-        &[
-            "timeout",
-            "4",
-            "iperf3",
-            "-6",
-            "-c",
-            server,
-            "-p",
-            "5201",
-            "-n",
-            "100K",
-            "--connect-timeout",
-            "1000",
-        ],
-    );
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(srv.id()).expect("pid"));
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let _ = srv.wait();
-    out.status.success()
-}
-
 fn sysctl(net: &TestNet, node: &str, key: &str) -> String {
     let out = net.exec(node, &["sysctl", "-n", key]);
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -285,11 +248,11 @@ fn firewall_filters_ipv6_as_it_filters_ipv4(datapath: &str) {
         );
     }
     assert!(
-        tcp6_ok(&net, "B-1", "A-1"),
+        dvnet_tests::tcp_ok(&net, "B-1", "A-1", true),
         "{datapath}: B-1 → A-1 tcp/5201 over IPv6 is accepted"
     );
     assert!(
-        !tcp6_ok(&net, "B-2", "A-1"),
+        !dvnet_tests::tcp_ok(&net, "B-2", "A-1", true),
         "{datapath}: B-2 → A-1 tcp/5201 over IPv6 is not"
     );
     if datapath == "ebpf" {

@@ -331,28 +331,14 @@ fn jump_table(ebpf: &mut Ebpf) -> Result<(), BpfError> {
 fn fill(ebpf: &mut Ebpf, e: &MapEntries) -> Result<(), BpfError> {
     put_hash(ebpf, maps::IMPAIR, &e.impairs)?;
     put_hash(ebpf, maps::IFACES, &e.ifaces)?;
-    put_lpm(ebpf, maps::ROUTES, &e.routes)?;
+    put_lpm(ebpf, maps::ROUTES, &e.routes, lpm_key)?;
     put_hash(ebpf, maps::NEXTHOPS, &e.nexthops)?;
-    put_lpm(ebpf, maps::FW_CLASSES, &e.classes)?;
+    put_lpm(ebpf, maps::FW_CLASSES, &e.classes, lpm_key)?;
     put_hash(ebpf, maps::FW_RULES, &e.rules)?;
     put_hash(ebpf, maps::NEXTHOPS6, &e.nexthops6)?;
-    put_lpm6(ebpf, maps::ROUTES6, &e.routes6)?;
-    put_lpm6(ebpf, maps::FW_CLASSES6, &e.classes6)?;
+    put_lpm(ebpf, maps::ROUTES6, &e.routes6, lpm_key6)?;
+    put_lpm(ebpf, maps::FW_CLASSES6, &e.classes6, lpm_key6)?;
     put_hash(ebpf, maps::ADDRS6, &e.addrs6)
-}
-
-/// [`put_lpm`] for IPv6 prefixes.
-fn put_lpm6<V: aya::Pod>(
-    ebpf: &mut Ebpf,
-    name: &str,
-    entries: &[((u32, ipnet::Ipv6Net), V)],
-) -> Result<(), BpfError> {
-    let mut map: LpmTrie<&mut MapData, RouterAddr6, V> =
-        LpmTrie::try_from(ebpf.map_mut(name).expect("in the object")).map_err(map_err(name))?;
-    for (key, v) in entries {
-        map.insert(&lpm_key6(key), v, 0).map_err(map_err(name))?;
-    }
-    Ok(())
 }
 
 /// The LPM key of (router, IPv6 prefix).
@@ -380,16 +366,18 @@ fn put_hash<K: aya::Pod, V: aya::Pod>(
     Ok(())
 }
 
-/// Writes `entries`, keyed by (router, prefix), into the LPM trie `name` of the object.
-fn put_lpm<V: aya::Pod>(
+/// Writes `entries`, keyed by (router, prefix) in either family (`key` makes the LPM key),
+/// into the LPM trie `name` of the object.
+fn put_lpm<P, K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &str,
-    entries: &[((u32, ipnet::Ipv4Net), V)],
+    entries: &[(P, V)],
+    key: fn(&P) -> Key<K>,
 ) -> Result<(), BpfError> {
-    let mut map: LpmTrie<&mut MapData, RouterAddr, V> =
+    let mut map: LpmTrie<&mut MapData, K, V> =
         LpmTrie::try_from(ebpf.map_mut(name).expect("in the object")).map_err(map_err(name))?;
-    for (key, v) in entries {
-        map.insert(&lpm_key(key), v, 0).map_err(map_err(name))?;
+    for (k, v) in entries {
+        map.insert(&key(k), v, 0).map_err(map_err(name))?;
     }
     Ok(())
 }
