@@ -818,27 +818,23 @@ impl Netlink {
     }
 }
 
-/// The destination prefix of a main-table IPv4 route.
+/// The destination prefix of a main-table route, of either family.
 #[must_use]
-pub fn route_prefix(r: &netlink_packet_route::route::RouteMessage) -> Option<ipnet::Ipv4Net> {
-    if r.header.table != netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN {
+pub fn route_prefix(r: &netlink_packet_route::route::RouteMessage) -> Option<IpNet> {
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
+    if r.header.table != RouteHeader::RT_TABLE_MAIN {
         return None;
     }
-    let dest = r
-        .attributes
-        .iter()
-        .find_map(|a| {
-            if let netlink_packet_route::route::RouteAttribute::Destination(
-                netlink_packet_route::route::RouteAddress::Inet(d),
-            ) = a
-            {
-                Some(*d)
-            } else {
-                None
-            }
-        })
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    ipnet::Ipv4Net::new(dest, r.header.destination_prefix_length).ok()
+    let dest = r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(IpAddr::V4(*d)),
+        RouteAttribute::Destination(RouteAddress::Inet6(d)) => Some(IpAddr::V6(*d)),
+        _ => None,
+    });
+    let dest = dest.unwrap_or(match r.header.address_family {
+        netlink_packet_route::AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    });
+    IpNet::new(dest, r.header.destination_prefix_length).ok()
 }
 
 /// Whether a netlink error is the kernel's `errno`.

@@ -156,9 +156,14 @@ pub fn plan(plan: &Plan) -> String {
         );
     }
     if let Some(uplink) = &plan.uplink {
+        let ipv6 = match (uplink.host_address6, plan.subnets[uplink.subnet].cidr6) {
+            (Some(a), Some(net)) => format!(" and {net} at {a} (NAT66)"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "outbound access: the host joins {} at {} (interface {}); {} published port(s)\n",
+            "outbound access: the host joins {} at {}{ipv6} (interface {}); {} published \
+             port(s)\n",
             plan.subnets[uplink.subnet].cidr,
             uplink.host_address,
             uplink.host_ifname,

@@ -298,8 +298,9 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A namespace standing in for "the internet" behind a fake host: `203.0.113.2/24`, joined to
-/// the host's `203.0.113.1/24`, the host's default route. Deleted on drop.
+/// A namespace standing in for "the internet" behind a fake host: `203.0.113.2/24` and
+/// `2001:db8:113::2/64`, joined to the host's `203.0.113.1/24` and `2001:db8:113::1/64`, the
+/// host's default route in both families. Deleted on drop.
 pub struct Internet {
     pub name: String,
 }
@@ -307,6 +308,9 @@ pub struct Internet {
 impl Internet {
     pub const HOST: &'static str = "203.0.113.1";
     pub const ADDRESS: &'static str = "203.0.113.2";
+    /// The host's IPv6 address toward the internet (a documentation prefix).
+    pub const HOST6: &'static str = "2001:db8:113::1";
+    pub const ADDRESS6: &'static str = "2001:db8:113::2";
 
     #[must_use]
     pub fn behind(host: &FakeHost) -> Internet {
@@ -320,8 +324,11 @@ impl Internet {
         let _ = host.ip(&["addr", "add", "203.0.113.1/24", "dev", "inet0"]);
         let _ = host.ip(&["link", "set", "inet0", "up"]);
         let _ = host.ip(&["route", "add", "default", "via", Internet::ADDRESS]);
-        let steps: [&[&str]; 3] = [
+        let _ = host.ip(&["addr", "add", "2001:db8:113::1/64", "dev", "inet0", "nodad"]);
+        let _ = host.ip(&["-6", "route", "add", "default", "via", Internet::ADDRESS6]);
+        let steps: [&[&str]; 4] = [
             &["addr", "add", "203.0.113.2/24", "dev", "eth0"],
+            &["addr", "add", "2001:db8:113::2/64", "dev", "eth0", "nodad"],
             &["link", "set", "eth0", "up"],
             &["link", "set", "lo", "up"],
         ];

@@ -79,6 +79,16 @@ pub enum ApplyError {
     )]
     Ipv6Edit { id: String, what: &'static str },
     #[error(
+        "the edit changes outbound_access.cidr6 of network {id} (the host's IPv6 end of the \
+         uplink {from} → {to}), which changes the host's IPv6 forwarding and NAT66: not \
+         supported while it runs; `dvnet down` it and `dvnet up` the edited file"
+    )]
+    UplinkIpv6Edit {
+        id: String,
+        from: String,
+        to: String,
+    },
+    #[error(
         "network {id} was left {status} by a dvnet that died (pid {pid}); `dvnet down {id}` \
          removes it, then `dvnet up` builds it again"
     )]
@@ -673,6 +683,17 @@ pub async fn apply_change(
             },
         });
     }
+    if let (Some(o), Some(n)) = (&old.uplink, &new.uplink)
+        && o.host_address6 != n.host_address6
+    {
+        let show =
+            |a: Option<std::net::Ipv6Addr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
+        return Err(ApplyError::UplinkIpv6Edit {
+            id: id.to_owned(),
+            from: show(o.host_address6),
+            to: show(n.host_address6),
+        });
+    }
     let changes = diff::diff(Some(&old), Some(&new));
     let (old_entries, new_entries) = touched_entries(&old, &new, &changes)?;
     let map_diff = entries::diff(&old, &old_entries, &new, &new_entries);
@@ -1064,6 +1085,10 @@ async fn host_side(
                 .await?;
             }
             HostChange::Routes { add, remove } => {
+                let uplink = new.uplink.as_ref().expect("a route change has an uplink");
+                crate::host::change_routes(uplink, add, remove).await?;
+            }
+            HostChange::Routes6 { add, remove } => {
                 let uplink = new.uplink.as_ref().expect("a route change has an uplink");
                 crate::host::change_routes(uplink, add, remove).await?;
             }

@@ -105,8 +105,11 @@ pub async fn host(new: &Plan, old: Option<&Plan>) -> Result<(), ApplyError> {
         Some(u) => host.index_of(&u.host_ifname).await.ok(),
         None => None,
     };
-    let routes = host.routes().await?;
-    let prefixes: Vec<ipnet::Ipv4Net> = routes
+    let mut routes = host.routes().await?;
+    if uplink.host_address6.is_some() {
+        routes.extend(host.routes6().await?);
+    }
+    let prefixes: Vec<ipnet::IpNet> = routes
         .iter()
         .filter(|r| {
             // the network's own routes (through its uplink) are no clash with itself

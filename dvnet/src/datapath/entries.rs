@@ -27,7 +27,7 @@ use dvnet_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, NexthopKey6, Route6};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
-use crate::plan::{Action, Forwarder, Hook, LinkPlan, NodeKind, Plan};
+use crate::plan::{Action, Forwarder, Hook, LinkPlan, NodeKind, NodePlan, Plan};
 use crate::topology::Policy;
 
 /// Rule expansions beyond this are refused (nested prefixes multiply).
@@ -373,6 +373,19 @@ fn is_at(link: &LinkPlan, via: std::net::IpAddr) -> bool {
     }
 }
 
+/// The planned routes of a router that belong in its route map: all of them, but none for a
+/// router whose routing daemon fills the kernel's FIB, which a map miss asks. Its planned
+/// routes (a border router's default toward the uplink) are kernel routes beside the
+/// daemon's, where the longest prefix wins; in the map, a default would win over every
+/// destination the daemon learnt.
+fn planned<'a, T>(node: &NodePlan, routes: &'a [T]) -> &'a [T] {
+    if node.forwarder == (Forwarder::Program { fib_fallback: true }) {
+        &[]
+    } else {
+        routes
+    }
+}
+
 /// A router's IPv6 routes: its connected IPv6 subnets, its own global addresses (for the
 /// kernel), then the plan's IPv6 routes through their first next hop that can be reached.
 fn routes6(
@@ -419,7 +432,7 @@ fn routes6(
             route(link, None, ROUTE_LOCAL),
         ));
     }
-    for (group, r) in (1..).zip(&node.routes6) {
+    for (group, r) in (1..).zip(planned(node, &node.routes6)) {
         let hops: Vec<(std::net::Ipv6Addr, &LinkPlan)> = r
             .nexthops()
             .map(|(via, _, l)| (via, &plan.links[l as usize]))
@@ -517,7 +530,7 @@ fn routes(
             out.push(((OWNERS, Ipv4Net::from(link.address)), owner));
         }
     }
-    for r in &node.routes {
+    for r in planned(node, &node.routes) {
         let entry = |via: std::net::Ipv4Addr, link: &LinkPlan| {
             // a gateway route through the uplink goes to the host, not to a node: no known MAC
             let to_peer = plan.peer_of(link).is_some_and(|p| p.address == via);
@@ -976,6 +989,38 @@ mod tests {
         assert_eq!(
             e.ifaces.len(),
             p.links.len() + p.links.iter().filter(|l| l.fabric_port.is_some()).count()
+        );
+    }
+
+    #[test]
+    fn a_router_fed_by_ospf_leaves_its_planned_default_to_the_kernel() {
+        // a border router's default toward the uplink would win, in the map, over every
+        // route OSPF learnt (which only the kernel's FIB holds): it stays a kernel route
+        let lab = CLASSIC.replace(
+            r#""automatic_routing": true,"#,
+            r#""routing": "ospf", "outbound_access": {"enabled": true, "cidr": "192.168.240.0/24", "routers": ["R-1"]},"#,
+        );
+        let p = plan(&lab);
+        assert!(p.nodes[0].routes.iter().any(|r| r.dest.prefix_len() == 0));
+        let e = entries(&p).unwrap();
+        let r1: Vec<String> = e
+            .routes
+            .iter()
+            .filter(|((r, _), _)| *r == 0)
+            .map(|((_, d), _)| d.to_string())
+            .collect();
+        assert!(r1.contains(&"10.0.0.0/24".to_owned()), "{r1:?}");
+        assert!(!r1.contains(&"0.0.0.0/0".to_owned()), "{r1:?}");
+        // under static routing the default is the map's
+        let p = plan(&CLASSIC.replace(
+            r#""automatic_routing": true,"#,
+            r#""automatic_routing": true, "outbound_access": {"enabled": true, "cidr": "192.168.240.0/24", "routers": ["R-1"]},"#,
+        ));
+        let e = entries(&p).unwrap();
+        assert!(
+            e.routes
+                .iter()
+                .any(|((r, d), _)| *r == 0 && d.prefix_len() == 0)
         );
     }
 

@@ -10,10 +10,10 @@
 //! and only what is recorded is undone. Networks of one host share forwarding: changes to it
 //! are made under the host lock.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd as _;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::netlink::{Netlink, NetlinkError, VethEnd};
 use crate::plan::{Plan, Segment, UplinkPlan};
@@ -134,6 +134,18 @@ pub async fn add_uplink(
     fabric.add_veth(&fabric_end, &host_end).await?;
     let host = netlink()?;
     let index = host.index_of(&uplink.host_ifname).await?;
+    if uplink.host_address6.is_some() {
+        // dvnet's own interface: usable at once (no duplicate address detection holding its
+        // link-local address, and with it neighbour discovery, for a second), and deaf to
+        // router advertisements (none come from the lab; it sends no solicitations into it)
+        for (key, value) in [("accept_dad", "0"), ("accept_ra", "0")] {
+            let path = format!("/proc/sys/net/ipv6/conf/{}/{key}", uplink.host_ifname);
+            std::fs::write(&path, value).map_err(|source| HostError::Io {
+                op: "setting the uplink's IPv6 settings",
+                source,
+            })?;
+        }
+    }
     host.set_up(index).await?;
     host.add_address(
         index,
@@ -144,17 +156,26 @@ pub async fn add_uplink(
     for (dest, via) in &uplink.host_routes {
         host.add_route(*dest, *via, index).await?;
     }
+    if let (Some(address6), Some(cidr6)) = (uplink.host_address6, plan.subnets[uplink.subnet].cidr6)
+    {
+        host.add_address(index, address6, cidr6.prefix_len())
+            .await?;
+        for (dest, via) in &uplink.host_routes6 {
+            host.add_route(*dest, *via, index).await?;
+        }
+    }
     Ok(())
 }
 
-/// Changes the host's routes to the network (an edit moved or added subnets).
+/// Changes the host's routes to the network, of either family (an edit moved or added
+/// subnets).
 ///
 /// # Errors
 /// When the uplink is missing or the kernel refuses a route.
-pub async fn change_routes(
+pub async fn change_routes<N: Into<IpNet> + Copy, A: Into<IpAddr> + Copy>(
     uplink: &UplinkPlan,
-    add: &[(Ipv4Net, Ipv4Addr)],
-    remove: &[(Ipv4Net, Ipv4Addr)],
+    add: &[(N, A)],
+    remove: &[(N, A)],
 ) -> Result<(), HostError> {
     let host = netlink()?;
     let index = host.index_of(&uplink.host_ifname).await?;
@@ -197,6 +218,7 @@ pub fn add_nat(plan: &Plan, record: &mut State) -> Result<(), HostError> {
     let mut changes = record.host.clone().unwrap_or_default();
     changes.netns = netns_inode();
     changes.forwarding_before = nat::forwarding_snapshot();
+    changes.forwarding6_before = nat::forwarding6_snapshot(plan);
     changes.nft_table = Some(nat::table_name(&plan.id));
     // recorded first: if applying fails halfway, `down` knows what to restore
     record.host = Some(changes.clone());
@@ -232,16 +254,33 @@ pub async fn undo(id: &str, changes: Option<&HostChanges>) -> Vec<String> {
                     .is_some_and(|h| h.netns == changes.netns)
         })
         .collect();
-    // forwarding goes back only when no other network of this host needs it; otherwise the
-    // settings to restore pass to one that does
-    let restore = others.is_empty();
-    if !restore
-        && let Some(before) = changes.forwarding_before.clone()
-        && let Some(mut heir) = others.into_iter().next()
-        && let Some(h) = heir.host.as_mut()
+    // each family's forwarding goes back only when no other network of this host needs it;
+    // otherwise the settings to restore pass to one that does
+    let mut others = others;
+    let heir = (!others.is_empty()).then_some(0);
+    let heir6 = others.iter().position(|s| {
+        s.plan
+            .uplink
+            .as_ref()
+            .is_some_and(|u| u.host_address6.is_some())
+    });
+    let restore = (heir.is_none(), heir6.is_none());
+    if let Some(i) = heir
+        && let Some(h) = others[i].host.as_mut()
+        && changes.forwarding_before.is_some()
     {
-        h.forwarding_before = Some(before);
-        if let Err(e) = heir.save() {
+        h.forwarding_before.clone_from(&changes.forwarding_before);
+        if let Err(e) = others[i].save() {
+            errors.push(e.to_string());
+        }
+    }
+    if let Some(i) = heir6
+        && let Some(h) = others[i].host.as_mut()
+        && changes.forwarding6_before.is_some()
+    {
+        h.forwarding6_before.clone_from(&changes.forwarding6_before);
+        h.accept_ra_raised.clone_from(&changes.accept_ra_raised);
+        if let Err(e) = others[i].save() {
             errors.push(e.to_string());
         }
     }

@@ -1,12 +1,17 @@
 //! Outbound access and published ports: the one place dvnet changes the host's network.
 //!
-//! The host gets its end of the uplink (an address on `outbound_access.cidr`) and routes to
-//! the network's subnets through the border routers. NAT and published ports live in an
-//! nftables table of dvnet's own, `ip dvnet_<id>`, so `down` removes them by deleting that
-//! table and the host's ruleset is exactly what it was. Two more changes, recorded and undone
-//! exactly by `down`: IPv4 forwarding, turned on only if it was off (and restored, device by
-//! device, once no network needs it), and — only when the host's iptables FORWARD policy
-//! drops — two ACCEPT rules for the uplink, tagged `dvnet:<id>`.
+//! The host gets its end of the uplink (an address on `outbound_access.cidr`, and on
+//! `outbound_access.cidr6` if given) and routes to the network's subnets through the border
+//! routers. NAT and published ports live in nftables tables of dvnet's own, `ip dvnet_<id>`
+//! (and `ip6 dvnet_<id>` for IPv6: NAT66, the lab's prefixes masqueraded behind the host's
+//! addresses as IPv4's are), so `down` removes them by deleting those tables and the host's
+//! ruleset is exactly what it was. More changes, recorded and undone exactly by `down`:
+//! forwarding of each family, turned on only if it was off (and restored, device by device,
+//! once no network needs it); for IPv6, interfaces taking router advertisements
+//! (`accept_ra` 1) raised to 2, so that turning forwarding on does not stop them (the kernel
+//! ignores advertisements on a forwarding interface at 1); and — only when the host's
+//! iptables (ip6tables) FORWARD policy drops — two ACCEPT rules for the uplink, tagged
+//! `dvnet:<id>`.
 //!
 //! All of it happens in the namespace dvnet runs in (the host's, or a test's fake host).
 
@@ -15,7 +20,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{Plan, UplinkPlan};
@@ -31,7 +36,7 @@ pub enum OutboundError {
         "the uplink {cidr} clashes with the host's route to {route}\n\
          hint: choose another `outbound_access.cidr`, outside every prefix the host already routes"
     )]
-    Clash { cidr: Ipv4Net, route: String },
+    Clash { cidr: IpNet, route: String },
     #[error(
         "subnet {subnet:?} ({cidr}) clashes with the host's route to {route}: with outbound \
          access on, the host would route that part of its own network into the lab\n\
@@ -39,7 +44,7 @@ pub enum OutboundError {
     )]
     SubnetClash {
         subnet: String,
-        cidr: Ipv4Net,
+        cidr: IpNet,
         route: String,
     },
     #[error(
@@ -49,11 +54,11 @@ pub enum OutboundError {
     )]
     InterfaceTaken { name: String },
     #[error(
-        "the host already has an nftables table `ip {table}`, the one this network's NAT would \
-         use; dvnet will not touch a table it did not record making\n\
-         hint: `nft delete table ip {table}` if it is a leftover, or rename the network"
+        "the host already has an nftables table `{family} {table}`, the one this network's NAT \
+         would use; dvnet will not touch a table it did not record making\n\
+         hint: `nft delete table {family} {table}` if it is a leftover, or rename the network"
     )]
-    TableTaken { table: String },
+    TableTaken { family: &'static str, table: String },
     #[error("{what} is already published {by}; pick another host port")]
     PortTaken { what: String, by: String },
     #[error("{op}: {detail}")]
@@ -70,6 +75,17 @@ pub struct HostChanges {
     pub forwarding_before: Option<BTreeMap<String, String>>,
     /// Whether ACCEPT rules were inserted into iptables' FORWARD chain.
     pub iptables_forward: bool,
+    /// IPv6 forwarding settings before dvnet turned it on (outbound access over IPv6);
+    /// `None` when it was on already, or not needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding6_before: Option<BTreeMap<String, String>>,
+    /// Interfaces whose `accept_ra` dvnet raised from 1 to 2 as it turned IPv6 forwarding on
+    /// (so they keep taking router advertisements), to be set back to 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accept_ra_raised: Vec<String>,
+    /// Whether ACCEPT rules were inserted into ip6tables' FORWARD chain.
+    #[serde(default)]
+    pub ip6tables_forward: bool,
     /// The host's end of the uplink, recorded before it is created (it did not exist).
     #[serde(default)]
     pub uplink: Option<String>,
@@ -131,7 +147,76 @@ pub fn ruleset(id: &str, uplink: &UplinkPlan) -> String {
         }
     }
     r.push_str("}\n");
+    if let Some(text) = ruleset6(id, uplink) {
+        r.push_str(&text);
+    }
     r
+}
+
+/// The IPv6 half of [`ruleset`], a table `ip6` of the same name: NAT66 of the network's IPv6
+/// prefixes, published ports on the host's IPv6 addresses. `None` when the uplink has no
+/// IPv6.
+fn ruleset6(id: &str, uplink: &UplinkPlan) -> Option<String> {
+    uplink.host_address6?;
+    let table = table_name(id);
+    let sources = uplink
+        .nat_sources6
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut r = String::new();
+    let _ = writeln!(r, "table ip6 {table} {{");
+    let _ = writeln!(
+        r,
+        "  comment \"dvnet network {id}: outbound access over IPv6; `dvnet down {id}` removes it\""
+    );
+    r.push_str(
+        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
+    );
+    if !sources.is_empty() {
+        let _ = writeln!(
+            r,
+            "    ip6 saddr {{ {sources} }} oifname != \"{}\" masquerade",
+            uplink.host_ifname
+        );
+    }
+    r.push_str("  }\n");
+    let published: Vec<_> = uplink
+        .published
+        .iter()
+        .filter_map(|p| Some((p, p.address6?)))
+        .collect();
+    if !published.is_empty() {
+        for (chain, hook, priority) in [
+            ("prerouting", "prerouting", "dstnat"),
+            ("output", "output", "-100"),
+        ] {
+            let _ = writeln!(
+                r,
+                "  chain {chain} {{\n    type nat hook {hook} priority {priority}; policy accept;"
+            );
+            for (p, address6) in &published {
+                let _ = writeln!(
+                    r,
+                    "    fib daddr type local {} dport {} dnat to [{address6}]:{}",
+                    p.proto, p.host_port, p.node_port
+                );
+            }
+            r.push_str("  }\n");
+        }
+    }
+    r.push_str("}\n");
+    Some(r)
+}
+
+/// The nftables families of a network's tables: `ip`, and `ip6` when its uplink has IPv6.
+fn families(uplink: &UplinkPlan) -> &'static [&'static str] {
+    if uplink.host_address6.is_some() {
+        &["ip", "ip6"]
+    } else {
+        &["ip"]
+    }
 }
 
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
@@ -168,7 +253,7 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, Stri
 /// The first problem found.
 pub fn preflight(
     plan: &Plan,
-    host_routes: &[Ipv4Net],
+    host_routes: &[IpNet],
     others: &[Plan],
     edit: bool,
 ) -> Result<(), OutboundError> {
@@ -178,7 +263,7 @@ pub fn preflight(
     if run("nft", &["--version"], None).is_err() {
         return Err(OutboundError::NoNft);
     }
-    let overlap = |cidr: Ipv4Net| {
+    let overlap = |cidr: IpNet| {
         host_routes
             .iter()
             .find(|r| {
@@ -186,25 +271,39 @@ pub fn preflight(
             })
             .map(ToString::to_string)
     };
-    let cidr = plan.subnets[uplink.subnet].cidr;
-    if let Some(route) = overlap(cidr) {
-        return Err(OutboundError::Clash { cidr, route });
+    // the prefixes of the families the uplink carries
+    let prefixes = |s: &crate::plan::SubnetPlan| {
+        std::iter::once(IpNet::V4(s.cidr)).chain(
+            s.cidr6
+                .filter(|_| uplink.host_address6.is_some())
+                .map(IpNet::V6),
+        )
+    };
+    for cidr in prefixes(&plan.subnets[uplink.subnet]) {
+        if let Some(route) = overlap(cidr) {
+            return Err(OutboundError::Clash { cidr, route });
+        }
     }
     // the host gets a route to every subnet: none may take part of what it reaches already
     for (i, subnet) in plan.subnets.iter().enumerate() {
-        if i != uplink.subnet
-            && let Some(route) = overlap(subnet.cidr)
-        {
-            return Err(OutboundError::SubnetClash {
-                subnet: subnet.name.clone(),
-                cidr: subnet.cidr,
-                route,
-            });
+        if i == uplink.subnet {
+            continue;
+        }
+        for cidr in prefixes(subnet) {
+            if let Some(route) = overlap(cidr) {
+                return Err(OutboundError::SubnetClash {
+                    subnet: subnet.name.clone(),
+                    cidr,
+                    route,
+                });
+            }
         }
     }
     let table = table_name(&plan.id);
-    if !edit && run("nft", &["list", "table", "ip", &table], None).is_ok() {
-        return Err(OutboundError::TableTaken { table });
+    for &family in families(uplink) {
+        if !edit && run("nft", &["list", "table", family, &table], None).is_ok() {
+            return Err(OutboundError::TableTaken { family, table });
+        }
     }
     for p in &uplink.published {
         let what = format!("host port {}/{}", p.host_port, p.proto);
@@ -252,6 +351,7 @@ fn listening(port: u16, proto: &str) -> bool {
 }
 
 const FORWARDING: &str = "/proc/sys/net/ipv4/conf";
+const FORWARDING6: &str = "/proc/sys/net/ipv6/conf";
 
 /// The forwarding settings to restore later, if IPv4 forwarding is off now (it will be
 /// turned on).
@@ -259,15 +359,25 @@ const FORWARDING: &str = "/proc/sys/net/ipv4/conf";
 pub fn forwarding_snapshot() -> Option<BTreeMap<String, String>> {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
         .is_ok_and(|v| v.trim() == "0")
-        .then(forwarding_settings)
+        .then(|| settings(FORWARDING, "forwarding"))
 }
 
-/// Every `net.ipv4.conf.*.forwarding` of this namespace.
-fn forwarding_settings() -> BTreeMap<String, String> {
+/// The IPv6 forwarding settings to restore later, if the uplink carries IPv6 and IPv6
+/// forwarding is off now (it will be turned on).
+#[must_use]
+pub fn forwarding6_snapshot(plan: &Plan) -> Option<BTreeMap<String, String>> {
+    plan.uplink.as_ref()?.host_address6?;
+    std::fs::read_to_string(format!("{FORWARDING6}/all/forwarding"))
+        .is_ok_and(|v| v.trim() == "0")
+        .then(|| settings(FORWARDING6, "forwarding"))
+}
+
+/// Every `<dir>/*/<key>` of this namespace, by device (`all` and `default` included).
+fn settings(dir: &str, key: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if let Ok(dir) = std::fs::read_dir(FORWARDING) {
-        for e in dir.flatten() {
-            if let Ok(v) = std::fs::read_to_string(e.path().join("forwarding")) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if let Ok(v) = std::fs::read_to_string(e.path().join(key)) {
                 out.insert(
                     e.file_name().to_string_lossy().into_owned(),
                     v.trim().to_owned(),
@@ -276,6 +386,44 @@ fn forwarding_settings() -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// Turns IPv6 forwarding on, first raising `accept_ra` from 1 to 2 on the devices (and the
+/// default for new ones) that have it, so they keep taking router advertisements: the kernel
+/// ignores them at 1 on a forwarding interface, and a host configured by them would lose its
+/// routes. The raised devices are recorded in `changes` as they are raised.
+fn forwarding6_on(changes: &mut HostChanges) -> Result<(), String> {
+    for (dev, value) in settings(FORWARDING6, "accept_ra") {
+        if value == "1" && dev != "all" {
+            let path = format!("{FORWARDING6}/{dev}/accept_ra");
+            std::fs::write(&path, "2").map_err(|e| format!("raising {path} to 2: {e}"))?;
+            changes.accept_ra_raised.push(dev);
+        }
+    }
+    std::fs::write(format!("{FORWARDING6}/all/forwarding"), "1")
+        .map_err(|e| format!("turning IPv6 forwarding on: {e}"))
+}
+
+/// Puts forwarding back as `before` says, in the family under `dir`: `all` first (writing it
+/// resets every device), then each device that is still there.
+fn restore_forwarding(dir: &str, before: &BTreeMap<String, String>, errors: &mut Vec<String>) {
+    let all = if dir == FORWARDING {
+        "/proc/sys/net/ipv4/ip_forward".to_owned()
+    } else {
+        format!("{dir}/all/forwarding")
+    };
+    if let Err(e) = std::fs::write(&all, before.get("all").map_or("0", String::as_str)) {
+        errors.push(format!("restoring {all}: {e}"));
+    }
+    for (dev, value) in before {
+        let path = format!("{dir}/{dev}/forwarding");
+        if std::path::Path::new(&path).exists()
+            && std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != value)
+            && let Err(e) = std::fs::write(&path, value)
+        {
+            errors.push(format!("restoring {path}: {e}"));
+        }
+    }
 }
 
 /// Makes the host side: forwarding on (when `changes` holds a snapshot taken while it was
@@ -296,6 +444,9 @@ pub fn apply(plan: &Plan, changes: &mut HostChanges) -> Result<(), OutboundError
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| host("turning IPv4 forwarding on")(e.to_string()))?;
     }
+    if changes.forwarding6_before.is_some() {
+        forwarding6_on(changes).map_err(host("turning IPv6 forwarding on"))?;
+    }
     debug_assert_eq!(
         changes.nft_table.as_deref(),
         Some(table_name(&plan.id).as_str()),
@@ -303,13 +454,20 @@ pub fn apply(plan: &Plan, changes: &mut HostChanges) -> Result<(), OutboundError
     );
     run("nft", &["-f", "-"], Some(&ruleset(&plan.id, uplink)))
         .map_err(host("loading the NAT table"))?;
-    let policy_drop = run("iptables", &["-S", "FORWARD"], None)
-        .is_ok_and(|s| s.lines().any(|l| l.trim() == "-P FORWARD DROP"));
-    if policy_drop {
+    for program in ["iptables", "ip6tables"] {
+        let ipv6 = program == "ip6tables";
+        if ipv6 && uplink.host_address6.is_none() {
+            continue;
+        }
+        let policy_drop = run(program, &["-S", "FORWARD"], None)
+            .is_ok_and(|s| s.lines().any(|l| l.trim() == "-P FORWARD DROP"));
+        if !policy_drop {
+            continue;
+        }
         for dir in ["-i", "-o"] {
             let tag = format!("dvnet:{}", plan.id);
             run(
-                "iptables",
+                program,
                 &[
                     "-I",
                     "FORWARD",
@@ -324,8 +482,14 @@ pub fn apply(plan: &Plan, changes: &mut HostChanges) -> Result<(), OutboundError
                 ],
                 None,
             )
-            .map_err(host("letting the uplink through iptables' FORWARD chain"))?;
-            changes.iptables_forward = true;
+            .map_err(host(&format!(
+                "letting the uplink through {program}' FORWARD chain"
+            )))?;
+            if ipv6 {
+                changes.ip6tables_forward = true;
+            } else {
+                changes.iptables_forward = true;
+            }
         }
     }
     Ok(())
@@ -341,10 +505,15 @@ pub fn reload(plan: &Plan) -> Result<(), OutboundError> {
         return Ok(());
     };
     let table = table_name(&plan.id);
-    let text = format!(
-        "table ip {table}\ndelete table ip {table}\n{}",
-        ruleset(&plan.id, uplink)
-    );
+    let mut text = String::new();
+    for family in families(uplink) {
+        // made if missing, so that deleting it never fails
+        let _ = writeln!(
+            text,
+            "table {family} {table}\ndelete table {family} {table}"
+        );
+    }
+    text.push_str(&ruleset(&plan.id, uplink));
     run("nft", &["-f", "-"], Some(&text))
         .map(|_| ())
         .map_err(|detail| OutboundError::Host {
@@ -353,20 +522,27 @@ pub fn reload(plan: &Plan) -> Result<(), OutboundError> {
         })
 }
 
-/// Undoes what [`apply`] recorded doing for network `id` (`changes`): its nftables table, its
-/// iptables rules, and forwarding when `restore_forwarding` (no other network of this host
-/// needs it). Nothing that was not recorded is touched.
-pub fn remove(id: &str, changes: Option<&HostChanges>, restore_forwarding: bool) -> Vec<String> {
+/// Undoes what [`apply`] recorded doing for network `id` (`changes`): its nftables tables,
+/// its iptables and ip6tables rules, and each family's forwarding when `restore` says so for
+/// it (IPv4, IPv6: no other network of this host needs it). Nothing that was not recorded is
+/// touched.
+pub fn remove(id: &str, changes: Option<&HostChanges>, restore: (bool, bool)) -> Vec<String> {
     let mut errors = Vec::new();
-    if let Some(table) = changes.and_then(|c| c.nft_table.as_deref())
-        && run("nft", &["list", "table", "ip", table], None).is_ok()
-        && let Err(e) = run("nft", &["delete", "table", "ip", table], None)
-    {
-        errors.push(e);
+    if let Some(table) = changes.and_then(|c| c.nft_table.as_deref()) {
+        for family in ["ip", "ip6"] {
+            if run("nft", &["list", "table", family, table], None).is_ok()
+                && let Err(e) = run("nft", &["delete", "table", family, table], None)
+            {
+                errors.push(e);
+            }
+        }
     }
     // rules tagged with this network, whatever the record says (it may be gone)
     let tag = format!("dvnet:{id}");
-    if let Ok(rules) = run("iptables", &["-S", "FORWARD"], None) {
+    for program in ["iptables", "ip6tables"] {
+        let Ok(rules) = run(program, &["-S", "FORWARD"], None) else {
+            continue;
+        };
         for rule in rules
             .lines()
             .filter(|l| l.contains(&format!("\"{tag}\"")) || l.contains(&format!(" {tag} ")))
@@ -377,24 +553,28 @@ pub fn remove(id: &str, changes: Option<&HostChanges>, restore_forwarding: bool)
             let mut delete = vec!["-D".to_owned(), "FORWARD".to_owned()];
             delete.extend(shell_words(spec));
             let delete: Vec<&str> = delete.iter().map(String::as_str).collect();
-            if let Err(e) = run("iptables", &delete, None) {
+            if let Err(e) = run(program, &delete, None) {
                 errors.push(e);
             }
         }
     }
-    if restore_forwarding && let Some(before) = changes.and_then(|c| c.forwarding_before.as_ref()) {
-        // `ip_forward` first: it resets every device; then each device as it was
-        if let Err(e) = std::fs::write(
-            "/proc/sys/net/ipv4/ip_forward",
-            before.get("all").map_or("0", String::as_str),
-        ) {
-            errors.push(format!("restoring IPv4 forwarding: {e}"));
+    let Some(changes) = changes else {
+        return errors;
+    };
+    if restore.0
+        && let Some(before) = &changes.forwarding_before
+    {
+        restore_forwarding(FORWARDING, before, &mut errors);
+    }
+    if restore.1 {
+        if let Some(before) = &changes.forwarding6_before {
+            restore_forwarding(FORWARDING6, before, &mut errors);
         }
-        for (dev, value) in before {
-            let path = format!("{FORWARDING}/{dev}/forwarding");
-            if std::path::Path::new(&path).exists()
-                && std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != value)
-                && let Err(e) = std::fs::write(&path, value)
+        // after forwarding: a device at 2 stays as it was raised, unless changed since
+        for dev in &changes.accept_ra_raised {
+            let path = format!("{FORWARDING6}/{dev}/accept_ra");
+            if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "2")
+                && let Err(e) = std::fs::write(&path, "1")
             {
                 errors.push(format!("restoring {path}: {e}"));
             }
@@ -442,6 +622,9 @@ mod tests {
                 mac: [6, 0, 0, 0, 0, 1],
             },
             host_routes: vec![],
+            host_address6: None,
+            host_routes6: vec![],
+            nat_sources6: vec![],
             nat_sources: vec![
                 "10.0.0.0/23".parse().unwrap(),
                 "10.0.2.0/24".parse().unwrap(),
@@ -451,6 +634,7 @@ mod tests {
                 proto: "tcp".into(),
                 node: "A-1".into(),
                 address: "10.0.0.2".parse().unwrap(),
+                address6: None,
                 node_port: 80,
             }],
         };
@@ -468,6 +652,52 @@ mod tests {
             r.contains("fib daddr type local tcp dport 8080 dnat to 10.0.0.2:80"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn with_ipv6_a_second_table_masquerades_the_ipv6_prefixes_and_forwards_ports_to_ipv6() {
+        let mut uplink = UplinkPlan {
+            subnet: 1,
+            host_address: "192.168.240.1".parse().unwrap(),
+            host_ifname: "dv-lab".into(),
+            fabric_port: FabricPort {
+                ifname: "uplink.host".into(),
+                ifindex: 30,
+                mac: [6, 0, 0, 0, 0, 1],
+            },
+            host_routes: vec![],
+            nat_sources: vec!["10.0.0.0/24".parse().unwrap()],
+            host_address6: None,
+            host_routes6: vec![],
+            nat_sources6: vec![],
+            published: vec![PublishPlan {
+                host_port: 8080,
+                proto: "tcp".into(),
+                node: "A-1".into(),
+                address: "10.0.0.2".parse().unwrap(),
+                address6: None,
+                node_port: 80,
+            }],
+        };
+        let v4 = ruleset("lab", &uplink);
+        assert!(!v4.contains("ip6"), "{v4}");
+        assert_eq!(families(&uplink), ["ip"]);
+        uplink.host_address6 = Some("fd00:ff::1".parse().unwrap());
+        uplink.nat_sources6 = vec!["fd00:0:a::/64".parse().unwrap()];
+        uplink.published[0].address6 = Some("fd00:0:a::2".parse().unwrap());
+        let both = ruleset("lab", &uplink);
+        assert!(both.starts_with(&v4), "{both}");
+        let v6 = &both[v4.len()..];
+        assert!(v6.starts_with("table ip6 dvnet_lab {"), "{v6}");
+        assert!(
+            v6.contains("ip6 saddr { fd00:0:a::/64 } oifname != \"dv-lab\" masquerade"),
+            "{v6}"
+        );
+        assert!(
+            v6.contains("fib daddr type local tcp dport 8080 dnat to [fd00:0:a::2]:80"),
+            "{v6}"
+        );
+        assert_eq!(families(&uplink), ["ip", "ip6"]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! is not derived from its IPv4 one (explicit addresses differ between them).
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -83,15 +83,25 @@ type Previously<'a> = Box<dyn Fn(&str, usize) -> Option<u128> + 'a>;
 /// Assigns every address. Explicit addresses first; then each node keeps the address it had
 /// in `previous` (when its subnet kept its prefix and nobody claims it explicitly); then the
 /// rest, lowest first, routers before hosts in file order. `reserved` addresses (the host's
-/// end of the uplink) are never handed out.
+/// ends of the uplink, in either family) are never handed out.
 ///
 /// # Errors
 /// A subnet runs out of addresses (validation rejects such files first).
 pub fn assign(
     topo: &Topology,
     previous: &Previous,
-    reserved: &[(usize, Ipv4Addr)],
+    reserved: &[(usize, IpAddr)],
 ) -> Result<Addresses, PlanError> {
+    let reserved_in = |v6: bool| -> Vec<(usize, u128)> {
+        reserved
+            .iter()
+            .filter_map(|&(s, ip)| match ip {
+                IpAddr::V4(ip) if !v6 => Some((s, v4_number(ip))),
+                IpAddr::V6(ip) if v6 => Some((s, u128::from(ip))),
+                _ => None,
+            })
+            .collect()
+    };
     let v4 = Family {
         nets: topo
             .subnets
@@ -111,8 +121,7 @@ pub fn assign(
                 .map(v4_number)
         }),
     };
-    let reserved: Vec<(usize, u128)> = reserved.iter().map(|&(s, ip)| (s, v4_number(ip))).collect();
-    let (routers, hosts) = assign_family(topo, &v4, &reserved)?;
+    let (routers, hosts) = assign_family(topo, &v4, &reserved_in(false))?;
     let v4 = |n: Option<u128>| {
         Ipv4Addr::from(u32::try_from(n.expect("every subnet has IPv4")).expect("an IPv4 number"))
     };
@@ -142,7 +151,7 @@ pub fn assign(
                     .map(u128::from)
             }),
         };
-        let (routers, hosts) = assign_family(topo, &v6, &[])?;
+        let (routers, hosts) = assign_family(topo, &v6, &reserved_in(true))?;
         let v6 = |n: Option<u128>| n.map(Ipv6Addr::from);
         (
             routers

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use super::{LinkPlan, NodeKind, NodePlan, Plan, Route6Plan, RoutePlan, Segment};
@@ -169,6 +169,11 @@ pub enum HostChange {
     Routes {
         add: Vec<(Ipv4Net, Ipv4Addr)>,
         remove: Vec<(Ipv4Net, Ipv4Addr)>,
+    },
+    /// The host's IPv6 routes to the network.
+    Routes6 {
+        add: Vec<(Ipv6Net, Ipv6Addr)>,
+        remove: Vec<(Ipv6Net, Ipv6Addr)>,
     },
     /// The NAT table (sources, published ports) is reloaded.
     Nat,
@@ -359,21 +364,29 @@ impl Diff {
                 HostChange::Address { from, to } => {
                     writeln!(out, "~ host: uplink address {from} -> {to}")
                 }
-                HostChange::Routes { add, remove } => {
-                    let _ = write!(out, "~ host: routes");
-                    for (dest, via) in add {
-                        let _ = write!(out, " +{dest} via {via}");
-                    }
-                    for (dest, via) in remove {
-                        let _ = write!(out, " -{dest} via {via}");
-                    }
-                    writeln!(out)
-                }
+                HostChange::Routes { add, remove } => route_changes(&mut out, add, remove),
+                HostChange::Routes6 { add, remove } => route_changes(&mut out, add, remove),
                 HostChange::Nat => writeln!(out, "~ host: NAT table (sources, published ports)"),
             };
         }
         out
     }
+}
+
+/// A line of the host's route changes, of either family.
+fn route_changes<N: std::fmt::Display, A: std::fmt::Display>(
+    out: &mut String,
+    add: &[(N, A)],
+    remove: &[(N, A)],
+) -> std::fmt::Result {
+    let _ = write!(out, "~ host: routes");
+    for (dest, via) in add {
+        let _ = write!(out, " +{dest} via {via}");
+    }
+    for (dest, via) in remove {
+        let _ = write!(out, " -{dest} via {via}");
+    }
+    writeln!(out)
 }
 
 /// What a node runs on: a change means making it anew.
@@ -748,30 +761,38 @@ pub fn diff(old: Option<&Plan>, new: Option<&Plan>) -> Diff {
                     to: n.host_address,
                 });
             }
-            let before: BTreeSet<_> = o.host_routes.iter().copied().collect();
-            let after: BTreeSet<_> = n.host_routes.iter().copied().collect();
-            let add: Vec<_> = n
-                .host_routes
-                .iter()
-                .filter(|r| !before.contains(r))
-                .copied()
-                .collect();
-            let remove: Vec<_> = o
-                .host_routes
-                .iter()
-                .filter(|r| !after.contains(r))
-                .copied()
-                .collect();
+            let (add, remove) = changed(&o.host_routes, &n.host_routes);
             if !add.is_empty() || !remove.is_empty() {
                 d.host.push(HostChange::Routes { add, remove });
             }
-            if o.nat_sources != n.nat_sources || o.published != n.published {
+            let (add, remove) = changed(&o.host_routes6, &n.host_routes6);
+            if !add.is_empty() || !remove.is_empty() {
+                d.host.push(HostChange::Routes6 { add, remove });
+            }
+            if o.nat_sources != n.nat_sources
+                || o.nat_sources6 != n.nat_sources6
+                || o.published != n.published
+            {
                 d.host.push(HostChange::Nat);
             }
         }
         (None, None) => {}
     }
     d
+}
+
+/// What `after` adds to `before`, and what it takes away, in order.
+fn changed<T: Copy + Ord>(before: &[T], after: &[T]) -> (Vec<T>, Vec<T>) {
+    let old: BTreeSet<T> = before.iter().copied().collect();
+    let new: BTreeSet<T> = after.iter().copied().collect();
+    (
+        after.iter().filter(|r| !old.contains(r)).copied().collect(),
+        before
+            .iter()
+            .filter(|r| !new.contains(r))
+            .copied()
+            .collect(),
+    )
 }
 
 impl Plan {

@@ -80,6 +80,10 @@ pub fn ospf_config(
         if let Some(id) = router_id {
             let _ = writeln!(c, " ospf6 router-id {id}");
         }
+        if border {
+            // the IPv6 way out, when the uplink has IPv6 (without a default route, nothing)
+            c.push_str(" default-information originate\n");
+        }
         c.push_str(" timers throttle spf 0 50 1000\n timers lsa min-arrival 0\n!\n");
     }
     c

@@ -414,6 +414,17 @@ pub struct UplinkPlan {
     pub host_routes: Vec<(Ipv4Net, Ipv4Addr)>,
     /// Source prefixes the host masquerades when they leave through its other interfaces.
     pub nat_sources: Vec<Ipv4Net>,
+    /// The host's IPv6 address on it, when the uplink has a `cidr6` (outbound access over
+    /// IPv6, masqueraded as IPv4 is: NAT66).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_address6: Option<Ipv6Addr>,
+    /// The host's IPv6 routes to the network's subnets, through border routers' global
+    /// addresses on the uplink.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_routes6: Vec<(Ipv6Net, Ipv6Addr)>,
+    /// IPv6 source prefixes the host masquerades.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_sources6: Vec<Ipv6Net>,
     /// Published ports: DNAT on the host.
     pub published: Vec<PublishPlan>,
 }
@@ -426,6 +437,10 @@ pub struct PublishPlan {
     pub proto: String,
     pub node: String,
     pub address: Ipv4Addr,
+    /// The node's IPv6 address, when the uplink has IPv6: the port is published on the
+    /// host's IPv6 addresses too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
     pub node_port: u16,
 }
 
@@ -489,7 +504,7 @@ fn with_uplink(topo: &Topology, out: &crate::topology::Outbound) -> Topology {
     t.subnets.push(crate::topology::Subnet {
         name: UPLINK.to_owned(),
         cidr: out.cidr,
-        cidr6: None,
+        cidr6: out.cidr6,
         impair: crate::topology::Impair::default(),
     });
     // the host holds the first address (reserved); border routers take the next ones
@@ -502,6 +517,16 @@ fn with_uplink(topo: &Topology, out: &crate::topology::Outbound) -> Topology {
     t
 }
 
+/// The host's address on the uplink: the prefix's first.
+fn uplink_host_address(cidr: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(cidr.network()) + 1)
+}
+
+/// The host's IPv6 address on the uplink: the prefix's first.
+fn uplink_host_address6(cidr6: Ipv6Net) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(cidr6.network()) + 1)
+}
+
 /// The uplink's plan, and the default routes toward it.
 fn uplink_plan(
     topo: &Topology,
@@ -512,7 +537,8 @@ fn uplink_plan(
     links: &[LinkPlan],
     subnets: &[SubnetPlan],
 ) -> UplinkPlan {
-    let host_address = Ipv4Addr::from(u32::from(out.cidr.network()) + 1);
+    let host_address = uplink_host_address(out.cidr);
+    let host_address6 = out.cidr6.map(uplink_host_address6);
     // (position, link) of each node on the uplink
     let uplink_links: Vec<Option<(u32, LinkPlan)>> = nodes
         .iter()
@@ -526,17 +552,20 @@ fn uplink_plan(
         .collect();
     let on_uplink = |n: usize| uplink_links[n].clone().map(|(_, l)| l);
     // default routes: border routers to the host; other routers toward their route to the
-    // uplink (static routing; a routing daemon spreads the default itself)
+    // uplink (static routing; a routing daemon spreads the default itself); in each family
+    // the uplink has
     for (node, uplink_link) in nodes.iter_mut().zip(&uplink_links).take(topo.routers.len()) {
-        let default = if let Some((position, link)) = uplink_link {
-            Some(RoutePlan {
-                dest: Ipv4Net::default(),
-                via: host_address,
+        // a border router's default route, to the host's address on the uplink
+        fn border<N: Default, A>(on: Option<&(u32, LinkPlan)>, via: A) -> Option<RoutePlan<N, A>> {
+            on.map(|(position, link)| RoutePlan {
+                dest: N::default(),
+                via,
                 dev: link.ifname.clone(),
                 link: *position,
                 ecmp: Vec::new(),
             })
-        } else {
+        }
+        let default = border(uplink_link.as_ref(), host_address).or_else(|| {
             node.routes
                 .iter()
                 .find(|rt| rt.dest.contains(&out.cidr.network()))
@@ -544,41 +573,46 @@ fn uplink_plan(
                     dest: Ipv4Net::default(),
                     ..rt.clone()
                 })
-        };
+        });
         node.routes.extend(default);
+        if let (Some(cidr6), Some(host6)) = (out.cidr6, host_address6) {
+            let default6 = border(uplink_link.as_ref(), host6).or_else(|| {
+                node.routes6
+                    .iter()
+                    .find(|rt| rt.dest.contains(&cidr6.network()))
+                    .map(|rt| RoutePlan {
+                        dest: Ipv6Net::default(),
+                        ..rt.clone()
+                    })
+            });
+            node.routes6.extend(default6);
+        }
     }
     // the host reaches each subnet through a border router on it, or the first border router
-    let mut decisions: Vec<(Ipv4Net, Ipv4Addr)> = Vec::new();
-    for (s, sub) in subnets.iter().enumerate().filter(|&(s, _)| s != subnet) {
-        let border = out
-            .routers
+    let border_of = |s: usize| {
+        out.routers
             .iter()
             .find(|&&r| topo.routers[r].subnets.contains(&s))
             .or_else(|| out.routers.first())
-            .and_then(|&r| on_uplink(r));
-        if let Some(link) = border {
-            decisions.push((sub.cidr, link.address));
-        }
-    }
-    let mut host_routes: Vec<(Ipv4Net, Ipv4Addr)> = Vec::new();
-    let mut vias: Vec<Ipv4Addr> = decisions.iter().map(|d| d.1).collect();
-    vias.sort_unstable();
-    vias.dedup();
-    for via in vias {
-        let prefixes: Vec<Ipv4Net> = decisions
-            .iter()
-            .filter(|d| d.1 == via)
-            .map(|d| d.0)
-            .collect();
-        host_routes.extend(Ipv4Net::aggregate(&prefixes).into_iter().map(|p| (p, via)));
-    }
-    host_routes.sort_by_key(|(p, _)| (u32::from(p.network()), p.prefix_len()));
-    let sources: Vec<Ipv4Net> = subnets
-        .iter()
-        .enumerate()
-        .filter(|&(s, _)| s != subnet)
-        .map(|(_, s)| s.cidr)
+            .and_then(|&r| on_uplink(r))
+    };
+    let others = || subnets.iter().enumerate().filter(|&(s, _)| s != subnet);
+    let decisions: Vec<(Ipv4Net, Ipv4Addr)> = others()
+        .filter_map(|(s, sub)| Some((sub.cidr, border_of(s)?.address)))
         .collect();
+    let decisions6: Vec<(Ipv6Net, Ipv6Addr)> = if host_address6.is_some() {
+        others()
+            .filter_map(|(s, sub)| Some((sub.cidr6?, border_of(s)?.address6?)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let sources: Vec<Ipv4Net> = others().map(|(_, s)| s.cidr).collect();
+    let sources6: Vec<Ipv6Net> = if host_address6.is_some() {
+        others().filter_map(|(_, s)| s.cidr6).collect()
+    } else {
+        Vec::new()
+    };
     let mut published = Vec::new();
     for node in topo.nodes() {
         let (ports, n) = match node {
@@ -586,7 +620,7 @@ fn uplink_plan(
             NodeRef::Host(h) => (&topo.hosts[h].publish, topo.routers.len() + h),
         };
         for p in ports {
-            let address = links[nodes[n].links[0] as usize].address;
+            let first = &links[nodes[n].links[0] as usize];
             published.push(PublishPlan {
                 host_port: p.host_port,
                 proto: match p.proto {
@@ -594,7 +628,8 @@ fn uplink_plan(
                     _ => "tcp".to_owned(),
                 },
                 node: nodes[n].name.clone(),
-                address,
+                address: first.address,
+                address6: first.address6.filter(|_| host_address6.is_some()),
                 node_port: p.node_port,
             });
         }
@@ -608,8 +643,11 @@ fn uplink_plan(
             ifindex: port_ifindex,
             mac: naming::mac_for(host_address, true),
         },
-        host_routes,
+        host_routes: routing::aggregate(decisions),
         nat_sources: Ipv4Net::aggregate(&sources),
+        host_address6,
+        host_routes6: routing::aggregate6(decisions6),
+        nat_sources6: Ipv6Net::aggregate(&sources6),
         published,
     }
 }
@@ -706,8 +744,12 @@ impl Plan {
             None => topo,
         };
         let uplink_subnet = topo.outbound.as_ref().map(|_| topo.subnets.len() - 1);
-        let reserved: Vec<(usize, Ipv4Addr)> = match (&topo.outbound, uplink_subnet) {
-            (Some(out), Some(u)) => vec![(u, Ipv4Addr::from(u32::from(out.cidr.network()) + 1))],
+        let reserved: Vec<(usize, std::net::IpAddr)> = match (&topo.outbound, uplink_subnet) {
+            (Some(out), Some(u)) => {
+                let mut r = vec![(u, uplink_host_address(out.cidr).into())];
+                r.extend(out.cidr6.map(|c| (u, uplink_host_address6(c).into())));
+                r
+            }
             _ => Vec::new(),
         };
         let addrs = addressing::assign(topo, &prev, &reserved)?;

@@ -633,12 +633,12 @@ fn majority<K, T: Clone + Ord>(decisions: &[(K, T)]) -> Option<T> {
 }
 
 /// Groups destinations by next hop and aggregates each group exactly; sorted by prefix.
-fn aggregate<T: Clone + Ord>(decisions: Vec<(Ipv4Net, T)>) -> Vec<(Ipv4Net, T)> {
+pub(super) fn aggregate<T: Clone + Ord>(decisions: Vec<(Ipv4Net, T)>) -> Vec<(Ipv4Net, T)> {
     aggregate_with(decisions, Ipv4Net::aggregate)
 }
 
 /// [`aggregate`] for IPv6 prefixes.
-fn aggregate6<T: Clone + Ord>(decisions: Vec<(Ipv6Net, T)>) -> Vec<(Ipv6Net, T)> {
+pub(super) fn aggregate6<T: Clone + Ord>(decisions: Vec<(Ipv6Net, T)>) -> Vec<(Ipv6Net, T)> {
     aggregate_with(decisions, Ipv6Net::aggregate)
 }
 

@@ -968,3 +968,90 @@ fn ipv6_addresses_stay_with_their_nodes_across_an_edit() {
     assert_eq!(six(&after, "A-1"), "fd00:0:a::2");
     assert_eq!(six(&after, "A-0"), "fd00:0:a::3");
 }
+
+/// A dual-stack lab with outbound access over both families: R-1 and R-2 on the uplink,
+/// R-3 behind R-2; the transit subnet C has no IPv6.
+const OUTBOUND6: &str = r#"{"name": "o6", "automatic_routing": true,
+ "outbound_access": {"enabled": true, "cidr": "192.168.240.0/24", "cidr6": "fd00:ff::/64",
+                     "routers": ["R-1", "R-2"]},
+ "subnets": {
+   "A": {"cidr": "10.0.0.0/24", "cidr6": "fd00:0:a::/64", "hosts": {"A-1": {"publish": ["8080:80/tcp"]}}},
+   "B": {"cidr": "10.0.1.0/24", "cidr6": "fd00:0:b::/64", "hosts": {"B-1": {}}},
+   "C": {"cidr": "10.0.2.0/24", "hosts": {}},
+   "D": {"cidr": "10.0.3.0/24", "cidr6": "fd00:0:d::/64", "hosts": {"D-1": {}}}},
+ "routers": {"R-1": {"subnets": ["A", "C"]}, "R-2": {"subnets": ["C", "B"]},
+             "R-3": {"subnets": ["B", "D"]}}}"#;
+
+#[test]
+fn outbound_access_over_ipv6_routes_out_through_the_host_and_masquerades_every_prefix() {
+    let plan = plan_text(OUTBOUND6, None);
+    let uplink = plan.uplink.as_ref().unwrap();
+    let six = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+    assert_eq!(uplink.host_address6, Some(six("fd00:ff::1")));
+    let default6 = |node: &str| {
+        let n = plan.node(node).unwrap();
+        let r = n.routes6.iter().find(|r| r.dest.prefix_len() == 0).unwrap();
+        (r.via.to_string(), r.dev.clone())
+    };
+    // border routers: to the host's address on the uplink (the host's own is never handed out)
+    assert_eq!(
+        default6("R-1"),
+        ("fd00:ff::1".into(), "ethr-1-uplink".into())
+    );
+    assert_eq!(
+        default6("R-2"),
+        ("fd00:ff::1".into(), "ethr-2-uplink".into())
+    );
+    // the others: the way they route to the uplink
+    let r3 = plan.node("R-3").unwrap();
+    let to_uplink = r3
+        .routes6
+        .iter()
+        .find(|r| r.dest.to_string() == "fd00:ff::/64")
+        .unwrap();
+    assert_eq!(
+        default6("R-3"),
+        (to_uplink.via.to_string(), to_uplink.dev.clone())
+    );
+    // the host: each subnet through a border router on it, else the first
+    let routes: Vec<String> = uplink
+        .host_routes6
+        .iter()
+        .map(|(d, v)| format!("{d} via {v}"))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            "fd00:0:a::/64 via fd00:ff::2",
+            "fd00:0:b::/64 via fd00:ff::3",
+            "fd00:0:d::/64 via fd00:ff::2"
+        ]
+    );
+    let sources: Vec<String> = uplink
+        .nat_sources6
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(sources, ["fd00:0:a::/64", "fd00:0:b::/64", "fd00:0:d::/64"]);
+    assert_eq!(uplink.published[0].address6, Some(six("fd00:0:a::2")));
+    assert!(
+        crate::render::plan(&plan).contains("fd00:ff::/64 at fd00:ff::1 (NAT66)"),
+        "{}",
+        crate::render::plan(&plan)
+    );
+
+    // without outbound_access.cidr6: IPv6 stays inside the lab
+    let inside = plan_text(&OUTBOUND6.replace(r#", "cidr6": "fd00:ff::/64""#, ""), None);
+    let uplink = inside.uplink.as_ref().unwrap();
+    assert_eq!(uplink.host_address6, None);
+    assert!(uplink.host_routes6.is_empty() && uplink.nat_sources6.is_empty());
+    assert_eq!(uplink.published[0].address6, None);
+    assert!(
+        inside
+            .nodes
+            .iter()
+            .filter(|n| n.kind == super::NodeKind::Router)
+            .all(|n| n.routes6.iter().all(|r| r.dest.prefix_len() > 0)),
+        "no router has an IPv6 default route"
+    );
+}

@@ -61,6 +61,10 @@ pub struct Topology {
 pub struct Outbound {
     /// The uplink segment joining the host to the border routers.
     pub cidr: Ipv4Net,
+    /// Its IPv6 prefix (`outbound_access.cidr6`): nodes reach out over IPv6 too, the host
+    /// masquerading them (NAT66) as it does IPv4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<Ipv6Net>,
     /// The border routers (indices into [`Topology::routers`], file order); every router
     /// when the file names none.
     pub routers: Vec<usize>,

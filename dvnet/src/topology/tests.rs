@@ -59,6 +59,7 @@ fn classic_lab_reads_in_file_order() {
         ecmp: false,
         outbound: Some(Outbound {
             cidr: net("192.168.240.0/24"),
+            cidr6: None,
             routers: vec![0, 1],
         }),
         machines: Vec::new(),
@@ -145,6 +146,7 @@ fn original_demo_reads_unchanged() {
         topology.outbound,
         Some(Outbound {
             cidr: net("192.168.240.0/24"),
+            cidr6: None,
             routers: vec![0, 1],
         })
     );
@@ -417,6 +419,7 @@ fn cidrs_are_normalized_to_their_network() {
         topology.outbound,
         Some(Outbound {
             cidr: net("192.168.240.0/24"),
+            cidr6: None,
             routers: vec![0],
         })
     );

@@ -45,7 +45,7 @@ const TOP_FIELDS: &[&str] = &[
     "subnets",
     "routers",
 ];
-const OUTBOUND_FIELDS: &[&str] = &["enabled", "cidr", "routers"];
+const OUTBOUND_FIELDS: &[&str] = &["enabled", "cidr", "cidr6", "routers"];
 const SUBNET_FIELDS: &[&str] = &["cidr", "cidr6", "hosts", "impair"];
 const HOST_FIELDS: &[&str] = &["image", "ip", "ip6", "publish", "impair", "machine"];
 const ROUTER_FIELDS: &[&str] = &[
@@ -219,6 +219,10 @@ impl<'a, T: Copy> Registry<'a, T> {
     }
 }
 
+/// `outbound_access` as read: its IPv4 prefix, its IPv6 prefix and where it stands, and the
+/// border routers' names (resolved once the routers are known).
+type OutboundDraft<'a> = (Ipv4Net, Option<(Ipv6Net, Path)>, Option<(&'a Json, Path)>);
+
 /// A subnet while the file is being read: its prefix may be missing (invalid).
 struct SubnetDraft<'a> {
     name: &'a str,
@@ -279,8 +283,8 @@ impl<'a> Validator<'a> {
         let outbound_path = f.get("outbound_access").map(|(_, path)| path);
         self.check_placement(outbound_path.as_ref());
         let outbound = f.get("outbound_access").and_then(|(value, path)| {
-            let (cidr, routers) = self.outbound(value, &path)?;
-            Some((cidr, path.join("cidr"), routers))
+            let (cidr, cidr6, routers) = self.outbound(value, &path)?;
+            Some((cidr, path.join("cidr"), cidr6, routers))
         });
         if let Some((value, path)) = self.require(
             &f,
@@ -295,8 +299,11 @@ impl<'a> Validator<'a> {
             .map(|(value, path)| self.routers(value, &path));
         self.check_capacity();
         self.check_bridges();
-        if let Some((cidr, path, _)) = &outbound {
+        if let Some((cidr, path, cidr6, _)) = &outbound {
             self.check_outbound(*cidr, path);
+            if let Some((cidr6, path6)) = cidr6 {
+                self.check_outbound6(*cidr6, path6);
+            }
         }
         if outbound.is_none()
             && let Some((_, path)) = self.published.values().next()
@@ -305,8 +312,9 @@ impl<'a> Validator<'a> {
             self.error(&path, "publishing a port needs outbound_access (the host reaches nodes through the uplink)");
         }
         let routers = routers.unwrap_or_default();
-        let outbound = outbound.map(|(cidr, _, listed)| Outbound {
+        let outbound = outbound.map(|(cidr, _, cidr6, listed)| Outbound {
             cidr,
+            cidr6: cidr6.map(|(net, _)| net),
             routers: self.border_routers(listed, &routers),
         });
 
@@ -351,12 +359,8 @@ impl<'a> Validator<'a> {
         id
     }
 
-    /// `outbound_access`: the uplink prefix when enabled.
-    fn outbound(
-        &mut self,
-        value: &'a Json,
-        path: &Path,
-    ) -> Option<(Ipv4Net, Option<(&'a Json, Path)>)> {
+    /// `outbound_access`: the uplink prefixes when enabled.
+    fn outbound(&mut self, value: &'a Json, path: &Path) -> Option<OutboundDraft<'a>> {
         let entries = self.object(
             value,
             path,
@@ -380,9 +384,12 @@ impl<'a> Validator<'a> {
                  the host and the routers, such as \"192.168.240.0/24\"",
             );
         }
+        let cidr6 = f
+            .get("cidr6")
+            .and_then(|(value, path)| Some((self.prefix6(value, &path)?, path)));
         let routers = f.get("routers");
         if enabled == Some(true) {
-            cidr.map(|c| (c, routers))
+            cidr.map(|c| (c, cidr6, routers))
         } else {
             None
         }
@@ -1389,6 +1396,34 @@ impl<'a> Validator<'a> {
                     format!(
                         "{uplink} overlaps subnet {:?} ({net}); pick an uplink prefix outside \
                              every subnet",
+                        s.name
+                    )
+                })
+            })
+            .collect();
+        for message in clashes {
+            self.error(path, message);
+        }
+    }
+
+    /// The uplink's IPv6 prefix: in a lab with IPv6, sharing no address with a subnet.
+    fn check_outbound6(&mut self, uplink: Ipv6Net, path: &Path) {
+        if self.subnets.iter().all(|s| s.cidr6.is_none()) {
+            self.error(
+                path,
+                "the uplink gets IPv6, but no subnet has a \"cidr6\": give subnets an IPv6 \
+                 prefix, or remove outbound_access.cidr6",
+            );
+        }
+        let clashes: Vec<String> = self
+            .subnets
+            .iter()
+            .filter_map(|s| {
+                let net = s.cidr6?;
+                (net.contains(&uplink.network()) || uplink.contains(&net.network())).then(|| {
+                    format!(
+                        "{uplink} overlaps subnet {:?} ({net}); pick an uplink prefix outside \
+                         every subnet",
                         s.name
                     )
                 })
