@@ -76,7 +76,7 @@ impl Picture {
         let mut edges = Vec::new();
         let mut subnet_vertex = Vec::new();
         for s in &plan.subnets {
-            let mut details = vec![s.cidr.to_string()];
+            let mut details = vec![s.label()];
             if !s.impair.is_none() {
                 details.push(s.impair.to_string());
             }
@@ -143,7 +143,7 @@ impl Picture {
                     node: v,
                     subnet: subnet_vertex[link.subnet],
                     link: Some(link.id),
-                    label: link.address.to_string(),
+                    label: link.label_address().to_string(),
                     impair,
                     down: link.down,
                 });
@@ -683,18 +683,11 @@ mod tests {
                 assert!(out.contains(&n.name), "{format:?} lacks {}", n.name);
             }
             for s in &plan.subnets {
-                assert!(
-                    out.contains(&s.cidr.to_string()),
-                    "{format:?} lacks {}",
-                    s.cidr
-                );
+                assert!(out.contains(&s.label()), "{format:?} lacks {}", s.label());
             }
             for l in &plan.links {
-                assert!(
-                    out.contains(&l.address.to_string()),
-                    "{format:?} lacks {}",
-                    l.address
-                );
+                let address = l.label_address().to_string();
+                assert!(out.contains(&address), "{format:?} lacks {address}");
             }
             assert!(out.contains("firewall: 1 drop, ACCEPT"), "{format:?}");
         }

@@ -164,7 +164,7 @@ pub fn plan(plan: &Plan) -> String {
             out,
             "outbound access: the host joins {} at {}{ipv6} (interface {}); {} published \
              port(s)\n",
-            plan.subnets[uplink.subnet].cidr,
+            plan.uplink_cidr(),
             uplink.host_address,
             uplink.host_ifname,
             uplink.published.len()
@@ -179,10 +179,14 @@ pub fn plan(plan: &Plan) -> String {
 /// Where a link goes: its fabric port on the subnet's bridge, or the other node.
 /// A link's addresses: IPv4, and its global IPv6 address where it has one.
 fn addresses(plan: &Plan, link: &crate::plan::LinkPlan) -> String {
-    let v4 = format!("{}/{}", link.address, link.prefix_len);
-    match (link.address6, plan.subnets[link.subnet].cidr6) {
-        (Some(a), Some(net)) => format!("{v4} {a}/{}", net.prefix_len()),
-        _ => v4,
+    let v4 = link.address.map(|a| format!("{a}/{}", link.prefix_len));
+    let v6 = link
+        .address6
+        .zip(plan.subnets[link.subnet].cidr6)
+        .map(|(a, net)| format!("{a}/{}", net.prefix_len()));
+    match (v4, v6) {
+        (Some(v4), Some(v6)) => format!("{v4} {v6}"),
+        (v4, v6) => v4.or(v6).unwrap_or_default(),
     }
 }
 
@@ -375,7 +379,7 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
         );
     }
     if let Some(uplink) = &plan.uplink {
-        let cidr = plan.subnets[uplink.subnet].cidr;
+        let cidr = plan.uplink_cidr();
         let _ = writeln!(
             out,
             "\noutbound access: the host is {}/{} on {} (uplink {}); NAT table `ip {}`",
@@ -391,7 +395,10 @@ pub fn inspect(record: &crate::state::State, live: &[crate::inspect::LiveNode]) 
                 t.add_row([
                     format!("{}/{}", p.host_port, p.proto),
                     p.node.clone(),
-                    p.address.to_string(),
+                    p.address
+                        .map(std::net::IpAddr::from)
+                        .or(p.address6.map(std::net::IpAddr::from))
+                        .map_or_else(String::new, |a| a.to_string()),
                     p.node_port.to_string(),
                 ]);
             }

@@ -446,7 +446,194 @@ fn ospfv3_converges_and_the_routers_forward_what_it_learnt(datapath: &str) {
     );
 }
 
+/// IPv6-only subnets: B (hosts) and the transit T have `"cidr6"` alone. A and C are
+/// dual-stack, joined over IPv6 only.
+fn ipv6_only() -> Value {
+    json!({
+        "name": "v6only", "automatic_routing": true, "update_hosts": true,
+        "subnets": {
+            "A": {"cidr": "10.0.0.0/24", "cidr6": "fd00:0:a::/64", "hosts": {"A-1": {}}},
+            "B": {"cidr6": "fd00:0:b::/64", "hosts": {"B-1": {}, "B-2": {"ip6": "fd00:0:b::b2"}}},
+            "T": {"cidr6": "fd00:0:7::/64"},
+            "C": {"cidr": "10.0.2.0/24", "cidr6": "fd00:0:c::/64", "hosts": {"C-1": {}}}
+        },
+        "routers": {"R-1": {"subnets": ["A", "T"]}, "R-2": {"subnets": ["T", "B"]},
+                    "R-3": {"subnets": ["B", "C"]}}
+    })
+}
+
+/// The IPv4 addresses of `node` beside `lo`'s.
+fn ipv4_addresses(net: &TestNet, node: &str) -> Vec<String> {
+    let out = net.exec(node, &["ip", "-4", "-o", "addr", "show"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains(" lo "))
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .collect()
+}
+
+fn an_ipv6_only_subnet_carries_ipv6_and_no_ipv4(datapath: &str) {
+    let net = TestNet::new(&format!("v6o-{datapath}"), ipv6_only());
+    let out = net.up(&["--datapath", datapath]);
+    // IPv4 cannot cross B and T: said, not hidden
+    let said = text(&out);
+    assert!(
+        said.contains(r#"over IPv4, subnets "C" cannot reach subnets "A""#),
+        "{datapath}: {said}"
+    );
+    // nodes of B have IPv6 alone; routers have IPv4 only where their subnets do
+    for node in ["B-1", "B-2", "R-2"] {
+        assert_eq!(
+            ipv4_addresses(&net, node),
+            Vec::<String>::new(),
+            "{datapath}: {node}"
+        );
+    }
+    assert_eq!(
+        ipv4_addresses(&net, "R-3"),
+        ["10.0.2.1/24"],
+        "{datapath}: R-3"
+    );
+    let inspect = net.inspect();
+    assert!(inspect.to_string().contains("fd00:0:b::b2"), "{inspect}");
+    // every host reaches every host over IPv6, by name
+    let hosts = ["A-1", "B-1", "B-2", "C-1"];
+    for from in hosts {
+        for to in hosts.iter().filter(|&&t| t != from) {
+            assert!(
+                ping6(&net, from, to),
+                "{datapath}: {from} cannot ping -6 {to}"
+            );
+        }
+    }
+    // through every router, across the IPv6-only transit
+    let out = net.exec(
+        "A-1",
+        &["traceroute", "-6", "-n", "-q", "1", "-w", "2", "C-1"],
+    );
+    assert_eq!(
+        dvnet_tests::hops(&out),
+        ["fd00:0:a::1", "fd00:0:7::2", "fd00:0:b::2", "fd00:0:c::2"],
+        "{datapath}: {}",
+        text(&out)
+    );
+    // and IPv4 goes nowhere: no route across, no IPv4 name for B's hosts
+    assert!(
+        !ping4(&net, "A-1", "10.0.2.2"),
+        "{datapath}: IPv4 crossed B"
+    );
+    assert!(
+        !ping4(&net, "A-1", "B-1"),
+        "{datapath}: B-1 has an IPv4 name"
+    );
+    if datapath == "ebpf" {
+        for router in ["R-1", "R-2", "R-3"] {
+            assert_eq!(
+                sysctl(&net, router, "net.ipv6.conf.all.forwarding"),
+                "0",
+                "{router}: the program forwards"
+            );
+        }
+    }
+
+    // edits: a subnet more, IPv6-only, behind R-3; then B and T get IPv4 (their links get
+    // an address, a MAC made from it and the link-local address made from the MAC), and
+    // IPv4 crosses
+    let apply = |topology: &Value| {
+        let mut topology = topology.clone();
+        topology["name"] = json!(net.id);
+        std::fs::write(&net.file, topology.to_string()).unwrap();
+        net.host.dvnet(&["apply", net.file.to_str().unwrap()])
+    };
+    let mut edited = ipv6_only();
+    edited["subnets"]["D"] = json!({"cidr6": "fd00:0:d::/64", "hosts": {"D-1": {}}});
+    edited["routers"]["R-3"]["subnets"] = json!(["B", "C", "D"]);
+    let out = apply(&edited);
+    assert!(out.status.success(), "{datapath}: {}", text(&out));
+    assert!(ping6(&net, "A-1", "D-1"), "{datapath}: A-1 → the new D-1");
+    assert!(ping6(&net, "D-1", "B-2"), "{datapath}: D-1 → B-2");
+    edited["subnets"]["B"]["cidr"] = json!("10.0.1.0/24");
+    edited["subnets"]["T"]["cidr"] = json!("10.0.7.0/24");
+    let out = apply(&edited);
+    assert!(out.status.success(), "{datapath}: {}", text(&out));
+    assert!(
+        ping4(&net, "A-1", "10.0.2.2"),
+        "{datapath}: IPv4 crosses now"
+    );
+    assert!(
+        ping4(&net, "A-1", "B-1"),
+        "{datapath}: B-1 by its IPv4 name"
+    );
+    for (from, to) in [("A-1", "C-1"), ("B-1", "A-1"), ("D-1", "A-1")] {
+        assert!(
+            ping6(&net, from, to),
+            "{datapath}: {from} → {to} over IPv6 still"
+        );
+    }
+    // and IPv6-only again: IPv4 taken away, IPv6 as before
+    edited["subnets"]["B"]
+        .as_object_mut()
+        .unwrap()
+        .remove("cidr");
+    let out = apply(&edited);
+    assert!(out.status.success(), "{datapath}: {}", text(&out));
+    assert_eq!(
+        ipv4_addresses(&net, "B-1"),
+        Vec::<String>::new(),
+        "{datapath}"
+    );
+    assert!(
+        !ping4(&net, "A-1", "10.0.2.2"),
+        "{datapath}: IPv4 crosses B still"
+    );
+    for (from, to) in [("A-1", "C-1"), ("B-1", "A-1"), ("C-1", "B-2")] {
+        assert!(
+            ping6(&net, from, to),
+            "{datapath}: {from} → {to} over IPv6 again"
+        );
+    }
+    let out = net.down();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
+
+/// OSPFv3 learns the way across IPv6-only subnets, R-2 (no IPv4 address at all) taking a
+/// router id of its own.
+fn ospfv3_routes_across_ipv6_only_subnets(datapath: &str) {
+    let mut topology = ipv6_only();
+    topology
+        .as_object_mut()
+        .unwrap()
+        .remove("automatic_routing");
+    topology["routing"] = json!("ospf");
+    let net = TestNet::new(&format!("v6f-{datapath}"), topology);
+    net.up(&["--datapath", datapath]);
+    assert!(
+        dvnet_tests::eventually(30, || ping6(&net, "A-1", "C-1")
+            && ping6(&net, "C-1", "B-2")),
+        "{datapath}: OSPFv3 never joined A and C"
+    );
+    let neighbours = net.exec("R-2", &["vtysh", "-c", "show ipv6 ospf6 neighbor"]);
+    let neighbours = text(&neighbours);
+    assert_eq!(
+        neighbours.matches("Full/").count(),
+        2,
+        "{datapath}: R-2's neighbours: {neighbours}"
+    );
+    let routes = net.exec("R-1", &["ip", "-6", "route", "show", "fd00:0:c::/64"]);
+    assert!(
+        String::from_utf8_lossy(&routes.stdout).contains("proto ospf"),
+        "{datapath}: {}",
+        text(&routes)
+    );
+    let out = net.down();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
+
 dvnet_tests::both_datapaths!(
+    an_ipv6_only_subnet_carries_ipv6_and_no_ipv4,
+    ospfv3_routes_across_ipv6_only_subnets,
     every_host_reaches_every_host_over_ipv6_by_name,
     traceroute6_shows_each_router_and_hop_limits_expire_there,
     stats_count_exactly_the_ipv6_pings_sent,

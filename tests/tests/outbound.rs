@@ -343,7 +343,7 @@ fn iperf6_seen(server: &mut Command, client: &mut Command, seen: &str) -> Result
 }
 
 fn nodes_reach_out_over_ipv6_through_nat66_and_down_restores_the_host(datapath: &str) {
-    let net = TestNet::new(&format!("out6-{datapath}"), lab6());
+    let net = TestNet::new(&format!("o6-{datapath}"), lab6());
     let inet = Internet::behind(&net.host);
     let before = host_state(&net.host);
     assert_eq!(host_sysctl6(&net.host, "inet0", "accept_ra"), "1");
@@ -460,7 +460,7 @@ fn under_ospf_every_host_reaches_out_and_the_host_reaches_every_host(datapath: &
     let mut topo = lab6();
     topo.as_object_mut().unwrap().remove("automatic_routing");
     topo["routing"] = json!("ospf");
-    let net = TestNet::new(&format!("o6ospf-{datapath}"), topo);
+    let net = TestNet::new(&format!("o6f-{datapath}"), topo);
     let _inet = Internet::behind(&net.host);
     let before = host_state(&net.host);
     net.up(&["--datapath", datapath]);
@@ -525,7 +525,7 @@ fn apply_grows_outbound_access_over_ipv6_refuses_a_new_uplink_prefix_and_turns_i
         return;
     }
     let mut topo = lab6();
-    let net = TestNet::new("out6apply", topo.clone());
+    let net = TestNet::new("o6ap", topo.clone());
     let _inet = Internet::behind(&net.host);
     let before = host_state(&net.host);
     net.up(&[]);

@@ -1054,9 +1054,13 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                         let l = &new.links[position as usize];
                         if let Some(&o) = readdressed.get(&(position as usize)) {
                             let before = &old.links[o];
-                            nl.delete_address(l.ifindex, before.address).await?;
+                            if let Some(a) = before.address {
+                                nl.delete_address(l.ifindex, a).await?;
+                            }
                             nl.set_mac(l.ifindex, l.mac).await?;
-                            nl.add_address(l.ifindex, l.address, l.prefix_len).await?;
+                            if let Some(a) = l.address {
+                                nl.add_address(l.ifindex, a, l.prefix_len).await?;
+                            }
                             if new.ipv6 {
                                 // the link-local address follows the MAC
                                 nl.delete_address(l.ifindex, before.link_local()).await?;
@@ -1093,8 +1097,8 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                             }
                             nl.add_ingress(LO_IFINDEX, Some(SHARED_BLOCK)).await?;
                         }
-                        if let Some(first) = new.links_of(node).next() {
-                            nl.set_own_route(first.address, new.mtu).await?;
+                        if let Some(first) = new.links_of(node).find_map(|l| l.address) {
+                            nl.set_own_route(first, new.mtu).await?;
                         }
                         // (IPv6 routes are few: kernel routes still)
                         for r in &node.routes6 {
@@ -1190,11 +1194,13 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
     Ok(counts)
 }
 
-/// A link's addresses: its IPv4 address; in a network with IPv6, its link-local address
-/// and, on a subnet with a `cidr6`, its global IPv6 address.
+/// A link's addresses: its IPv4 address (none on an IPv6-only subnet); in a network with
+/// IPv6, its link-local address and, on a subnet with a `cidr6`, its global IPv6 address.
 async fn add_addresses(nl: &Netlink, plan: &Plan, link: &LinkPlan) -> Result<(), ApplyError> {
-    nl.add_address(link.ifindex, link.address, link.prefix_len)
-        .await?;
+    if let Some(address) = link.address {
+        nl.add_address(link.ifindex, address, link.prefix_len)
+            .await?;
+    }
     if plan.ipv6 {
         nl.add_address(link.ifindex, link.link_local(), 64).await?;
         if let (Some(address6), Some(cidr6)) = (link.address6, plan.subnets[link.subnet].cidr6) {

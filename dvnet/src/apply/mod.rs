@@ -494,9 +494,10 @@ fn with_attached(
             )));
         };
         let cidr = topo.subnets[subnet].cidr;
-        if !cidr.contains(&a.address) {
+        if !cidr.is_some_and(|c| c.contains(&a.address)) {
+            let now = cidr.map_or_else(|| "IPv6-only".to_owned(), |c| c.to_string());
             return Err(ApplyError::Attached(format!(
-                "container {} ({}) is attached to subnet {:?}, which is {cidr} now; \
+                "container {} ({}) is attached to subnet {:?}, which is {now} now; \
                  `docker network disconnect` it first",
                 a.name, a.address, a.subnet
             )));
@@ -1077,12 +1078,7 @@ async fn host_side(
                     .uplink
                     .as_ref()
                     .expect("an address change has an uplink");
-                crate::host::change_address(
-                    uplink,
-                    *from,
-                    new.subnets[uplink.subnet].cidr.prefix_len(),
-                )
-                .await?;
+                crate::host::change_address(uplink, *from, new.uplink_cidr().prefix_len()).await?;
             }
             HostChange::Routes { add, remove } => {
                 let uplink = new.uplink.as_ref().expect("a route change has an uplink");

@@ -214,8 +214,13 @@ pub fn layout(plan: &Plan, links: &[usize]) -> Layout {
         interfaces.push(Interface {
             name: link_name(plan, link),
             description: format!(
-                "{} in {}, {}/{}",
-                link.ifname, plan.nodes[link.node].name, link.address, link.prefix_len
+                "{} in {}, {}",
+                link.ifname,
+                plan.nodes[link.node].name,
+                match link.address {
+                    Some(a) => format!("{a}/{}", link.prefix_len),
+                    None => link.label_address().to_string(),
+                }
             ),
             snaplen: CAPTURE_SNAPLEN,
         });
@@ -286,7 +291,9 @@ impl<'a> Describer<'a> {
                     },
                 );
             }
-            owners.insert(link.address, i);
+            if let Some(a) = link.address {
+                owners.insert(a, i);
+            }
         }
         Describer {
             plan,

@@ -127,12 +127,13 @@ fn verdicts_name_nodes_next_hops_interfaces_and_rules() {
     let a1 = link(&plan, "A-1", "A");
     let mut m = meta(r1a.ifindex, verdict::FORWARDED);
     m.egress = r1c.ifindex;
-    m.nexthop = u32::from(r2c.address).to_be();
+    m.nexthop = u32::from(r2c.address.unwrap()).to_be();
     assert_eq!(
         d.verdict(&m),
         format!(
             "forwarded by R-1 to R-2 ({}) out of {} on C",
-            r2c.address, r1c.ifname
+            r2c.address.unwrap(),
+            r1c.ifname
         )
     );
     assert_eq!(

@@ -233,6 +233,12 @@ pub fn entries_of(
                 }
             }
         }
+        // the source of the ICMP errors sent from an interface: its IPv4 address, or on an
+        // IPv6-only subnet the node's first one (as the kernel would pick)
+        let first_address = plan
+            .links_of(node)
+            .find_map(|l| l.address)
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
         for link in plan.links_of(node) {
             let impaired = |hook: &Hook| {
                 if hook.is_none() { 0 } else { IFACE_IMPAIRED }
@@ -243,7 +249,7 @@ pub fn entries_of(
                     link: link.id,
                     router: if router { id } else { NO_ROUTER },
                     flags: flags | impaired(&link.into_node),
-                    addr: be(link.address),
+                    addr: be(link.address.unwrap_or(first_address)),
                     target: 0,
                 },
             ));
@@ -320,7 +326,7 @@ fn router_addresses(plan: &Plan) -> Vec<u32> {
         .nodes
         .iter()
         .filter(|n| n.kind == NodeKind::Router)
-        .flat_map(|n| plan.links_of(n).map(|l| u32::from(l.address)))
+        .flat_map(|n| plan.links_of(n).filter_map(|l| l.address.map(u32::from)))
         .collect();
     addrs.sort_unstable();
     addrs
@@ -368,7 +374,7 @@ fn blocked(plan: &Plan, link: &LinkPlan, via: Option<std::net::IpAddr>) -> bool 
 /// Whether `via` is `link`'s IPv4 address or its IPv6 link-local one.
 fn is_at(link: &LinkPlan, via: std::net::IpAddr) -> bool {
     match via {
-        std::net::IpAddr::V4(v4) => link.address == v4,
+        std::net::IpAddr::V4(v4) => link.address == Some(v4),
         std::net::IpAddr::V6(v6) => link.link_local() == v6,
     }
 }
@@ -512,13 +518,16 @@ fn routes(
         r
     };
     for link in plan.links_of(node) {
-        let cidr = plan.subnets[link.subnet].cidr;
+        // (an IPv6-only subnet has no IPv4 routes)
+        let (Some(cidr), Some(address)) = (plan.subnets[link.subnet].cidr, link.address) else {
+            continue;
+        };
         let mut connected = route(link, 0, ROUTE_CONNECTED);
         if blocked(plan, link, None) {
             connected.flags |= ROUTE_DOWN;
         }
         out.push(((id, cidr), connected));
-        for local in [link.address, cidr.broadcast()] {
+        for local in [address, cidr.broadcast()] {
             out.push(((id, Ipv4Net::from(local)), route(link, 0, ROUTE_LOCAL)));
         }
         if node.own_route {
@@ -527,13 +536,13 @@ fn routes(
                 link: id,
                 ..Route::default()
             };
-            out.push(((OWNERS, Ipv4Net::from(link.address)), owner));
+            out.push(((OWNERS, Ipv4Net::from(address)), owner));
         }
     }
     for r in planned(node, &node.routes) {
         let entry = |via: std::net::Ipv4Addr, link: &LinkPlan| {
             // a gateway route through the uplink goes to the host, not to a node: no known MAC
-            let to_peer = plan.peer_of(link).is_some_and(|p| p.address == via);
+            let to_peer = plan.peer_of(link).is_some_and(|p| p.address == Some(via));
             let mut entry = route(link, be(via), 0);
             if !to_peer {
                 entry.flags &= !ROUTE_PEER;

@@ -147,12 +147,8 @@ pub async fn add_uplink(
         }
     }
     host.set_up(index).await?;
-    host.add_address(
-        index,
-        uplink.host_address,
-        plan.subnets[uplink.subnet].cidr.prefix_len(),
-    )
-    .await?;
+    host.add_address(index, uplink.host_address, plan.uplink_cidr().prefix_len())
+        .await?;
     for (dest, via) in &uplink.host_routes {
         host.add_route(*dest, *via, index).await?;
     }

@@ -137,10 +137,12 @@ pub fn ruleset(id: &str, uplink: &UplinkPlan) -> String {
                 "  chain {chain} {{\n    type nat hook {hook} priority {priority}; policy accept;"
             );
             for p in &uplink.published {
+                // (a host on an IPv6-only subnet is published over IPv6 alone)
+                let Some(address) = p.address else { continue };
                 let _ = writeln!(
                     r,
-                    "    fib daddr type local {} dport {} dnat to {}:{}",
-                    p.proto, p.host_port, p.address, p.node_port
+                    "    fib daddr type local {} dport {} dnat to {address}:{}",
+                    p.proto, p.host_port, p.node_port
                 );
             }
             r.push_str("  }\n");
@@ -273,7 +275,7 @@ pub fn preflight(
     };
     // the prefixes of the families the uplink carries
     let prefixes = |s: &crate::plan::SubnetPlan| {
-        std::iter::once(IpNet::V4(s.cidr)).chain(
+        s.cidr.map(IpNet::V4).into_iter().chain(
             s.cidr6
                 .filter(|_| uplink.host_address6.is_some())
                 .map(IpNet::V6),
@@ -633,7 +635,7 @@ mod tests {
                 host_port: 8080,
                 proto: "tcp".into(),
                 node: "A-1".into(),
-                address: "10.0.0.2".parse().unwrap(),
+                address: Some("10.0.0.2".parse().unwrap()),
                 address6: None,
                 node_port: 80,
             }],
@@ -674,7 +676,7 @@ mod tests {
                 host_port: 8080,
                 proto: "tcp".into(),
                 node: "A-1".into(),
-                address: "10.0.0.2".parse().unwrap(),
+                address: Some("10.0.0.2".parse().unwrap()),
                 address6: None,
                 node_port: 80,
             }],

@@ -13,11 +13,12 @@ use super::PlanError;
 use super::identity::Previous;
 use crate::topology::Topology;
 
-/// Addresses of every router interface (parallel to `Router::subnets`) and every host; IPv6
-/// ones where the subnet has a `cidr6`.
+/// Addresses of every router interface (parallel to `Router::subnets`) and every host: IPv4
+/// ones where the subnet has a `cidr` (all but IPv6-only subnets), IPv6 ones where it has a
+/// `cidr6`.
 pub struct Addresses {
-    pub routers: Vec<Vec<Ipv4Addr>>,
-    pub hosts: Vec<Ipv4Addr>,
+    pub routers: Vec<Vec<Option<Ipv4Addr>>>,
+    pub hosts: Vec<Option<Ipv4Addr>>,
     pub routers6: Vec<Vec<Option<Ipv6Addr>>>,
     pub hosts6: Vec<Option<Ipv6Addr>>,
 }
@@ -103,11 +104,7 @@ pub fn assign(
             .collect()
     };
     let v4 = Family {
-        nets: topo
-            .subnets
-            .iter()
-            .map(|s| Some(IpNet::V4(s.cidr)))
-            .collect(),
+        nets: topo.subnets.iter().map(|s| s.cidr.map(IpNet::V4)).collect(),
         router_ips: topo
             .routers
             .iter()
@@ -117,14 +114,12 @@ pub fn assign(
         previous: Box::new(|node, s| {
             let subnet = &topo.subnets[s];
             previous
-                .address(node, &subnet.name, subnet.cidr)
+                .address(node, &subnet.name, subnet.cidr?)
                 .map(v4_number)
         }),
     };
     let (routers, hosts) = assign_family(topo, &v4, &reserved_in(false))?;
-    let v4 = |n: Option<u128>| {
-        Ipv4Addr::from(u32::try_from(n.expect("every subnet has IPv4")).expect("an IPv4 number"))
-    };
+    let v4 = |n: Option<u128>| n.map(|n| Ipv4Addr::from(u32::try_from(n).expect("an IPv4 number")));
     let routers = routers
         .into_iter()
         .map(|r| r.into_iter().map(v4).collect())

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
@@ -42,8 +42,8 @@ pub enum NodeChange {
         kind: NodeKind,
         /// Its image, when it runs as a container.
         image: Option<String>,
-        /// (subnet, address) of each of its links.
-        links: Vec<(String, Ipv4Addr)>,
+        /// (subnet, address) of each of its links: IPv4, or IPv6 on an IPv6-only subnet.
+        links: Vec<(String, IpAddr)>,
     },
     Remove {
         node: String,
@@ -85,7 +85,8 @@ pub enum LinkChange {
     Add {
         node: String,
         subnet: String,
-        address: Ipv4Addr,
+        /// IPv4, or IPv6 on an IPv6-only subnet.
+        address: IpAddr,
     },
     Remove {
         node: String,
@@ -101,8 +102,8 @@ pub enum LinkChange {
     Address {
         node: String,
         subnet: String,
-        from: Ipv4Addr,
-        to: Ipv4Addr,
+        from: Option<Ipv4Addr>,
+        to: Option<Ipv4Addr>,
     },
     /// A new global IPv6 address (with its prefix length), or one given or taken away (the
     /// subnet's `cidr6` came or went).
@@ -275,7 +276,16 @@ impl Diff {
                     subnet,
                     from,
                     to,
-                } => writeln!(out, "~ link {node} on {subnet}: address {from} -> {to}"),
+                } => {
+                    let show =
+                        |a: &Option<Ipv4Addr>| a.map_or_else(|| "none".into(), |a| a.to_string());
+                    writeln!(
+                        out,
+                        "~ link {node} on {subnet}: address {} -> {}",
+                        show(from),
+                        show(to)
+                    )
+                }
                 LinkChange::Address6 {
                     node,
                     subnet,
@@ -524,7 +534,7 @@ pub fn diff(old: Option<&Plan>, new: Option<&Plan>) -> Diff {
                 image: n.image.clone().filter(|_| n.container),
                 links: new
                     .links_of(n)
-                    .map(|l| (new.subnets[l.subnet].name.clone(), l.address))
+                    .map(|l| (new.subnets[l.subnet].name.clone(), l.label_address()))
                     .collect(),
             }),
             Some(o) => {
@@ -608,7 +618,7 @@ pub fn diff(old: Option<&Plan>, new: Option<&Plan>) -> Diff {
             d.links.push(LinkChange::Add {
                 node: k.0.to_owned(),
                 subnet: k.1.to_owned(),
-                address: l.address,
+                address: l.label_address(),
             });
             continue;
         };

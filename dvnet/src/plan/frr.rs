@@ -59,7 +59,12 @@ pub fn ospf_config(
         }
         c.push_str("!\n");
     }
-    let router_id = links.iter().map(|l| l.address).min();
+    // the lowest IPv4 address; a router on IPv6-only subnets alone takes one from its id
+    let router_id = links
+        .iter()
+        .filter_map(|l| l.address)
+        .min()
+        .or_else(|| Some(std::net::Ipv4Addr::from(node.id + 1)));
     c.push_str("router ospf\n");
     if let Some(id) = router_id {
         let _ = writeln!(c, " ospf router-id {id}");

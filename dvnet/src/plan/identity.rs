@@ -49,9 +49,9 @@ pub struct PrevLink<'a> {
     pub id: u32,
     pub ifname: &'a str,
     pub ifindex: u32,
-    pub address: Ipv4Addr,
-    /// The subnet's prefix then: an address is kept only while its subnet keeps its prefix.
-    pub cidr: Ipv4Net,
+    /// Its address and the subnet's prefix then, if it had them: an address is kept only
+    /// while its subnet keeps its prefix.
+    pub address: Option<(Ipv4Addr, Ipv4Net)>,
     /// Its IPv6 address and the subnet's IPv6 prefix then, if it had them.
     pub address6: Option<(Ipv6Addr, Ipv6Net)>,
     pub port: Option<(&'a str, u32)>,
@@ -102,8 +102,7 @@ impl<'a> Previous<'a> {
                     id: link.id,
                     ifname: &link.ifname,
                     ifindex: link.ifindex,
-                    address: link.address,
-                    cidr: subnet.cidr,
+                    address: link.address.zip(subnet.cidr),
                     address6: link.address6.zip(subnet.cidr6),
                     port: link
                         .fabric_port
@@ -139,9 +138,10 @@ impl<'a> Previous<'a> {
     /// The previous address of `node` on `subnet`, if its subnet still has the same prefix.
     #[must_use]
     pub fn address(&self, node: &str, subnet: &str, cidr: Ipv4Net) -> Option<Ipv4Addr> {
-        self.link(node, subnet)
-            .filter(|l| l.cidr == cidr)
-            .map(|l| l.address)
+        self.link(node, subnet)?
+            .address
+            .filter(|&(_, net)| net == cidr)
+            .map(|(address, _)| address)
     }
 
     /// The previous IPv6 address of `node` on `subnet`, if its subnet still has the same

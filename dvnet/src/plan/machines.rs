@@ -127,7 +127,7 @@ pub fn share(mut plan: Plan, topo: &Topology, m: usize, tunnels: &[Option<u32>])
             remote[link.subnet]
                 .entry(on)
                 .or_default()
-                .push(link.address);
+                .extend(link.address);
         }
     }
     let elsewhere: Vec<RemoteNode> = plan
@@ -138,7 +138,10 @@ pub fn share(mut plan: Plan, topo: &Topology, m: usize, tunnels: &[Option<u32>])
         .map(|(n, node)| RemoteNode {
             name: node.name.clone(),
             machine: machine_name(machine_of[n]),
-            addresses: plan.links_of(node).map(|l| (l.subnet, l.address)).collect(),
+            addresses: plan
+                .links_of(node)
+                .filter_map(|l| Some((l.subnet, l.address?)))
+                .collect(),
         })
         .collect();
 

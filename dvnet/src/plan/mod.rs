@@ -116,7 +116,9 @@ fn is_link_mtu(mtu: &u32) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubnetPlan {
     pub name: String,
-    pub cidr: Ipv4Net,
+    /// `None` on an IPv6-only subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<Ipv4Net>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr6: Option<Ipv6Net>,
     /// How the subnet's links are joined.
@@ -237,6 +239,43 @@ impl LinkPlan {
     pub fn link_local(&self) -> Ipv6Addr {
         addressing::link_local(self.mac)
     }
+
+    /// The address that names the link for people: its IPv4 address, or on an IPv6-only
+    /// subnet its global IPv6 one.
+    #[must_use]
+    pub fn label_address(&self) -> IpAddr {
+        match (self.address, self.address6) {
+            (Some(a), _) => a.into(),
+            (None, Some(a)) => a.into(),
+            (None, None) => unreachable!("every link has an address in some family"),
+        }
+    }
+}
+
+impl SubnetPlan {
+    /// The prefix that names the subnet for people: IPv4, or on an IPv6-only subnet IPv6.
+    #[must_use]
+    pub fn label(&self) -> String {
+        match (self.cidr, self.cidr6) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(c)) => c.to_string(),
+            (None, None) => unreachable!("every subnet has a prefix in some family"),
+        }
+    }
+}
+
+impl Plan {
+    /// The uplink's IPv4 prefix (outbound access always has one).
+    ///
+    /// # Panics
+    /// Without outbound access.
+    #[must_use]
+    pub fn uplink_cidr(&self) -> Ipv4Net {
+        let uplink = self.uplink.as_ref().expect("outbound access");
+        self.subnets[uplink.subnet]
+            .cidr
+            .expect("the uplink has IPv4")
+    }
 }
 
 impl FirewallPlan {
@@ -261,7 +300,10 @@ pub struct LinkPlan {
     pub ifindex: u32,
     #[serde(with = "mac")]
     pub mac: [u8; 6],
-    pub address: Ipv4Addr,
+    /// `None` on an IPv6-only subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
+    /// The IPv4 prefix length (0 without an IPv4 address).
     pub prefix_len: u8,
     /// The global IPv6 address, on a subnet with a `cidr6` (its prefix length is the
     /// subnet's).
@@ -436,7 +478,9 @@ pub struct PublishPlan {
     /// `tcp` or `udp`.
     pub proto: String,
     pub node: String,
-    pub address: Ipv4Addr,
+    /// The node's first IPv4 address (none for a host on an IPv6-only subnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
     /// The node's IPv6 address, when the uplink has IPv6: the port is published on the
     /// host's IPv6 addresses too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -503,7 +547,7 @@ fn with_uplink(topo: &Topology, out: &crate::topology::Outbound) -> Topology {
     let uplink = t.subnets.len();
     t.subnets.push(crate::topology::Subnet {
         name: UPLINK.to_owned(),
-        cidr: out.cidr,
+        cidr: Some(out.cidr),
         cidr6: out.cidr6,
         impair: crate::topology::Impair::default(),
     });
@@ -598,7 +642,7 @@ fn uplink_plan(
     };
     let others = || subnets.iter().enumerate().filter(|&(s, _)| s != subnet);
     let decisions: Vec<(Ipv4Net, Ipv4Addr)> = others()
-        .filter_map(|(s, sub)| Some((sub.cidr, border_of(s)?.address)))
+        .filter_map(|(s, sub)| Some((sub.cidr?, border_of(s)?.address?)))
         .collect();
     let decisions6: Vec<(Ipv6Net, Ipv6Addr)> = if host_address6.is_some() {
         others()
@@ -607,7 +651,7 @@ fn uplink_plan(
     } else {
         Vec::new()
     };
-    let sources: Vec<Ipv4Net> = others().map(|(_, s)| s.cidr).collect();
+    let sources: Vec<Ipv4Net> = others().filter_map(|(_, s)| s.cidr).collect();
     let sources6: Vec<Ipv6Net> = if host_address6.is_some() {
         others().filter_map(|(_, s)| s.cidr6).collect()
     } else {
@@ -628,7 +672,10 @@ fn uplink_plan(
                     _ => "tcp".to_owned(),
                 },
                 node: nodes[n].name.clone(),
-                address: first.address,
+                address: nodes[n]
+                    .links
+                    .iter()
+                    .find_map(|&l| links[l as usize].address),
                 address6: first.address6.filter(|_| host_address6.is_some()),
                 node_port: p.node_port,
             });
@@ -815,13 +862,15 @@ impl Plan {
         let mut nodes = Vec::with_capacity(topo.routers.len() + topo.hosts.len());
         let mut links: Vec<LinkPlan> = Vec::new();
         for node in topo.nodes() {
-            let (name, kind, node_subnets, node_addrs, node_addrs6): (
-                &str,
+            // name, kind, subnets, and each subnet's addresses in either family
+            type Parts<'a> = (
+                &'a str,
                 NodeKind,
                 Vec<usize>,
-                Vec<Ipv4Addr>,
+                Vec<Option<Ipv4Addr>>,
                 Vec<Option<Ipv6Addr>>,
-            ) = match node {
+            );
+            let (name, kind, node_subnets, node_addrs, node_addrs6): Parts<'_> = match node {
                 NodeRef::Router(r) => {
                     let router = &topo.routers[r];
                     (
@@ -878,7 +927,7 @@ impl Plan {
                     FabricPort {
                         ifname,
                         ifindex,
-                        mac: naming::mac_for(address, true),
+                        mac: naming::link_mac(address, link, true),
                     }
                 });
                 links.push(LinkPlan {
@@ -887,9 +936,9 @@ impl Plan {
                     subnet: s,
                     ifname,
                     ifindex,
-                    mac: naming::mac_for(address, false),
+                    mac: naming::link_mac(address, link, false),
                     address,
-                    prefix_len: subnet.cidr.prefix_len(),
+                    prefix_len: subnet.cidr.map_or(0, |c| c.prefix_len()),
                     address6: node_addrs6[position],
                     fabric_port,
                     impair: match node {
@@ -986,9 +1035,11 @@ impl Plan {
                 routers: Vec::new(),
                 routers6: Vec::new(),
                 default_gateway: Vec::new(),
+                default_gateway6: Vec::new(),
                 host_routes: Vec::new(),
                 host_routes6: Vec::new(),
                 islands: routing::islands_of(topo),
+                islands4: Vec::new(),
             },
             (None, Routing::Static) => routing::compute(topo),
             (None, _) => routing::gateways_only(topo),
@@ -1007,25 +1058,33 @@ impl Plan {
                     .to_owned(),
             );
         }
+        let names = |members: &[usize], topo: &Topology| {
+            members
+                .iter()
+                .map(|&s| format!("\"{}\"", topo.subnets[s].name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         for (i, island) in routing.islands.iter().enumerate().skip(1) {
-            let names = |members: &[usize]| {
-                members
-                    .iter()
-                    .map(|&s| format!("\"{}\"", topo.subnets[s].name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
             let mut w = String::new();
             let _ = write!(
                 w,
                 "subnets {} cannot reach subnets {}: no chain of routers joins them",
-                names(island),
-                names(&routing.islands[0])
+                names(island, topo),
+                names(&routing.islands[0], topo)
             );
             if i > 1 {
                 w.push_str(" (nor the other islands)");
             }
             warnings.push(w);
+        }
+        for island in routing.islands4.iter().skip(1) {
+            warnings.push(format!(
+                "over IPv4, subnets {} cannot reach subnets {}: only IPv6-only subnets join \
+                 them, and IPv4 does not cross a subnet without \"cidr\" (IPv6 does)",
+                names(island, topo),
+                names(&routing.islands4[0], topo)
+            ));
         }
 
         let router_count = topo.routers.len();
@@ -1066,7 +1125,7 @@ impl Plan {
                     route_through(
                         *dest,
                         hops.iter().map(next_hop).map(|(at, out, to)| NextHop {
-                            via: to.address,
+                            via: to.address.expect("IPv4 routes cross IPv4 subnets"),
                             dev: out.ifname.clone(),
                             link: at,
                         }),
@@ -1107,7 +1166,7 @@ impl Plan {
                 route_through(
                     dest,
                     hops(gws).into_iter().map(|(to, dev, link)| NextHop {
-                        via: to.address,
+                        via: to.address.expect("IPv4 routes cross IPv4 subnets"),
                         dev,
                         link,
                     }),
@@ -1123,19 +1182,26 @@ impl Plan {
                     }),
                 )
             };
+            // a host on an IPv6-only subnet has no IPv4 to route
+            let ipv4 = topo.subnets[host.subnet].cidr.is_some();
             let mut v4: Vec<RoutePlan> = routing.host_routes[host.subnet]
                 .iter()
+                .filter(|_| ipv4)
                 .map(|(dest, gws)| route(*dest, gws))
                 .collect();
             let mut v6: Vec<Route6Plan> = routing.host_routes6[host.subnet]
                 .iter()
                 .map(|(dest, gws)| route6(*dest, gws))
                 .collect();
-            if let Some(gws) = &routing.default_gateway[host.subnet] {
+            if let Some(gws) = &routing.default_gateway[host.subnet]
+                && ipv4
+            {
                 v4.push(route(Ipv4Net::default(), gws));
-                if topo.ipv6() {
-                    v6.push(route6(Ipv6Net::default(), gws));
-                }
+            }
+            if let Some(gws) = &routing.default_gateway6[host.subnet]
+                && topo.ipv6()
+            {
+                v6.push(route6(Ipv6Net::default(), gws));
             }
             nodes[router_count + h].routes = v4;
             nodes[router_count + h].routes6 = v6;
@@ -1279,7 +1345,7 @@ impl Plan {
         let local = self.nodes.iter().map(|node| {
             let addresses: Vec<(usize, IpAddr)> = self
                 .links_of(node)
-                .map(|l| (l.subnet, l.address.into()))
+                .filter_map(|l| Some((l.subnet, l.address?.into())))
                 .collect();
             (node.name.as_str(), addresses)
         });
@@ -1505,10 +1571,11 @@ fn firewall_plan(
     let resolve = |e: &Endpoint| -> Vec<Ipv4Net> {
         match e {
             Endpoint::Any => vec![Ipv4Net::default()],
-            Endpoint::Subnet(s) => vec![topo.subnets[*s].cidr],
-            Endpoint::Host(h) => vec![Ipv4Net::from(addrs.hosts[*h])],
+            Endpoint::Subnet(s) => topo.subnets[*s].cidr.into_iter().collect(),
+            Endpoint::Host(h) => addrs.hosts[*h].map(Ipv4Net::from).into_iter().collect(),
             Endpoint::Router(r) => addrs.routers[*r]
                 .iter()
+                .flatten()
                 .map(|&a| Ipv4Net::from(a))
                 .collect(),
             Endpoint::Cidr(c) => vec![*c],

@@ -135,6 +135,21 @@ pub fn mac_for(addr: std::net::Ipv4Addr, fabric: bool) -> [u8; 6] {
     [if fabric { 0x06 } else { 0x02 }, 0xd7, a, b, c, d]
 }
 
+/// The MAC of an interface without an IPv4 address (on an IPv6-only subnet): made from its
+/// link's identity, unique within a network and kept across edits, in a range (`d6`) apart
+/// from the addresses' (`d7`).
+#[must_use]
+pub fn mac_for_link(id: u32, fabric: bool) -> [u8; 6] {
+    let [a, b, c, d] = id.to_be_bytes();
+    [if fabric { 0x06 } else { 0x02 }, 0xd6, a, b, c, d]
+}
+
+/// The MAC of a link: from its IPv4 address, or without one from its identity.
+#[must_use]
+pub fn link_mac(addr: Option<std::net::Ipv4Addr>, id: u32, fabric: bool) -> [u8; 6] {
+    addr.map_or_else(|| mac_for_link(id, fabric), |a| mac_for(a, fabric))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

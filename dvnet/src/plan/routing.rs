@@ -44,6 +44,9 @@ pub struct Routing {
     /// every router on it at the least distance (in router order). (Host-less subnets: the
     /// first router on them, since nothing reads it.)
     pub default_gateway: Vec<Option<Vec<usize>>>,
+    /// The same for IPv6: the IPv4 gateways, unless IPv6-only subnets (which carry no IPv4)
+    /// make the families' shortest paths differ.
+    pub default_gateway6: Vec<Option<Vec<usize>>>,
     /// For each subnet with hosts: specific routes for destinations not served by the default
     /// gateway(s), each through one router or, with `ecmp`, several. (Empty for host-less
     /// subnets.)
@@ -52,6 +55,9 @@ pub struct Routing {
     pub host_routes6: Vec<Vec<(Ipv6Net, Vec<usize>)>>,
     /// Groups of subnets that cannot reach each other, when the network is not connected.
     pub islands: Vec<Vec<usize>>,
+    /// Groups of IPv4 subnets that cannot reach each other over IPv4 although they are
+    /// joined (by IPv6-only subnets alone, which IPv4 does not cross).
+    pub islands4: Vec<Vec<usize>>,
 }
 
 /// Not reached (yet).
@@ -170,8 +176,40 @@ pub fn islands_of(topo: &Topology) -> Vec<Vec<usize>> {
     islands(&graph, &mut search, ns)
 }
 
-/// Computes every route of the network.
+/// Computes every route of the network. IPv6-only subnets carry no IPv4: when there are
+/// some, IPv4's routes come from searches of the graph without them, IPv6's from searches
+/// of the whole graph (else one search serves both families).
 pub fn compute(topo: &Topology) -> Routing {
+    let ipv6_only = |s: usize| topo.subnets[s].cidr.is_none();
+    if !(0..topo.subnets.len()).any(ipv6_only) {
+        return compute_in(topo, &|_| false);
+    }
+    let v4 = compute_in(topo, &ipv6_only);
+    let v6 = compute_in(topo, &|_| false);
+    let mut islands4: Vec<Vec<usize>> = v4
+        .islands
+        .into_iter()
+        .map(|i| i.into_iter().filter(|&s| !ipv6_only(s)).collect::<Vec<_>>())
+        .filter(|i| !i.is_empty())
+        .collect();
+    if islands4.len() <= v6.islands.len().max(1) {
+        islands4.clear();
+    }
+    Routing {
+        islands4,
+        routers: v4.routers,
+        routers6: v6.routers6,
+        default_gateway: v4.default_gateway,
+        default_gateway6: v6.default_gateway6,
+        host_routes: v4.host_routes,
+        host_routes6: v6.host_routes6,
+        islands: v6.islands,
+    }
+}
+
+/// Every route of the network over the graph without the subnets `left_out` picks (their
+/// prefixes are no destinations either).
+fn compute_in(topo: &Topology, left_out: &dyn Fn(usize) -> bool) -> Routing {
     let nr = topo.routers.len();
     let ns = topo.subnets.len();
     // routers on each subnet, lowest index first, with the subnet's position in their list
@@ -181,20 +219,20 @@ pub fn compute(topo: &Topology) -> Routing {
             on_subnet[s].push((r, pos));
         }
     }
-    let graph = Graph::new(topo, &on_subnet, |_| false);
+    let graph = Graph::new(topo, &on_subnet, left_out);
     let mut search = Search {
         dist: vec![UNSEEN; nr + ns],
         label: vec![0; nr + ns],
         order: Vec::with_capacity(nr + ns),
     };
-    // Destinations in address order, so that each next hop's destinations merge into
+    // IPv4 destinations in address order, so that each next hop's destinations merge into
     // intervals as they come (see `Group`). Aggregation depends on the set of prefixes only:
     // the order changes nothing else.
-    let mut by_address: Vec<usize> = (0..ns).collect();
-    by_address.sort_by_key(|&s| {
-        let c = topo.subnets[s].cidr;
-        (u32::from(c.network()), c.prefix_len())
-    });
+    let mut by_address: Vec<(usize, Ipv4Net)> = (0..ns)
+        .filter(|&s| !left_out(s))
+        .filter_map(|s| Some((s, topo.subnets[s].cidr?)))
+        .collect();
+    by_address.sort_by_key(|&(_, c)| (u32::from(c.network()), c.prefix_len()));
 
     let islands = islands(&graph, &mut search, ns);
 
@@ -213,16 +251,13 @@ pub fn compute(topo: &Topology) -> Routing {
             _ => None,
         })
         .collect();
-    let core = Graph::new(topo, &on_subnet, |s| single[s].is_some());
+    let core = Graph::new(topo, &on_subnet, |s| single[s].is_some() || left_out(s));
     let dests: Vec<Dest> = by_address
         .iter()
-        .map(|&s| {
-            let cidr = topo.subnets[s].cidr;
-            Dest {
-                vertex: u32::try_from(single[s].unwrap_or(nr + s)).expect("checked in Graph::new"),
-                start: u32::from(cidr.network()),
-                end: u32::from(cidr.broadcast()),
-            }
+        .map(|&(s, cidr)| Dest {
+            vertex: u32::try_from(single[s].unwrap_or(nr + s)).expect("checked in Graph::new"),
+            start: u32::from(cidr.network()),
+            end: u32::from(cidr.broadcast()),
         })
         .collect();
     // IPv6 destinations: the vertex deciding each subnet's next hop, and its prefix
@@ -230,6 +265,7 @@ pub fn compute(topo: &Topology) -> Routing {
         .subnets
         .iter()
         .enumerate()
+        .filter(|&(s, _)| !left_out(s))
         .filter_map(|(s, sub)| {
             let vertex = u32::try_from(single[s].unwrap_or(nr + s)).expect("checked");
             Some((vertex, sub.cidr6?))
@@ -263,6 +299,12 @@ pub fn compute(topo: &Topology) -> Routing {
     for h in &topo.hosts {
         has_hosts[h.subnet] = true;
     }
+    // their destinations: IPv4 ones in address order, then IPv6-only ones
+    let host_dests: Vec<usize> = by_address
+        .iter()
+        .map(|&(s, _)| s)
+        .chain((0..ns).filter(|&s| !left_out(s) && topo.subnets[s].cidr.is_none()))
+        .collect();
     let mut default_gateway = Vec::with_capacity(ns);
     let mut host_routes = Vec::with_capacity(ns);
     let mut host_routes6 = Vec::with_capacity(ns);
@@ -286,10 +328,11 @@ pub fn compute(topo: &Topology) -> Routing {
                 .collect();
             let mut order: Vec<usize> = (0..members.len()).collect();
             order.sort_by_key(|&i| members[i].0);
-            by_address
+            host_dests
                 .iter()
-                .filter(|&&s| s != t)
-                .filter_map(|&s| {
+                .copied()
+                .filter(|&s| s != t)
+                .filter_map(|s| {
                     let best = distances
                         .iter()
                         .map(|d| d[s])
@@ -309,10 +352,11 @@ pub fn compute(topo: &Topology) -> Routing {
                 members.iter().map(|&(r, _)| (r, r as u64)),
                 |label, _| label,
             );
-            by_address
+            host_dests
                 .iter()
-                .filter(|&&s| s != t && search.dist[nr + s] != UNSEEN)
-                .map(|&s| {
+                .copied()
+                .filter(|&s| s != t && search.dist[nr + s] != UNSEEN)
+                .map(|s| {
                     let gw = usize::try_from(search.label[nr + s]).expect("a router index");
                     (s, vec![gw])
                 })
@@ -327,7 +371,7 @@ pub fn compute(topo: &Topology) -> Routing {
         host_routes.push(aggregate(
             specific
                 .iter()
-                .map(|(s, g)| (topo.subnets[*s].cidr, g.clone()))
+                .filter_map(|(s, g)| Some((topo.subnets[*s].cidr?, g.clone())))
                 .collect(),
         ));
         host_routes6.push(aggregate6(
@@ -340,10 +384,12 @@ pub fn compute(topo: &Topology) -> Routing {
     Routing {
         routers,
         routers6,
+        default_gateway6: default_gateway.clone(),
         default_gateway,
         host_routes,
         host_routes6,
         islands,
+        islands4: Vec::new(),
     }
 }
 
@@ -609,12 +655,14 @@ pub fn gateways_only(topo: &Topology) -> Routing {
         }
     }
     Routing {
+        default_gateway6: default_gateway.clone(),
         routers: vec![Vec::new(); topo.routers.len()],
         routers6: Vec::new(),
         host_routes: vec![Vec::new(); topo.subnets.len()],
         host_routes6: vec![Vec::new(); topo.subnets.len()],
         default_gateway,
         islands: Vec::new(),
+        islands4: Vec::new(),
     }
 }
 
@@ -743,7 +791,9 @@ mod tests {
                 }
                 islands.push(members);
             }
-            let prefix = topo.subnets[dest].cidr;
+            let prefix = topo.subnets[dest]
+                .cidr
+                .expect("the reference routes IPv4 labs");
             for (r, router) in topo.routers.iter().enumerate() {
                 let d = dist[r];
                 if d == u32::MAX || d <= 1 {
@@ -813,9 +863,11 @@ mod tests {
             routers6: Vec::new(),
             host_routes6: Vec::new(),
             routers: per_router.into_iter().map(aggregate).collect(),
+            default_gateway6: default_gateway.clone(),
             default_gateway,
             host_routes,
             islands,
+            islands4: Vec::new(),
         }
     }
 

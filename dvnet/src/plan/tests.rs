@@ -1,6 +1,6 @@
 //! Plans of the fixtures: golden files, and the routing decisions spelled out.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use super::{Datapath, Plan, PlanOptions, Segment};
@@ -45,6 +45,7 @@ fn address(plan: &Plan, node: &str, subnet: &str) -> Ipv4Addr {
         .find(|l| plan.subnets[l.subnet].name == subnet)
         .expect("on subnet")
         .address
+        .expect("IPv4")
 }
 
 #[test]
@@ -259,7 +260,7 @@ fn identities(plan: &Plan) -> std::collections::BTreeMap<String, String> {
                     link.id,
                     link.ifname,
                     link.ifindex,
-                    link.address,
+                    link.label_address(),
                     super::format_mac(&link.mac),
                     link.fabric_port
                 ),
@@ -736,6 +737,7 @@ fn a_lab_on_two_machines_joins_its_spanning_segments_by_vxlan() {
             .next()
             .unwrap()
             .address
+            .unwrap()
     };
     // A spans both machines: a bridge on each, with a VXLAN port to the other's members
     let (a1, a2) = (subnet(&m1, "A"), subnet(&m2, "A"));
@@ -757,7 +759,7 @@ fn a_lab_on_two_machines_joins_its_spanning_segments_by_vxlan() {
         [
             whole
                 .node("R-1")
-                .map(|n| whole.links[n.links[0] as usize].address)
+                .and_then(|n| whole.links[n.links[0] as usize].address)
                 .unwrap(),
             addr("A-1")
         ]
@@ -1053,5 +1055,100 @@ fn outbound_access_over_ipv6_routes_out_through_the_host_and_masquerades_every_p
             .filter(|n| n.kind == super::NodeKind::Router)
             .all(|n| n.routes6.iter().all(|r| r.dest.prefix_len() > 0)),
         "no router has an IPv6 default route"
+    );
+}
+
+/// IPv6-only subnets B and T (`"cidr6"` alone) between the dual-stack A and C.
+const IPV6_ONLY: &str = r#"{"name": "v6o", "automatic_routing": true,
+ "subnets": {
+   "A": {"cidr": "10.0.0.0/24", "cidr6": "fd00:0:a::/64", "hosts": {"A-1": {}}},
+   "B": {"cidr6": "fd00:0:b::/64", "hosts": {"B-1": {}}},
+   "T": {"cidr6": "fd00:0:7::/64"},
+   "C": {"cidr": "10.0.2.0/24", "cidr6": "fd00:0:c::/64", "hosts": {"C-1": {}}}},
+ "routers": {"R-1": {"subnets": ["A", "T"]}, "R-2": {"subnets": ["T", "B"]},
+             "R-3": {"subnets": ["B", "C"]}}}"#;
+
+#[test]
+fn ipv6_only_subnets_carry_ipv6_routes_and_no_ipv4() {
+    let plan = plan_text(IPV6_ONLY, None);
+    let link = |node: &str, subnet: &str| {
+        plan.links_of(plan.node(node).unwrap())
+            .find(|l| plan.subnets[l.subnet].name == subnet)
+            .unwrap()
+            .clone()
+    };
+    // no IPv4 on B and T: MACs made from the link's identity, link-local from the MAC
+    let b1 = link("B-1", "B");
+    assert_eq!(b1.address, None);
+    assert_eq!(b1.address6, Some("fd00:0:b::3".parse().unwrap()));
+    let [_, 0xd6, a, b, c, d] = b1.mac else {
+        panic!("{:?}", b1.mac)
+    };
+    assert_eq!(u32::from_be_bytes([a, b, c, d]), b1.id);
+    assert_eq!(link("R-3", "C").address, Some("10.0.2.1".parse().unwrap()));
+    assert!(plan.subnets.iter().any(|s| s.cidr.is_none()));
+    // IPv4 does not cross B or T: nobody routes 10.0.0.0/24 and 10.0.2.0/24 to each other
+    let r1 = plan.node("R-1").unwrap();
+    assert!(r1.routes.is_empty(), "{:?}", r1.routes);
+    let to_c6 = r1
+        .routes6
+        .iter()
+        .find(|r| r.dest.to_string() == "fd00:0:c::/64")
+        .unwrap();
+    assert_eq!(to_c6.via, link("R-2", "T").link_local());
+    // B's hosts: IPv6 routes only, the default toward R-2 (A and T), C through R-3
+    let b1_node = plan.node("B-1").unwrap();
+    assert!(b1_node.routes.is_empty());
+    let routes6: Vec<(String, Ipv6Addr)> = b1_node
+        .routes6
+        .iter()
+        .map(|r| (r.dest.to_string(), r.via))
+        .collect();
+    assert_eq!(
+        routes6,
+        [
+            ("fd00:0:c::/64".to_owned(), link("R-3", "B").link_local()),
+            ("::/0".to_owned(), link("R-2", "B").link_local())
+        ]
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains(r#"over IPv4, subnets "C" cannot reach subnets "A""#)),
+        "{:?}",
+        plan.warnings
+    );
+    let hosts = plan.hosts_file();
+    assert!(hosts.contains("fd00:0:b::3\tB-1\n"), "{hosts}");
+    assert!(
+        !hosts
+            .lines()
+            .any(|l| l.ends_with("\tB-1") && l.starts_with("10.")),
+        "{hosts}"
+    );
+    // B gets IPv4: the same links, an address each, and IPv4 crosses
+    let dual = plan_text(
+        &IPV6_ONLY
+            .replace(
+                r#""B": {"cidr6""#,
+                r#""B": {"cidr": "10.0.1.0/24", "cidr6""#,
+            )
+            .replace(
+                r#""T": {"cidr6""#,
+                r#""T": {"cidr": "10.0.7.0/24", "cidr6""#,
+            ),
+        Some(&plan),
+    );
+    assert!(dual.warnings.is_empty(), "{:?}", dual.warnings);
+    let r1 = dual.node("R-1").unwrap();
+    assert!(
+        r1.routes
+            .iter()
+            .any(|r| r.dest.to_string() == "10.0.2.0/24")
+    );
+    let diff = super::diff::diff(Some(&plan), Some(&dual)).render();
+    assert!(
+        diff.contains("~ link B-1 on B: address none -> 10.0.1.3"),
+        "{diff}"
     );
 }

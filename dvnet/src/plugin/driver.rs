@@ -334,18 +334,23 @@ impl Driver {
                 names.join(", ")
             )));
         };
+        let Some(cidr) = s.cidr else {
+            return Err(DriverError::Refused(format!(
+                "subnet {subnet} of lab {lab} is IPv6-only: containers join a lab's subnets over \
+                 IPv4 for now; pick a subnet with a \"cidr\""
+            )));
+        };
         let pool = req.ipv4_data.first();
         let addressing = match pool {
             Some(d) if d.address_space == "null" => Addressing::Dvnet,
-            Some(d) if d.pool.parse::<Ipv4Net>().is_ok_and(|p| p.trunc() == s.cidr) => {
+            Some(d) if d.pool.parse::<Ipv4Net>().is_ok_and(|p| p.trunc() == cidr) => {
                 Addressing::Docker
             }
             _ => {
                 return Err(DriverError::Refused(format!(
-                    "subnet {subnet} of lab {lab} is {}: create the network with --ipam-driver \
-                     null (dvnet gives each container a free address), or with --subnet {} (then \
-                     `docker run --ip ADDR` picks one)",
-                    s.cidr, s.cidr
+                    "subnet {subnet} of lab {lab} is {cidr}: create the network with \
+                     --ipam-driver null (dvnet gives each container a free address), or with \
+                     --subnet {cidr} (then `docker run --ip ADDR` picks one)"
                 )));
             }
         };
@@ -419,13 +424,17 @@ impl Driver {
             .ok_or_else(|| {
                 DriverError::Refused(format!("lab {lab} has no subnet {subnet} any more"))
             })?;
-        let cidr = s.cidr;
+        let Some(cidr) = s.cidr else {
+            return Err(DriverError::Refused(format!(
+                "subnet {subnet} of lab {lab} is IPv6-only now: containers join over IPv4"
+            )));
+        };
         let taken = |a: Ipv4Addr, store: &Store| -> Option<String> {
             record
                 .plan
                 .links
                 .iter()
-                .find(|l| l.address == a)
+                .find(|l| l.address == Some(a))
                 .map(|l| format!("node {} of lab {lab}", record.plan.nodes[l.node].name))
                 .or_else(|| {
                     store

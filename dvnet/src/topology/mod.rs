@@ -84,8 +84,8 @@ pub struct Publish {
 pub struct Subnet {
     pub name: String,
     /// Normalized to its network address (`10.0.0.7/24` reads as `10.0.0.0/24`, as the
-    /// original dvnet did).
-    pub cidr: Ipv4Net,
+    /// original dvnet did); `None` on an IPv6-only subnet (`"cidr6"` alone).
+    pub cidr: Option<Ipv4Net>,
     /// Its IPv6 prefix (`"cidr6"`), normalized the same way: the subnet is dual-stack.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cidr6: Option<Ipv6Net>,

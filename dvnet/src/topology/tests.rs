@@ -67,19 +67,19 @@ fn classic_lab_reads_in_file_order() {
         subnets: vec![
             Subnet {
                 name: "A".to_owned(),
-                cidr: net("10.0.0.0/24"),
+                cidr: Some(net("10.0.0.0/24")),
                 cidr6: None,
                 impair: Impair::default(),
             },
             Subnet {
                 name: "B".to_owned(),
-                cidr: net("10.0.1.0/24"),
+                cidr: Some(net("10.0.1.0/24")),
                 cidr6: None,
                 impair: Impair::default(),
             },
             Subnet {
                 name: "C".to_owned(),
-                cidr: net("10.0.2.0/24"),
+                cidr: Some(net("10.0.2.0/24")),
                 cidr6: None,
                 impair: Impair::default(),
             },
@@ -249,7 +249,7 @@ fn every_error_is_reported_at_once() {
         [
             "update_hosts: expected true or false, found a string".to_owned(),
             r#"subnets."A".cidrr: unknown field "cidrr" (did you mean "cidr" or "cidr6"?)"#.to_owned(),
-            r#"subnets."A": missing field "cidr": the subnet's prefix, such as "10.0.0.0/24""#
+            r#"subnets."A": missing field "cidr": the subnet's prefix, such as "10.0.0.0/24" (or "cidr6" alone for an IPv6-only subnet)"#
                 .to_owned(),
             r#"subnets."B".cidr: "fd00::/64" is IPv6: IPv6 prefixes go in "cidr6" and addresses in "ip6", beside the IPv4 ones"#
                 .to_owned(),
@@ -413,8 +413,8 @@ fn cidrs_are_normalized_to_their_network() {
             "routers": {"R": {"subnets": ["A", "B"]}},
             "outbound_access": {"enabled": true, "cidr": "192.168.240.9/24"}}"#,
     );
-    assert_eq!(topology.subnets[0].cidr, net("10.0.0.0/24"));
-    assert_eq!(topology.subnets[1].cidr, net("10.0.1.0/30"));
+    assert_eq!(topology.subnets[0].cidr, Some(net("10.0.0.0/24")));
+    assert_eq!(topology.subnets[1].cidr, Some(net("10.0.1.0/30")));
     assert_eq!(
         topology.outbound,
         Some(Outbound {

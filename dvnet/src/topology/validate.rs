@@ -229,6 +229,8 @@ struct SubnetDraft<'a> {
     path: Path,
     cidr: Option<Ipv4Net>,
     cidr6: Option<Ipv6Net>,
+    /// Whether the file gives it an IPv4 prefix (valid or not): else it is IPv6-only.
+    ipv4: bool,
     /// Hosts and routers that need an address on it.
     nodes: usize,
     impair: Impair,
@@ -311,6 +313,28 @@ impl<'a> Validator<'a> {
             let path = path.clone();
             self.error(&path, "publishing a port needs outbound_access (the host reaches nodes through the uplink)");
         }
+        // a host on an IPv6-only subnet is reached over IPv6 alone
+        if let Some((_, _, None, _)) = &outbound {
+            let unreachable: Vec<(String, Path)> = self
+                .published
+                .values()
+                .filter(|(node, _)| {
+                    self.hosts
+                        .iter()
+                        .any(|h| h.name == *node && !self.subnets[h.subnet].ipv4)
+                })
+                .cloned()
+                .collect();
+            for (node, path) in unreachable {
+                self.error(
+                    &path,
+                    format!(
+                        "{node:?} is on an IPv6-only subnet, so the host reaches it over IPv6 \
+                         alone: give the uplink IPv6 (outbound_access.cidr6) to publish its ports"
+                    ),
+                );
+            }
+        }
         let routers = routers.unwrap_or_default();
         let outbound = outbound.map(|(cidr, _, cidr6, listed)| Outbound {
             cidr,
@@ -324,7 +348,7 @@ impl<'a> Validator<'a> {
             .map(|s| {
                 Some(Subnet {
                     name: s.name.to_owned(),
-                    cidr: s.cidr?,
+                    cidr: if s.ipv4 { Some(s.cidr?) } else { None },
                     cidr6: s.cidr6,
                     impair: s.impair,
                 })
@@ -495,6 +519,7 @@ impl<'a> Validator<'a> {
                 path: path.clone(),
                 cidr: None,
                 cidr6: None,
+                ipv4: true,
                 nodes: 0,
                 impair: Impair::default(),
             });
@@ -506,9 +531,19 @@ impl<'a> Validator<'a> {
                 continue;
             };
             let f = self.fields(entries, &path, SUBNET_FIELDS);
-            self.subnets[index].cidr = self
-                .require(&f, "cidr", "the subnet's prefix, such as \"10.0.0.0/24\"")
-                .and_then(|(value, path)| self.prefix(value, &path));
+            // an IPv6-only subnet has "cidr6" alone
+            let ipv6_only = f.get("cidr").is_none() && f.get("cidr6").is_some();
+            self.subnets[index].ipv4 = !ipv6_only;
+            if !ipv6_only {
+                self.subnets[index].cidr = self
+                    .require(
+                        &f,
+                        "cidr",
+                        "the subnet's prefix, such as \"10.0.0.0/24\" (or \"cidr6\" alone for \
+                         an IPv6-only subnet)",
+                    )
+                    .and_then(|(value, path)| self.prefix(value, &path));
+            }
             self.subnets[index].cidr6 = f.get("cidr6").and_then(|(value, path)| {
                 let net = self.prefix6(value, &path)?;
                 if self.machines.len() > 1 {
@@ -1090,7 +1125,19 @@ impl<'a> Validator<'a> {
                 return None;
             }
         };
-        let SubnetDraft { name, cidr, .. } = self.subnets[subnet];
+        let SubnetDraft {
+            name, cidr, ipv4, ..
+        } = self.subnets[subnet];
+        if !ipv4 {
+            self.error(
+                path,
+                format!(
+                    "subnet {name:?} is IPv6-only (it has no \"cidr\"); give it an IPv4 prefix, \
+                     or write this address as \"ip6\""
+                ),
+            );
+            return None;
+        }
         if let Some(net) = cidr {
             let what = if !net.contains(&ip) {
                 "outside"

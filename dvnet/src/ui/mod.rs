@@ -280,7 +280,7 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 "link": l.id,
                 "node": plan.nodes[l.node].name,
                 "subnet": plan.subnets[l.subnet].name,
-                "address": l.address,
+                "address": l.label_address(),
                 "impair": (!l.into_node.is_none() || !l.from_node.is_none()).then(|| {
                     let mut i = l.into_node.impair.to_string();
                     if !l.from_node.is_none() {

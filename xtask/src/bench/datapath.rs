@@ -616,7 +616,7 @@ impl Bench<'_> {
         };
         let (a, b) = (node("a")?, node("b")?);
         let b_link = plan.links_of(b).next().context("b has no link")?;
-        let dst_ip4 = b_link.address;
+        let dst_ip4 = b_link.address.expect("the bench lab is IPv4");
         let dst_ip = match b_link.address6 {
             Some(v6) if self.settings.ipv6 => IpAddr::V6(v6),
             _ => IpAddr::V4(dst_ip4),

@@ -698,7 +698,7 @@ fn reach_pairs(plan: &Plan, samples: usize) -> Vec<(String, Ipv4Addr)> {
         .nodes
         .iter()
         .filter(|n| n.kind == NodeKind::Host)
-        .filter_map(|n| Some((n, plan.links_of(n).next()?.address)))
+        .filter_map(|n| Some((n, plan.links_of(n).next()?.address?)))
         .collect();
     index_pairs(hosts.len(), samples)
         .into_iter()

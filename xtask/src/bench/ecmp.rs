@@ -97,7 +97,7 @@ fn up(scratch: &Scratch, datapath: Datapath, ecmp: bool) -> anyhow::Result<Fabri
     let host = |name: &str| -> anyhow::Result<(String, std::net::Ipv4Addr)> {
         let node = plan.node(name).with_context(|| format!("no {name}"))?;
         let link = plan.links_of(node).next().context("a link")?;
-        Ok((node.netns.clone(), link.address))
+        Ok((node.netns.clone(), link.address.context("an IPv4 address")?))
     };
     let (h1_ns, _) = host("h1-1")?;
     let (h2_ns, h2) = host("h2-1")?;

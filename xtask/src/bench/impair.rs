@@ -305,7 +305,11 @@ fn host_of(plan: &Plan, name: &str) -> anyhow::Result<(String, String, Ipv4Addr)
         .links_of(node)
         .next()
         .with_context(|| format!("{name} has no link"))?;
-    Ok((node.netns.clone(), link.ifname.clone(), link.address))
+    Ok((
+        node.netns.clone(),
+        link.ifname.clone(),
+        link.address.context("an IPv4 address")?,
+    ))
 }
 
 fn one_run(net: &Net<'_>, wait: &mut Waiter, report: &mut Report) -> anyhow::Result<()> {

@@ -215,7 +215,11 @@ fn small_chain(
             .extend([one.id.clone(), two.id.clone()]);
         up_placed(scratch, m, &file, &["--datapath", dp])?;
         let b = two.node("b").context("b on m2")?;
-        let address = two.links_of(b).next().context("b's link")?.address;
+        let address = two
+            .links_of(b)
+            .next()
+            .and_then(|l| l.address)
+            .context("b's IPv4 address")?;
         let a = one.node("a").context("a on m1")?.netns.clone();
         (two.id.clone(), a, b.netns.clone(), address)
     } else {
@@ -230,7 +234,11 @@ fn small_chain(
         )?;
         check("dvnet up", &out)?;
         let b = plan.node("b").context("b")?;
-        let address = plan.links_of(b).next().context("b's link")?.address;
+        let address = plan
+            .links_of(b)
+            .next()
+            .and_then(|l| l.address)
+            .context("b's IPv4 address")?;
         let a = plan.node("a").context("a")?.netns.clone();
         (plan.id.clone(), a, b.netns.clone(), address)
     };
