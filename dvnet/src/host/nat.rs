@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Plan, UplinkPlan};
+use crate::plan::{Plan, PublishPlan, UplinkPlan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
@@ -102,76 +102,49 @@ pub fn table_name(id: &str) -> String {
 
 /// The nftables ruleset of a network's uplink: masquerade what leaves the host from the
 /// network's subnets (not back into the uplink), DNAT published ports on the host's own
-/// addresses.
+/// addresses — a table `ip`, and with IPv6 on the uplink a table `ip6` of the same name
+/// (NAT66 of the IPv6 prefixes, ports published on the host's IPv6 addresses too).
 #[must_use]
 pub fn ruleset(id: &str, uplink: &UplinkPlan) -> String {
-    let table = table_name(id);
-    let sources = uplink
-        .nat_sources
+    let sources: Vec<String> = uplink.nat_sources.iter().map(ToString::to_string).collect();
+    let targets: Vec<(&PublishPlan, String)> = uplink
+        .published
         .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut r = String::new();
-    let _ = writeln!(r, "table ip {table} {{");
-    let _ = writeln!(
-        r,
-        "  comment \"dvnet network {id}: outbound access; `dvnet down {id}` removes it\""
-    );
-    r.push_str(
-        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
-    );
-    let _ = writeln!(
-        r,
-        "    ip saddr {{ {sources} }} oifname != \"{}\" masquerade",
-        uplink.host_ifname
-    );
-    r.push_str("  }\n");
-    if !uplink.published.is_empty() {
-        for (chain, hook, priority) in [
-            ("prerouting", "prerouting", "dstnat"),
-            ("output", "output", "-100"),
-        ] {
-            let _ = writeln!(
-                r,
-                "  chain {chain} {{\n    type nat hook {hook} priority {priority}; policy accept;"
-            );
-            for p in &uplink.published {
-                // (a host on an IPv6-only subnet is published over IPv6 alone)
-                let Some(address) = p.address else { continue };
-                let _ = writeln!(
-                    r,
-                    "    fib daddr type local {} dport {} dnat to {address}:{}",
-                    p.proto, p.host_port, p.node_port
-                );
-            }
-            r.push_str("  }\n");
-        }
-    }
-    r.push_str("}\n");
-    if let Some(text) = ruleset6(id, uplink) {
-        r.push_str(&text);
+        .filter_map(|p| Some((p, format!("{}:{}", p.address?, p.node_port))))
+        .collect();
+    let mut r = table(id, uplink, ("ip", "outbound access"), &sources, &targets);
+    if uplink.host_address6.is_some() {
+        let sources: Vec<String> = uplink
+            .nat_sources6
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let targets: Vec<(&PublishPlan, String)> = uplink
+            .published
+            .iter()
+            .filter_map(|p| Some((p, format!("[{}]:{}", p.address6?, p.node_port))))
+            .collect();
+        let what = ("ip6", "outbound access over IPv6");
+        r.push_str(&table(id, uplink, what, &sources, &targets));
     }
     r
 }
 
-/// The IPv6 half of [`ruleset`], a table `ip6` of the same name: NAT66 of the network's IPv6
-/// prefixes, published ports on the host's IPv6 addresses. `None` when the uplink has no
-/// IPv6.
-fn ruleset6(id: &str, uplink: &UplinkPlan) -> Option<String> {
-    uplink.host_address6?;
+/// One family's table of [`ruleset`]: `family` and what its comment says it is for, the
+/// source prefixes to masquerade, the published ports and where each goes.
+fn table(
+    id: &str,
+    uplink: &UplinkPlan,
+    (family, what): (&str, &str),
+    sources: &[String],
+    targets: &[(&PublishPlan, String)],
+) -> String {
     let table = table_name(id);
-    let sources = uplink
-        .nat_sources6
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
     let mut r = String::new();
-    let _ = writeln!(r, "table ip6 {table} {{");
+    let _ = writeln!(r, "table {family} {table} {{");
     let _ = writeln!(
         r,
-        "  comment \"dvnet network {id}: outbound access over IPv6; `dvnet down {id}` removes it\""
+        "  comment \"dvnet network {id}: {what}; `dvnet down {id}` removes it\""
     );
     r.push_str(
         "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
@@ -179,17 +152,13 @@ fn ruleset6(id: &str, uplink: &UplinkPlan) -> Option<String> {
     if !sources.is_empty() {
         let _ = writeln!(
             r,
-            "    ip6 saddr {{ {sources} }} oifname != \"{}\" masquerade",
+            "    {family} saddr {{ {} }} oifname != \"{}\" masquerade",
+            sources.join(", "),
             uplink.host_ifname
         );
     }
     r.push_str("  }\n");
-    let published: Vec<_> = uplink
-        .published
-        .iter()
-        .filter_map(|p| Some((p, p.address6?)))
-        .collect();
-    if !published.is_empty() {
+    if !targets.is_empty() {
         for (chain, hook, priority) in [
             ("prerouting", "prerouting", "dstnat"),
             ("output", "output", "-100"),
@@ -198,18 +167,18 @@ fn ruleset6(id: &str, uplink: &UplinkPlan) -> Option<String> {
                 r,
                 "  chain {chain} {{\n    type nat hook {hook} priority {priority}; policy accept;"
             );
-            for (p, address6) in &published {
+            for (p, target) in targets {
                 let _ = writeln!(
                     r,
-                    "    fib daddr type local {} dport {} dnat to [{address6}]:{}",
-                    p.proto, p.host_port, p.node_port
+                    "    fib daddr type local {} dport {} dnat to {target}",
+                    p.proto, p.host_port
                 );
             }
             r.push_str("  }\n");
         }
     }
     r.push_str("}\n");
-    Some(r)
+    r
 }
 
 /// The nftables families of a network's tables: `ip`, and `ip6` when its uplink has IPv6.
@@ -612,9 +581,9 @@ mod tests {
     use super::*;
     use crate::plan::{FabricPort, PublishPlan};
 
-    #[test]
-    fn the_ruleset_masquerades_the_subnets_and_forwards_published_ports() {
-        let uplink = UplinkPlan {
+    /// An uplink of IPv4 alone: `sources` masqueraded, A-1's port 80 published on 8080.
+    fn uplink(sources: &[&str]) -> UplinkPlan {
+        UplinkPlan {
             subnet: 3,
             host_address: "192.168.240.1".parse().unwrap(),
             host_ifname: "dv-lab".into(),
@@ -624,13 +593,10 @@ mod tests {
                 mac: [6, 0, 0, 0, 0, 1],
             },
             host_routes: vec![],
+            nat_sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
             host_address6: None,
             host_routes6: vec![],
             nat_sources6: vec![],
-            nat_sources: vec![
-                "10.0.0.0/23".parse().unwrap(),
-                "10.0.2.0/24".parse().unwrap(),
-            ],
             published: vec![PublishPlan {
                 host_port: 8080,
                 proto: "tcp".into(),
@@ -639,7 +605,12 @@ mod tests {
                 address6: None,
                 node_port: 80,
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn the_ruleset_masquerades_the_subnets_and_forwards_published_ports() {
+        let uplink = uplink(&["10.0.0.0/23", "10.0.2.0/24"]);
         let r = ruleset("my-lab", &uplink);
         assert!(r.starts_with("table ip dvnet_my_lab {"), "{r}");
         assert!(
@@ -658,29 +629,7 @@ mod tests {
 
     #[test]
     fn with_ipv6_a_second_table_masquerades_the_ipv6_prefixes_and_forwards_ports_to_ipv6() {
-        let mut uplink = UplinkPlan {
-            subnet: 1,
-            host_address: "192.168.240.1".parse().unwrap(),
-            host_ifname: "dv-lab".into(),
-            fabric_port: FabricPort {
-                ifname: "uplink.host".into(),
-                ifindex: 30,
-                mac: [6, 0, 0, 0, 0, 1],
-            },
-            host_routes: vec![],
-            nat_sources: vec!["10.0.0.0/24".parse().unwrap()],
-            host_address6: None,
-            host_routes6: vec![],
-            nat_sources6: vec![],
-            published: vec![PublishPlan {
-                host_port: 8080,
-                proto: "tcp".into(),
-                node: "A-1".into(),
-                address: Some("10.0.0.2".parse().unwrap()),
-                address6: None,
-                node_port: 80,
-            }],
-        };
+        let mut uplink = uplink(&["10.0.0.0/24"]);
         let v4 = ruleset("lab", &uplink);
         assert!(!v4.contains("ip6"), "{v4}");
         assert_eq!(families(&uplink), ["ip"]);

@@ -1434,23 +1434,7 @@ impl<'a> Validator<'a> {
             let at = s.path.clone();
             self.error(&at, message);
         }
-        let clashes: Vec<String> = self
-            .subnets
-            .iter()
-            .filter_map(|s| {
-                let net = s.cidr?;
-                (net.contains(&uplink.network()) || uplink.contains(&net.network())).then(|| {
-                    format!(
-                        "{uplink} overlaps subnet {:?} ({net}); pick an uplink prefix outside \
-                             every subnet",
-                        s.name
-                    )
-                })
-            })
-            .collect();
-        for message in clashes {
-            self.error(path, message);
-        }
+        self.check_uplink_overlaps(IpNet::V4(uplink), path);
     }
 
     /// The uplink's IPv6 prefix: in a lab with IPv6, sharing no address with a subnet.
@@ -1462,11 +1446,19 @@ impl<'a> Validator<'a> {
                  prefix, or remove outbound_access.cidr6",
             );
         }
+        self.check_uplink_overlaps(IpNet::V6(uplink), path);
+    }
+
+    /// The uplink's prefix of one family overlaps no subnet's prefix of that family.
+    fn check_uplink_overlaps(&mut self, uplink: IpNet, path: &Path) {
         let clashes: Vec<String> = self
             .subnets
             .iter()
             .filter_map(|s| {
-                let net = s.cidr6?;
+                let net = match uplink {
+                    IpNet::V4(_) => IpNet::V4(s.cidr?),
+                    IpNet::V6(_) => IpNet::V6(s.cidr6?),
+                };
                 (net.contains(&uplink.network()) || uplink.contains(&net.network())).then(|| {
                     format!(
                         "{uplink} overlaps subnet {:?} ({net}); pick an uplink prefix outside \
