@@ -180,7 +180,9 @@ impl TestNet {
     /// Nothing is brought up yet.
     #[must_use]
     pub fn new(tag: &str, mut topology: serde_json::Value) -> TestNet {
-        let id = unique(tag);
+        // the id dvnet derives from the name (cut to its length limit): what `leftovers`
+        // must look for
+        let id = dvnet::topology::network_id(&unique(tag)).expect("a test tag gives an id");
         topology["name"] = serde_json::Value::String(id.clone());
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("net.json");
