@@ -1035,7 +1035,7 @@ impl Plan {
                 routers: Vec::new(),
                 routers6: Vec::new(),
                 default_gateway: Vec::new(),
-                default_gateway6: Vec::new(),
+                default_gateway6: None,
                 host_routes: Vec::new(),
                 host_routes6: Vec::new(),
                 islands: routing::islands_of(topo),
@@ -1058,7 +1058,7 @@ impl Plan {
                     .to_owned(),
             );
         }
-        let names = |members: &[usize], topo: &Topology| {
+        let names = |members: &[usize]| {
             members
                 .iter()
                 .map(|&s| format!("\"{}\"", topo.subnets[s].name))
@@ -1070,8 +1070,8 @@ impl Plan {
             let _ = write!(
                 w,
                 "subnets {} cannot reach subnets {}: no chain of routers joins them",
-                names(island, topo),
-                names(&routing.islands[0], topo)
+                names(island),
+                names(&routing.islands[0])
             );
             if i > 1 {
                 w.push_str(" (nor the other islands)");
@@ -1082,8 +1082,8 @@ impl Plan {
             warnings.push(format!(
                 "over IPv4, subnets {} cannot reach subnets {}: only IPv6-only subnets join \
                  them, and IPv4 does not cross a subnet without \"cidr\" (IPv6 does)",
-                names(island, topo),
-                names(&routing.islands4[0], topo)
+                names(island),
+                names(&routing.islands4[0])
             ));
         }
 
@@ -1198,7 +1198,11 @@ impl Plan {
             {
                 v4.push(route(Ipv4Net::default(), gws));
             }
-            if let Some(gws) = &routing.default_gateway6[host.subnet]
+            let gateways6 = routing
+                .default_gateway6
+                .as_ref()
+                .unwrap_or(&routing.default_gateway);
+            if let Some(gws) = &gateways6[host.subnet]
                 && topo.ipv6()
             {
                 v6.push(route6(Ipv6Net::default(), gws));

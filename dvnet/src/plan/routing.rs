@@ -44,9 +44,9 @@ pub struct Routing {
     /// every router on it at the least distance (in router order). (Host-less subnets: the
     /// first router on them, since nothing reads it.)
     pub default_gateway: Vec<Option<Vec<usize>>>,
-    /// The same for IPv6: the IPv4 gateways, unless IPv6-only subnets (which carry no IPv4)
-    /// make the families' shortest paths differ.
-    pub default_gateway6: Vec<Option<Vec<usize>>>,
+    /// The same for IPv6 where IPv6-only subnets (which carry no IPv4) make the families'
+    /// shortest paths differ; `None`: IPv4's gateways serve IPv6 too.
+    pub default_gateway6: Option<Vec<Option<Vec<usize>>>>,
     /// For each subnet with hosts: specific routes for destinations not served by the default
     /// gateway(s), each through one router or, with `ecmp`, several. (Empty for host-less
     /// subnets.)
@@ -182,10 +182,10 @@ pub fn islands_of(topo: &Topology) -> Vec<Vec<usize>> {
 pub fn compute(topo: &Topology) -> Routing {
     let ipv6_only = |s: usize| topo.subnets[s].cidr.is_none();
     if !(0..topo.subnets.len()).any(ipv6_only) {
-        return compute_in(topo, &|_| false);
+        return compute_in(topo, &|_| false, BOTH);
     }
-    let v4 = compute_in(topo, &ipv6_only);
-    let v6 = compute_in(topo, &|_| false);
+    let v4 = compute_in(topo, &ipv6_only, V4);
+    let v6 = compute_in(topo, &|_| false, V6);
     let mut islands4: Vec<Vec<usize>> = v4
         .islands
         .into_iter()
@@ -200,16 +200,22 @@ pub fn compute(topo: &Topology) -> Routing {
         routers: v4.routers,
         routers6: v6.routers6,
         default_gateway: v4.default_gateway,
-        default_gateway6: v6.default_gateway6,
+        default_gateway6: Some(v6.default_gateway),
         host_routes: v4.host_routes,
         host_routes6: v6.host_routes6,
         islands: v6.islands,
     }
 }
 
-/// Every route of the network over the graph without the subnets `left_out` picks (their
-/// prefixes are no destinations either).
-fn compute_in(topo: &Topology, left_out: &dyn Fn(usize) -> bool) -> Routing {
+/// Which families a pass of [`compute_in`] routes: (IPv4, IPv6).
+type Families = (bool, bool);
+const BOTH: Families = (true, true);
+const V4: Families = (true, false);
+const V6: Families = (false, true);
+
+/// Every route of the network in the families `(v4, v6)` (the other's are left empty) over
+/// the graph without the subnets `left_out` picks (their prefixes are no destinations either).
+fn compute_in(topo: &Topology, left_out: &dyn Fn(usize) -> bool, (v4, v6): Families) -> Routing {
     let nr = topo.routers.len();
     let ns = topo.subnets.len();
     // routers on each subnet, lowest index first, with the subnet's position in their list
@@ -254,6 +260,7 @@ fn compute_in(topo: &Topology, left_out: &dyn Fn(usize) -> bool) -> Routing {
     let core = Graph::new(topo, &on_subnet, |s| single[s].is_some() || left_out(s));
     let dests: Vec<Dest> = by_address
         .iter()
+        .filter(|_| v4)
         .map(|&(s, cidr)| Dest {
             vertex: u32::try_from(single[s].unwrap_or(nr + s)).expect("checked in Graph::new"),
             start: u32::from(cidr.network()),
@@ -265,7 +272,7 @@ fn compute_in(topo: &Topology, left_out: &dyn Fn(usize) -> bool) -> Routing {
         .subnets
         .iter()
         .enumerate()
-        .filter(|&(s, _)| !left_out(s))
+        .filter(|&(s, _)| v6 && !left_out(s))
         .filter_map(|(s, sub)| {
             let vertex = u32::try_from(single[s].unwrap_or(nr + s)).expect("checked");
             Some((vertex, sub.cidr6?))
@@ -371,12 +378,14 @@ fn compute_in(topo: &Topology, left_out: &dyn Fn(usize) -> bool) -> Routing {
         host_routes.push(aggregate(
             specific
                 .iter()
+                .filter(|_| v4)
                 .filter_map(|(s, g)| Some((topo.subnets[*s].cidr?, g.clone())))
                 .collect(),
         ));
         host_routes6.push(aggregate6(
             specific
                 .iter()
+                .filter(|_| v6)
                 .filter_map(|(s, g)| Some((topo.subnets[*s].cidr6?, g.clone())))
                 .collect(),
         ));
@@ -384,7 +393,7 @@ fn compute_in(topo: &Topology, left_out: &dyn Fn(usize) -> bool) -> Routing {
     Routing {
         routers,
         routers6,
-        default_gateway6: default_gateway.clone(),
+        default_gateway6: None,
         default_gateway,
         host_routes,
         host_routes6,
@@ -655,7 +664,7 @@ pub fn gateways_only(topo: &Topology) -> Routing {
         }
     }
     Routing {
-        default_gateway6: default_gateway.clone(),
+        default_gateway6: None,
         routers: vec![Vec::new(); topo.routers.len()],
         routers6: Vec::new(),
         host_routes: vec![Vec::new(); topo.subnets.len()],
@@ -863,7 +872,7 @@ mod tests {
             routers6: Vec::new(),
             host_routes6: Vec::new(),
             routers: per_router.into_iter().map(aggregate).collect(),
-            default_gateway6: default_gateway.clone(),
+            default_gateway6: None,
             default_gateway,
             host_routes,
             islands,
