@@ -156,19 +156,35 @@ impl Drop for Server {
 }
 
 /// iperf3 from `client` to B-1 with `args`, its JSON report. Over a lossy link iperf3 itself
-/// may lose a packet it never sends again (the UDP datagram that opens a stream: the test
-/// then hangs until `timeout`; or its last exchange, leaving no totals): a run that reports
-/// no totals is run again, at most three times; what is measured is a run that reported.
+/// may lose a packet it never sends again: the UDP datagram that opens a stream or the reply
+/// to it (iperf 3.12 sends each once: the client then waits 30 s, cut short by `timeout`, or
+/// with `-R` reads the data that follows a lost reply and gives up with "unable to read from
+/// stream socket"), or its last exchange, leaving no totals. At 10 % loss each way about one
+/// run in five fails so; a run that reports no totals is run again, at most six times (all
+/// six failing: ~1 in 15,000); what is measured is a run that reported.
 fn iperf(net: &TestNet, client: &str, args: &[&str]) -> Value {
+    iperf_after(net, client, args, || ()).1
+}
+
+/// [`iperf`], with what `before` read just before the run that reported: a run that failed
+/// may have sent much of its traffic (a reverse run whose client gave up), which counters
+/// read before the first run would count and its report would not.
+fn iperf_after<T>(
+    net: &TestNet,
+    client: &str,
+    args: &[&str],
+    mut before: impl FnMut() -> T,
+) -> (T, Value) {
     let mut last = None;
-    for _ in 0..3 {
-        let _server = Server::start(net, "B-1", 30);
+    for _ in 0..6 {
+        let read = before();
+        let _server = Server::start(net, "B-1", 20);
         let out = net.exec(
             client,
             &[
                 &[
                     "timeout",
-                    "25",
+                    "15",
                     "iperf3",
                     "-J",
                     "-c",
@@ -176,7 +192,7 @@ fn iperf(net: &TestNet, client: &str, args: &[&str]) -> Value {
                     "-p",
                     "5201",
                     "--connect-timeout",
-                    "2000",
+                    "5000",
                 ],
                 args,
             ]
@@ -188,13 +204,17 @@ fn iperf(net: &TestNet, client: &str, args: &[&str]) -> Value {
         let reported = report["error"].is_null()
             && (report["end"]["sum"].is_object() || report["end"]["sum_received"].is_object());
         if out.status.success() && reported {
-            return report;
+            return (read, report);
         }
+        eprintln!(
+            "iperf3 {args:?}: a run reported no totals: {}",
+            report["error"]
+        );
         last = Some(out);
     }
     panic!(
-        "iperf3 {args:?}: no run reported its totals in three: {}",
-        text(&last.expect("three runs"))
+        "iperf3 {args:?}: no run reported its totals in six: {}",
+        text(&last.expect("six runs"))
     )
 }
 
@@ -219,13 +239,12 @@ fn loss_in_the_file_is_what_was_asked_in_each_direction_and_counted() {
         )
     };
     for (way, reverse, arrives) in [("A-1 → B-1", false, "R-2"), ("B-1 → A-1", true, "R-1")] {
-        let (rx0, lost0) = lost_on_c(arrives);
         let args: Vec<&str> = if reverse {
             [&udp[..], &["-R"]].concat()
         } else {
             udp.to_vec()
         };
-        let report = iperf(&net, "A-1", &args);
+        let ((rx0, lost0), report) = iperf_after(&net, "A-1", &args, || lost_on_c(arrives));
         let (rx1, lost1) = lost_on_c(arrives);
         let (rx, impaired) = (rx1 - rx0, lost1 - lost0);
         let sum = &report["end"]["sum"];
@@ -246,12 +265,16 @@ fn loss_in_the_file_is_what_was_asked_in_each_direction_and_counted() {
             "{way}: {impaired} of {rx} counted as impair-loss at {arrives} ({percent:.2} %), \
              10 % asked"
         );
-        // and what the receiver saw: every datagram the impairment took, and at most a few
-        // points more lost elsewhere (a full socket buffer on a loaded machine), said apart
+        // and what the receiver saw: the datagrams the impairment took, and at most a few
+        // points more lost elsewhere (a full socket buffer on a loaded machine), said apart.
+        // Not to the datagram: the receiver stops counting when the test's end reaches it on
+        // the control connection, and the datagrams still queued then (a few hundred) are
+        // neither received nor lost to it, while the impairment counted its tenth of them
+        // (seen: iperf3 −0.5 points from the impairment with -R); 1.5 points is 300 datagrams
         let seen = 100.0 * lost / total;
         let elsewhere = 100.0 * (lost - impaired) / total;
         assert!(
-            lost >= impaired * 0.99 && elsewhere <= 5.0,
+            (-1.5..=5.0).contains(&elsewhere),
             "{way}: iperf3 lost {seen:.2} %, the impairment {percent:.2} %, elsewhere \
              {elsewhere:.2} %"
         );
