@@ -64,6 +64,10 @@ pub struct VethEnd<'a> {
     pub master: Option<u32>,
     /// Its MTU ([`LINK_MTU`] is the veth default).
     pub mtu: u32,
+    /// Created up: no second message to bring it up. Only a pair's first end can be: the
+    /// kernel refuses to open a veth before its peer exists (ENOTCONN), and the peer is made
+    /// first, so the peer end is brought up afterwards.
+    pub up: bool,
 }
 
 impl Netlink {
@@ -239,10 +243,14 @@ impl Netlink {
         local: &VethEnd<'_>,
         peer: &VethEnd<'_>,
     ) -> Result<(), NetlinkError> {
-        let mut peer_msg = end_builder(peer, false).build();
+        debug_assert!(
+            !peer.up,
+            "a veth's peer cannot come up before the pair exists"
+        );
+        let mut peer_msg = end_builder(peer).build();
         // The peer's ifinfomsg carries its index (IFLA attributes cannot).
         peer_msg.header.index = peer.ifindex;
-        let mut msg = end_builder(local, true)
+        let mut msg = end_builder(local)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
         msg.header.index = local.ifindex;
@@ -899,11 +907,11 @@ fn bpf_filter(prog_fd: BorrowedFd<'_>, name: &str) -> TcMessage {
     msg
 }
 
-fn end_builder(end: &VethEnd<'_>, up: bool) -> LinkMessageBuilder<LinkUnspec> {
+fn end_builder(end: &VethEnd<'_>) -> LinkMessageBuilder<LinkUnspec> {
     let mut b = LinkMessageBuilder::<LinkUnspec>::new()
         .name(end.name)
         .address(end.mac.to_vec());
-    if up {
+    if end.up {
         b = b.up();
     }
     if let Some(ns) = end.netns {

@@ -122,6 +122,7 @@ pub async fn add_uplink(
         netns: None,
         master: Some(bridge),
         mtu: crate::netlink::LINK_MTU,
+        up: true,
     };
     let host_end = VethEnd {
         name: &uplink.host_ifname,
@@ -130,6 +131,8 @@ pub async fn add_uplink(
         netns: Some(home.as_fd()),
         master: None,
         mtu: crate::netlink::LINK_MTU,
+        // up once its IPv6 settings are made (below)
+        up: false,
     };
     fabric.add_veth(&fabric_end, &host_end).await?;
     let host = netlink()?;
