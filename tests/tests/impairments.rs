@@ -509,6 +509,41 @@ fn a_link_taken_down_carries_nothing_until_it_is_up_again() {
 }
 
 #[test]
+fn a_link_taken_down_stays_down_when_an_edit_makes_it_again() {
+    if !require_root("a_link_taken_down_stays_down_when_an_edit_makes_it_again") {
+        return;
+    }
+    let _turn = turn();
+    let net = TestNet::new("down-rewired", lab());
+    net.up(&[]);
+    dvnet(&net, &["link", &net.id, "R-1", "C", "down"]);
+    // C's other end goes from R-2 to a new R-3: R-1's veth on C is made again, as the
+    // first end of its pair (the one made up with the pair, unless down)
+    let mut edited: Value =
+        serde_json::from_str(&std::fs::read_to_string(&net.file).unwrap()).unwrap();
+    edited["routers"]["R-2"] = json!({"subnets": ["B"]});
+    edited["routers"]["R-3"] = json!({"subnets": ["C", "B"]});
+    std::fs::write(&net.file, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
+    let said = dvnet(&net, &["apply", net.file.to_str().unwrap()]);
+    assert!(said.contains("~ link R-1 on C: rewired"), "{said}");
+    let out = net.exec("R-1", &["ip", "-br", "link", "show", "ethr-1-c"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("DOWN"),
+        "still down after the edit: {}",
+        text(&out)
+    );
+    assert!(dvnet(&net, &["inspect", &net.id]).contains("links taken down: R-1 on C"));
+    assert!(
+        rtts(&net, "A-1", B1, 3, "0.2").is_empty(),
+        "nothing crosses a link that is down"
+    );
+    dvnet(&net, &["link", &net.id, "R-1", "C", "up"]);
+    assert_eq!(rtts(&net, "A-1", B1, 3, "0.2").len(), 3, "it crosses again");
+    assert!(net.down().status.success());
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
+
+#[test]
 fn loss_and_delay_work_on_the_kernel_datapath_too() {
     if !require_root("loss_and_delay_work_on_the_kernel_datapath_too") {
         return;
