@@ -64,9 +64,10 @@ pub struct VethEnd<'a> {
     pub master: Option<u32>,
     /// Its MTU ([`LINK_MTU`] is the veth default).
     pub mtu: u32,
-    /// Created up: no second message to bring it up. Only a pair's first end can be: the
-    /// kernel refuses to open a veth before its peer exists (ENOTCONN), and the peer is made
-    /// first, so the peer end is brought up afterwards.
+    /// Created up: no second message to bring it up. Only the `local` end of
+    /// [`Netlink::add_veth`] can be: the kernel applies the peer's flags before it has paired
+    /// the two ends, and an unpaired veth refuses to open (ENOTCONN); the peer is set up
+    /// afterwards.
     pub up: bool,
 }
 
@@ -245,7 +246,7 @@ impl Netlink {
     ) -> Result<(), NetlinkError> {
         debug_assert!(
             !peer.up,
-            "a veth's peer cannot come up before the pair exists"
+            "a veth's peer cannot come up in the message that makes the pair"
         );
         let mut peer_msg = end_builder(peer).build();
         // The peer's ifinfomsg carries its index (IFLA attributes cannot).

@@ -431,9 +431,10 @@ enum Wire<'a> {
 }
 
 impl<'a> Wire<'a> {
-    /// The end made second, in the namespace of the handle that makes the pair: the node's
-    /// end of a bridged link, the second of a point-to-point pair.
-    fn second(&self) -> &'a LinkPlan {
+    /// The end made as the pair's peer ([`Netlink::add_veth`]), through the handle on its
+    /// node, which sets it up next: the node's end of a bridged link, the second link of a
+    /// point-to-point pair.
+    fn peer(&self) -> &'a LinkPlan {
         match *self {
             Wire::ToBridge { link, .. } | Wire::PointToPoint(_, link) => link,
         }
@@ -922,11 +923,11 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
     let wires = wires(new, &links_new)?;
     if !wires.is_empty() {
         observer.start("links", wires.len());
-        // Each pair is made through the handle on the node of its second end (see
-        // [`comes_up`]), which sets that end up at once: veths grouped by that node.
+        // Each pair is made through the handle on its peer end's node, which sets that end up
+        // at once (see [`comes_up`]): veths grouped by that node.
         let mut by_node: BTreeMap<usize, Vec<&Wire<'_>>> = BTreeMap::new();
         for wire in &wires {
-            by_node.entry(wire.second().node).or_default().push(wire);
+            by_node.entry(wire.peer().node).or_default().push(wire);
         }
         let by_node: Vec<(usize, Vec<&Wire<'_>>)> = by_node.into_iter().collect();
         let fabric_ns = netns::open(&new.fabric_netns)?;
@@ -938,11 +939,11 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
             |&(n, _)| n,
             |nl, (_, wires)| async move {
                 for &wire in wires {
-                    let second = wire.second();
-                    let second_end = VethEnd {
-                        name: &second.ifname,
-                        ifindex: second.ifindex,
-                        mac: second.mac,
+                    let peer = wire.peer();
+                    let peer_end = VethEnd {
+                        name: &peer.ifname,
+                        ifindex: peer.ifindex,
+                        mac: peer.mac,
                         // in the namespace of the handle: the node's
                         netns: None,
                         master: None,
@@ -967,21 +968,18 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                                 mtu: new.mtu,
                                 up: true,
                             };
-                            nl.add_veth(&fabric_end, &second_end).await?;
+                            nl.add_veth(&fabric_end, &peer_end).await?;
                             fabric.add_ingress(port.ifindex, Some(SHARED_BLOCK)).await?;
                         }
                         Wire::PointToPoint(a, b) => {
                             debug!(a = %a.ifname, b = %b.ifname, "veth pair");
                             let ns_a = node_ns(new, a.node)?;
-                            nl.add_veth(
-                                &node_end(a, &ns_a, new.mtu, comes_up(new, a)),
-                                &second_end,
-                            )
-                            .await?;
+                            nl.add_veth(&node_end(a, &ns_a, new.mtu, comes_up(new, a)), &peer_end)
+                                .await?;
                         }
                     }
-                    if comes_up(new, second) {
-                        nl.set_up(second.ifindex).await?;
+                    if comes_up(new, peer) {
+                        nl.set_up(peer.ifindex).await?;
                     }
                     observer.advance(1);
                 }
