@@ -598,13 +598,19 @@ where
     Ok(())
 }
 
-/// One end of a veth in a node, whose namespace is opened for the message and closed after it.
-fn node_end<'b>(link: &'b LinkPlan, ns: &'b OwnedFd, mtu: u32, up: bool) -> VethEnd<'b> {
+/// One end of a veth in a node: in namespace `netns` (opened for the message and closed after
+/// it), or without one in the namespace of the handle that makes the pair.
+fn node_end<'b>(
+    link: &'b LinkPlan,
+    netns: Option<BorrowedFd<'b>>,
+    mtu: u32,
+    up: bool,
+) -> VethEnd<'b> {
     VethEnd {
         name: &link.ifname,
         ifindex: link.ifindex,
         mac: link.mac,
-        netns: Some(ns.as_fd()),
+        netns,
         master: None,
         mtu,
         up,
@@ -941,16 +947,8 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
             |nl, (_, wires)| async move {
                 for &wire in wires {
                     let peer = wire.peer();
-                    let peer_end = VethEnd {
-                        name: &peer.ifname,
-                        ifindex: peer.ifindex,
-                        mac: peer.mac,
-                        // in the namespace of the handle: the node's
-                        netns: None,
-                        master: None,
-                        mtu: new.mtu,
-                        up: false,
-                    };
+                    // in the namespace of the handle: its node's
+                    let peer_end = node_end(peer, None, new.mtu, false);
                     match *wire {
                         Wire::ToBridge { link, port, bridge } => {
                             debug!(
@@ -975,8 +973,11 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                         Wire::PointToPoint(a, b) => {
                             debug!(a = %a.ifname, b = %b.ifname, "veth pair");
                             let ns_a = node_ns(new, a.node)?;
-                            nl.add_veth(&node_end(a, &ns_a, new.mtu, comes_up(new, a)), &peer_end)
-                                .await?;
+                            nl.add_veth(
+                                &node_end(a, Some(ns_a.as_fd()), new.mtu, comes_up(new, a)),
+                                &peer_end,
+                            )
+                            .await?;
                         }
                     }
                     if comes_up(new, peer) {
