@@ -251,10 +251,12 @@ impl Netlink {
         let mut peer_msg = end_builder(peer).build();
         // The peer's ifinfomsg carries its index (IFLA attributes cannot).
         peer_msg.header.index = peer.ifindex;
+        one_queue(&mut peer_msg);
         let mut msg = end_builder(local)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
         msg.header.index = local.ifindex;
+        one_queue(&mut msg);
         push_kind(&mut msg, InfoKind::Veth);
         self.handle.link().add(msg).execute().await.map_err(|e| {
             self.err(
@@ -925,6 +927,17 @@ fn end_builder(end: &VethEnd<'_>) -> LinkMessageBuilder<LinkUnspec> {
         b = b.mtu(end.mtu);
     }
     b
+}
+
+/// One transmit and one receive queue for a veth end. Unasked, the kernel gives a veth one
+/// of each per possible CPU, registered in sysfs, then (`veth_init_queues`) cuts the number
+/// in use back to one, which waits for an expedited RCU grace period with RTNL held, for
+/// each end: asking for one halves the time to make a pair on a 2-CPU machine (1,000 pairs:
+/// 0.26 s → 0.13 s) and saves more with more CPUs. The queues beyond the first serve only
+/// XDP on a veth, which dvnet does not use.
+fn one_queue(msg: &mut LinkMessage) {
+    msg.attributes.push(LinkAttribute::NumTxQueues(1));
+    msg.attributes.push(LinkAttribute::NumRxQueues(1));
 }
 
 /// `LinkMessageBuilder<LinkUnspec>` has no kind; a veth message needs one before its data.

@@ -481,18 +481,31 @@ fn wires<'a>(plan: &'a Plan, made: &BTreeSet<usize>) -> Result<Vec<Wire<'a>>, Ap
     Ok(out)
 }
 
-/// Whether a new link comes up with its veth, in the links pass, rather than later with its
-/// node's addresses: every link but those down and those of containers attached through
-/// the Docker driver (Docker moves their ends, and sets them up).
+/// Whether a new link's end is set up by dvnet where it was made: every link but those of
+/// containers attached through the Docker driver (Docker moves their ends, which loses a
+/// qdisc, and sets them up; dvnet attaches their program after).
+fn in_place(plan: &Plan, link: &LinkPlan) -> bool {
+    plan.nodes[link.node].attached.is_none()
+}
+
+/// Readies a new link's end, made down, through the handle on its node: its ingress qdisc,
+/// then up (unless the link is down), at once after its pair is made.
 ///
-/// Why then: the kernel queues a link-state event for each end as the pair is made, and one
-/// for an end that is down waits in a queue that each event of a link coming up walks
-/// whole (`__linkwatch_run_queue`), while its own work is done at 100 a second: 20,000
-/// ends made down and set up later made that walk quadratic (9 % of the CPU of a
-/// 10,000-node `up`, a fifth of it in the addresses pass). Ends that come up at once leave
-/// nothing waiting.
-fn comes_up(plan: &Plan, link: &LinkPlan) -> bool {
-    !link.down && plan.nodes[link.node].attached.is_none()
+/// Why in this order: a qdisc grafted on a device that is up deactivates the device, which
+/// waits for an expedited RCU grace period with RTNL held (`qdisc_graft`, `dev_deactivate`):
+/// on a device still down it does not (2,000 veth ends: 0.19 s up, 0.04 s down). Why at
+/// once: the kernel queues a link-state event for each end as the pair is made, and one for
+/// an end that is down waits in a queue that each event of a link coming up walks whole
+/// (`__linkwatch_run_queue`), while its own work is done at 100 a second: 20,000 ends made
+/// down and set up seconds later, with their node's addresses, made that walk quadratic
+/// (9 % of the CPU of a 10,000-node `up`). Ends set up as they are made leave nothing
+/// waiting.
+async fn ready(nl: &Netlink, link: &LinkPlan) -> Result<(), ApplyError> {
+    nl.add_ingress(link.ifindex, Some(SHARED_BLOCK)).await?;
+    if !link.down {
+        nl.set_up(link.ifindex).await?;
+    }
+    Ok(())
 }
 
 /// The VXLAN ports of the new bridges of segments that span machines, made from dvnet's own
@@ -572,8 +585,7 @@ fn node_ns(new: &Plan, n: usize) -> Result<OwnedFd, ApplyError> {
 }
 
 /// Runs `work` on each of `items` with a netlink handle on its node (`node_of`),
-/// [`CONCURRENCY`] at a time, a batch of at most [`HANDLES_HELD`] handles open at once (each
-/// batch closed before the next opens).
+/// [`CONCURRENCY`] at a time (see [`on_nodes`]).
 async fn on_each_node<'a, T: Sync, Fut>(
     new: &Plan,
     held: &HashMap<usize, Netlink>,
@@ -584,28 +596,66 @@ async fn on_each_node<'a, T: Sync, Fut>(
 where
     Fut: std::future::Future<Output = Result<(), ApplyError>>,
 {
-    for batch in items.chunks(HANDLES_HELD) {
-        let ids: Vec<usize> = batch.iter().map(&node_of).collect();
+    on_nodes(
+        new,
+        held,
+        items,
+        |item| vec![node_of(item)],
+        |mut nls, item| work(nls.swap_remove(0), item),
+    )
+    .await
+}
+
+/// Runs `work` on each of `items` with netlink handles on the nodes it touches (`nodes_of`,
+/// in that order), [`CONCURRENCY`] at a time, in batches of items touching at most
+/// [`HANDLES_HELD`] nodes: a batch's handles are opened together and closed before the next
+/// batch's open.
+async fn on_nodes<'a, T: Sync, Fut>(
+    new: &Plan,
+    held: &HashMap<usize, Netlink>,
+    items: &'a [T],
+    nodes_of: impl Fn(&T) -> Vec<usize>,
+    work: impl Fn(Vec<Netlink>, &'a T) -> Fut,
+) -> Result<(), ApplyError>
+where
+    Fut: std::future::Future<Output = Result<(), ApplyError>>,
+{
+    let touched: Vec<Vec<usize>> = items.iter().map(&nodes_of).collect();
+    let mut start = 0;
+    while start < items.len() {
+        let mut ids = BTreeSet::new();
+        let mut end = start;
+        while end < items.len() {
+            let more = touched[end].iter().filter(|n| !ids.contains(*n)).count();
+            if end > start && ids.len() + more > HANDLES_HELD {
+                break;
+            }
+            ids.extend(touched[end].iter().copied());
+            end += 1;
+        }
+        let ids: Vec<usize> = ids.into_iter().collect();
         let handles = node_handles(new, held, &ids)?;
-        let done = stream::iter(batch)
-            .map(|item| work(handles.nodes[&node_of(item)].clone(), item))
+        let done = stream::iter(start..end)
+            .map(|i| {
+                let nls = touched[i]
+                    .iter()
+                    .map(|n| handles.nodes[n].clone())
+                    .collect();
+                work(nls, &items[i])
+            })
             .buffer_unordered(CONCURRENCY)
             .try_collect::<()>()
             .await;
         handles.close().await;
         done?;
+        start = end;
     }
     Ok(())
 }
 
 /// One end of a veth in a node: in namespace `netns` (opened for the message and closed after
 /// it), or without one in the namespace of the handle that makes the pair.
-fn node_end<'b>(
-    link: &'b LinkPlan,
-    netns: Option<BorrowedFd<'b>>,
-    mtu: u32,
-    up: bool,
-) -> VethEnd<'b> {
+fn node_end<'b>(link: &'b LinkPlan, netns: Option<BorrowedFd<'b>>, mtu: u32) -> VethEnd<'b> {
     VethEnd {
         name: &link.ifname,
         ifindex: link.ifindex,
@@ -613,7 +663,7 @@ fn node_end<'b>(
         netns,
         master: None,
         mtu,
-        up,
+        up: false,
     }
 }
 
@@ -925,66 +975,72 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
         phases.end("bridges");
     }
 
-    // wires: one veth each, both ends created in place by one message (fabric ports get
-    // their counting program's qdisc right away)
-    let wires = wires(new, &links_new)?;
+    // wires: one veth each, both ends created in place, down, by one message; then each end
+    // gets its ingress qdisc and comes up (see [`ready`])
+    let mut wires = wires(new, &links_new)?;
     if !wires.is_empty() {
         observer.start("links", wires.len());
-        // Each pair is made through the handle on its peer end's node, which sets that end up
-        // at once (see [`comes_up`]): veths grouped by that node.
-        let mut by_node: BTreeMap<usize, Vec<&Wire<'_>>> = BTreeMap::new();
-        for wire in &wires {
-            by_node.entry(wire.peer().node).or_default().push(wire);
-        }
-        let by_node: Vec<(usize, Vec<&Wire<'_>>)> = by_node.into_iter().collect();
+        // Each pair is made through the handle on its peer end's node; an end in another
+        // node gets its qdisc through that node's handle. Sorted by peer node, so that a
+        // batch of handles serves neighbours.
+        wires.sort_by_key(|w| w.peer().node);
+        let nodes_of = |wire: &Wire<'_>| {
+            let mut nodes = vec![wire.peer().node];
+            if let Wire::PointToPoint(a, _) = wire
+                && in_place(new, a)
+            {
+                nodes.push(a.node);
+            }
+            nodes
+        };
         let fabric_ns = netns::open(&new.fabric_netns)?;
         let (fabric, fabric_ns) = (&fabric, &fabric_ns);
-        on_each_node(
+        on_nodes(
             new,
             &handles.nodes,
-            &by_node,
-            |&(n, _)| n,
-            |nl, (_, wires)| async move {
-                for &wire in wires {
-                    let peer = wire.peer();
-                    // in the namespace of the handle: its node's
-                    let peer_end = node_end(peer, None, new.mtu, false);
-                    match *wire {
-                        Wire::ToBridge { link, port, bridge } => {
-                            debug!(
-                                link = %link.ifname,
-                                ifindex = link.ifindex,
-                                port = %port.ifname,
-                                bridge,
-                                "veth to a bridge"
-                            );
-                            let fabric_end = VethEnd {
-                                name: &port.ifname,
-                                ifindex: port.ifindex,
-                                mac: port.mac,
-                                netns: Some(fabric_ns.as_fd()),
-                                master: Some(bridge),
-                                mtu: new.mtu,
-                                up: true,
-                            };
-                            nl.add_veth(&fabric_end, &peer_end).await?;
-                            fabric.add_ingress(port.ifindex, Some(SHARED_BLOCK)).await?;
-                        }
-                        Wire::PointToPoint(a, b) => {
-                            debug!(a = %a.ifname, b = %b.ifname, "veth pair");
-                            let ns_a = node_ns(new, a.node)?;
-                            nl.add_veth(
-                                &node_end(a, Some(ns_a.as_fd()), new.mtu, comes_up(new, a)),
-                                &peer_end,
-                            )
+            &wires,
+            nodes_of,
+            |nls, wire| async move {
+                let nl = &nls[0];
+                let peer = wire.peer();
+                // in the namespace of the handle: its node's
+                let peer_end = node_end(peer, None, new.mtu);
+                match *wire {
+                    Wire::ToBridge { link, port, bridge } => {
+                        debug!(
+                            link = %link.ifname,
+                            ifindex = link.ifindex,
+                            port = %port.ifname,
+                            bridge,
+                            "veth to a bridge"
+                        );
+                        let fabric_end = VethEnd {
+                            name: &port.ifname,
+                            ifindex: port.ifindex,
+                            mac: port.mac,
+                            netns: Some(fabric_ns.as_fd()),
+                            master: Some(bridge),
+                            mtu: new.mtu,
+                            up: false,
+                        };
+                        nl.add_veth(&fabric_end, &peer_end).await?;
+                        fabric.add_ingress(port.ifindex, Some(SHARED_BLOCK)).await?;
+                        fabric.set_up(port.ifindex).await?;
+                    }
+                    Wire::PointToPoint(a, b) => {
+                        debug!(a = %a.ifname, b = %b.ifname, "veth pair");
+                        let ns_a = node_ns(new, a.node)?;
+                        nl.add_veth(&node_end(a, Some(ns_a.as_fd()), new.mtu), &peer_end)
                             .await?;
+                        if let Some(nl_a) = nls.get(1) {
+                            ready(nl_a, a).await?;
                         }
                     }
-                    if comes_up(new, peer) {
-                        nl.set_up(peer.ifindex).await?;
-                    }
-                    observer.advance(1);
                 }
+                if in_place(new, peer) {
+                    ready(nl, peer).await?;
+                }
+                observer.advance(1);
                 Ok::<_, ApplyError>(())
             },
         )
@@ -1063,9 +1119,13 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                         "addresses and routes"
                     );
                     if built {
+                        // a qdisc before `up` (see [`ready`])
+                        if node.own_route {
+                            nl.add_ingress(LO_IFINDEX, Some(SHARED_BLOCK)).await?;
+                        }
                         nl.set_up(1).await?;
                     }
-                    // (made links came up with their veths, unless down)
+                    // (made links came up with their veths and qdiscs, unless down)
                     for &l in made {
                         add_addresses(nl, new, &new.links[l]).await?;
                     }
@@ -1132,7 +1192,7 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                         // the kernel's own packets go through `lo`, whose program routes them
                         // by the route map (a node made now gets the block's program in the
                         // programs pass; one that has it already, on this qdisc at once)
-                        if !was_own {
+                        if !was_own && !built {
                             // the kernel routes it had go first (a default route among them
                             // too): the map has them
                             for r in before.iter().flat_map(|b| &b.routes) {
@@ -1149,10 +1209,6 @@ pub async fn converge(ctx: &Ctx<'_>, phases: &mut Phases<'_>) -> Result<Counts, 
                         }
                     } else {
                         set_kernel_routes(nl, old, new, node, removed_routes, built, was_own)
-                            .await?;
-                    }
-                    for &l in made {
-                        nl.add_ingress(new.links[l].ifindex, Some(SHARED_BLOCK))
                             .await?;
                     }
                     observer.advance(1);
