@@ -277,8 +277,9 @@ fn mininet_info() -> MininetInfo {
 }
 
 /// The floor for one network: one `ip -batch` of `netns add` lines, `ip -n FABRIC -batch`
-/// runs of bridges and veths (each veth created with both ends in place), and the matching
-/// `netns del` batch. No addresses, routes or sysctls.
+/// runs of bridges and veths (each veth created with both ends in place and, as dvnet makes
+/// them, one queue pair per end: `ip`'s default of one per CPU makes a pair twice as slow on
+/// two CPUs), and the matching `netns del` batch. No addresses, routes or sysctls.
 /// Veths per `ip -batch` of the floor: up to two namespaces open each.
 const LINKS_PER_BATCH: usize = 3000;
 
@@ -323,7 +324,7 @@ impl Floor {
                     let (a, b) = (members[0], members[1]);
                     let _ = writeln!(
                         links,
-                        "link add {} netns {} type veth peer name {} netns {}",
+                        "link add {} netns {} numtxqueues 1 numrxqueues 1 type veth peer name {} netns {} numtxqueues 1 numrxqueues 1",
                         a.ifname, nodes[a.node], b.ifname, nodes[b.node]
                     );
                     veth_pairs += 1;
@@ -339,7 +340,7 @@ impl Floor {
                             .context("bridged link without port")?;
                         let _ = writeln!(
                             links,
-                            "link add {} type veth peer name {} netns {}\nlink set {} master {name} up",
+                            "link add {} numtxqueues 1 numrxqueues 1 type veth peer name {} netns {} numtxqueues 1 numrxqueues 1\nlink set {} master {name} up",
                             port.ifname, l.ifname, nodes[l.node], port.ifname
                         );
                         veth_pairs += 1;
