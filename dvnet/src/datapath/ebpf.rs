@@ -238,12 +238,12 @@ impl Loaded {
         // The verifier takes tens of milliseconds a program and the maps of a 1,000-node
         // network a few more: each program is verified on a thread of its own while the maps
         // are filled on another, through their own descriptors (~115 ms → ~60 ms on 2 CPUs).
-        let mut filled = FILLED
+        let mut handles = FILLED
             .iter()
             .map(|&name| Ok((name, map_copy(&ebpf, name)?)))
             .collect::<Result<Vec<_>, BpfError>>()?;
         std::thread::scope(|s| {
-            let filler = s.spawn(|| fill(&mut filled, entries));
+            let filling = s.spawn(|| fill(&mut handles, entries));
             let verified: Vec<_> = ebpf
                 .programs_mut()
                 .filter(|(name, _)| PROGRAMS.contains(name))
@@ -255,7 +255,7 @@ impl Loaded {
                     first_err.get_or_insert(e);
                 }
             }
-            let filled = filler
+            let filled = filling
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
             first_err.map_or(filled, Err)
