@@ -42,7 +42,7 @@ impl Bench {
         .expect("plan");
         let entries = entries(&plan).expect("entries");
         let mut loaded =
-            Loaded::new(&entries, plan.links.len()).expect("load programs (needs root)");
+            Loaded::new(&entries, plan.links.len(), plan.ipv6).expect("load programs (needs root)");
         let n = plan
             .nodes
             .iter()

@@ -283,7 +283,8 @@ async fn up_locked(
     // The datapath is checked before anything exists: its map entries, then the kernel's
     // verdict on the programs. Loading changes nothing on the host.
     let entries = entries::entries(plan)?;
-    let mut loaded = tokio::task::block_in_place(|| Loaded::new(&entries, plan.link_slots()))?;
+    let mut loaded =
+        tokio::task::block_in_place(|| Loaded::new(&entries, plan.link_slots(), plan.ipv6))?;
     preflight::host(plan, None).await?;
     let all: Vec<&NodePlan> = plan.nodes.iter().collect();
     let docker = preflight::runtimes(plan, &all, true, false).await?;
