@@ -50,6 +50,21 @@ pub struct GenSpec {
     pub name: Option<String>,
 }
 
+#[cfg(test)]
+impl GenSpec {
+    /// For tests: a network of that shape, trees of fanout 3, the default name.
+    #[must_use]
+    pub fn of(shape: Shape, nodes: usize, hosts_per_lan: usize) -> GenSpec {
+        GenSpec {
+            shape,
+            nodes,
+            hosts_per_lan,
+            fanout: 3,
+            name: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GenError {
     #[error("{0}")]

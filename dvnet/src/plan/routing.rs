@@ -961,13 +961,7 @@ mod tests {
         ] {
             for nodes in [3, 7, 40, 130] {
                 for hosts_per_lan in [0, 1, 3] {
-                    let spec = GenSpec {
-                        shape,
-                        nodes,
-                        hosts_per_lan,
-                        fanout: 3,
-                        name: None,
-                    };
+                    let spec = GenSpec::of(shape, nodes, hosts_per_lan);
                     if let Ok(doc) = generate(&spec) {
                         assert_same(&read(&doc), &format!("{shape:?} {nodes}/{hosts_per_lan}"));
                     }
@@ -994,13 +988,7 @@ mod tests {
             (Shape::Tree, 1100),
             (Shape::Grid, 1100),
         ] {
-            let spec = GenSpec {
-                shape,
-                nodes,
-                hosts_per_lan: 1,
-                fanout: 3,
-                name: None,
-            };
+            let spec = GenSpec::of(shape, nodes, 1);
             let topo = read(&generate(&spec).expect("a generated network"));
             assert!(
                 topo.routers.len() >= PARALLEL_FROM,
