@@ -245,15 +245,13 @@ impl Loaded {
         // are filled on another, through their own descriptors (~115 ms → ~60 ms on 2 CPUs).
         let mut handles = FILLED
             .iter()
-            .map(|&name| Ok((name, map_copy(&ebpf, name)?)))
+            .map(|name| map_copy(&ebpf, name))
             .collect::<Result<Vec<_>, BpfError>>()?;
         std::thread::scope(|s| {
             let filling = s.spawn(|| fill(&mut handles, entries));
             let verified: Vec<_> = ebpf
                 .programs_mut()
-                .filter(|(name, _)| {
-                    PROGRAMS.contains(name) && (ipv6 || *name != programs::NODE_INGRESS6)
-                })
+                .filter(|(name, _)| loaded_programs(ipv6).any(|p| p == *name))
                 .map(|(name, program)| s.spawn(move || load(name, program).map(|_| ())))
                 .collect();
             let mut first_err = None;
@@ -304,10 +302,7 @@ impl Loaded {
         ensure_bpffs()?;
         secure_pin_root()?;
         crate::state::secure_dir(dir, 0o700)?;
-        for name in PROGRAMS {
-            if name == programs::NODE_INGRESS6 && !self.ipv6 {
-                continue;
-            }
+        for name in loaded_programs(self.ipv6) {
             let path = dir.join(name);
             let program: &mut aya::programs::SchedClassifier = self
                 .ebpf
@@ -345,6 +340,14 @@ pub const PROGRAMS: [&str; 4] = [
     programs::DELAY_RETURN,
     programs::NODE_INGRESS6,
 ];
+
+/// The programs [`Loaded::new`] loads: all of [`PROGRAMS`], but `node_ingress6` only in a
+/// network with IPv6.
+fn loaded_programs(ipv6: bool) -> impl Iterator<Item = &'static str> {
+    PROGRAMS
+        .into_iter()
+        .filter(move |&name| ipv6 || name != programs::NODE_INGRESS6)
+}
 
 /// Puts `node_ingress6` where `node_ingress` tail-calls it.
 fn jump_table(ebpf: &mut Ebpf) -> Result<(), BpfError> {
@@ -393,32 +396,31 @@ fn map_copy(ebpf: &Ebpf, name: &str) -> Result<Map, BpfError> {
             io_error: e,
         })),
     };
-    match ebpf.map(name).expect("in the object") {
-        Map::HashMap(data) => Ok(Map::HashMap(
-            MapData::from_fd(data.fd().as_fd().try_clone_to_owned().map_err(io)?)
-                .map_err(map_err(name))?,
-        )),
-        Map::LpmTrie(data) => Ok(Map::LpmTrie(
-            MapData::from_fd(data.fd().as_fd().try_clone_to_owned().map_err(io)?)
-                .map_err(map_err(name))?,
-        )),
-        _ => unreachable!("{name} is a hash map or an LPM trie"),
-    }
+    let map = ebpf.map(name).expect("in the object");
+    let (Map::HashMap(data) | Map::LpmTrie(data)) = map else {
+        unreachable!("{name} is a hash map or an LPM trie")
+    };
+    let copy = MapData::from_fd(data.fd().as_fd().try_clone_to_owned().map_err(io)?)
+        .map_err(map_err(name))?;
+    Ok(match map {
+        Map::HashMap(_) => Map::HashMap(copy),
+        _ => Map::LpmTrie(copy),
+    })
 }
 
 /// Writes the entries into `maps` (handles on [`FILLED`], in its order).
-fn fill(maps: &mut [(&str, Map)], e: &MapEntries) -> Result<(), BpfError> {
+fn fill(maps: &mut [Map], e: &MapEntries) -> Result<(), BpfError> {
     let [
-        (_, impair),
-        (_, ifaces),
-        (_, routes),
-        (_, nexthops),
-        (_, classes),
-        (_, rules),
-        (_, nexthops6),
-        (_, routes6),
-        (_, classes6),
-        (_, addrs6),
+        impair,
+        ifaces,
+        routes,
+        nexthops,
+        classes,
+        rules,
+        nexthops6,
+        routes6,
+        classes6,
+        addrs6,
     ] = maps
     else {
         unreachable!("the maps of FILLED")
