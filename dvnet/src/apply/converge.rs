@@ -372,6 +372,7 @@ fn create_namespaces(
                     })?;
                     let mut out = Vec::with_capacity(jobs.len());
                     let mut proc_sys = netns::ProcSys::for_namespaces(jobs.len());
+                    let mut points = netns::MountPoints::new();
                     for job in jobs {
                         let init = || {
                             let sysctls = proc_sys.net()?;
@@ -388,10 +389,19 @@ fn create_namespaces(
                         };
                         // the namespace's descriptor is closed at once: it stays mounted
                         let (_fd, socket) = match job.adopt {
-                            Some(pid) => {
-                                netns::adopt_on_this_thread(&job.name, pid, home.as_fd(), init)?
-                            }
-                            None => netns::create_on_this_thread(&job.name, home.as_fd(), init)?,
+                            Some(pid) => netns::adopt_on_this_thread(
+                                &mut points,
+                                &job.name,
+                                pid,
+                                home.as_fd(),
+                                init,
+                            )?,
+                            None => netns::create_on_this_thread(
+                                &mut points,
+                                &job.name,
+                                home.as_fd(),
+                                init,
+                            )?,
                         };
                         debug!(ns = %job.name, adopted = job.adopt.is_some(), "namespace");
                         out.push(NsCreated { socket });
