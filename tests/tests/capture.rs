@@ -389,7 +389,8 @@ fn bad_targets_are_refused_with_what_there_is() {
     let out = net.host.dvnet(&["capture", &net.id, "R-9"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("has no node \"R-9\"; its nodes are"),
+        text(&out)
+            .contains("has no node \"R-9\" (did you mean \"R-1\" or \"R-2\"?); its nodes are"),
         "{}",
         text(&out)
     );

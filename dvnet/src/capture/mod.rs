@@ -169,9 +169,9 @@ pub fn links_of(plan: &Plan, request: &Request) -> Result<Vec<usize>, CaptureErr
         let Some(node) = plan.node(node_name) else {
             let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
             return Err(CaptureError::Usage(format!(
-                "network {} has no node {node_name:?}; its nodes are {}",
+                "network {} has {}",
                 plan.id,
-                names.join(", ")
+                crate::topology::no_such_node(node_name, &names)
             )));
         };
         let mine: Vec<usize> = node.links.iter().map(|&l| l as usize).collect();

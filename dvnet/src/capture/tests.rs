@@ -64,7 +64,7 @@ fn targets_name_links_and_mistakes_say_what_there_is() {
         Err(CaptureError::Usage(m)) => m,
         other => panic!("{other:?}"),
     };
-    assert!(err(&request(&["R-9"])).contains("no node \"R-9\"; its nodes are"));
+    assert!(err(&request(&["Q-9"])).contains("no node \"Q-9\"; its nodes are"));
     assert_eq!(
         err(&request(&["R-1:B"])),
         "R-1 is not on a subnet \"B\"; it is on A, C, uplink"

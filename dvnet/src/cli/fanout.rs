@@ -367,8 +367,8 @@ pub fn exec(topo: &Topology, node: &str, command: &[String]) -> Result<(), CliEr
     else {
         let names: Vec<&str> = topo.nodes().map(|n| topo.node_name(n)).collect();
         return Err(CliError::Usage(format!(
-            "the lab has no node {node:?}; its nodes are {}",
-            names.join(", ")
+            "the lab has {}",
+            crate::topology::no_such_node(node, &names)
         )));
     };
     let share = share(topo, m, &crate::host::local_addresses());

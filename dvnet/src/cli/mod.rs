@@ -632,8 +632,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let Some(node) = record.plan.node(&node) else {
                 let names: Vec<&str> = record.plan.nodes.iter().map(|n| n.name.as_str()).collect();
                 return Err(CliError::Usage(format!(
-                    "network {id} has no node {node:?}; its nodes are {}",
-                    names.join(", ")
+                    "network {id} has {}",
+                    crate::topology::no_such_node(&node, &names)
                 )));
             };
             if node.container {

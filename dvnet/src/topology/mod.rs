@@ -20,7 +20,7 @@ mod tests;
 
 pub use error::{Diagnostic, TopologyError};
 pub use impair::Impair;
-pub use validate::{network_id, sanitize};
+pub use validate::{network_id, no_such_node, sanitize};
 
 /// The name of the uplink subnet: reserved when outbound access is on (the plan adds the
 /// uplink as one more subnet).

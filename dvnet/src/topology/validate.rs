@@ -1872,6 +1872,25 @@ fn special_range6(net: Ipv6Net) -> Option<(Ipv6Net, &'static str)> {
     })
 }
 
+/// Names a message lists before it says how many more there are.
+const NAMES_LISTED: usize = 20;
+
+/// `no node "x" (did you mean "y"?); its nodes are a, b, …`: what `exec`, `capture` and the
+/// like say of a node a network does not have. A large network's list stops after
+/// [`NAMES_LISTED`] names and says how many more there are.
+#[must_use]
+pub fn no_such_node(node: &str, names: &[&str]) -> String {
+    let listed = names[..names.len().min(NAMES_LISTED)].join(", ");
+    let more = match names.len().saturating_sub(NAMES_LISTED) {
+        0 => String::new(),
+        more => format!(" and {more} more (`dvnet inspect` lists them)"),
+    };
+    format!(
+        "no node {node:?}{}; its nodes are {listed}{more}",
+        suggest(node, names.iter().copied())
+    )
+}
+
 /// ` (did you mean "X"?)` when some candidates are close to `word`, else nothing. Close: a
 /// third of the characters differ at most, and never all of them.
 fn suggest<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> String {
@@ -1957,7 +1976,7 @@ fn proto_name(p: Proto) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{levenshtein, suggest};
+    use super::{levenshtein, no_such_node, suggest};
 
     #[test]
     fn levenshtein_counts_edits() {
@@ -1990,5 +2009,21 @@ mod tests {
             "",
             "too many"
         );
+    }
+
+    #[test]
+    fn an_unknown_node_is_answered_with_the_closest_names_and_a_bounded_list() {
+        assert_eq!(
+            no_such_node("r9", &["r1", "h1"]),
+            r#"no node "r9" (did you mean "r1"?); its nodes are r1, h1"#
+        );
+        let many: Vec<String> = (1..=1000).map(|i| format!("r{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let said = no_such_node("x", &many);
+        assert!(
+            said.ends_with("r19, r20 and 980 more (`dvnet inspect` lists them)"),
+            "{said}"
+        );
+        assert!(!said.contains("r21"), "{said}");
     }
 }
