@@ -401,6 +401,40 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
     }
 }
 
+/// The most threads deleting namespaces at once (see [`delete_all`]).
+const DELETERS_MAX: usize = 16;
+
+/// Deletes the named namespaces (see [`delete`]), on twice as many threads as there are CPUs
+/// (at most [`DELETERS_MAX`]); results in the order of `names`. Each unmount waits for an RCU
+/// grace period after it lets go of the mount table (`namespace_unlock` →
+/// `synchronize_rcu_expedited`), about 0.9 ms while the kernel frees the namespaces deleted
+/// before: 7–9 s of a 10,000-node `down` one after the other. Unmounts waiting at the same
+/// time share a grace period; more threads than that contend for the mount table and the
+/// CPUs freeing namespaces (10,000-node chain, 2 CPUs: 1 thread 7.0–7.6 s, 2: 4.1 s, 4:
+/// 2.2–3.0 s, 6: 3.4 s, 8: 3.8–4.5 s, 16: 4.6–5.0 s).
+#[must_use]
+pub fn delete_all(names: &[&str]) -> Vec<Result<(), NetnsError>> {
+    // a few namespaces are not worth a thread
+    let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let threads = names
+        .len()
+        .div_ceil(32)
+        .clamp(1, (2 * cpus).min(DELETERS_MAX));
+    if threads == 1 {
+        return names.iter().map(|name| delete(name)).collect();
+    }
+    std::thread::scope(|s| {
+        let deleting: Vec<_> = names
+            .chunks(names.len().div_ceil(threads))
+            .map(|names| s.spawn(move || names.iter().map(|name| delete(name)).collect::<Vec<_>>()))
+            .collect();
+        deleting
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 /// The network sysctls (`/proc/sys/net`) of the calling thread's namespace.
 ///
 /// Open it once per namespace and write through it: every namespace adds its own `net`
@@ -685,6 +719,7 @@ fn exited_by(fd: &OwnedFd, deadline: std::time::Instant) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd as _;
     use std::os::unix::fs::MetadataExt as _;
 
     use super::*;
@@ -739,5 +774,32 @@ mod tests {
         let own = fs::metadata(path(&names.0[3])).unwrap();
         assert_ne!(own.ino(), meta[0].ino());
         assert_eq!(own.nlink(), 1);
+    }
+
+    /// Namespaces deleted on threads are all deleted, each result in its name's place; a name
+    /// not there is no error.
+    #[test]
+    fn namespaces_deleted_on_threads_are_all_gone() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (names in {NETNS_DIR})");
+            return;
+        }
+        prepare_dir().unwrap();
+        let tag = format!("zz-del{}", std::process::id());
+        let names = Names((0..200).map(|i| format!("{tag}-{i}")).collect());
+        let mut points = MountPoints::new();
+        // one a namespace, the others bare names, the last two never made
+        create_on_this_thread(&mut points, &names.0[0], current().unwrap().as_fd(), || {
+            Ok(())
+        })
+        .unwrap();
+        for name in &names.0[1..198] {
+            points.make(name).unwrap();
+        }
+        let all: Vec<&str> = names.0.iter().map(String::as_str).collect();
+        let results = delete_all(&all);
+        assert_eq!(results.len(), all.len());
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(all.iter().all(|name| !exists(name)));
     }
 }

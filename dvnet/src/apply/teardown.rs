@@ -117,12 +117,12 @@ pub async fn network(id: &str) -> DownReport {
         };
         report.errors.extend(deleted.err());
     }
-    let ordered = names
-        .iter()
-        .filter(|n| **n != fabric)
-        .chain(names.iter().filter(|n| **n == fabric));
-    for name in ordered {
-        match netns::delete(name) {
+    let (in_fabric, in_nodes): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| **n == fabric);
+    for deleted in netns::delete_all(&in_nodes)
+        .into_iter()
+        .chain(netns::delete_all(&in_fabric))
+    {
+        match deleted {
             Ok(()) => report.namespaces += 1,
             Err(e) => report.errors.push(e.to_string()),
         }
@@ -176,13 +176,17 @@ pub async fn nodes(id: &str, nodes: &[&NodePlan], docker: Option<&Containers>) -
     }
     let names: Vec<&str> = nodes.iter().map(|n| n.netns.as_str()).collect();
     stop_processes_in(&names, &mut report);
-    let gone: BTreeSet<&str> = names.iter().copied().collect();
-    for name in gone {
-        if netns::exists(name) {
-            match netns::delete(name) {
-                Ok(()) => report.namespaces += 1,
-                Err(e) => report.errors.push(e.to_string()),
-            }
+    let gone: Vec<&str> = names
+        .iter()
+        .copied()
+        .collect::<BTreeSet<&str>>()
+        .into_iter()
+        .filter(|name| netns::exists(name))
+        .collect();
+    for deleted in netns::delete_all(&gone) {
+        match deleted {
+            Ok(()) => report.namespaces += 1,
+            Err(e) => report.errors.push(e.to_string()),
         }
     }
     let (_, errors) = crate::runtime::netns::Namespaces.remove(id, nodes).await;
