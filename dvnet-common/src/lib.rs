@@ -307,7 +307,7 @@ pub mod verdict {
     pub const SENT: u8 = 4;
 }
 
-/// What precedes each captured packet's bytes in `DV_CAPTURE` (32 bytes).
+/// What precedes each captured packet's bytes in `DV_CAPTURE` (48 bytes, no padding).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CaptureMeta {
@@ -321,13 +321,16 @@ pub struct CaptureMeta {
     pub verdict: u8,
     /// With `verdict::DROPPED`/`ANSWERED`: the `DropReason`.
     pub reason: u8,
-    pub pad: u16,
+    /// With `verdict::FORWARDED`: 4 or 6, the family of `nexthop`.
+    pub family: u8,
+    pub pad: u8,
     /// With `DropReason::FirewallRule`: the rule's slot; else `u32::MAX`.
     pub rule: u32,
-    /// With `verdict::FORWARDED`: the interface it leaves by, and the next hop (network
-    /// byte order).
+    /// With `verdict::FORWARDED`: the interface it leaves by, and the next hop's address in
+    /// network byte order: an IPv4 one in the first 4 bytes, an IPv6 one in all 16.
     pub egress: u32,
-    pub nexthop: u32,
+    pub nexthop: [u8; 16],
+    pub pad2: u32,
 }
 
 /// Value of `DV_IMPAIR`, keyed by the ifindex of the interface whose ingress impairs.
@@ -638,7 +641,10 @@ pub mod maps {
     pub const KEYS6: &str = "DV_KEYS6";
     /// `NexthopKey6` → `Route6`: the further next hops of equal-cost IPv6 routes.
     pub const NEXTHOPS6: &str = "DV_NEXTHOPS6";
-    pub const ALL: [&str; 21] = [
+    /// Per-CPU scratch space: the capture record of an IPv6 packet, off the stack of
+    /// `node_ingress6`.
+    pub const CAPTURE6: &str = "DV_CAPTURE6";
+    pub const ALL: [&str; 22] = [
         LINK_STATS,
         IFACES,
         ROUTES,
@@ -660,6 +666,7 @@ pub mod maps {
         JUMP,
         KEYS6,
         NEXTHOPS6,
+        CAPTURE6,
     ];
     /// `node_ingress6`'s index in `DV_JUMP`.
     pub const JUMP_IPV6: u32 = 0;

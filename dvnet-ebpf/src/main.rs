@@ -94,7 +94,9 @@ fn capture_decision(
         router::kind::FORWARD => {
             m.verdict = verdict::FORWARDED;
             m.egress = egress;
-            m.nexthop = nexthop;
+            m.family = 4;
+            // (kept in network byte order: its bytes in memory are the address's)
+            m.nexthop[..4].copy_from_slice(&nexthop.to_ne_bytes());
         }
         _ => {}
     }
@@ -110,10 +112,12 @@ fn meta(ctx: &TcContext, verdict: u8) -> CaptureMeta {
         len: 0,
         verdict,
         reason: 0,
+        family: 0,
         pad: 0,
         rule: u32::MAX,
         egress: 0,
-        nexthop: 0,
+        nexthop: [0; 16],
+        pad2: 0,
     }
 }
 
@@ -179,16 +183,56 @@ fn forward6(ctx: &TcContext, iface: &IfaceInfo) -> i32 {
     let tapping = maps::tapping();
     if tapping {
         let d = &decision;
-        // (an IPv6 next hop does not fit the record's 32 bits: left out)
-        capture_decision(ctx, d.kind, (d.reason, d.rule), (d.egress, 0));
+        if let Some(m) = record6(ctx) {
+            match d.kind {
+                router::kind::DROP | router::kind::ANSWER => {
+                    m.verdict = verdict::DROPPED;
+                    m.reason = d.reason as u8;
+                    m.rule = d.rule;
+                }
+                router::kind::FORWARD => {
+                    m.verdict = verdict::FORWARDED;
+                    m.egress = d.egress;
+                    m.family = 6;
+                    // Read as one 16-byte value in memory: copied byte by byte, LLVM would
+                    // keep each of its bytes in a stack slot of its own all the way through
+                    // the decision (128 bytes the stack does not have).
+                    // SAFETY: a plain read of a field.
+                    m.nexthop = unsafe { core::ptr::read_volatile(&raw const d.nexthop) };
+                }
+                _ => {}
+            }
+            maps::capture(ctx, m);
+        }
     }
     router6::act(ctx, iface, &decision, || {
-        if tapping {
-            let mut m = meta(ctx, verdict::ANSWERED);
+        if tapping && let Some(m) = record6(ctx) {
+            m.verdict = verdict::ANSWERED;
             m.reason = decision.reason as u8;
-            maps::capture(ctx, &mut m);
+            maps::capture(ctx, m);
         }
     })
+}
+
+/// A capture record of this interface ([`meta`], verdict `DELIVERED`) in this CPU's slot of
+/// `DV_CAPTURE6`: `node_ingress6` has no room for one on its stack.
+#[inline(always)]
+fn record6(ctx: &TcContext) -> Option<&'static mut CaptureMeta> {
+    let m = maps::DV_CAPTURE6.get_ptr_mut(0)?;
+    // SAFETY: a per-CPU slot; nothing else runs on this CPU while the program does.
+    let m = unsafe { &mut *m };
+    m.ts_ns = 0;
+    m.ifindex = ifindex(ctx);
+    m.len = 0;
+    m.verdict = verdict::DELIVERED;
+    m.reason = 0;
+    m.family = 0;
+    m.pad = 0;
+    m.rule = u32::MAX;
+    m.egress = 0;
+    m.nexthop = [0; 16];
+    m.pad2 = 0;
+    Some(m)
 }
 
 /// TC ingress of a fabric port: packets the node sent onto its bridged segment.

@@ -109,6 +109,10 @@ pub static DV_TAPPING: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "DV_CAPTURE")]
 pub static DV_CAPTURE: PerfEventArray<CaptureMeta> = PerfEventArray::new(0);
 
+/// The capture record of an IPv6 packet, per CPU, off the stack of `node_ingress6`.
+#[map(name = "DV_CAPTURE6")]
+pub static DV_CAPTURE6: PerCpuArray<CaptureMeta> = PerCpuArray::with_max_entries(1, 0);
+
 /// Network-wide counters (`dvnet_common::global`).
 #[map(name = "DV_GLOBAL")]
 pub static DV_GLOBAL: PerCpuArray<u64> =
@@ -166,7 +170,13 @@ pub fn count_drop(link: u32, reason: DropReason) {
     if let Some(stats) = DV_LINK_STATS.get_ptr_mut(link) {
         // SAFETY: as in `count`.
         let stats = unsafe { &mut *stats };
-        if let Some(d) = stats.drops.get_mut(reason as usize) {
+        // The reason's index read as a plain byte: LLVM knows an enum's range and would drop
+        // the bounds check below, which the verifier needs when the reason was kept on the
+        // stack as a wider word.
+        let index = reason as u8;
+        // SAFETY: a read of a local.
+        let index = unsafe { core::ptr::read_volatile(&raw const index) };
+        if let Some(d) = stats.drops.get_mut(usize::from(index)) {
             *d += 1;
         }
     }

@@ -132,6 +132,56 @@ fn five_pings_through_a_router_are_ten_packets_with_their_verdicts() {
 }
 
 #[test]
+fn an_ipv6_packet_forwarded_names_its_next_hop() {
+    if !require_root("an_ipv6_packet_forwarded_names_its_next_hop") {
+        return;
+    }
+    // the lab, dual-stack on A and B; C carries IPv6 on link-local addresses alone
+    let mut topology = lab();
+    topology["subnets"]["A"]["cidr6"] = json!("fd00:0:a::/64");
+    topology["subnets"]["B"]["cidr6"] = json!("fd00:0:b::/64");
+    let net = TestNet::new("cap-six", topology);
+    net.up(&[]);
+    let out = net.exec(
+        "R-2",
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", "ethr-2-c", "scope", "link",
+        ],
+    );
+    let said = text(&out);
+    let r2_link_local = said
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("R-2's link-local address on C: {said}"))
+        .to_owned();
+    assert!(r2_link_local.starts_with("fe80:"), "{r2_link_local}");
+    let file = net.dir.path().join("six.pcapng");
+    let cap = Capture::start(
+        &net,
+        &["R-1:A", "-w", file.to_str().unwrap()],
+        Stdio::null(),
+    );
+    let out = net.exec(
+        "A-1",
+        &["ping", "-6", "-c", "3", "-i", "0.1", "fd00:0:b::2"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    cap.stop();
+    let rows = tshark(&file, "icmpv6.type == 128", &["ipv6.dst", "frame.comment"]);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r[0], "fd00:0:b::2");
+        assert_eq!(
+            r[1],
+            format!("forwarded by R-1 to R-2 ({r2_link_local}) out of ethr-1-c on C"),
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
 fn drops_come_with_the_rule_and_ttl_expiry_with_its_icmp_error() {
     if !require_root("drops_come_with_the_rule_and_ttl_expiry_with_its_icmp_error") {
         return;

@@ -21,7 +21,7 @@ pub mod pcapng;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -266,7 +266,8 @@ struct Place {
 pub struct Describer<'a> {
     plan: &'a Plan,
     places: HashMap<u32, Place>,
-    owners: HashMap<Ipv4Addr, usize>,
+    /// Each address of a link (IPv4, IPv6 global and link-local) → the link.
+    owners: HashMap<IpAddr, usize>,
 }
 
 impl<'a> Describer<'a> {
@@ -292,7 +293,14 @@ impl<'a> Describer<'a> {
                 );
             }
             if let Some(a) = link.address {
-                owners.insert(a, i);
+                owners.insert(a.into(), i);
+            }
+            if plan.ipv6 {
+                // IPv6 routes lead to the next router's link-local address
+                owners.insert(link.link_local().into(), i);
+                if let Some(a) = link.address6 {
+                    owners.insert(a.into(), i);
+                }
             }
         }
         Describer {
@@ -326,7 +334,12 @@ impl<'a> Describer<'a> {
                 Forwarder::Program { .. } => format!("to {} itself", node.name),
             },
             verdict::FORWARDED => {
-                let hop = Ipv4Addr::from(u32::from_be(meta.nexthop));
+                let n = meta.nexthop;
+                let hop = if meta.family == 6 {
+                    IpAddr::from(Ipv6Addr::from(n))
+                } else {
+                    IpAddr::from(Ipv4Addr::new(n[0], n[1], n[2], n[3]))
+                };
                 let out = self.places.get(&meta.egress).map(|p| &plan.links[p.link]);
                 let to = match self.owners.get(&hop) {
                     Some(&l) => format!("{} ({hop})", plan.nodes[plan.links[l].node].name),

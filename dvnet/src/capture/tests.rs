@@ -127,7 +127,8 @@ fn verdicts_name_nodes_next_hops_interfaces_and_rules() {
     let a1 = link(&plan, "A-1", "A");
     let mut m = meta(r1a.ifindex, verdict::FORWARDED);
     m.egress = r1c.ifindex;
-    m.nexthop = u32::from(r2c.address.unwrap()).to_be();
+    m.family = 4;
+    m.nexthop[..4].copy_from_slice(&r2c.address.unwrap().octets());
     assert_eq!(
         d.verdict(&m),
         format!(
@@ -175,6 +176,47 @@ fn verdicts_name_nodes_next_hops_interfaces_and_rules() {
     assert!(
         d.verdict(&meta(link(&kernel, "R-1", "A").ifindex, verdict::DELIVERED))
             .contains("kernel datapath")
+    );
+}
+
+#[test]
+fn an_ipv6_next_hop_is_named_by_its_link_local_address() {
+    let topo = Topology::from_json(
+        r#"{"name": "six", "automatic_routing": true,
+            "subnets": {"A": {"cidr": "10.0.0.0/24", "cidr6": "fd00:0:a::/64", "hosts": {"A-1": {}}},
+                        "B": {"cidr": "10.0.1.0/24", "cidr6": "fd00:0:b::/64", "hosts": {"B-1": {}}},
+                        "C": {"cidr": "10.0.2.0/24", "hosts": {}}},
+            "routers": {"R-1": {"subnets": ["A", "C"]}, "R-2": {"subnets": ["C", "B"]}}}"#,
+        "test",
+    )
+    .unwrap();
+    let plan = Plan::build(&topo, PlanOptions::default()).unwrap();
+    let d = Describer::new(&plan);
+    let (r1a, r1c, r2c) = (
+        link(&plan, "R-1", "A"),
+        link(&plan, "R-1", "C"),
+        link(&plan, "R-2", "C"),
+    );
+    let mut m = meta(r1a.ifindex, verdict::FORWARDED);
+    m.egress = r1c.ifindex;
+    m.family = 6;
+    m.nexthop = r2c.link_local().octets();
+    assert_eq!(
+        d.verdict(&m),
+        format!(
+            "forwarded by R-1 to R-2 ({}) out of {} on C",
+            r2c.link_local(),
+            r1c.ifname
+        )
+    );
+    // to an address no link has: the address alone
+    m.nexthop = "fd00:0:9::1"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    assert!(
+        d.verdict(&m)
+            .starts_with("forwarded by R-1 to fd00:0:9::1 out of")
     );
 }
 
