@@ -727,6 +727,18 @@ mod tests {
     /// Removes the names it was given, pass or fail.
     struct Names(Vec<String>);
 
+    /// `count` names `<tag><pid>-<i>` for a test to make in `/run/netns` (removed when
+    /// dropped), or `None` without root.
+    fn names(tag: &str, count: usize) -> Option<Names> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (names in {NETNS_DIR})");
+            return None;
+        }
+        prepare_dir().unwrap();
+        let prefix = format!("{tag}{}", std::process::id());
+        Some(Names((0..count).map(|i| format!("{prefix}-{i}")).collect()))
+    }
+
     impl Drop for Names {
         fn drop(&mut self) {
             for name in &self.0 {
@@ -740,13 +752,9 @@ mod tests {
     /// name taken says so.
     #[test]
     fn mount_points_are_links_to_one_file_each_removed_on_its_own() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root (names in {NETNS_DIR})");
+        let Some(names) = names("zz-mp", 4) else {
             return;
-        }
-        prepare_dir().unwrap();
-        let tag = format!("zz-mp{}", std::process::id());
-        let names = Names((0..4).map(|i| format!("{tag}-{i}")).collect());
+        };
         let mut points = MountPoints::new();
         for name in &names.0[..3] {
             points.make(name).unwrap();
@@ -780,13 +788,9 @@ mod tests {
     /// not there is no error.
     #[test]
     fn namespaces_deleted_on_threads_are_all_gone() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root (names in {NETNS_DIR})");
+        let Some(names) = names("zz-del", 200) else {
             return;
-        }
-        prepare_dir().unwrap();
-        let tag = format!("zz-del{}", std::process::id());
-        let names = Names((0..200).map(|i| format!("{tag}-{i}")).collect());
+        };
         let mut points = MountPoints::new();
         // one a namespace, the others bare names, the last two never made
         create_on_this_thread(&mut points, &names.0[0], current().unwrap().as_fd(), || {
