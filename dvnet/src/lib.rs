@@ -11,7 +11,8 @@
 //! The backends, each behind a small trait or module: [`runtime`] (where nodes run:
 //! namespaces, Docker containers), [`datapath`] (eBPF maps and programs, the kernel's
 //! iptables), [`host`] (the host's side of outbound access), [`frr`] (routing daemons).
-//! Below them: [`netns`] (named namespaces), [`netlink`] (typed rtnetlink), [`lock`].
+//! Below them: [`netns`] (named namespaces), [`netlink`] (typed rtnetlink), [`lock`],
+//! [`threads`] (work in chunks on threads).
 //!
 //! [`plugin`] serves it all to Docker as a network driver; [`delay`] is the delay line that
 //! holds packets back (delay, jitter, rate) where the kernel has no netem.
@@ -39,6 +40,7 @@ pub mod render;
 pub mod runtime;
 pub mod state;
 pub mod stats;
+pub mod threads;
 pub mod topology;
 pub mod ui;
 

@@ -137,6 +137,7 @@ const LINKS_PER_FILE: u32 = 8192;
 /// links 0.004 s). A mount belongs to a name, not to its inode, and `ip netns del` or `down`
 /// removes one name as before. Where the filesystem has no unnamed files, each mount point is
 /// a file of its own.
+#[derive(Default)]
 pub struct MountPoints {
     /// `/run/netns`, once opened.
     dir: Option<OwnedFd>,
@@ -146,22 +147,7 @@ pub struct MountPoints {
     files_only: bool,
 }
 
-impl Default for MountPoints {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl MountPoints {
-    #[must_use]
-    pub fn new() -> MountPoints {
-        MountPoints {
-            dir: None,
-            file: None,
-            files_only: false,
-        }
-    }
-
     /// Makes `/run/netns/<name>`.
     fn make(&mut self, name: &str) -> Result<PathBuf, NetnsError> {
         let target = path(name);
@@ -320,7 +306,7 @@ pub fn adopt_on_this_thread<T>(
 /// # Errors
 /// The name is taken, or the mount fails (then the name is removed again).
 pub fn name_path(name: &str, source: &Path) -> Result<(), NetnsError> {
-    with_mount_point(&mut MountPoints::new(), name, |target| {
+    with_mount_point(&mut MountPoints::default(), name, |target| {
         mount(
             Some(source),
             target,
@@ -353,34 +339,30 @@ pub fn on_thread<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> i
 /// # Errors
 /// A namespace that cannot be opened or entered, or a socket that cannot be made.
 pub fn sockets_in(names: &[&str], workers: usize) -> Result<Vec<OwnedFd>, NetnsError> {
-    let chunk = names.len().div_ceil(workers.max(1)).max(1);
-    std::thread::scope(|s| {
-        let threads: Vec<_> = names
-            .chunks(chunk)
-            .map(|names| {
-                s.spawn(move || -> Result<Vec<OwnedFd>, NetnsError> {
-                    let mut out = Vec::with_capacity(names.len());
-                    for &name in names {
-                        let fd = open(name)?;
-                        setns(&fd, CloneFlags::CLONE_NEWNET).map_err(nix_err("entering", name))?;
-                        out.push(crate::netlink::socket_here().map_err(|source| {
-                            NetnsError::Io {
-                                op: "opening a netlink socket in",
-                                name: name.to_owned(),
-                                source,
-                            }
-                        })?);
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        let mut all = Vec::with_capacity(names.len());
-        for t in threads {
-            all.extend(t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
-        }
-        Ok(all)
-    })
+    let made = crate::threads::in_chunks(
+        names,
+        workers,
+        |names| -> Result<Vec<OwnedFd>, NetnsError> {
+            let mut out = Vec::with_capacity(names.len());
+            for &name in names {
+                let fd = open(name)?;
+                setns(&fd, CloneFlags::CLONE_NEWNET).map_err(nix_err("entering", name))?;
+                out.push(
+                    crate::netlink::socket_here().map_err(|source| NetnsError::Io {
+                        op: "opening a netlink socket in",
+                        name: name.to_owned(),
+                        source,
+                    })?,
+                );
+            }
+            Ok(out)
+        },
+    );
+    let mut all = Vec::with_capacity(names.len());
+    for part in made {
+        all.extend(part?);
+    }
+    Ok(all)
 }
 
 /// Deletes a named namespace (unmount, remove the file). The kernel frees it once nothing else
@@ -423,16 +405,12 @@ pub fn delete_all(names: &[&str]) -> Vec<Result<(), NetnsError>> {
     if threads == 1 {
         return names.iter().map(|name| delete(name)).collect();
     }
-    std::thread::scope(|s| {
-        let deleting: Vec<_> = names
-            .chunks(names.len().div_ceil(threads))
-            .map(|names| s.spawn(move || names.iter().map(|name| delete(name)).collect::<Vec<_>>()))
-            .collect();
-        deleting
-            .into_iter()
-            .flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+    crate::threads::in_chunks(names, threads, |names| {
+        names.iter().map(|name| delete(name)).collect::<Vec<_>>()
     })
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// The network sysctls (`/proc/sys/net`) of the calling thread's namespace.
@@ -755,7 +733,7 @@ mod tests {
         let Some(names) = names("zz-mp", 4) else {
             return;
         };
-        let mut points = MountPoints::new();
+        let mut points = MountPoints::default();
         for name in &names.0[..3] {
             points.make(name).unwrap();
         }
@@ -776,7 +754,7 @@ mod tests {
 
         let mut files = MountPoints {
             files_only: true,
-            ..MountPoints::new()
+            ..MountPoints::default()
         };
         files.make(&names.0[3]).unwrap();
         let own = fs::metadata(path(&names.0[3])).unwrap();
@@ -791,7 +769,7 @@ mod tests {
         let Some(names) = names("zz-del", 200) else {
             return;
         };
-        let mut points = MountPoints::new();
+        let mut points = MountPoints::default();
         // one a namespace, the others bare names, the last two never made
         create_on_this_thread(&mut points, &names.0[0], current().unwrap().as_fd(), || {
             Ok(())

@@ -359,73 +359,57 @@ fn create_namespaces(
     sockets: bool,
     observer: &dyn super::Observer,
 ) -> Result<Vec<NsCreated>, NetnsError> {
-    let chunk = jobs.len().div_ceil(workers.max(1)).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .chunks(chunk)
-            .map(|jobs| {
-                s.spawn(move || -> Result<Vec<NsCreated>, NetnsError> {
-                    let home = netns::current().map_err(|source| NetnsError::Io {
-                        op: "opening",
-                        name: "the current namespace".into(),
-                        source,
-                    })?;
-                    let mut out = Vec::with_capacity(jobs.len());
-                    let mut proc_sys = netns::ProcSys::for_namespaces(jobs.len());
-                    let mut points = netns::MountPoints::new();
-                    for job in jobs {
-                        let init = || {
-                            let sysctls = proc_sys.net()?;
-                            for (key, value) in &job.sysctls {
-                                // Some keys are absent on some kernels (no IPv6); the ones that
-                                // matter exist everywhere dvnet runs.
-                                if let Err(e) = sysctls.write(key, value)
-                                    && e.kind() != std::io::ErrorKind::NotFound
-                                {
-                                    return Err(e);
-                                }
-                            }
-                            sockets.then(crate::netlink::socket_here).transpose()
-                        };
-                        // the namespace's descriptor is closed at once: it stays mounted
-                        let (_fd, socket) = match job.adopt {
-                            Some(pid) => netns::adopt_on_this_thread(
-                                &mut points,
-                                &job.name,
-                                pid,
-                                home.as_fd(),
-                                init,
-                            )?,
-                            None => netns::create_on_this_thread(
-                                &mut points,
-                                &job.name,
-                                home.as_fd(),
-                                init,
-                            )?,
-                        };
-                        debug!(ns = %job.name, adopted = job.adopt.is_some(), "namespace");
-                        out.push(NsCreated { socket });
-                        observer.advance(1);
+    let made = crate::threads::in_chunks(
+        jobs,
+        workers,
+        |jobs| -> Result<Vec<NsCreated>, NetnsError> {
+            let home = netns::current().map_err(|source| NetnsError::Io {
+                op: "opening",
+                name: "the current namespace".into(),
+                source,
+            })?;
+            let mut out = Vec::with_capacity(jobs.len());
+            let mut proc_sys = netns::ProcSys::for_namespaces(jobs.len());
+            let mut points = netns::MountPoints::default();
+            for job in jobs {
+                let init = || {
+                    let sysctls = proc_sys.net()?;
+                    for (key, value) in &job.sysctls {
+                        // Some keys are absent on some kernels (no IPv6); the ones that
+                        // matter exist everywhere dvnet runs.
+                        if let Err(e) = sysctls.write(key, value)
+                            && e.kind() != std::io::ErrorKind::NotFound
+                        {
+                            return Err(e);
+                        }
                     }
-                    Ok(out)
-                })
-            })
-            .collect();
-        let mut all = Vec::with_capacity(jobs.len());
-        let mut first_err = None;
-        for h in handles {
-            match h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
-                Ok(v) => all.extend(v),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+                    sockets.then(crate::netlink::socket_here).transpose()
+                };
+                // the namespace's descriptor is closed at once: it stays mounted
+                let (_fd, socket) = match job.adopt {
+                    Some(pid) => netns::adopt_on_this_thread(
+                        &mut points,
+                        &job.name,
+                        pid,
+                        home.as_fd(),
+                        init,
+                    )?,
+                    None => {
+                        netns::create_on_this_thread(&mut points, &job.name, home.as_fd(), init)?
+                    }
+                };
+                debug!(ns = %job.name, adopted = job.adopt.is_some(), "namespace");
+                out.push(NsCreated { socket });
+                observer.advance(1);
             }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(all),
-        }
-    })
+            Ok(out)
+        },
+    );
+    let mut all = Vec::with_capacity(jobs.len());
+    for part in made {
+        all.extend(part?);
+    }
+    Ok(all)
 }
 
 /// A veth pair to create.

@@ -295,12 +295,13 @@ fn compute_in(topo: &Topology, left_out: &dyn Fn(usize) -> bool, (v4, v6): Famil
             .map_or(1, std::num::NonZero::get)
             .min(4)
     };
-    let routes_of = |first: usize, last: usize, search: &mut Search| {
+    let routes_of = |routers: &[usize], search: &mut Search| {
         // the group of each label, reset after each router
         let mut group_of = vec![usize::MAX; nr];
         let mut sets = topo.ecmp.then(|| HopSets::new(nr + ns));
-        (first..last)
-            .map(|r| {
+        routers
+            .iter()
+            .map(|&r| {
                 router_routes(
                     topo,
                     &core,
@@ -314,26 +315,14 @@ fn compute_in(topo: &Topology, left_out: &dyn Fn(usize) -> bool, (v4, v6): Famil
             })
             .collect::<Vec<RouterRoutes>>()
     };
+    let all: Vec<usize> = (0..nr).collect();
     let computed: Vec<RouterRoutes> = if threads == 1 {
-        routes_of(0, nr, &mut search)
+        routes_of(&all, &mut search)
     } else {
-        let chunk = nr.div_ceil(threads);
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = (0..nr)
-                .step_by(chunk)
-                .map(|first| {
-                    let routes_of = &routes_of;
-                    scope.spawn(move || {
-                        let mut search = Search::new(nr + ns);
-                        routes_of(first, (first + chunk).min(nr), &mut search)
-                    })
-                })
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
+        crate::threads::in_chunks(&all, threads, |routers| {
+            routes_of(routers, &mut Search::new(nr + ns))
         })
+        .concat()
     };
     for (v4, v6) in computed {
         routers.push(v4);
